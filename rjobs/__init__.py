@@ -1,0 +1,57 @@
+"""rjobs — a Redis-native job queue and job-state store.
+
+Every state change is one Lua script checked against the queue's state machine stored in Redis.
+"""
+
+from rjobs import machines
+from rjobs.config import PRIORITIES, QueueConfig, Retention
+from rjobs.errors import (
+    DependencyError,
+    InvalidTransition,
+    JobExists,
+    JobNotFound,
+    LeaseLost,
+    MachineConflict,
+    MachineError,
+    RjobsError,
+    ScriptError,
+    Unauthorized,
+    ValidationError,
+    WaitTimeout,
+)
+from rjobs.machine import StateMachine
+from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
+from rjobs.queue import Queue
+from rjobs.sync import SyncQueue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRIORITIES",
+    "Asset",
+    "DependencyError",
+    "EnqueueOutcome",
+    "Event",
+    "InvalidTransition",
+    "Job",
+    "JobError",
+    "JobExists",
+    "JobNotFound",
+    "JobOutcome",
+    "JobRequest",
+    "LeaseLost",
+    "MachineConflict",
+    "MachineError",
+    "Progress",
+    "Queue",
+    "QueueConfig",
+    "Retention",
+    "RjobsError",
+    "ScriptError",
+    "StateMachine",
+    "SyncQueue",
+    "Unauthorized",
+    "ValidationError",
+    "WaitTimeout",
+    "machines",
+]

@@ -1,0 +1,128 @@
+"""The only encoders and decoders: payloads are msgspec JSON (readable with redis-cli), job
+hashes and stream entries are decoded into the models here. No pickle anywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from rjobs.errors import ValidationError
+from rjobs.models import Asset, Event, Job, JobError, Progress
+
+__all__ = ["decode_json", "encode_json", "event_from_entry", "job_from_hash"]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+_error_decoder = msgspec.json.Decoder(JobError)
+
+
+def encode_json(value: Any, *, limit: int | None = None, what: str = "payload") -> bytes:
+    """Encode ``value`` as JSON; raise ValidationError if it cannot be or is over ``limit`` bytes."""
+    try:
+        data = _encoder.encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValidationError(f"{what} is not JSON-encodable: {exc}") from None
+    if limit is not None and len(data) > limit:
+        raise ValidationError(f"{what} is {len(data)} bytes, over the limit of {limit}")
+    return data
+
+
+def decode_json(data: bytes | str | None) -> Any:
+    """Decode a stored JSON payload (None / empty -> None)."""
+    if not data:
+        return None
+    return _decoder.decode(data)
+
+
+def decode_error(data: bytes | str | None) -> JobError | None:
+    """Decode a stored structured error."""
+    if not data:
+        return None
+    try:
+        return _error_decoder.decode(data)
+    except msgspec.ValidationError:
+        return JobError(code="error", message=str(decode_json(data)))
+
+
+def _int(v: bytes | None) -> int | None:
+    if v is None or v == b"":
+        return None
+    return int(float(v))
+
+
+def _str(v: bytes | None) -> str | None:
+    return v.decode() if v else None
+
+
+def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
+    """Build a Job from ``HGETALL rjobs:{Q}:job:<id>``."""
+    g = h.get
+    percent = g(b"progress")
+    eta = _int(g(b"eta_ms"))
+    deps = g(b"depends_on")
+    return Job(
+        id=h[b"id"].decode(),
+        queue=(g(b"queue") or b"").decode(),
+        type=(g(b"type") or b"").decode(),
+        status=(g(b"status") or b"").decode(),
+        priority=_int(g(b"priority")) or 0,
+        params=decode_json(g(b"params")),
+        result=decode_json(g(b"result")),
+        error=decode_error(g(b"error")),
+        progress=Progress(
+            percent=float(percent) if percent else 0.0,
+            step=_str(g(b"step")),
+            eta_ms=eta if eta is not None and eta >= 0 else None,
+        ),
+        user_id=_str(g(b"user_id")),
+        attempt=_int(g(b"attempt")) or 0,
+        executions=_int(g(b"executions")) or 0,
+        max_attempts=_int(g(b"max_attempts")) or 1,
+        retry_count=_int(g(b"retry_count")) or 0,
+        lease_losses=_int(g(b"lease_losses")) or 0,
+        worker=_str(g(b"worker")),
+        token=_int(g(b"token")) or 0,
+        created_ms=_int(g(b"created_ms")) or 0,
+        updated_ms=_int(g(b"updated_ms")),
+        scheduled_ms=_int(g(b"scheduled_ms")) or None,
+        started_ms=_int(g(b"started_ms")),
+        completed_ms=_int(g(b"completed_ms")),
+        duration_ms=_int(g(b"duration_ms")),
+        lease_deadline_ms=_int(g(b"lease_deadline_ms")),
+        expire_ms=_int(g(b"expire_ms")),
+        dedupe_key=_str(g(b"dedupe_key")),
+        depends_on=tuple(deps.decode().split(",")) if deps else (),
+        deps_pending=_int(g(b"deps_pending")) or 0,
+    )
+
+
+def event_from_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Event:
+    """Build an Event from one stream entry (XRANGE / XREAD)."""
+    g = fields.get
+    return Event(
+        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        job_id=(g(b"job") or b"").decode(),
+        event=(g(b"event") or b"").decode(),
+        from_state=_str(g(b"from")),
+        to_state=_str(g(b"to")),
+        actor=_str(g(b"actor")),
+        message=_str(g(b"msg")),
+        attempt=_int(g(b"attempt")),
+        token=_int(g(b"token")),
+        data=_str(g(b"data")),
+    )
+
+
+def events_from_entries(entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Event]:
+    """Decode a list of stream entries."""
+    return [event_from_entry(eid, f) for eid, f in entries]
+
+
+_asset_decoder = msgspec.json.Decoder(Asset)
+
+
+def decode_asset(data: bytes) -> Asset:
+    """Decode one stored asset."""
+    return _asset_decoder.decode(data)

@@ -1,0 +1,87 @@
+"""Queue configuration: validated input rules, priorities, retention. Options that every process
+must agree on (retention, payload limit, stream caps) are stored with the machine in Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import msgspec
+
+from rjobs.errors import ValidationError
+
+__all__ = ["PRIORITIES", "QueueConfig", "Retention", "default_actor", "parse_priority"]
+
+#: Named priority levels on seed 002's 1-10 scale (seed 003's names, higher runs first).
+PRIORITIES: dict[str, int] = {"low": 1, "normal": 5, "high": 7, "urgent": 9, "critical": 10}
+
+
+def parse_priority(value: str | int) -> int:
+    """A level name or an integer 1-10 -> the integer; anything else raises ValidationError."""
+    if isinstance(value, str):
+        if value in PRIORITIES:
+            return PRIORITIES[value]
+        raise ValidationError(f"unknown priority {value!r}: use {sorted(PRIORITIES)} or an integer 1-10")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
+        raise ValidationError(f"priority {value!r} must be a level name or an integer 1-10")
+    return value
+
+
+class Retention(msgspec.Struct, frozen=True):
+    """How long finished jobs are kept, per outcome, in seconds (None = forever). After that the
+    job, its history, assets, dedupe key and every index entry are purged together."""
+
+    success: float | None = 24 * 3600.0
+    partial: float | None = 7 * 24 * 3600.0
+    failure: float | None = 7 * 24 * 3600.0
+    cancelled: float | None = 24 * 3600.0
+
+
+class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-queue settings. ``max_payload`` bounds params/result size in bytes; ``cache_ttl`` is how
+    long a dedupe key's successful result stays readable (seconds, 0 = no cache);
+    ``queue_events`` turns the queue-wide stream on or off (job histories are always kept)."""
+
+    retention: Retention = Retention()
+    max_payload: int = 1024 * 1024
+    cache_ttl: float = 3600.0
+    queue_events: bool = True
+    stream_maxlen: int = 100_000
+    job_events_maxlen: int = 1_000
+
+    def redis_options(self) -> dict[str, int]:
+        """The options as stored in the machine hash (opt:<name>, integers)."""
+
+        def ms(seconds: float | None) -> int:
+            return -1 if seconds is None else int(seconds * 1000)
+
+        r = self.retention
+        return {
+            "keep_success_ms": ms(r.success),
+            "keep_partial_ms": ms(r.partial),
+            "keep_failure_ms": ms(r.failure),
+            "keep_cancelled_ms": ms(r.cancelled),
+            "max_payload": self.max_payload,
+            "cache_ttl_ms": ms(self.cache_ttl),
+            "queue_events": int(self.queue_events),
+            "stream_maxlen": self.stream_maxlen,
+            "job_events_maxlen": self.job_events_maxlen,
+        }
+
+    def validate(self) -> QueueConfig:
+        """Raise ValidationError on nonsensical values; return self."""
+        for name in ("success", "partial", "failure", "cancelled"):
+            v = getattr(self.retention, name)
+            if v is not None and v < 0:
+                raise ValidationError(f"retention.{name} must be >= 0 seconds or None")
+        if not 1 <= self.max_payload <= 512 * 1024 * 1024:
+            raise ValidationError("max_payload must be 1 byte to 512 MiB")
+        if self.cache_ttl < 0 or self.stream_maxlen < 1 or self.job_events_maxlen < 1:
+            raise ValidationError("cache_ttl, stream_maxlen and job_events_maxlen must be positive")
+        return self
+
+
+def default_actor() -> str:
+    """Who a client acts as when the caller does not say: host and pid."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:60]
+    return f"{host or 'host'}-{os.getpid()}"

@@ -1,0 +1,105 @@
+"""Every Redis key rjobs uses, and the validation that keeps user input from forging one.
+
+This is the only module that builds key names. All keys of queue ``Q`` share the prefix
+``rjobs:{Q}:`` — the braces are a Redis Cluster hash tag, so one queue lives in one slot and every
+Lua script can touch all of its keys atomically.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rjobs.errors import ValidationError
+
+__all__ = ["QueueKeys", "validate_name"]
+
+# Names that become part of a key: no braces (hash tags), no colons (key separators), no glob
+# characters, no whitespace. 128 chars bounds key size.
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# Dedupe keys are user-facing identifiers ("thumbnail:user42"), so ':' and '/' are allowed; they
+# live at the end of the key, and the dedupe result cache lives under another prefix, so they still
+# cannot reach another key.
+_DEDUPE = re.compile(r"^[A-Za-z0-9_.\-:/@=+]{1,200}$")
+
+
+def validate_name(kind: str, value: object, *, pattern: re.Pattern[str] = _NAME) -> str:
+    """Return ``value`` if it is a safe name for ``kind`` (queue, job id, user id...), else raise."""
+    if not isinstance(value, str) or not pattern.match(value):
+        shown = repr(value)[:60]
+        raise ValidationError(
+            f"invalid {kind} {shown}: use 1-{128 if pattern is _NAME else 200} characters from "
+            f"{'A-Z a-z 0-9 _ . -' if pattern is _NAME else 'A-Z a-z 0-9 _ . - : / @ = +'}"
+        )
+    return value
+
+
+def validate_dedupe_key(value: object) -> str:
+    """Return a valid dedupe key or raise ValidationError."""
+    return validate_name("dedupe key", value, pattern=_DEDUPE)
+
+
+class QueueKeys:
+    """Key names of one queue. Scripts receive ``prefix`` and the fixed keys below; per-job keys are
+    built inside Lua from the same prefix (documented in each script's contract block)."""
+
+    __slots__ = (
+        "delayed",
+        "dependents_suffix",
+        "events",
+        "expiring",
+        "leases",
+        "machine",
+        "name",
+        "prefix",
+        "ready",
+        "seq",
+        "wake",
+        "workers",
+    )
+
+    def __init__(self, queue: str) -> None:
+        self.name = validate_name("queue name", queue)
+        self.prefix = f"rjobs:{{{queue}}}:"
+        p = self.prefix
+        self.machine = p + "machine"  # hash: the state machine table and roles
+        self.ready = p + "ready"  # zset: claimable jobs, score = priority band then FIFO seq
+        self.delayed = p + "delayed"  # zset: jobs waiting for a time, score = due epoch ms
+        self.leases = p + "leases"  # zset: leased jobs, score = lease deadline epoch ms
+        self.events = p + "events"  # stream: every event of the queue, capped
+        self.expiring = p + "expiring"  # zset: finished jobs, score = purge time epoch ms
+        self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
+        self.wake = p + "wake"  # list: at most one token that wakes an idle worker
+        self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
+        self.dependents_suffix = ":dependents"
+
+    def job(self, job_id: str) -> str:
+        """Hash with the job's flat fields."""
+        return f"{self.prefix}job:{job_id}"
+
+    def job_events(self, job_id: str) -> str:
+        """Stream with the job's own history."""
+        return f"{self.prefix}job:{job_id}:events"
+
+    def job_assets(self, job_id: str) -> str:
+        """Hash asset id -> asset JSON."""
+        return f"{self.prefix}job:{job_id}:assets"
+
+    def job_dependents(self, job_id: str) -> str:
+        """Set of job ids waiting for this job."""
+        return f"{self.prefix}job:{job_id}:dependents"
+
+    def state(self, state: str) -> str:
+        """Zset index of the jobs in ``state`` (score = time they entered it)."""
+        return f"{self.prefix}state:{state}"
+
+    def owner(self, user_id: str) -> str:
+        """Zset of a user's jobs (score = created epoch ms)."""
+        return f"{self.prefix}owner:{user_id}"
+
+    def dedupe(self, dedupe_key: str) -> str:
+        """String: id of the job currently holding ``dedupe_key``."""
+        return f"{self.prefix}dedupe:{dedupe_key}"
+
+    def dedupe_result(self, dedupe_key: str) -> str:
+        """String with TTL: the cached result of the last successful job of ``dedupe_key``."""
+        return f"{self.prefix}cache:{dedupe_key}"

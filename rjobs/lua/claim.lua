@@ -1,0 +1,67 @@
+-- claim.lua — promote due delayed jobs, then lease up to N ready jobs to one worker.
+-- Called by: Worker (Scripts.claim)
+-- KEYS[1]  machine  hash    rjobs:{Q}:machine
+-- KEYS[2]  events   stream  rjobs:{Q}:events
+-- ARGV[1]  prefix   "rjobs:{Q}:"
+-- ARGV[2]  worker   worker id
+-- ARGV[3]  max_jobs how many jobs to lease at most (1-1000)
+-- ARGV[4]  lease_ms lease length in ms
+-- ARGV[5]  promote  how many due delayed jobs to promote at most (bounded work)
+-- Builds   job:<id>, job:<id>:events, ready, delayed, leases, state:<s>, workers, wake
+-- Returns  {next_due_ms (-1 = nothing delayed), ready_left, jobs...}; each job is
+--          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
+--           created_ms, lease_deadline_ms}
+-- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
+--!include lib/core.lua
+local err = RJ.init(KEYS, ARGV[1])
+if err then return redis.error_reply(err) end
+local worker, max_jobs, lease_ms, promote = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if not RJ.valid_name(worker, 200) then return redis.error_reply('RJ_INVALID worker id') end
+if not max_jobs or max_jobs < 0 or max_jobs > 1000 then return redis.error_reply('RJ_INVALID max_jobs') end
+if not lease_ms or lease_ms < 100 then return redis.error_reply('RJ_INVALID lease_ms') end
+if not promote or promote < 0 or promote > 10000 then return redis.error_reply('RJ_INVALID promote') end
+local m, P, now = RJ.m, RJ.P, RJ.now
+local ready, delayed = m.role.ready, m.role.delayed
+
+if delayed ~= '' and promote > 0 then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)) do
+    if redis.call('HGET', RJ.jkey(id), 'status') == delayed then
+      RJ.move(id, delayed, ready, {actor = 'rjobs', msg = 'due'})
+    else
+      redis.call('ZREM', P .. 'delayed', id)  -- stale member; the hash is authoritative
+    end
+  end
+end
+
+local out = {-1, 0}
+local deadline = now + lease_ms
+redis.call('ZADD', P .. 'workers', now, worker)
+if max_jobs > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
+    local jk = RJ.jkey(id)
+    if redis.call('HGET', jk, 'status') ~= ready then
+      redis.call('ZREM', P .. 'ready', id)
+    else
+      local token = redis.call('HINCRBY', jk, 'token', 1)
+      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+      redis.call('HINCRBY', jk, 'executions', 1)
+      local from = ready
+      for _, st in ipairs(m.leased) do
+        RJ.move(id, from, st, {deadline = deadline, actor = worker, attempt = attempt, token = token,
+          fields = {'worker', worker, 'started_ms', now, 'lease_ms', lease_ms}})
+        from = st
+      end
+      local f = redis.call('HMGET', jk, 'type', 'params', 'max_attempts', 'user_id', 'priority',
+        'retry_count', 'created_ms')
+      out[#out + 1] = {id, f[1], f[2], attempt, tonumber(f[3]), token, f[4], tonumber(f[5]),
+        tonumber(f[6]), tonumber(f[7]), deadline}
+    end
+  end
+end
+local left = redis.call('ZCARD', P .. 'ready')
+out[2] = left
+if left > 0 then RJ.wake = true end
+local head = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+if head[2] then out[1] = tonumber(head[2]) end
+RJ.done()
+return out

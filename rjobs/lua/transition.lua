@@ -1,0 +1,29 @@
+-- transition.lua — move one or more jobs along the queue's table (client side: transition,
+-- bulk_transition, cancel, bulk_cancel, complete/fail/partial without a lease token).
+-- Called by: Queue.transition / bulk_transition / cancel / bulk_cancel / complete / fail / partial
+-- KEYS[1]  machine  hash    rjobs:{Q}:machine
+-- KEYS[2]  events   stream  rjobs:{Q}:events
+-- ARGV[1]  prefix   "rjobs:{Q}:"
+-- ARGV[2]  actor    who acts (worker id, user, or client name)
+-- ARGV[3]  n        number of requests (1-1000)
+-- ARGV[4..] n requests of 8 fields (see lib/apply.lua)
+-- Builds   job:<id>, job:<id>:events, job:<id>:dependents, ready, delayed, leases, expiring,
+--          state:<s>, cache:<k>, wake
+-- Returns  one outcome per request: 'ok' | 'already' | 'RJ_<CODE> ...' (per request, so a bulk
+--          call reports each id; a rejected request wrote nothing)
+-- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
+--!include lib/core.lua
+--!include lib/apply.lua
+local err = RJ.init(KEYS, ARGV[1])
+if err then return redis.error_reply(err) end
+local actor, n = ARGV[2], tonumber(ARGV[3])
+if not n or n < 1 or n > 1000 or #ARGV ~= 3 + n * RJ.REQ_FIELDS then
+  return redis.error_reply('RJ_INVALID malformed requests')
+end
+local out = {}
+for i = 1, n do
+  out[i] = RJ.apply(RJ.read_request(ARGV, 4 + (i - 1) * RJ.REQ_FIELDS), actor)
+end
+RJ.purge(2)
+RJ.done()
+return out

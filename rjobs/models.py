@@ -1,0 +1,168 @@
+"""The data rjobs hands out: msgspec Structs, immutable, cheap to build and to encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Asset",
+    "ClaimedJob",
+    "EnqueueOutcome",
+    "Event",
+    "Job",
+    "JobError",
+    "JobOutcome",
+    "JobRequest",
+    "Progress",
+]
+
+
+class JobError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A structured error (seed 003): a machine-readable code, a message for people, optionally
+    when to try again (ms) and the traceback of the exception that caused it."""
+
+    code: str
+    message: str
+    retry_after_ms: int | None = None
+    traceback: str | None = None
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """How far a running job is: percent 0-100, the named step, estimated ms left (None = unknown)."""
+
+    percent: float = 0.0
+    step: str | None = None
+    eta_ms: int | None = None
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as stored in its hash ``rjobs:{Q}:job:<id>``. Times are Redis server epoch ms."""
+
+    id: str
+    queue: str
+    type: str
+    status: str
+    priority: int
+    params: Any = None
+    result: Any = None
+    error: JobError | None = None
+    progress: Progress = Progress()
+    user_id: str | None = None
+    attempt: int = 0
+    executions: int = 0
+    max_attempts: int = 1
+    retry_count: int = 0
+    lease_losses: int = 0
+    worker: str | None = None
+    token: int = 0
+    created_ms: int = 0
+    updated_ms: int | None = None
+    scheduled_ms: int | None = None
+    started_ms: int | None = None
+    completed_ms: int | None = None
+    duration_ms: int | None = None
+    lease_deadline_ms: int | None = None
+    expire_ms: int | None = None
+    dedupe_key: str | None = None
+    depends_on: tuple[str, ...] = ()
+    deps_pending: int = 0
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a job's (or the queue's) event stream. ``id`` is the stream entry id, whose
+    first part is the Redis server time in ms."""
+
+    id: str
+    job_id: str
+    event: str
+    from_state: str | None = None
+    to_state: str | None = None
+    actor: str | None = None
+    message: str | None = None
+    attempt: int | None = None
+    token: int | None = None
+    data: str | None = None
+
+    @property
+    def ts_ms(self) -> int:
+        """Server time of the event, epoch ms."""
+        return int(self.id.split("-", 1)[0])
+
+
+class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What enqueue did (seed 002): ``created`` a new job, or ``kept`` the live job of the same
+    dedupe key; the id previously holding the key, whether that stale job was cancelled and whether
+    its cached result was invalidated."""
+
+    id: str
+    outcome: str
+    status: str
+    previous_id: str | None = None
+    stale_cancelled: bool = False
+    cache_invalidated: bool = False
+
+    @property
+    def created(self) -> bool:
+        """True when a new job was created."""
+        return self.outcome == "created"
+
+
+class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as a worker receives it from claim: enough to run it and to fence every write."""
+
+    id: str
+    type: str
+    params: Any
+    attempt: int
+    max_attempts: int
+    token: str
+    user_id: str | None
+    priority: int
+    retry_count: int
+    created_ms: int
+    lease_deadline_ms: int
+
+
+class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What wait() returns (seed 003 waitForTask): whether the job succeeded, its output or error."""
+
+    job_id: str
+    status: str
+    success: bool
+    output: Any = None
+    error: JobError | None = None
+
+
+class Asset(msgspec.Struct, frozen=True, kw_only=True):
+    """An output linked to a job (seed 000): a file or URL and where it is stored."""
+
+    id: str
+    job_id: str
+    asset_type: str
+    url: str
+    storage_path: str | None = None
+    file_size: int | None = None
+    user_id: str | None = None
+    created_ms: int | None = None
+    meta: dict[str, Any] = {}
+
+
+class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One job for :meth:`Queue.enqueue_many`; the fields mean what enqueue's arguments mean."""
+
+    type: str
+    params: Any = None
+    priority: str | int = "normal"
+    user_id: str | None = None
+    delay: float | None = None
+    run_at: float | None = None
+    dedupe_key: str | None = None
+    dedupe: str = "keep"
+    cancel_running: bool = False
+    max_attempts: int = 3
+    depends_on: tuple[str, ...] = ()
+    on_dependency_failure: str = "fail"
+    job_id: str | None = None
+    hold: bool = False

