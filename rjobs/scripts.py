@@ -326,6 +326,14 @@ def _queue(pipe: Any, op: Op) -> None:
         pipe.execute_command(*op.args)
 
 
+def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
+    """After NOSCRIPT: the scripts that did not run, plus every plain read queued after the first
+    of them (it ran before the script it was meant to observe). Scripts that ran are never re-sent."""
+    first = missing[0]
+    reads = [i for i in range(first + 1, len(ops)) if isinstance(ops[i], Cmd)]
+    return sorted(set(missing) | set(reads))
+
+
 class AsyncRunner:
     """Sends operations over a redis.asyncio client: EVALSHA with a reload on NOSCRIPT."""
 
@@ -368,7 +376,7 @@ class AsyncRunner:
                 return results
             for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                 await self.client.script_load(script.source)
-            todo = missing
+            todo = _rerun(ops, missing)
         raise RjobsError("scripts could not be loaded")
 
 
@@ -414,5 +422,5 @@ class SyncRunner:
                 return results
             for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                 self.client.script_load(script.source)
-            todo = missing
+            todo = _rerun(ops, missing)
         raise RjobsError("scripts could not be loaded")

@@ -58,9 +58,9 @@ def free_port() -> int:
 
 
 def _probe(port: int) -> int | None:
-    # Returns the answering server's pid, so callers can tell their server from a squatter on the port.
+    # The answering server's pid tells our server from a squatter on the port. No retries: redis-py 8
+    # would otherwise retry a refused connection ~10 times with backoff (~4 s) before giving up.
     try:
-        # redis-py 8 retries a refused connection ~10 times with backoff (~4 s); probes must fail fast.
         with redis.Redis(port=port, socket_timeout=2, retry=Retry(NoBackoff(), 0)) as client:
             return int(client.info("server")["process_id"]) if client.ping() else None
     except (redis.RedisError, OSError):  # refused, reset, or LOADING the AOF: not ready yet
@@ -86,7 +86,7 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
-def _launch(
+def _boot(
     binary: Path, port: int, data_dir: Path, aof: bool, extra: Sequence[str], pidfile: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Run a server (daemonized iff ``pidfile``) and wait until it answers PING: (process, server pid)."""
@@ -102,7 +102,6 @@ def _launch(
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     deadline, pid = time.monotonic() + START_TIMEOUT, None
     while time.monotonic() < deadline:
-        # When daemonized, the launcher is not the server: the pidfile names the real process.
         pid = _read_pid(pidfile) if pidfile else proc.pid
         if pid is not None and _probe(port) == pid:
             return proc, pid
@@ -132,7 +131,7 @@ class LocalServer:
         extra_args: Sequence[str] = (),
     ) -> None:
         """Describe the server; nothing runs until ``start()``. ``data_dir=None``: a temp dir."""
-        self.binary, self.appendonly, self.extra = Path(binary), appendonly, tuple(extra_args)
+        self.binary, self.appendonly, self.extra_args = Path(binary), appendonly, tuple(extra_args)
         self.name = "valkey" if "valkey" in self.binary.name else "redis"
         self._port, self._fixed_port = port, port is not None
         self._data_dir, self._owns_dir = data_dir, data_dir is None
@@ -168,7 +167,7 @@ class LocalServer:
             if self.pid is not None:
                 return
             try:
-                self._proc, _ = _launch(self.binary, self.port, self.data_dir, self.appendonly, self.extra)
+                self._proc, _ = _boot(self.binary, self.port, self.data_dir, self.appendonly, self.extra_args)
             except ServerStartError as exc:
                 # A port picked by free_port() can be taken before the server binds it: pick another.
                 if self._fixed_port or attempt == 2 or "in use" not in str(exc):
@@ -245,7 +244,7 @@ def ensure_embedded(state_dir: Path) -> str:
         port, pidfile = free_port(), state_dir / "server.pid"
         pidfile.unlink(missing_ok=True)  # a stale pid must not pass for the new server's
         # Daemonized so the server outlives the short-lived CLI process that started it.
-        launcher, pid = _launch(find_valkey_binary(), port, state_dir / "data", True, (), pidfile)
+        launcher, pid = _boot(find_valkey_binary(), port, state_dir / "data", True, (), pidfile)
         launcher.wait()
         url = f"redis://127.0.0.1:{port}/0"
         (state_dir / "server.json").write_text(json.dumps({"port": port, "pid": pid, "url": url}) + "\n")

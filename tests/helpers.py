@@ -30,7 +30,7 @@ def _text(value: Any) -> str:
 def _stream_state(client: redis.Redis, key: Any) -> object:
     # Entries alone would miss acks, claims and cursor moves; idle times are left out because they
     # change on their own while nothing else does.
-    groups = []
+    groups: dict[Any, object] = {}  # keyed by name: group fields may hold None, which does not sort
     for group in client.xinfo_groups(key):
         name = group["name"]
         consumers = sorted((c["name"], c["pending"]) for c in client.xinfo_consumers(key, name))
@@ -38,9 +38,9 @@ def _stream_state(client: redis.Redis, key: Any) -> object:
             (p["message_id"], p["consumer"], p["times_delivered"])
             for p in client.xpending_range(key, name, "-", "+", max(int(group["pending"]), 1))
         ]
-        groups.append((tuple(sorted(group.items())), consumers, pending))
+        groups[name] = (group, consumers, pending)
     last_id = client.xinfo_stream(key)["last-generated-id"]
-    return (client.xrange(key), last_id, sorted(groups))
+    return (client.xrange(key), last_id, groups)
 
 
 def _value(client: redis.Redis, key: Any, kind: str) -> object:

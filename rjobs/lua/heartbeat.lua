@@ -7,6 +7,7 @@
 -- ARGV[2]  worker   worker id
 -- ARGV[3]  lease_ms new lease length from now, in ms
 -- ARGV[4]  n        number of (id, token) pairs that follow (0-10000)
+-- ARGV[5..] pairs   job id, lease token (as issued by claim)
 -- Builds   job:<id>, leases, workers
 -- Returns  one code per pair: 'ok' | 'cancel' | 'lost'
 -- Errors   RJ_NO_MACHINE, RJ_INVALID

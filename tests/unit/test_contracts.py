@@ -1,0 +1,106 @@
+"""Every Lua script opens with a contract block, and its Python wrapper matches it (no server)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from rjobs.errors import ScriptError, error_from_reply
+from rjobs.keys import QueueKeys
+from rjobs.machines import JOB
+from rjobs.scripts import Call, EnqueueSpec, MoveRequest, Scripts, load_script, script_names
+
+S = Scripts(QueueKeys("q"))
+
+#: One sample call per script, built by its typed wrapper.
+SAMPLES: dict[str, Callable[[], Call[Any]]] = {
+    "declare_machine": lambda: S.declare_machine(JOB, {}),
+    "enqueue": lambda: S.enqueue("me", [EnqueueSpec("t", b"{}", 5)]),
+    "claim": lambda: S.claim("w", 1, 1000),
+    "heartbeat": lambda: S.heartbeat("w", 1000, [("j", "1")]),
+    "transition": lambda: S.transition("me", [MoveRequest("j", "queued")]),
+    "finish": lambda: S.finish("me", [MoveRequest("j", "completed", token="1")]),
+    "retry": lambda: S.retry("me", "j"),
+    "progress": lambda: S.progress("me", "j", "", 5, "step"),
+    "reap": lambda: S.reap(10, 3, 10, 60_000),
+    "add_asset": lambda: S.add_asset("me", "j", "", "", "a1", b"{}", "image"),
+    "comment": lambda: S.comment("me", "j", "", "hi"),
+    "set_priority": lambda: S.set_priority("me", "j", 5),
+    "invalidate": lambda: S.invalidate("k"),
+}
+
+
+def contract(name: str) -> dict[str, Any]:
+    text = (resources.files("rjobs") / "lua" / f"{name}.lua").read_text()
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        header.append(line[2:].strip())
+    argv = [re.match(r"ARGV\[(\d+)(\.\.)?\]", h) for h in header]
+    return {
+        "header": header,
+        "title": header[0] if header else "",
+        "keys": [h for h in header if h.startswith("KEYS[")],
+        "fixed_argv": max((int(m.group(1)) for m in argv if m and not m.group(2)), default=0),
+        "variadic": any(m and m.group(2) for m in argv),
+        "returns": any(h.startswith("Returns") for h in header),
+        "errors": next((h for h in header if h.startswith("Errors")), ""),
+        "body": text[len("\n".join("--" + h for h in header)) :],
+    }
+
+
+def test_every_script_has_a_sample() -> None:
+    assert sorted(SAMPLES) == script_names()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_contract_block_is_complete(name: str) -> None:
+    c = contract(name)
+    assert c["title"].startswith(f"{name}.lua"), "the block opens with the script's own name"
+    assert c["keys"][0].split()[:2] == ["KEYS[1]", "machine"] and c["keys"][1].split()[:2] == ["KEYS[2]", "events"]
+    assert c["returns"] and c["errors"], "contract names its return value and error codes"
+    assert any(h.startswith("Called by") for h in c["header"]), "contract names its Python caller"
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_wrapper_matches_contract(name: str) -> None:
+    c = contract(name)
+    call = SAMPLES[name]()
+    assert call.script.name == name
+    assert call.keys == (S.keys.machine, S.keys.events)
+    if c["variadic"]:
+        assert len(call.args) >= c["fixed_argv"]
+    else:
+        assert len(call.args) == c["fixed_argv"], (
+            f"{name}: wrapper sends {len(call.args)} ARGV, contract says {c['fixed_argv']}"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_error_codes_are_declared_and_mapped(name: str) -> None:
+    c = contract(name)
+    used = set(re.findall(r"RJ_[A-Z_]+", c["body"])) - {"RJ_"}
+    declared = set(re.findall(r"RJ_[A-Z_]+", c["errors"]))
+    assert used <= declared, f"{name} returns undeclared codes {used - declared}"
+    for code in declared:
+        assert not isinstance(error_from_reply(f"{code} a b c"), ScriptError), f"{code} has no exception"
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_scripts_never_scan_the_keyspace(name: str) -> None:
+    source = load_script(name).source
+    assert "'KEYS'" not in source and "'SCAN'" not in source
+    assert "--!include" not in source, "includes are expanded by the loader"
+
+
+def test_time_comes_from_redis() -> None:
+    core = (resources.files("rjobs") / "lua" / "lib" / "core.lua").read_text()
+    assert "redis.call('TIME')" in core
+    for name in SAMPLES:
+        if name != "declare_machine":
+            assert "RJ.init(KEYS, ARGV[1])" in load_script(name).source
