@@ -32,8 +32,8 @@ def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = (
-        "import rjobs, rjobs.scripts as s; assert rjobs.__file__.startswith(%r); "
-        "print(len([s.load_script(n) for n in s.script_names()]))" % str(target)
+        f"import rjobs, rjobs.scripts as s; assert rjobs.__file__.startswith({str(target)!r}); "
+        "print(len([s.load_script(n) for n in s.script_names()]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
