@@ -5,6 +5,7 @@ on NOSCRIPT), alone or pipelined. Lua error codes become exceptions through rjob
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -217,6 +218,22 @@ def _strings(raw: list[Any]) -> list[str]:
     return [_s(x) for x in raw]
 
 
+def compile_machine(machine: StateMachine, options: dict[str, int]) -> str:
+    """The machine as the scripts read it (``RJ.m`` in lua/lib/core.lua), decoded by cjson in one
+    call: sets become JSON objects so a membership test is one table lookup."""
+    finals = {r: machine.role(r) for r in ("success", "partial", "failure", "cancelled")}
+    roles = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
+    doc = {
+        "next": {s: {t: True for t in targets} for s, targets in machine.edges.items()},
+        "role": {r: machine.role(r) or "" for r in roles},
+        "leased": list(machine.leased),
+        "is_leased": {s: True for s in machine.leased},
+        "final_role": {s: r for r, s in finals.items() if s},
+        "opt": options,
+    }
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
 class Scripts:
     """Typed builders for every script of one queue. Nothing here talks to Redis."""
 
@@ -231,6 +248,7 @@ class Scripts:
         """Store the machine (and queue options) or check it matches; -> 'created' | 'same'."""
         fields = machine.to_redis()
         fingerprint = fields.pop("fingerprint")
+        fields["compiled"] = compile_machine(machine, options)
         flat: list[Arg] = [x for kv in fields.items() for x in kv]
         flat += [x for k, v in options.items() for x in (f"opt:{k}", v)]
         return self._call("declare_machine", [fingerprint, len(fields), *flat], _s)

@@ -75,6 +75,7 @@ if pos ~= #ARGV + 1 then return redis.error_reply('RJ_INVALID malformed job reco
 
 -- 2. Write.
 local out = {}
+local qname = string.match(P, '^rjobs:{(.*)}:$') or ''
 for n, j in ipairs(jobs) do
   local prev, stale, cache_inv = '', 0, 0
   local kept = false
@@ -105,15 +106,20 @@ for n, j in ipairs(jobs) do
       if prev ~= '' then cache_inv = redis.call('DEL', P .. 'cache:' .. j.dkey) end
       redis.call('SET', P .. 'dedupe:' .. j.dkey, id)
     end
-    local qname = string.match(P, '^rjobs:{(.*)}:$') or ''
-    redis.call('HSET', RJ.jkey(id), 'id', id, 'queue', qname, 'type', j.type, 'params', j.params,
-      'priority', j.priority, 'seq', seq, 'user_id', j.user, 'attempt', 0, 'executions', 0,
-      'max_attempts', j.max_attempts, 'retry_count', 0, 'created_ms', now, 'token', 0, 'progress', 0,
-      'lease_losses', 0, 'dedupe_key', j.dkey, 'depends_on', table.concat(j.deps, ','),
-      'deps_pending', j.pending, 'on_dep_failure', j.on_dep, 'scheduled_ms', j.due)
+    -- the creation fields ride on the placement move's HSET: one write of the hash
+    local fields = {'id', id, 'queue', qname, 'type', j.type, 'params', j.params, 'priority', j.priority,
+      'seq', seq, 'user_id', j.user, 'attempt', 0, 'executions', 0, 'max_attempts', j.max_attempts,
+      'retry_count', 0, 'created_ms', now, 'token', 0, 'progress', 0, 'lease_losses', 0,
+      'dedupe_key', j.dkey, 'depends_on', table.concat(j.deps, ','), 'deps_pending', j.pending,
+      'on_dep_failure', j.on_dep}
+    if j.due == 0 then fields[#fields + 1] = 'scheduled_ms'; fields[#fields + 1] = 0 end
     if j.user ~= '' then redis.call('ZADD', P .. 'owner:' .. j.user, now, id) end
     for _, dep in ipairs(j.deps) do redis.call('SADD', RJ.jkey(dep) .. ':dependents', id) end
-    local state, opts = m.role.ready, {event = 'created', actor = actor, priority = j.priority, seq = seq}
+    local state = m.role.ready
+    local opts = {event = 'created', actor = actor, priority = j.priority, seq = seq, fields = fields}
+    if j.due > 0 and (j.pending > 0 or j.due <= now) then
+      fields[#fields + 1] = 'scheduled_ms'; fields[#fields + 1] = j.due
+    end
     if j.pending > 0 then
       state = m.role.waiting
     elseif j.due > now then

@@ -15,12 +15,6 @@ local function split(s)
   return out
 end
 
-local function set_of(list)
-  local out = {}
-  for _, v in ipairs(list) do out[v] = true end
-  return out
-end
-
 function RJ.init(keys, prefix)
   if type(prefix) ~= 'string' or keys[1] ~= prefix .. 'machine' or keys[2] ~= prefix .. 'events' then
     return 'RJ_INVALID keys do not match the queue prefix'
@@ -29,23 +23,12 @@ function RJ.init(keys, prefix)
   RJ.events_key = keys[2]
   local t = redis.call('TIME')
   RJ.now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local flat = redis.call('HGETALL', keys[1])
-  if #flat == 0 then return 'RJ_NO_MACHINE no state machine declared for this queue' end
-  local m = {next = {}, role = {}, opt = {}}
-  for i = 1, #flat, 2 do
-    local f, v = flat[i], flat[i + 1]
-    local kind, name = string.match(f, '^(%a+):(.+)$')
-    if kind == 'next' then m.next[name] = set_of(split(v))
-    elseif kind == 'role' then m.role[name] = v
-    elseif kind == 'opt' then m.opt[name] = tonumber(v) end
-  end
-  m.leased = split(m.role.leased)
-  m.is_leased = set_of(m.leased)
-  m.final_role = {}
-  for _, r in ipairs({'success', 'partial', 'failure', 'cancelled'}) do
-    if m.role[r] ~= '' and m.role[r] then m.final_role[m.role[r]] = r end
-  end
-  RJ.m = m
+  -- The machine hash keeps readable next:/role:/opt: fields for people, and a precompiled JSON copy
+  -- (written by declare_machine) that one C call decodes. Measured: building the same tables from
+  -- the readable fields in Lua cost more than the rest of a typical script.
+  local compiled = redis.call('HGET', keys[1], 'compiled')
+  if not compiled then return 'RJ_NO_MACHINE no state machine declared for this queue' end
+  RJ.m = cjson.decode(compiled)
   return nil
 end
 
@@ -53,7 +36,7 @@ function RJ.jkey(id) return RJ.P .. 'job:' .. id end
 
 function RJ.allows(from, to)
   local nxt = RJ.m.next[from]
-  return nxt ~= nil and nxt[to] == true
+  return nxt and nxt[to] == true or false
 end
 
 function RJ.is_final(state) return RJ.m.final_role[state] ~= nil end
