@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
+import secrets
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -264,7 +264,7 @@ class QueuePlans:
         if user_id is not None and (owner[1] or b"").decode() != user_id:
             raise Unauthorized(f"job {jid!r} belongs to another user")
         assets = [codec.decode_asset(v) for v in raw.values()]
-        return sorted(assets, key=lambda a: (a.created_ms or 0, a.id))
+        return sorted(assets, key=lambda a: a.id)
 
     def cached_result(self, dedupe_key: str) -> Plan[Any]:
         """The cached result of the last successful job of ``dedupe_key`` (None when absent)."""
@@ -465,7 +465,7 @@ class QueuePlans:
         if file_size is not None and (isinstance(file_size, bool) or not isinstance(file_size, int) or file_size < 0):
             raise ValidationError("file_size must be a non-negative integer")
         asset = Asset(
-            id=uuid.uuid4().hex,
+            id=f"{time.time_ns():016x}{secrets.token_hex(4)}",  # time-sortable within a process
             job_id=jid,
             asset_type=asset_type,
             url=url,

@@ -39,22 +39,25 @@ redis.call('ZADD', P .. 'workers', now, worker)
 if max_jobs > 0 then
   for _, id in ipairs(redis.call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
     local jk = RJ.jkey(id)
-    if redis.call('HGET', jk, 'status') ~= ready then
-      redis.call('ZREM', P .. 'ready', id)
+    -- one read of everything the worker needs, one write per state entered
+    local f = redis.call('HMGET', jk, 'status', 'token', 'attempt', 'executions', 'type', 'params',
+      'max_attempts', 'user_id', 'priority', 'retry_count', 'created_ms')
+    if f[1] ~= ready then
+      redis.call('ZREM', P .. 'ready', id)  -- stale member; the hash is authoritative
     else
-      local token = redis.call('HINCRBY', jk, 'token', 1)
-      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-      redis.call('HINCRBY', jk, 'executions', 1)
+      local token = (tonumber(f[2]) or 0) + 1
+      local attempt = (tonumber(f[3]) or 0) + 1
+      local fields = {'token', token, 'attempt', attempt, 'executions', (tonumber(f[4]) or 0) + 1,
+        'worker', worker, 'started_ms', now, 'lease_ms', lease_ms}
       local from = ready
       for _, st in ipairs(m.leased) do
         RJ.move(id, from, st, {deadline = deadline, actor = worker, attempt = attempt, token = token,
-          fields = {'worker', worker, 'started_ms', now, 'lease_ms', lease_ms}})
+          fields = fields})
         from = st
+        fields = nil
       end
-      local f = redis.call('HMGET', jk, 'type', 'params', 'max_attempts', 'user_id', 'priority',
-        'retry_count', 'created_ms')
-      out[#out + 1] = {id, f[1], f[2], attempt, tonumber(f[3]), token, f[4], tonumber(f[5]),
-        tonumber(f[6]), tonumber(f[7]), deadline}
+      out[#out + 1] = {id, f[5], f[6], attempt, tonumber(f[7]), token, f[8], tonumber(f[9]),
+        tonumber(f[10]), tonumber(f[11]), deadline}
     end
   end
 end

@@ -11,7 +11,7 @@
 --          run_at (epoch ms, 0 = none), delay (ms, 0 = none), max_attempts (>= 1),
 --          dedupe_key ('' = none), dedupe_policy (keep|replace), cancel_running (0|1),
 --          on_dep_failure (fail|cancel), hold (0|1: put in the initial state), ndeps, dep ids...
--- Builds   job:<id>, job:<id>:events, job:<dep>:dependents, ready, delayed, state:<s>, owner:<u>,
+-- Builds   job:<id>, job:<id>:events, job:<dep>:dependents (+ has_dependents on job:<dep>), ready, delayed, state:<s>, owner:<u>,
 --          dedupe:<k>, cache:<k>, seq, wake (all under the prefix)
 -- Returns  per job {id, outcome (created|kept), status, previous_id, stale_cancelled (0|1),
 --          cache_invalidated (0|1)}
@@ -114,7 +114,10 @@ for n, j in ipairs(jobs) do
       'on_dep_failure', j.on_dep}
     if j.due == 0 then fields[#fields + 1] = 'scheduled_ms'; fields[#fields + 1] = 0 end
     if j.user ~= '' then redis.call('ZADD', P .. 'owner:' .. j.user, now, id) end
-    for _, dep in ipairs(j.deps) do redis.call('SADD', RJ.jkey(dep) .. ':dependents', id) end
+    for _, dep in ipairs(j.deps) do
+      redis.call('SADD', RJ.jkey(dep) .. ':dependents', id)
+      redis.call('HSET', RJ.jkey(dep), 'has_dependents', 1)
+    end
     local state = m.role.ready
     local opts = {event = 'created', actor = actor, priority = j.priority, seq = seq, fields = fields}
     if j.due > 0 and (j.pending > 0 or j.due <= now) then

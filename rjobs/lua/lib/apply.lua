@@ -16,7 +16,7 @@ function RJ.apply(req, actor)
   if not m.next[req.target] then return 'RJ_INVALID unknown state ' .. tostring(req.target) end
   if not req.run_at or #req.msg > 1000 then return 'RJ_INVALID run_at or msg' end
   local jk = RJ.jkey(id)
-  local f = redis.call('HMGET', jk, 'status', 'token', 'dedupe_key', 'attempt')
+  local f = redis.call('HMGET', jk, 'status', 'token', 'dedupe_key', 'attempt', 'started_ms', 'has_dependents')
   local status, jtoken = f[1], f[2]
   if not status then return 'RJ_NOT_FOUND ' .. id end
   local target = req.target
@@ -26,7 +26,7 @@ function RJ.apply(req, actor)
     if e then return e end
   end
   if not RJ.allows(status, target) then return 'RJ_TRANSITION ' .. status .. ' ' .. target .. ' ' .. id end
-  local opts = {actor = actor, msg = req.msg, fields = {}}
+  local opts = {actor = actor, msg = req.msg, fields = {}, started = f[5] or false, has_dependents = f[6] == '1'}
   if target == m.role.delayed then
     if req.run_at <= 0 then return 'RJ_INVALID moving to ' .. target .. ' needs run_at' end
     opts.run_at = req.run_at

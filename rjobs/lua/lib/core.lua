@@ -68,7 +68,7 @@ end
 
 -- Move a job from `from` to `to`: every index and role structure, the hash, and one event.
 -- The caller has validated the edge. opts: actor, msg, event, run_at, deadline, fields (extra
--- HSET pairs), priority, seq.
+-- HSET pairs), priority, seq, started (started_ms if the caller read it), has_dependents.
 function RJ.move(id, from, to, opts)
   local P, m, now = RJ.P, RJ.m, RJ.now
   local jk = RJ.jkey(id)
@@ -97,7 +97,7 @@ function RJ.move(id, from, to, opts)
   local final = m.final_role[to]
   if final then
     hset[#hset + 1] = 'completed_ms'; hset[#hset + 1] = now
-    local started = tonumber(redis.call('HGET', jk, 'started_ms'))
+    local started = tonumber(opts.started or redis.call('HGET', jk, 'started_ms'))
     if started then hset[#hset + 1] = 'duration_ms'; hset[#hset + 1] = now - started end
     local keep = m.opt['keep_' .. final .. '_ms'] or -1
     if keep >= 0 then
@@ -109,7 +109,11 @@ function RJ.move(id, from, to, opts)
   redis.call('HSET', jk, unpack(hset))
   RJ.emit(id, opts.event or to, {from = from, to = to, actor = opts.actor, msg = opts.msg,
     attempt = opts.attempt, token = opts.token})
-  if final then RJ.settle_dependents(id, final) end
+  -- has_dependents is set by enqueue when a job gains a dependent: most jobs never do, and
+  -- skipping the set lookup is measurable on the hot path.
+  if final and (opts.has_dependents or redis.call('HEXISTS', jk, 'has_dependents') == 1) then
+    RJ.settle_dependents(id, final)
+  end
 end
 
 -- A job reached a final state: release or fail/cancel the jobs waiting for it. A worklist (not
