@@ -13,7 +13,7 @@ end
 function RJ.apply(req, actor)
   local m, id = RJ.m, req.id
   if not RJ.valid_name(id) then return 'RJ_INVALID job id' end
-  if not m.next[req.target] then return 'RJ_INVALID unknown state ' .. tostring(req.target) end
+  if not RJ.is_state(req.target) then return 'RJ_INVALID unknown state ' .. tostring(req.target) end
   if not req.run_at or #req.msg > 1000 then return 'RJ_INVALID run_at or msg' end
   local jk = RJ.jkey(id)
   local f = redis.call('HMGET', jk, 'status', 'token', 'dedupe_key', 'attempt', 'started_ms', 'has_dependents')

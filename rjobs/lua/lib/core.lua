@@ -28,16 +28,24 @@ function RJ.init(keys, prefix)
   -- the readable fields in Lua cost more than the rest of a typical script.
   local compiled = redis.call('HGET', keys[1], 'compiled')
   if not compiled then return 'RJ_NO_MACHINE no state machine declared for this queue' end
-  RJ.m = cjson.decode(compiled)
+  local doc = cjson.decode(compiled)
+  local m = {role = doc.r, edges = doc.n, opt = doc.o, leased = split(doc.l), is_leased = {}, final_role = {}}
+  for _, st in ipairs(m.leased) do m.is_leased[st] = true end
+  for _, r in ipairs({'success', 'partial', 'failure', 'cancelled'}) do
+    if m.role[r] ~= '' then m.final_role[m.role[r]] = r end
+  end
+  RJ.m = m
   return nil
 end
 
 function RJ.jkey(id) return RJ.P .. 'job:' .. id end
 
 function RJ.allows(from, to)
-  local nxt = RJ.m.next[from]
-  return nxt and nxt[to] == true or false
+  local edges = RJ.m.edges[from]
+  return edges ~= nil and string.find(',' .. edges .. ',', ',' .. to .. ',', 1, true) ~= nil
 end
+
+function RJ.is_state(state) return RJ.m.edges[state] ~= nil end
 
 function RJ.is_final(state) return RJ.m.final_role[state] ~= nil end
 
