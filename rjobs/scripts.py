@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 import redis.asyncio as aredis
@@ -336,11 +336,10 @@ def _decode_one(op: Op, raw: Any) -> Any:
     return op.decode(raw) if isinstance(op, Call) else raw
 
 
-def _queue(pipe: Any, op: Op) -> None:
+def _wire(op: Op) -> tuple[Arg, ...]:
     if isinstance(op, Call):
-        pipe.evalsha(op.script.sha, 2, *op.keys, *op.args)
-    else:
-        pipe.execute_command(*op.args)
+        return ("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
+    return op.args
 
 
 def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
@@ -351,48 +350,86 @@ def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
     return sorted(set(missing) | set(reads))
 
 
+# Why the runners talk to pooled connections directly instead of calling client.evalsha or
+# client.pipeline(): redis-py (8.x) re-sends a command after a connection error, up to 10 times by
+# default. A script may have run before the connection broke, so re-sending an enqueue would create
+# a second job and re-sending a transition would report InvalidTransition for a move that happened.
+# Script calls are therefore sent exactly once; a connection error reaches the caller. Plain reads
+# (Cmd alone) still go through redis-py and keep its retries: they are idempotent.
+
+
+def _fresh_sync(conn: Any) -> None:
+    """Reconnect a connection the server closed (restart, CLIENT KILL, timeout) before anything is
+    sent on it. redis-py 8 skips this check on checkout when maintenance notifications are on."""
+    try:
+        stale = conn.can_read()
+    except (ConnectionError, OSError, redis.ConnectionError):
+        stale = True
+    if stale:
+        conn.disconnect()
+
+
+async def _fresh_async(conn: Any) -> None:
+    """The asyncio twin of :func:`_fresh_sync`."""
+    try:
+        stale = await conn.can_read()
+    except (ConnectionError, OSError, redis.ConnectionError):
+        stale = True
+    if stale:
+        await conn.disconnect()
+
+
 class AsyncRunner:
-    """Sends operations over a redis.asyncio client: EVALSHA with a reload on NOSCRIPT."""
+    """Sends operations over a redis.asyncio client's connection pool."""
 
     def __init__(self, client: aredis.Redis) -> None:
         self.client = client
 
     async def run(self, op: Call[T]) -> T:
-        """Send one script call; a Lua error code raises its exception."""
-        try:
-            try:
-                raw = await self.client.evalsha(op.script.sha, 2, *op.keys, *op.args)
-            except NoScriptError:
-                await self.client.script_load(op.script.source)
-                raw = await self.client.evalsha(op.script.sha, 2, *op.keys, *op.args)
-        except NoScriptError:
-            raise
-        except ResponseError as exc:
-            raise _raise_reply(exc) from None
-        return op.decode(raw)
+        """Send one script call exactly once; a Lua error code raises its exception."""
+        result = (await self.run_many([op]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return cast(T, result)
 
     async def command(self, cmd: Cmd) -> Any:
-        """Send one plain command."""
+        """Send one plain (idempotent) command through redis-py."""
         return await self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
 
     async def run_many(self, ops: Sequence[Op]) -> list[Any]:
-        """Send ops in one pipeline; each result is the decoded reply or the exception (not raised)."""
+        """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
         results: list[Any] = [None] * len(ops)
         todo = list(range(len(ops)))
+        pool = self.client.connection_pool
         for _ in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                _queue(pipe, ops[i])
-            raw = await pipe.execute(raise_on_error=False)
-            missing = []
-            for i, r in zip(todo, raw):
-                results[i] = _decode_one(ops[i], r)
-                if isinstance(r, NoScriptError):
-                    missing.append(i)
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            await _fresh_async(conn)
+            try:
+                await conn.send_packed_command(conn.pack_commands([_wire(ops[i]) for i in todo]))
+                missing = []
+                for i in todo:
+                    op = ops[i]
+                    try:
+                        if isinstance(op, Call):
+                            raw = await conn.read_response()
+                        else:
+                            raw = await self.client.parse_response(conn, str(op.args[0]))
+                    except ResponseError as exc:
+                        raw = exc
+                    results[i] = _decode_one(op, raw)
+                    if isinstance(raw, NoScriptError):
+                        missing.append(i)
+                if missing:
+                    for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
+                        await conn.send_command("SCRIPT", "LOAD", script.source)
+                        await conn.read_response()
+            except BaseException:
+                await conn.disconnect()  # replies may be half read: this connection cannot be trusted
+                raise
+            finally:
+                await pool.release(conn)
             if not missing:
                 return results
-            for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                await self.client.script_load(script.source)
             todo = _rerun(ops, missing)
         raise RjobsError("scripts could not be loaded")
 
@@ -400,70 +437,87 @@ class AsyncRunner:
 class SyncRunner:
     """Sends operations over a blocking redis client (the same scripts as AsyncRunner).
 
-    Single script calls go straight over a connection this thread keeps (measured: about twice
-    redis-py's per-command throughput), and are never retried after a connection error: a script
-    may have run before the connection broke, and re-sending an enqueue would create a second job.
+    Single script calls go over a connection this thread keeps (measured: about twice redis-py's
+    per-command throughput).
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._local = threading.local()
 
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self.client.connection_pool.get_connection()
-            self._local.conn = conn
-        return conn
-
-    def _drop(self, conn: Any) -> None:
-        self._local.conn = None
-        conn.disconnect()
-        self.client.connection_pool.release(conn)
-
     def run(self, op: Call[T]) -> T:
-        """Send one script call; a Lua error code raises its exception."""
-        s = op.script
-        conn = self._connection()
+        """Send one script call exactly once; a Lua error code raises its exception."""
+        conn = self._held()
         try:
-            try:
-                conn.send_command("EVALSHA", s.sha, 2, *op.keys, *op.args)
-                raw = conn.read_response()
-            except NoScriptError:  # the script did not run: loading and re-sending is safe
-                conn.send_command("SCRIPT", "LOAD", s.source)
-                conn.read_response()
-                conn.send_command("EVALSHA", s.sha, 2, *op.keys, *op.args)
-                raw = conn.read_response()
-        except NoScriptError:
-            raise
+            conn.send_command("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
+            raw = conn.read_response()
+        except NoScriptError:  # the script did not run: load it and send it again
+            result = self._exchange(conn, [op], [0], [None])[0]
+            if isinstance(result, BaseException):
+                raise result from None
+            return cast(T, result)
         except ResponseError as exc:
             raise _raise_reply(exc) from None
         except BaseException:
-            self._drop(conn)  # the reply may be half read: this connection cannot be trusted
+            self._drop(conn)
             raise
         return op.decode(raw)
 
+    def _drop(self, conn: Any) -> None:
+        """Forget a connection whose replies may be half read."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+            self.client.connection_pool.release(conn)  # type: ignore[arg-type]
+        conn.disconnect()
+
+    def _held(self) -> Any:
+        """This thread's connection, reconnected first if the server closed it, so a restart costs
+        no error and nothing that was sent is ever re-sent."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.client.connection_pool.get_connection()
+            return conn
+        _fresh_sync(conn)
+        return conn
+
     def command(self, cmd: Cmd) -> Any:
-        """Send one plain command."""
+        """Send one plain (idempotent) command through redis-py."""
         return self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
 
     def run_many(self, ops: Sequence[Op]) -> list[Any]:
-        """Send ops in one pipeline; each result is the decoded reply or the exception (not raised)."""
-        results: list[Any] = [None] * len(ops)
-        todo = list(range(len(ops)))
+        """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        _fresh_sync(conn)
+        try:
+            return self._exchange(conn, ops, list(range(len(ops))), [None] * len(ops))
+        finally:
+            pool.release(conn)
+
+    def _exchange(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
         for _ in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                _queue(pipe, ops[i])
-            raw = pipe.execute(raise_on_error=False)
-            missing = []
-            for i, r in zip(todo, raw):
-                results[i] = _decode_one(ops[i], r)
-                if isinstance(r, NoScriptError):
-                    missing.append(i)
+            try:
+                conn.send_packed_command(conn.pack_commands([_wire(ops[i]) for i in todo]))
+                missing = []
+                for i in todo:
+                    op = ops[i]
+                    try:
+                        if isinstance(op, Call):
+                            raw = conn.read_response()
+                        else:
+                            raw = self.client.parse_response(conn, str(op.args[0]))  # type: ignore[no-untyped-call]
+                    except ResponseError as exc:
+                        raw = exc
+                    results[i] = _decode_one(op, raw)
+                    if isinstance(raw, NoScriptError):
+                        missing.append(i)
+                for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
+                    conn.send_command("SCRIPT", "LOAD", script.source)
+                    conn.read_response()
+            except BaseException:
+                self._drop(conn)
+                raise
             if not missing:
                 return results
-            for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                self.client.script_load(script.source)
             todo = _rerun(ops, missing)
         raise RjobsError("scripts could not be loaded")
