@@ -7,40 +7,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 import secrets
-from collections.abc import Generator, Iterable, Sequence
-from typing import Any, TypeVar
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rjobs import codec
-from rjobs.config import QueueConfig, parse_priority
-from rjobs.errors import (
-    JobNotFound,
-    RjobsError,
-    Unauthorized,
-    ValidationError,
-    WaitTimeout,
-)
-from rjobs.keys import QueueKeys, validate_dedupe_key, validate_name
-from rjobs.machine import StateMachine
-from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.scripts import (
-    AsyncRunner,
-    Call,
-    Cmd,
-    EnqueueSpec,
-    MoveRequest,
-    Op,
-    Scripts,
-    SyncRunner,
-    outcome_error,
-)
+from rjobs.config import parse_priority
+from rjobs.errors import ValidationError
+from rjobs.keys import validate_dedupe_key, validate_name
+from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
+from rjobs.reads import ReadPlans
+from rjobs.runners import Plan
+from rjobs.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
 
-__all__ = ["Plan", "QueuePlans", "drive_async", "drive_sync", "to_job_error"]
+__all__ = ["QueuePlans", "to_job_error"]
 
 log = logging.getLogger("rjobs")
-T = TypeVar("T")
-Plan = Generator[Op | list[Op], Any, T]
 _UNSET: Any = object()
 BULK_CHUNK = 500
 
@@ -77,46 +60,8 @@ def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, 
     return int(value * 1000)
 
 
-class QueuePlans:
-    """Validation, call building and decoding for one queue; no I/O of its own."""
-
-    def __init__(self, name: str, machine: StateMachine, config: QueueConfig, actor: str) -> None:
-        self.keys = QueueKeys(name)
-        self.scripts = Scripts(self.keys)
-        self.machine = machine
-        self.config = config.validate()
-        self.actor = validate_name("actor", actor, pattern=_ACTOR) if actor else actor
-
-    # -- helpers ----------------------------------------------------------------------------------
-    def _actor(self, actor: str | None) -> str:
-        return self.actor if actor is None else validate_name("actor", actor, pattern=_ACTOR)
-
-    def _id(self, job_id: str) -> str:
-        return validate_name("job id", job_id)
-
-    def _state(self, state: str) -> str:
-        if state not in self.machine.edges:
-            raise ValidationError(
-                f"unknown state {state!r} for machine {self.machine.name!r}: {list(self.machine.edges)}"
-            )
-        return state
-
-    def _role_state(self, role: str) -> str:
-        state = self.machine.role(role)
-        if state is None:
-            raise ValidationError(f"machine {self.machine.name!r} has no {role} state")
-        return state
-
-    def _payload(self, value: Any, what: str) -> bytes:
-        return codec.encode_json(value, limit=self.config.max_payload, what=what)
-
-    def _job(self, raw: dict[bytes, bytes], job_id: str, user_id: str | None = None) -> Job:
-        if not raw:
-            raise JobNotFound(job_id)
-        job = codec.job_from_hash(raw)
-        if user_id is not None and job.user_id != user_id:
-            raise Unauthorized(f"job {job_id!r} belongs to another user")
-        return job
+class QueuePlans(ReadPlans):
+    """Every client operation of one queue: the reads of ReadPlans plus enqueue and moves."""
 
     def declare(self) -> Plan[str]:
         """Store the machine and options, or check they match what Redis has."""
@@ -176,146 +121,6 @@ class QueuePlans:
                 raise reply
             out += reply
         return out
-
-    # -- reads ------------------------------------------------------------------------------------
-    def get(self, job_id: str, user_id: str | None = None) -> Plan[Job]:
-        """The job, with the seed's ownership check when ``user_id`` is given."""
-        raw = yield Cmd(("HGETALL", self.keys.job(self._id(job_id))))
-        return self._job(raw, job_id, user_id)
-
-    def counts(self) -> Plan[dict[str, int]]:
-        """Jobs per state, O(1) each (ZCARD of the state indexes)."""
-        states = self.machine.states
-        raw: list[Any] = yield [Cmd(("ZCARD", self.keys.state(s))) for s in states]
-        return {s: int(n) for s, n in zip(states, raw)}
-
-    def list_jobs(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> Plan[list[Job]]:
-        """Newest first: by state, by owner, or both (the owner index filtered by state)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise ValidationError("limit must be an integer 1-10000")
-        if state is not None:
-            self._state(state)
-        if user_id is not None:
-            validate_name("user id", user_id)
-        if user_id is None and state is not None:
-            ids = yield Cmd(("ZREVRANGE", self.keys.state(state), 0, limit - 1))
-        elif user_id is None:
-            per_state: list[Any] = yield [
-                Cmd(("ZREVRANGE", self.keys.state(s), 0, limit - 1, "WITHSCORES")) for s in self.machine.states
-            ]
-            merged = sorted((pair for rows in per_state for pair in rows), key=lambda p: -p[1])
-            ids = [i for i, _ in merged[:limit]]
-        else:
-            ids = yield from self._owner_ids(user_id, state, limit)
-        if not ids:
-            return []
-        raws: list[Any] = yield [Cmd(("HGETALL", self.keys.job(i.decode()))) for i in ids]
-        return [codec.job_from_hash(r) for r in raws if r]
-
-    def _owner_ids(self, user_id: str, state: str | None, limit: int) -> Plan[list[bytes]]:
-        key = self.keys.owner(user_id)
-        found: list[bytes] = []
-        start, page = 0, max(limit, 200)
-        while len(found) < limit and start < 100_000:  # bounded scan of the owner index
-            ids: list[bytes] = yield Cmd(("ZREVRANGE", key, start, start + page - 1))
-            if not ids:
-                break
-            if state is None:
-                found += ids
-            else:
-                statuses: list[Any] = yield [Cmd(("HGET", self.keys.job(i.decode()), "status")) for i in ids]
-                found += [i for i, s in zip(ids, statuses) if s is not None and s.decode() == state]
-            start += page
-        return found[:limit]
-
-    def events(self, job_id: str, after: str = "-", count: int | None = None) -> Plan[list[Event]]:
-        """The job's history, oldest first (XRANGE of its stream)."""
-        jid = self._id(job_id)
-        args: tuple[Any, ...] = ("XRANGE", self.keys.job_events(jid), after, "+")
-        if count is not None:
-            args += ("COUNT", count)
-        exists, entries = yield [Cmd(("EXISTS", self.keys.job(jid))), Cmd(args)]
-        if not exists and not entries:
-            raise JobNotFound(jid)
-        return codec.events_from_entries(entries)
-
-    def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> Plan[list[Event]]:
-        """Queue-wide events after ``after``; with ``block_ms``, wait for new ones (XREAD BLOCK)."""
-        if block_ms is None:
-            entries = yield Cmd(
-                ("XRANGE", self.keys.events, "(" + after if after not in ("-", "$") else "-", "+", "COUNT", count)
-            )
-            return codec.events_from_entries(entries)
-        reply = yield Cmd(("XREAD", "COUNT", count, "BLOCK", max(1, block_ms), "STREAMS", self.keys.events, after))
-        if not reply:
-            return []
-        streams = reply.values() if isinstance(reply, dict) else [r[1] for r in reply]
-        return [e for entries in streams for e in codec.events_from_entries(_flatten(entries))]
-
-    def assets(self, job_id: str, user_id: str | None = None) -> Plan[list[Asset]]:
-        """Assets linked to the job, with the ownership check (seed 000 getJobAssets)."""
-        jid = self._id(job_id)
-        owner, raw = yield [
-            Cmd(("HMGET", self.keys.job(jid), "status", "user_id")),
-            Cmd(("HGETALL", self.keys.job_assets(jid))),
-        ]
-        if owner[0] is None:
-            raise JobNotFound(jid)
-        if user_id is not None and (owner[1] or b"").decode() != user_id:
-            raise Unauthorized(f"job {jid!r} belongs to another user")
-        assets = [codec.decode_asset(v) for v in raw.values()]
-        return sorted(assets, key=lambda a: a.id)
-
-    def cached_result(self, dedupe_key: str) -> Plan[Any]:
-        """The cached result of the last successful job of ``dedupe_key`` (None when absent)."""
-        raw = yield Cmd(("GET", self.keys.dedupe_result(validate_dedupe_key(dedupe_key))))
-        return codec.decode_json(raw)
-
-    def dedupe_holder(self, dedupe_key: str) -> Plan[str | None]:
-        """Id of the job currently holding ``dedupe_key``."""
-        raw = yield Cmd(("GET", self.keys.dedupe(validate_dedupe_key(dedupe_key))))
-        return raw.decode() if raw else None
-
-    def invalidate(self, dedupe_key: str) -> Plan[bool]:
-        """Drop the cached result of ``dedupe_key``."""
-        dropped: bool = yield self.scripts.invalidate(validate_dedupe_key(dedupe_key))
-        return dropped
-
-    def wait(self, job_id: str, timeout: float | None) -> Plan[JobOutcome]:
-        """Block on the job's stream (XREAD BLOCK, no polling) until it reaches a final state."""
-        jid = self._id(job_id)
-        if timeout is not None and timeout < 0:
-            raise ValidationError("timeout must be >= 0 seconds")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        jkey, skey = self.keys.job(jid), self.keys.job_events(jid)
-        last, fields = yield [
-            Cmd(("XREVRANGE", skey, "+", "-", "COUNT", 1)),
-            Cmd(("HMGET", jkey, "status", "result", "error")),
-        ]
-        after = last[0][0] if last else b"0-0"
-        while True:
-            if fields[0] is None:
-                raise JobNotFound(jid)
-            status = fields[0].decode()
-            if self.machine.is_final(status):
-                return self._outcome(jid, status, fields)
-            block = 1000 if deadline is None else int((deadline - time.monotonic()) * 1000)
-            if block <= 0:
-                raise WaitTimeout(f"job {jid!r} still {status} after {timeout} s")
-            reply = yield Cmd(("XREAD", "BLOCK", max(1, min(block, 1000)), "STREAMS", skey, after))
-            if reply:
-                entries = _flatten(next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1])
-                after = entries[-1][0]
-            fields = yield Cmd(("HMGET", jkey, "status", "result", "error"))
-
-    def _outcome(self, jid: str, status: str, fields: list[Any]) -> JobOutcome:
-        return JobOutcome(
-            job_id=jid,
-            status=status,
-            success=status == self.machine.success,
-            output=codec.decode_json(fields[1]),
-            error=codec.decode_error(fields[2]),
-        )
 
     # -- moves ------------------------------------------------------------------------------------
     def move(
@@ -486,9 +291,6 @@ class QueuePlans:
         return previous
 
 
-_ACTOR = __import__("re").compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
-
-
 def _token(token: str | int | None) -> str:
     if token is None:
         return ""
@@ -502,76 +304,3 @@ def _reason(reason: str) -> str:
     if not isinstance(reason, str) or len(reason) > 1000:
         raise ValidationError("reason must be text of at most 1000 characters")
     return reason
-
-
-def _flatten(entries: Any) -> list[tuple[Any, Any]]:
-    return [(e[0], e[1]) for e in entries]
-
-
-# -- drivers --------------------------------------------------------------------------------------
-async def drive_async(runner: AsyncRunner, plan: Plan[T]) -> T:
-    """Run a plan on asyncio; a single script call's error is thrown into the plan."""
-    try:
-        op = next(plan)
-        while True:
-            try:
-                if isinstance(op, list):
-                    result: Any = await runner.run_many(op)
-                elif isinstance(op, Call):
-                    result = await runner.run(op)
-                else:
-                    result = await runner.command(op)
-            except RjobsError as exc:
-                op = plan.throw(exc)
-                continue
-            op = plan.send(result)
-    except StopIteration as stop:
-        value: T = stop.value
-        return value
-
-
-def drive_sync(runner: SyncRunner, plan: Plan[T]) -> T:
-    """Run a plan on a blocking client; same semantics as :func:`drive_async`."""
-    try:
-        op = next(plan)
-        while True:
-            try:
-                if isinstance(op, list):
-                    result: Any = runner.run_many(op)
-                elif isinstance(op, Call):
-                    result = runner.run(op)
-                else:
-                    result = runner.command(op)
-            except RjobsError as exc:
-                op = plan.throw(exc)
-                continue
-            op = plan.send(result)
-    except StopIteration as stop:
-        value: T = stop.value
-        return value
-
-
-def stats_plan(plans: QueuePlans, alive_window_ms: int = 30_000) -> Plan[dict[str, Any]]:
-    """Counts per state, workers seen within the window, and the oldest ready job's age."""
-    k = plans.keys
-    states = plans.machine.states
-    ops: list[Op] = [Cmd(("ZCARD", k.state(s))) for s in states]
-    ops += [
-        Cmd(("TIME",)),
-        Cmd(("ZRANGE", k.workers, 0, -1, "WITHSCORES")),
-        Cmd(("ZRANGE", k.state(plans.machine.ready), 0, 0, "WITHSCORES")),
-    ]
-    raw: list[Any] = yield ops
-    counts = {s: int(n) for s, n in zip(states, raw)}
-    now_s, now_us = raw[len(states)]
-    now = int(now_s) * 1000 + int(now_us) // 1000
-    workers = [w.decode() for w, seen in raw[len(states) + 1] if now - seen <= alive_window_ms]
-    oldest = raw[len(states) + 2]
-    return {
-        "queue": k.name,
-        "machine": plans.machine.name,
-        "counts": counts,
-        "workers": workers,
-        "oldest_ready_age_ms": now - int(oldest[0][1]) if oldest else None,
-        "server_time_ms": now,
-    }

@@ -14,8 +14,9 @@ from rjobs.config import QueueConfig, default_actor
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.plans import _UNSET, Plan, QueuePlans, drive_async, stats_plan
-from rjobs.scripts import AsyncRunner
+from rjobs.plans import _UNSET, QueuePlans
+from rjobs.reads import stats_plan
+from rjobs.runners import AsyncRunner, Plan, drive_async
 
 __all__ = ["Queue", "default_url"]
 

@@ -1,22 +1,17 @@
-"""The Lua bridge: loads ``lua/`` (expanding ``--!include``), one typed method per script that
-builds the call and decodes its reply, and the runners that send calls with EVALSHA (reloading
-on NOSCRIPT), alone or pipelined. Lua error codes become exceptions through rjobs.errors."""
+"""The Lua bridge: loads ``lua/`` (expanding ``--!include``) and has one typed method per script
+that builds the call and decodes its reply. Sending calls is rjobs.runners' job; Lua error codes
+become exceptions through rjobs.errors."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Generic, TypeVar, cast
-
-import redis
-import redis.asyncio as aredis
-from redis.exceptions import NoScriptError, ResponseError
+from typing import Any, Generic, TypeVar
 
 from rjobs.errors import RjobsError, error_from_reply
 from rjobs.keys import QueueKeys
@@ -24,7 +19,6 @@ from rjobs.machine import StateMachine
 from rjobs.models import ClaimedJob, EnqueueOutcome
 
 __all__ = [
-    "AsyncRunner",
     "Call",
     "ClaimResult",
     "Cmd",
@@ -33,9 +27,10 @@ __all__ = [
     "MoveRequest",
     "Op",
     "Scripts",
-    "SyncRunner",
+    "compile_machine",
     "load_script",
     "outcome_error",
+    "script_names",
 ]
 
 T = TypeVar("T")
@@ -322,202 +317,3 @@ class Scripts:
     def invalidate(self, dedupe_key: str) -> Call[bool]:
         """Drop a dedupe key's cached result -> whether one existed."""
         return self._call("invalidate", [dedupe_key], lambda r: bool(int(r)))
-
-
-def _raise_reply(exc: ResponseError) -> RjobsError:
-    return error_from_reply(str(exc))
-
-
-def _decode_one(op: Op, raw: Any) -> Any:
-    if isinstance(raw, NoScriptError):
-        return raw
-    if isinstance(raw, ResponseError):
-        return _raise_reply(raw) if isinstance(op, Call) else raw
-    return op.decode(raw) if isinstance(op, Call) else raw
-
-
-def _wire(op: Op) -> tuple[Arg, ...]:
-    if isinstance(op, Call):
-        return ("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
-    return op.args
-
-
-def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
-    """After NOSCRIPT: the scripts that did not run, plus every plain read queued after the first
-    of them (it ran before the script it was meant to observe). Scripts that ran are never re-sent."""
-    first = missing[0]
-    reads = [i for i in range(first + 1, len(ops)) if isinstance(ops[i], Cmd)]
-    return sorted(set(missing) | set(reads))
-
-
-# Why the runners talk to pooled connections directly instead of calling client.evalsha or
-# client.pipeline(): redis-py (8.x) re-sends a command after a connection error, up to 10 times by
-# default. A script may have run before the connection broke, so re-sending an enqueue would create
-# a second job and re-sending a transition would report InvalidTransition for a move that happened.
-# Script calls are therefore sent exactly once; a connection error reaches the caller. Plain reads
-# (Cmd alone) still go through redis-py and keep its retries: they are idempotent.
-
-
-def _fresh_sync(conn: Any) -> None:
-    """Reconnect a connection the server closed (restart, CLIENT KILL, timeout) before anything is
-    sent on it. redis-py 8 skips this check on checkout when maintenance notifications are on."""
-    try:
-        stale = conn.can_read()
-    except (ConnectionError, OSError, redis.ConnectionError):
-        stale = True
-    if stale:
-        conn.disconnect()
-
-
-async def _fresh_async(conn: Any) -> None:
-    """The asyncio twin of :func:`_fresh_sync`."""
-    try:
-        stale = await conn.can_read()
-    except (ConnectionError, OSError, redis.ConnectionError):
-        stale = True
-    if stale:
-        await conn.disconnect()
-
-
-class AsyncRunner:
-    """Sends operations over a redis.asyncio client's connection pool."""
-
-    def __init__(self, client: aredis.Redis) -> None:
-        self.client = client
-
-    async def run(self, op: Call[T]) -> T:
-        """Send one script call exactly once; a Lua error code raises its exception."""
-        result = (await self.run_many([op]))[0]
-        if isinstance(result, BaseException):
-            raise result
-        return cast(T, result)
-
-    async def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command through redis-py."""
-        return await self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
-
-    async def run_many(self, ops: Sequence[Op]) -> list[Any]:
-        """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
-        results: list[Any] = [None] * len(ops)
-        todo = list(range(len(ops)))
-        pool = self.client.connection_pool
-        for _ in range(2):
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-            await _fresh_async(conn)
-            try:
-                await conn.send_packed_command(conn.pack_commands([_wire(ops[i]) for i in todo]))
-                missing = []
-                for i in todo:
-                    op = ops[i]
-                    try:
-                        if isinstance(op, Call):
-                            raw = await conn.read_response()
-                        else:
-                            raw = await self.client.parse_response(conn, str(op.args[0]))
-                    except ResponseError as exc:
-                        raw = exc
-                    results[i] = _decode_one(op, raw)
-                    if isinstance(raw, NoScriptError):
-                        missing.append(i)
-                if missing:
-                    for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                        await conn.send_command("SCRIPT", "LOAD", script.source)
-                        await conn.read_response()
-            except BaseException:
-                await conn.disconnect()  # replies may be half read: this connection cannot be trusted
-                raise
-            finally:
-                await pool.release(conn)
-            if not missing:
-                return results
-            todo = _rerun(ops, missing)
-        raise RjobsError("scripts could not be loaded")
-
-
-class SyncRunner:
-    """Sends operations over a blocking redis client (the same scripts as AsyncRunner).
-
-    Single script calls go over a connection this thread keeps (measured: about twice redis-py's
-    per-command throughput).
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._local = threading.local()
-
-    def run(self, op: Call[T]) -> T:
-        """Send one script call exactly once; a Lua error code raises its exception."""
-        conn = self._held()
-        try:
-            conn.send_command("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
-            raw = conn.read_response()
-        except NoScriptError:  # the script did not run: load it and send it again
-            result = self._exchange(conn, [op], [0], [None])[0]
-            if isinstance(result, BaseException):
-                raise result from None
-            return cast(T, result)
-        except ResponseError as exc:
-            raise _raise_reply(exc) from None
-        except BaseException:
-            self._drop(conn)
-            raise
-        return op.decode(raw)
-
-    def _drop(self, conn: Any) -> None:
-        """Forget a connection whose replies may be half read."""
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
-            self.client.connection_pool.release(conn)  # type: ignore[arg-type]
-        conn.disconnect()
-
-    def _held(self) -> Any:
-        """This thread's connection, reconnected first if the server closed it, so a restart costs
-        no error and nothing that was sent is ever re-sent."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.client.connection_pool.get_connection()
-            return conn
-        _fresh_sync(conn)
-        return conn
-
-    def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command through redis-py."""
-        return self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
-
-    def run_many(self, ops: Sequence[Op]) -> list[Any]:
-        """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        _fresh_sync(conn)
-        try:
-            return self._exchange(conn, ops, list(range(len(ops))), [None] * len(ops))
-        finally:
-            pool.release(conn)
-
-    def _exchange(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
-        for _ in range(2):
-            try:
-                conn.send_packed_command(conn.pack_commands([_wire(ops[i]) for i in todo]))
-                missing = []
-                for i in todo:
-                    op = ops[i]
-                    try:
-                        if isinstance(op, Call):
-                            raw = conn.read_response()
-                        else:
-                            raw = self.client.parse_response(conn, str(op.args[0]))  # type: ignore[no-untyped-call]
-                    except ResponseError as exc:
-                        raw = exc
-                    results[i] = _decode_one(op, raw)
-                    if isinstance(raw, NoScriptError):
-                        missing.append(i)
-                for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                    conn.send_command("SCRIPT", "LOAD", script.source)
-                    conn.read_response()
-            except BaseException:
-                self._drop(conn)
-                raise
-            if not missing:
-                return results
-            todo = _rerun(ops, missing)
-        raise RjobsError("scripts could not be loaded")

@@ -13,9 +13,10 @@ from rjobs.config import QueueConfig, default_actor
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.plans import _UNSET, Plan, QueuePlans, drive_sync, stats_plan
+from rjobs.plans import _UNSET, QueuePlans
 from rjobs.queue import _request, default_url
-from rjobs.scripts import SyncRunner
+from rjobs.reads import stats_plan
+from rjobs.runners import Plan, SyncRunner, drive_sync
 
 __all__ = ["SyncQueue"]
 
