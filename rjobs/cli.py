@@ -1,0 +1,419 @@
+"""The ``rjobs`` command: argument parsing, server choice and dispatch. Rendering lives in
+rjobs.cli_render, the demo in rjobs.demo. Reference: docs/cli.md.
+
+Server choice, everywhere: ``--url`` > ``REDIS_URL`` > the embedded valkey kept in ``RJOBS_HOME``
+(``~/.rjobs``), started on first use."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from rjobs import codec, errors
+from rjobs import server as servers
+from rjobs.cli_render import JobWatch, Output, history_table, jobs_table, queue_stats, show_job, stats_table
+from rjobs.config import QueueConfig, Retention, default_actor
+from rjobs.errors import JobNotFound, MachineConflict, RjobsError, ValidationError
+from rjobs.keys import QueueKeys
+from rjobs.machine import StateMachine
+from rjobs.machines import JOB, TASK
+from rjobs.models import Job
+from rjobs.sync import SyncQueue
+
+__all__ = ["EXIT", "QueueNotFound", "main", "open_queue", "resolve_url"]
+
+#: Exit codes (docs/cli.md): watch maps the job's final role to ok / failed / partial.
+EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "interrupted": 130}
+MACHINES = {"job": JOB, "task": TASK}
+
+
+class QueueNotFound(RjobsError, LookupError):
+    """No state machine is stored for the queue: nothing was ever enqueued to it."""
+
+    code = "not_found"
+
+
+_USAGE = (errors.ValidationError, errors.InvalidTransition, errors.MachineConflict, errors.Unauthorized)
+#: What each expected error means for the exit code; anything else is a bug and keeps its traceback.
+_ERRORS: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
+    ((errors.JobNotFound, QueueNotFound), EXIT["not_found"]),
+    ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"]),
+    ((redis.ConnectionError, redis.TimeoutError, servers.ServerStartError), EXIT["connection"]),
+)
+
+
+# -- server and queue -----------------------------------------------------------------------------
+def resolve_url(explicit: str | None, out: Output) -> str:
+    """``--url`` > ``REDIS_URL`` > the embedded server (started if needed; announced on stderr)."""
+    if explicit:
+        return explicit
+    if env := os.environ.get("REDIS_URL"):
+        return env
+    state_dir = servers.DEFAULT_STATE_DIR
+    url = servers.ensure_embedded(state_dir)
+    out.notice(f"[dim]rjobs: embedded valkey at {url} (data: {state_dir / 'data'}; stop: rjobs server --stop)[/]")
+    return url
+
+
+def connect(url: str) -> redis.Redis:
+    """A blocking client that fails fast when nothing listens (redis-py's default retries ~4 s)."""
+    try:
+        return redis.Redis.from_url(
+            url, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+        )
+    except ValueError as exc:  # a malformed URL is a usage error, not a connection error
+        raise ValidationError(f"bad Redis URL {url!r}: {exc}") from None
+
+
+def _seconds(ms: int) -> float:
+    # The float whose int(s * 1000) gives back ``ms`` exactly, so re-declaring stores the same options.
+    s = ms / 1000
+    while int(s * 1000) < ms:
+        s = math.nextafter(s, math.inf)
+    return s
+
+
+def stored_config(fields: dict[bytes, bytes]) -> QueueConfig:
+    """The QueueConfig whose options equal the ``opt:*`` fields stored with the machine."""
+    opt = {k[4:].decode(): int(v) for k, v in fields.items() if k.startswith(b"opt:")}
+    base = QueueConfig()
+
+    def secs(key: str, default: float | None) -> float | None:  # stored as ms, -1 = forever
+        ms = opt.get(key)
+        return default if ms is None else None if ms < 0 else _seconds(ms)
+
+    kept = {f: secs(f"keep_{f}_ms", getattr(base.retention, f)) for f in ("success", "partial", "failure", "cancelled")}
+    ints = {k: opt[k] for k in ("max_payload", "stream_maxlen", "job_events_maxlen") if k in opt}
+    cache = secs("cache_ttl_ms", base.cache_ttl)
+    return QueueConfig(
+        retention=Retention(**kept),
+        cache_ttl=base.cache_ttl if cache is None else cache,
+        queue_events=bool(opt.get("queue_events", int(base.queue_events))),
+        **ints,
+    )
+
+
+def open_queue(
+    client: redis.Redis, name: str, create: StateMachine | None = None, *, require: bool = False
+) -> SyncQueue:
+    """A SyncQueue with the machine and options stored in Redis, so the CLI works on any queue
+    (JOB, TASK, custom) and never overwrites its options. A queue with nothing stored raises
+    QueueNotFound unless ``create`` names the machine to declare for it; ``require`` makes an
+    existing queue with another machine than ``create`` an error."""
+    fields: Any = client.hgetall(QueueKeys(name).machine)
+    if fields:
+        machine, config = StateMachine.from_fingerprint(fields[b"fingerprint"]), stored_config(fields)
+        if require and create is not None and create.fingerprint() != machine.fingerprint():
+            raise MachineConflict(f"queue {name!r} already uses machine {machine.name!r}")
+    elif create is not None:
+        machine, config = create, QueueConfig()
+    else:
+        raise QueueNotFound(f"queue {name!r} not found (nothing was ever enqueued to it)")
+    return SyncQueue(name, machine=machine, config=config, client=client, actor=f"cli.{default_actor()}")
+
+
+def list_queues(client: redis.Redis) -> list[str]:
+    """Names of every queue that has a machine stored (SCAN, so safe on a busy server)."""
+    prefix, suffix = "rjobs:{", "}:machine"
+    names = {k.decode()[len(prefix) : -len(suffix)] for k in client.scan_iter(match=prefix + "*" + suffix, count=1000)}
+    return sorted(names)
+
+
+def final_exit(machine: StateMachine, status: str) -> int:
+    """Exit code of a finished job: 0 success, 5 partial, 1 failed or cancelled."""
+    return {machine.success: EXIT["ok"], machine.partial: EXIT["partial"]}.get(status, EXIT["failed"])
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _priority(text: str) -> str | int:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
+    """Create a job; stdout gets its id (or the EnqueueOutcome as JSON)."""
+    params = _json_arg(args.params, "--params") if args.params is not None else None
+    machine = MACHINES[args.machine or "job"]
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue, create=machine, require=args.machine is not None)
+    outcome = q.enqueue(
+        args.type, params, priority=_priority(args.priority), user_id=args.user, delay=args.delay,
+        dedupe_key=args.dedupe_key, dedupe=args.dedupe, max_attempts=args.max_attempts,
+        depends_on=args.depends_on or (),
+    )  # fmt: skip
+    if out.json:
+        out.json_doc(outcome)
+        return EXIT["ok"]
+    out.out.print(outcome.id, markup=False)
+    if not outcome.created:
+        out.notice(f"kept the live job {outcome.id} ({outcome.status}) holding dedupe key {args.dedupe_key!r}")
+    elif outcome.previous_id and outcome.stale_cancelled:
+        out.notice(f"replaced job {outcome.previous_id} (cancelled) holding dedupe key {args.dedupe_key!r}")
+    return EXIT["ok"]
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    """A job's fields, assets and full history."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    job = q.get(args.id)
+    events, assets = q.events(args.id), q.assets(args.id)
+    doc = {"job": job, "events": events, "assets": assets}
+    out.result(doc, lambda: show_job(out.out, q.machine, job, events, assets))
+    return EXIT["ok"]
+
+
+def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    """Jobs of a queue, newest first, by state and/or owner."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    jobs = q.list(state=args.state, user_id=args.user, limit=args.limit)
+    if out.json:
+        out.json_doc(jobs)
+    elif jobs:
+        out.out.print(jobs_table(q.machine, jobs))
+    else:
+        out.notice("no jobs")
+    return EXIT["ok"]
+
+
+def cmd_stats(args: argparse.Namespace, out: Output) -> int:
+    """Counts per state, live workers and the oldest ready job, for one queue or all of them."""
+    client = connect(resolve_url(args.url, out))
+    names = [args.queue] if args.queue else list_queues(client)
+    queues = [open_queue(client, n) for n in names]
+    stats = [q.stats() for q in queues]
+    if out.json:
+        out.json_doc(stats[0] if args.queue else stats)
+    elif args.queue:
+        queue_stats(out.out, queues[0].machine, stats[0])
+    elif stats:
+        out.out.print(stats_table({q.name: q.machine for q in queues}, stats))
+    else:
+        out.notice("no queues yet: try `rjobs demo` or `rjobs enqueue QUEUE TYPE`")
+    return EXIT["ok"]
+
+
+def cmd_events(args: argparse.Namespace, out: Output) -> int:
+    """The queue's last events; with --follow, then every new one as it happens (XREAD BLOCK)."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    entries: Any = q.client.xrevrange(q.keys.events, "+", "-", count=args.limit)
+    events = codec.events_from_entries(entries[::-1])
+    if not args.follow:
+        title = f"last {len(events)} events of {q.name}"
+        out.result(events, lambda: out.out.print(history_table(q.machine, events, title=title)))
+        return EXIT["ok"]
+    for ev in events:
+        out.event(q.machine, ev)
+    after = events[-1].id if events else "0-0"
+    while True:
+        for ev in q.queue_events(after, count=100, block_ms=5000):
+            out.event(q.machine, ev)
+            after = ev.id
+
+
+def cmd_watch(args: argparse.Namespace, out: Output) -> int:
+    """Follow one job on its own event stream (XREAD BLOCK, no polling) until it is final."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    stream, job_key = q.keys.job_events(args.id), q.keys.job(args.id)
+
+    def snapshot() -> tuple[str, Job]:
+        pipe = q.client.pipeline(transaction=False)
+        pipe.xrevrange(stream, "+", "-", count=1)
+        pipe.hgetall(job_key)
+        last, raw = pipe.execute()
+        if not raw:
+            raise JobNotFound(args.id)
+        return (last[0][0].decode() if last else "0-0"), codec.job_from_hash(raw)
+
+    after, job = snapshot()  # the stream position first: no event between the two is missed
+    with JobWatch(out, q.machine) as view:
+        view.start(job)
+        while not q.machine.is_final(job.status):
+            reply: Any = q.client.xread({stream: after}, count=100, block=5000)
+            for _, entries in reply or []:
+                for ev in codec.events_from_entries(entries):
+                    after = ev.id
+                    view.event(ev)
+            job = snapshot()[1]  # after a quiet 5 s too: the job may have been purged meanwhile
+            view.update(job)
+    view.end(job)
+    return final_exit(q.machine, job.status)
+
+
+def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
+    """Cancel a job; a running one is stopped by its worker."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    before = q.get(args.id).status
+    job = q.cancel(args.id, args.reason)
+    out.result(job, lambda: out.out.print(f"cancelled {job.id} (was {before})", markup=False))
+    return EXIT["ok"]
+
+
+def cmd_retry(args: argparse.Namespace, out: Output) -> int:
+    """Send a failed or cancelled job back to the ready state, optionally with new params."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    job = q.retry(args.id, _json_arg(args.params, "--params")) if args.params is not None else q.retry(args.id)
+    out.result(job, lambda: out.out.print(f"retried {job.id}: now {job.status} (retry #{job.retry_count})"))
+    return EXIT["ok"]
+
+
+def cmd_worker(args: argparse.Namespace, out: Output) -> int:
+    """Run the workers of a ``module:attr`` target (rjobs.worker.run_from_cli)."""
+    from rjobs.worker import run_from_cli
+
+    url = resolve_url(args.url, out)
+    return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))
+
+
+def cmd_server(args: argparse.Namespace, out: Output) -> int:
+    """Run the bundled valkey in the foreground (AOF on) until Ctrl-C/SIGTERM; or --stop the
+    detached one that other commands start on demand."""
+    state_dir = servers.DEFAULT_STATE_DIR
+    if args.stop:
+        stopped = servers.stop_embedded(state_dir)
+        text = "stopped the embedded server" if stopped else f"no embedded server was running for {state_dir}"
+        out.result({"stopped": stopped}, lambda: out.notice(text))
+        return EXIT["ok"]
+    data_dir = Path(args.data_dir) if args.data_dir else state_dir / "server"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "rjobs-server.lock", "w") as lock:
+        try:  # two servers appending to one AOF would corrupt it
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValidationError(f"another `rjobs server` is using {data_dir}") from None
+        server = servers.LocalServer(servers.find_valkey_binary(), args.port, data_dir, appendonly=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        server.start()
+        try:
+            info = {"url": server.url, "port": server.port, "data_dir": str(data_dir), "pid": server.pid}
+            text = f"valkey {server.version()} on {server.url} (data: {data_dir}, AOF on); Ctrl-C stops it\n"
+            out.result(info, lambda: out.out.print(text + f"use it with:  export REDIS_URL={server.url}", markup=False))
+            while not stop.wait(0.5):
+                if server.pid is None and not stop.wait(0.2):  # died on its own, not by our Ctrl-C
+                    out.error("the server exited unexpectedly; see its log in " + str(data_dir))
+                    return EXIT["failed"]
+        finally:
+            server.stop()
+        out.notice("server stopped")
+    return EXIT["ok"]
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    """Run the guided demo (rjobs.demo)."""
+    from rjobs.demo import run_demo
+
+    return run_demo(resolve_url(args.url, out), out)
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the subcommand is not overwritten by the subcommand's default.
+    common.add_argument("--url", default=argparse.SUPPRESS, help="Redis URL (default: $REDIS_URL, else embedded)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="output JSON for scripts")
+    parser = argparse.ArgumentParser(prog="rjobs", description="Redis-native job queue: inspect and drive queues.")
+    parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace, Output], int], text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    def job_ref(p: argparse.ArgumentParser) -> None:
+        p.add_argument("id", help="job id")
+        p.add_argument("-q", "--queue", required=True, help="the job's queue (ids are per queue)")
+
+    p = command("enqueue", cmd_enqueue, "create a job; prints its id")
+    p.add_argument("queue")
+    p.add_argument("type", help="job type (the worker's function name)")
+    p.add_argument("-p", "--params", help="params as JSON, e.g. '{\"w\": 100}'")
+    p.add_argument("--priority", default="normal", help="low|normal|high|urgent|critical or 1-10 (default normal)")
+    p.add_argument("--delay", type=float, help="seconds to wait before the job may run")
+    p.add_argument("-u", "--user", help="owner user id")
+    p.add_argument("--dedupe-key", help="at most one live job per key")
+    p.add_argument("--dedupe", choices=("keep", "replace"), default="keep", help="policy for a live duplicate")
+    p.add_argument("--max-attempts", type=int, default=3, help="attempts before the job fails (default 3)")
+    p.add_argument("--depends-on", nargs="+", action="extend", metavar="ID", help="run after these jobs succeed")
+    p.add_argument("--machine", choices=sorted(MACHINES), help="machine of a new queue (default job)")
+
+    job_ref(command("show", cmd_show, "a job's fields, assets and full history"))
+
+    p = command("ls", cmd_ls, "list jobs, newest first")
+    p.add_argument("queue")
+    p.add_argument("-s", "--state", help="only jobs in this state")
+    p.add_argument("-u", "--user", help="only jobs of this owner")
+    p.add_argument("-n", "--limit", type=int, default=50, help="at most this many (default 50)")
+
+    p = command("stats", cmd_stats, "jobs per state, live workers, oldest waiting job (all queues by default)")
+    p.add_argument("queue", nargs="?")
+
+    p = command("events", cmd_events, "the queue's event stream")
+    p.add_argument("queue")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events (JSON lines with --json)")
+    p.add_argument("-n", "--limit", type=int, default=20, help="past events to show first (default 20)")
+
+    job_ref(command("watch", cmd_watch, "live progress until the job ends (exit 0 ok, 1 failed/cancelled, 5 partial)"))
+
+    p = command("cancel", cmd_cancel, "cancel a job (a running one is stopped by its worker)")
+    job_ref(p)
+    p.add_argument("-r", "--reason", default="", help="why, recorded in the history")
+
+    p = command("retry", cmd_retry, "send a failed or cancelled job back to the queue")
+    job_ref(p)
+    p.add_argument("-p", "--params", help="new params as JSON")
+
+    p = command("worker", cmd_worker, "run workers: rjobs worker myapp.jobs:worker")
+    p.add_argument("target", help="module:attr of a Worker (or a factory returning one)")
+    p.add_argument("-q", "--queue", action="append", help="only these queues (repeatable)")
+    p.add_argument("-c", "--concurrency", type=int, help="jobs at a time")
+    p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+
+    p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on)")
+    p.add_argument("--port", type=int, help="TCP port (default: a free one)")
+    p.add_argument("--data-dir", help="AOF and log directory (default: $RJOBS_HOME/server)")
+    p.add_argument("--stop", action="store_true", help="stop the detached server other commands started")
+
+    command("demo", cmd_demo, "a guided tour: runs demo jobs on a fresh queue with live progress")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rjobs`` script; returns the exit code (see docs/cli.md)."""
+    args = build_parser().parse_args(argv)
+    out = Output(bool(args.json))
+    try:
+        return int(args.func(args, out))
+    except KeyboardInterrupt:
+        return EXIT["interrupted"]
+    except Exception as exc:
+        code = next((code for kinds, code in _ERRORS if isinstance(exc, kinds)), None)
+        if code is None:
+            raise
+        out.error(("cannot reach Redis: " if code == EXIT["connection"] else "") + str(exc))
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""``rjobs demo`` end to end, as a newcomer runs it: against the suite's server and on the embedded
+server it starts from nothing. Every demo job's final state is checked in Redis, not in the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from rjobs.server import stop_embedded
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = {
+    "render_video": "completed",
+    "send_invoice": "completed",
+    "import_contacts": "partial",
+    "charge_card": "failed",
+    "export_archive": "cancelled",
+}
+
+
+def run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["RJOBS_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "rjobs.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def check_in_redis(client: redis.Redis, queue: str) -> dict[str, str]:
+    """The demo queue's jobs as Redis has them: type -> status, plus the per-job checks."""
+    prefix = f"rjobs:{{{queue}}}:"
+    seen: dict[str, str] = {}
+    for key in client.scan_iter(match=prefix + "job:*", count=1000):
+        name = key.decode()
+        if name.count(":") != 3:  # job:<id>:events / :assets
+            continue
+        job: Any = client.hgetall(key)
+        kind, status = job[b"type"].decode(), job[b"status"].decode()
+        seen[kind] = status
+        if kind == "send_invoice":  # failed once, then succeeded on the retry
+            assert job[b"attempt"] == b"2"
+            events = [e[1][b"event"] for e in client.xrange(name + ":events")]
+            assert events.count(b"processing") == 2 and events[-1] == b"completed"
+        if kind == "render_video":
+            assert client.hlen(name + ":assets") == 2 and job[b"progress"] == b"100"
+        if kind == "export_archive":  # it was running when the demo cancelled it
+            moves = [(e[1].get(b"from"), e[1].get(b"to")) for e in client.xrange(name + ":events")]
+            assert (b"processing", b"cancelled") in moves
+    return seen
+
+
+def test_demo_against_a_given_server(tmp_path: Path, url: str, redis_sync: redis.Redis) -> None:
+    started = time.monotonic()
+    done = run_demo(tmp_path / "home", "--url", url, "--json")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)  # --json: one document and nothing else on stdout
+    assert report["ok"] is True and report["url"] == url and took < 25
+    assert {j["type"]: j["status"] for j in report["jobs"]} == EXPECTED
+    assert all(j["ok"] for j in report["jobs"])
+    assert check_in_redis(redis_sync, report["queue"]) == EXPECTED
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    invoice = next(j["id"] for j in report["jobs"] if j["type"] == "send_invoice")
+    assert report["commands"][0] == f"redis-cli -p {port} HGETALL 'rjobs:{{{report['queue']}}}:job:{invoice}'"
+    assert not (tmp_path / "home").exists()  # with --url nothing embedded was started
+
+
+def test_demo_on_the_embedded_server_from_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    try:
+        done = run_demo(home)
+        assert done.returncode == 0, done.stdout + done.stderr
+        url = re.search(r"embedded valkey at (redis://\S+)", done.stderr)
+        assert url is not None, done.stderr
+        out = done.stdout
+        queue = re.search(r"on queue (demo-[\w-]+)", out)
+        assert queue is not None, out
+        for kind, state in EXPECTED.items():  # the outcome table (rich draws it without a terminal too)
+            assert re.search(rf"{kind}\W+{state}\b", out), (kind, out)
+        port = url.group(1).rsplit(":", 1)[1].split("/")[0]
+        assert f"redis-cli -p {port} HGETALL 'rjobs:{{{queue.group(1)}}}:job:" in out
+        assert f"redis-cli -p {port} XRANGE 'rjobs:{{{queue.group(1)}}}:events' - + COUNT 20" in out
+        assert "demo passed" in out
+        with redis.Redis.from_url(url.group(1)) as client:
+            assert check_in_redis(client, queue.group(1)) == EXPECTED
+    finally:
+        stop_embedded(home)
