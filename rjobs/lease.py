@@ -1,0 +1,408 @@
+"""Lease bookkeeping of one worker: which jobs it holds under which fencing token, the heartbeat
+that keeps those leases alive, the wait for new ones, and the reaper that recovers the leases dead
+workers left behind.
+
+Heartbeat under load — the decision
+-----------------------------------
+The heartbeat runs **in the event loop**, as one task, never in a thread of its own. A heartbeat
+thread would keep renewing the leases of a worker whose loop is wedged, so its jobs would never
+be recovered; a heartbeat from the loop proves that the thing which will finish the job is alive.
+What keeps it on time:
+
+- sync job functions run in worker threads (``anyio.to_thread``): pure-Python CPU work there
+  releases the GIL every ``sys.getswitchinterval()`` (5 ms), so the loop still runs the heartbeat;
+- the heartbeat is one script call per queue per interval (``lease / 3`` by default) for every
+  held job, so its cost does not grow with the number of jobs;
+- **loop-lag detection**: every wake-up measures how late it is and warns (an ``async def``
+  function that blocks, or a C extension holding the GIL). Each held job carries ``safe_until``,
+  the local monotonic time its lease is known to last (send time of the last renewal + lease,
+  conservative because the server's deadline is computed after the send). When a heartbeat cannot
+  get an answer (Redis unreachable, a partition), every running job whose lease would expire
+  before the next attempt could renew it is cancelled and treated as lost: another worker may
+  already run it, and fencing would reject our writes anyway. When Redis *can* answer — even
+  after a long stall — its reply is authoritative: 'ok' renews the lease (nobody took the job),
+  'lost' cancels the job, 'cancel' cancels it without writing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import redis.asyncio as aredis
+import redis.exceptions
+
+from rjobs.errors import RjobsError
+from rjobs.models import ClaimedJob
+from rjobs.scripts import Cmd
+
+if TYPE_CHECKING:
+    from rjobs.queue import Queue
+
+__all__ = [
+    "REDIS_DOWN",
+    "RETRYABLE",
+    "Held",
+    "HeldState",
+    "LeaseBook",
+    "LeaseKeeper",
+    "Pulse",
+    "Reaper",
+    "ServerClock",
+    "Waker",
+    "WorkerStats",
+]
+
+log = logging.getLogger("rjobs.worker")
+
+#: Errors that mean "Redis could not be reached or did not answer in time" (retry later).
+REDIS_DOWN: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: REDIS_DOWN or a script refusing the call: log, wait, try again.
+RETRYABLE: tuple[type[BaseException], ...] = (*REDIS_DOWN, RjobsError)
+#: Final writes (finish, hand-back) are shielded from cancellation but never wait longer than this.
+FINAL_WRITE_TIMEOUT = 5.0
+
+
+class Pulse:
+    """Wakes every task currently waiting on it; waiters re-check their condition in a loop."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        """Wake the current waiters."""
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        """Wait for the next notify()."""
+        await self._event.wait()
+
+
+class HeldState(enum.Enum):
+    """Where a held job is in its life on this worker."""
+
+    RUNNING = "running"  # the function runs; the lease is ours
+    DONE = "done"  # the function ended; its outcome waits to be written
+    HANDBACK = "handback"  # stopped by shutdown; to be handed back to the ready state
+    LOST = "lost"  # the lease is gone: never write for this job again
+    CANCELLED = "cancelled"  # cancelled in Redis: nothing to write
+    RELEASED = "released"  # moved on by the function itself (review): nothing to write
+
+    @property
+    def live(self) -> bool:
+        """True while the lease is ours to renew and to write with."""
+        return self in (HeldState.RUNNING, HeldState.DONE, HeldState.HANDBACK)
+
+
+@dataclass(eq=False)
+class Held:
+    """One job this worker holds: its lease token, cancel scope and how long the lease is safe."""
+
+    slot: int
+    job: ClaimedJob
+    safe_until: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    state: HeldState = HeldState.RUNNING
+    reason: str = ""
+    # A threading.Event so sync functions running in threads can poll ctx.cancelled safely.
+    flag: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def live(self) -> bool:
+        """True while this worker may still write for the job."""
+        return self.state.live
+
+    def stop(self, state: HeldState, reason: str) -> None:
+        """Move to ``state`` and cancel the function (if it still runs)."""
+        running = self.state is HeldState.RUNNING
+        if running and state is HeldState.RELEASED:
+            # The function moved the job on itself (review) and may still tidy up: no cancel.
+            self.state = state
+            return
+        # A finished job may still learn its lease was lost or cancelled (the finish is then
+        # skipped); nothing else may overwrite a state that is already final for this worker.
+        if running or (self.live and state in (HeldState.LOST, HeldState.CANCELLED)):
+            self.state = state
+            self.reason = reason
+            self.flag.set()
+            if running:
+                self.scope.cancel()
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker's round trips and outcomes (for tests, logs and benchmarks)."""
+
+    claim_calls: int = 0
+    claimed: int = 0
+    finish_calls: int = 0
+    finished: int = 0
+    lease_lost: int = 0
+    cancelled: int = 0
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    reaped: int = 0
+    handed_back: int = 0
+
+
+class ServerClock:
+    """Redis server time as seen from here: an offset measured with ``TIME``, so run-at and due
+    times are computed on the server's clock, never on this host's."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0.0
+
+    def observe(self, server_time: Any, sent_wall: float, received_wall: float) -> None:
+        """Record a ``TIME`` reply (seconds, microseconds) sent/received at these wall times."""
+        seconds, micros = int(server_time[0]), int(server_time[1])
+        server_ms = seconds * 1000 + micros / 1000
+        self.offset_ms = server_ms - (sent_wall + received_wall) * 500  # midpoint, in ms
+
+    def now_ms(self) -> int:
+        """Estimated server time, epoch ms."""
+        return int(time.time() * 1000 + self.offset_ms)
+
+
+class LeaseBook:
+    """Every job the worker holds, by (queue slot, job id, token); notifies ``changed`` on removal and
+    counts how held jobs ended (lost leases, cancellations) in ``stats``."""
+
+    def __init__(self, stats: WorkerStats, on_empty: Callable[[], None] | None = None) -> None:
+        # Keyed by token too: a worker may hold a job again while its lost attempt still winds down.
+        self._held: dict[tuple[int, str, str], Held] = {}
+        self.changed = Pulse()
+        self.stats = stats
+        self._on_empty = on_empty
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __iter__(self) -> Iterator[Held]:
+        return iter(list(self._held.values()))
+
+    def add(self, held: Held) -> None:
+        """Start tracking a freshly claimed job."""
+        self._held[held.slot, held.job.id, held.job.token] = held
+
+    def remove(self, held: Held) -> None:
+        """Forget a job (its outcome is written, or nothing will be)."""
+        if self._held.get((held.slot, held.job.id, held.job.token)) is held:
+            del self._held[held.slot, held.job.id, held.job.token]
+            if held.state is HeldState.LOST:
+                self.stats.lease_lost += 1
+            elif held.state is HeldState.CANCELLED:
+                self.stats.cancelled += 1
+            self.changed.notify()
+            if not self._held and self._on_empty is not None:
+                self._on_empty()
+
+    def live(self, slot: int) -> list[Held]:
+        """The jobs of a queue whose leases need renewing."""
+        return [h for h in self._held.values() if h.slot == slot and h.live]
+
+
+class Waker:
+    """How an idle worker waits for leases to take: BLPOP on the queues' wake lists (enqueue and
+    claim push a token there), over one dedicated connection per Redis client so the blocking
+    call never holds a pooled connection other calls need. Cancelling a wait drops (and later
+    re-opens) that connection; a token it had already popped is lost, which costs another idle
+    worker at most its 1 s cap."""
+
+    def __init__(self, queues: Sequence[Queue]) -> None:
+        groups: dict[int, tuple[aredis.Redis, list[str]]] = {}
+        for q in queues:
+            groups.setdefault(id(q.client), (q.client, []))[1].append(q.keys.wake)
+        self._groups = [(client.client(), keys) for client, keys in groups.values()]
+
+    async def wait(self, block: float) -> None:
+        """Return when a wake token arrives or after ``block`` seconds."""
+        if len(self._groups) == 1:
+            await self._blpop(*self._groups[0], block)
+            return
+        async with anyio.create_task_group() as tg:
+            for client, keys in self._groups:
+                tg.start_soon(self._first, tg.cancel_scope, client, keys, block)
+
+    async def _first(self, scope: anyio.CancelScope, client: aredis.Redis, keys: list[str], block: float) -> None:
+        await self._blpop(client, keys, block)
+        scope.cancel()
+
+    @staticmethod
+    async def _blpop(client: aredis.Redis, keys: list[str], block: float) -> None:
+        await client.blpop(keys, timeout=max(0.001, round(block, 3)))
+
+    async def aclose(self) -> None:
+        """Release the dedicated connections."""
+        for client, _ in self._groups:
+            await client.aclose()
+
+
+class LeaseKeeper:
+    """The heartbeat task: one ``heartbeat`` call per queue per interval for all held jobs."""
+
+    def __init__(
+        self,
+        book: LeaseBook,
+        queues: Sequence[Queue],
+        worker_id: str,
+        *,
+        lease: float,
+        interval: float,
+    ) -> None:
+        self.book = book
+        self.queues = queues
+        self.worker_id = worker_id
+        self.lease = lease
+        self.lease_ms = int(lease * 1000)
+        self.interval = interval
+        self.retry_delay = min(interval / 4, 0.5)
+        # Cancel a little before the lease could expire: a reaper elsewhere may act right at expiry.
+        self.margin = min(lease * 0.1, 2.0)
+        self.stats = book.stats
+
+    async def run(self) -> None:
+        """Beat forever (until cancelled), warning when the event loop lags."""
+        due = anyio.current_time() + self.interval
+        while True:
+            await anyio.sleep(max(0.0, due - anyio.current_time()))
+            lag = anyio.current_time() - due
+            if lag > max(0.1, self.interval / 2):
+                log.warning(
+                    "event loop was blocked for %.2f s (heartbeat every %.2f s, lease %.2f s): leases are at "
+                    "risk. Run blocking code in plain `def` job functions (threads), not in `async def` ones",
+                    lag,
+                    self.interval,
+                    self.lease,
+                )
+            ok = await self.beat()
+            due = anyio.current_time() + (self.interval if ok else self.retry_delay)
+
+    async def beat(self) -> bool:
+        """Renew every live lease once; True when every queue answered."""
+        if len(self.queues) == 1:
+            return await self._beat_slot(0)
+        results: list[bool] = [True] * len(self.queues)
+
+        async def one(slot: int) -> None:
+            results[slot] = await self._beat_slot(slot)
+
+        async with anyio.create_task_group() as tg:
+            for slot in range(len(self.queues)):
+                tg.start_soon(one, slot)
+        return all(results)
+
+    async def renew(self, slot: int, pairs: list[tuple[str, str]]) -> list[str]:
+        """The one Redis call of a beat for one queue (chunked by the script's limit)."""
+        queue = self.queues[slot]
+        replies: list[str] = []
+        for i in range(0, max(len(pairs), 1), 10_000):
+            call = queue.scripts.heartbeat(self.worker_id, self.lease_ms, pairs[i : i + 10_000])
+            chunk: list[str] = await queue.runner.run(call)
+            replies.extend(chunk)
+        return replies
+
+    async def _beat_slot(self, slot: int) -> bool:
+        held = self.book.live(slot)
+        sent = anyio.current_time()
+        timeout = self.interval
+        if held:
+            # A late answer still renews (the deadline is set from server time when it runs), so
+            # wait for one as long as the leases are safe — not a moment longer.
+            timeout = max(0.05, min(h.safe_until for h in held) - self.margin - sent)
+        error: BaseException | None = None
+        replies: list[str] | None = None
+        try:
+            with anyio.move_on_after(timeout):
+                replies = await self.renew(slot, [(h.job.id, h.job.token) for h in held])
+        except RETRYABLE as exc:
+            error = exc
+        self.stats.heartbeats += 1
+        if replies is None:
+            self.stats.heartbeat_failures += 1
+            why = f"{type(error).__name__}: {error}" if error is not None else f"no answer within {timeout:.2f} s"
+            log.warning("heartbeat of %d job(s) failed (%s)", len(held), why)
+            self._cancel_at_risk(held, why)
+            return False
+        for h, reply in zip(held, replies):
+            if reply == "ok":
+                h.safe_until = max(h.safe_until, sent + self.lease)
+            elif reply == "cancel":
+                if h.state is HeldState.RUNNING:
+                    log.info("job %s was cancelled: stopping it", h.job.id)
+                h.stop(HeldState.CANCELLED, "the job was cancelled")
+            else:
+                if h.state is HeldState.RUNNING:
+                    log.warning(
+                        "job %s: lease lost (token %s is no longer current): stopping it", h.job.id, h.job.token
+                    )
+                h.stop(HeldState.LOST, "the lease was lost")
+        return True
+
+    def _cancel_at_risk(self, held: list[Held], why: str) -> None:
+        horizon = anyio.current_time() + self.retry_delay + self.margin
+        for h in held:
+            if h.state is HeldState.RUNNING and h.safe_until <= horizon:
+                log.warning("job %s: lease could not be renewed before it expires (%s): stopping it", h.job.id, why)
+                h.stop(HeldState.LOST, f"lease could not be renewed ({why})")
+
+
+class Reaper:
+    """Every worker's reaper: recovers expired leases (and purges expired finished jobs) of each
+    queue every ``interval`` seconds, +-20% jitter so workers started together spread out. The
+    script re-reads every job it touches, so any number of workers may reap at once."""
+
+    def __init__(
+        self,
+        queues: Sequence[Queue],
+        stats: WorkerStats,
+        clock: ServerClock,
+        *,
+        lease: float,
+        max_lease_losses: int,
+        limit: int,
+    ) -> None:
+        self.queues = queues
+        self.stats = stats
+        self.clock = clock
+        self.interval = lease / 2
+        self.max_lease_losses = max_lease_losses
+        self.limit = limit
+        # Workers are listed while they heartbeat (every lease / 3); forget them after a few leases.
+        self.worker_ttl_ms = max(5000, int(lease * 3000))
+
+    async def run(self) -> None:
+        """Reap at once, then on the jittered timer, until cancelled."""
+        while True:
+            for queue in self.queues:
+                await self.reap(queue)
+            await anyio.sleep(self.interval * random.uniform(0.8, 1.2))
+
+    async def reap(self, queue: Queue) -> None:
+        """Reap one queue until a call comes back with less than a full batch."""
+        call = queue.scripts.reap(self.limit, self.max_lease_losses, self.limit, self.worker_ttl_ms)
+        while True:
+            sent = time.time()
+            try:
+                # TIME rides along to keep the server clock estimate fresh at no extra round trip.
+                reaped, now = await queue.runner.run_many([call, Cmd(("TIME",))])
+            except REDIS_DOWN as exc:
+                log.warning("reap failed (%s: %s)", type(exc).__name__, exc)
+                return
+            if isinstance(reaped, BaseException):
+                log.error("reap failed: %s", reaped)
+                return
+            self.clock.observe(now, sent, time.time())
+            requeued, failed, _ = reaped
+            self.stats.reaped += requeued + failed
+            if requeued or failed:
+                log.info("reaper: %d expired lease(s) re-queued, %d failed", requeued, failed)
+            if requeued + failed < self.limit:
+                return

@@ -1,0 +1,342 @@
+"""Running one claimed job: find its function, validate params, call it under the job's cancel
+scope (and timeout), turn what happened into one fenced move, and write those moves in batches.
+
+Target states always come from the queue's machine roles. Automatic retry needs an edge from the
+last leased state to the delayed state (backoff honoured) or to the ready state (retried at once);
+a machine with neither — like TASK, whose ``in_progress`` only leads to completed, failed, review
+or cancelled — cannot retry automatically, so such a job fails with its error (the message says
+so) and ``Queue.retry`` sends it back by hand.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import msgspec
+
+from rjobs import codec
+from rjobs.context import JobContext
+from rjobs.errors import LeaseLost, RjobsError, ValidationError
+from rjobs.lease import FINAL_WRITE_TIMEOUT, REDIS_DOWN, Held, HeldState, LeaseBook, Pulse, ServerClock
+from rjobs.machine import StateMachine
+from rjobs.models import ClaimedJob, JobError
+from rjobs.outcomes import JobFunction, Partial, describe_error, retry_after, retryable
+from rjobs.plans import to_job_error
+from rjobs.retry import RetryPolicy
+from rjobs.scripts import MoveRequest, outcome_error
+
+if TYPE_CHECKING:
+    from rjobs.queue import Queue
+
+__all__ = ["Finisher", "JobRunner", "Moves", "short_text"]
+
+log = logging.getLogger("rjobs.worker")
+TRACEBACK_LIMIT = 8000  # characters of traceback kept (the end: the raising frame matters most)
+
+
+def short_text(text: str, limit: int = 1000) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (the scripts' limit for event messages)."""
+    data = text.encode()
+    return text if len(data) <= limit else data[:limit].decode(errors="ignore")
+
+
+class Moves:
+    """The moves a worker makes from a queue's last leased state, resolved once from its roles."""
+
+    def __init__(self, machine: StateMachine) -> None:
+        m = machine
+        self.machine = m
+        self.at = at = m.leased[-1]
+        self.success = m.success
+        self.failure = m.failure if m.allows(at, m.failure) else m.cancelled
+        self.partial = m.partial if m.partial is not None and m.allows(at, m.partial) else None
+        self.delayed = m.delayed if m.delayed is not None and m.allows(at, m.delayed) else None
+        self.ready = m.ready if m.allows(at, m.ready) else None
+
+    def succeed(self, job: ClaimedJob, result: bytes) -> MoveRequest:
+        """To the success state with an encoded result."""
+        return MoveRequest(job.id, self.success, token=job.token, result=result)
+
+    def fail(self, job: ClaimedJob, error: JobError, result: bytes = b"") -> MoveRequest:
+        """To the failure state (or cancelled, when the table has no failure edge)."""
+        msg = short_text(f"{error.code}: {error.message}", 200)
+        return MoveRequest(
+            job.id, self.failure, token=job.token, error=codec.encode_json(error), result=result, msg=msg
+        )
+
+    def retry(self, job: ClaimedJob, delay: float, now_ms: int, error: JobError) -> MoveRequest | None:
+        """To the delayed state due in ``delay`` s, or to ready at once; None when neither edge exists."""
+        delay_ms = max(0, int(delay * 1000))
+        error = msgspec.structs.replace(error, retry_after_ms=delay_ms)
+        msg = short_text(f"retry in {delay:.3f} s after {error.code}: {error.message}", 200)
+        encoded = codec.encode_json(error)
+        if self.delayed is not None and (delay_ms > 0 or self.ready is None):
+            run_at = now_ms + max(delay_ms, 1)
+            return MoveRequest(job.id, self.delayed, token=job.token, error=encoded, run_at_ms=run_at, msg=msg)
+        if self.ready is not None:
+            return MoveRequest(job.id, self.ready, token=job.token, error=encoded, msg=msg)
+        return None
+
+    def handback(self, job: ClaimedJob) -> MoveRequest | None:
+        """Back to ready without spending the attempt (graceful shutdown); None without that edge."""
+        if self.ready is None:
+            return None
+        return MoveRequest(job.id, self.ready, token=job.token, msg="handed back: worker shutting down", refund=True)
+
+
+class JobRunner:
+    """Runs claimed jobs for a worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        functions: Mapping[str, JobFunction[Any]],
+        *,
+        worker_id: str,
+        retry: RetryPolicy,
+        limiter: anyio.CapacityLimiter,
+        clock: ServerClock,
+    ) -> None:
+        self.functions = functions
+        self.worker_id = worker_id
+        self.retry = retry
+        self.limiter = limiter
+        self.clock = clock
+        self.threads_busy = 0  # sync functions running right now, abandoned ones included
+        self._lock = threading.Lock()
+
+    async def execute(self, queue: Queue, moves: Moves, held: Held) -> MoveRequest | None:
+        """Run the job; the move that records its outcome, or None when nothing may be written."""
+        job = held.job
+        fn = self.functions.get(job.type)
+        if fn is None:
+            known = ", ".join(sorted(self.functions)) or "none"
+            msg = f"no function registered for job type {job.type!r} on worker {self.worker_id} (known: {known})"
+            log.error("job %s: %s", job.id, msg)
+            return moves.fail(job, JobError(code="unknown_function", message=msg))
+        try:
+            params = fn.convert_params(job.params)
+        except msgspec.ValidationError as exc:
+            msg = f"params of {job.type!r} do not match {_type_name(fn.params_type)}: {exc}"
+            log.warning("job %s: %s", job.id, msg)
+            return moves.fail(job, JobError(code="invalid_params", message=msg))
+        ctx = JobContext(held, queue, self.worker_id)
+        value: Any = None
+        error: BaseException | None = None
+        timed_out = False
+        with held.scope:
+            try:
+                if fn.timeout is None:
+                    value = await self._call(fn, ctx, params)
+                else:
+                    with anyio.move_on_after(fn.timeout) as deadline:
+                        value = await self._call(fn, ctx, params)
+                    timed_out = deadline.cancelled_caught
+            except Exception as exc:  # every exception of user code is an outcome, never a crash
+                error = exc
+        if held.state is HeldState.HANDBACK:
+            return moves.handback(job)
+        if held.state is not HeldState.RUNNING:
+            return None  # lost, cancelled or moved on: this attempt writes nothing more
+        if timed_out:
+            error = TimeoutError(f"{job.type} ran longer than its timeout of {fn.timeout} s")
+            return self._failed(moves, fn, job, error, code="timeout")
+        if error is not None:
+            return self._failed(moves, fn, job, error)
+        return self._returned(queue, moves, job, value)
+
+    async def _call(self, fn: JobFunction[Any], ctx: JobContext, params: Any) -> Any:
+        if fn.is_async:
+            return await fn.fn(ctx, params)
+
+        def in_thread() -> Any:
+            with self._lock:
+                self.threads_busy += 1
+            try:
+                return fn.fn(ctx, params)
+            finally:
+                with self._lock:
+                    self.threads_busy -= 1
+
+        # Abandon on cancel: a sync function cannot be interrupted, but the worker must not wait
+        # for it to hand the job back or give up a lost lease; ctx.cancelled tells it to stop.
+        value = await anyio.to_thread.run_sync(in_thread, limiter=self.limiter, abandon_on_cancel=True)
+        if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
+            value = await value
+        return value
+
+    def _returned(self, queue: Queue, moves: Moves, job: ClaimedJob, value: Any) -> MoveRequest:
+        limit = queue.plans.config.max_payload
+        try:
+            if isinstance(value, Partial):
+                result = codec.encode_json(value.result, limit=limit, what="partial result")
+                if moves.partial is None:
+                    err = to_job_error(value.error)
+                    msg = f"machine {moves.machine.name!r} has no partial state; failing instead. {err.message}"
+                    return moves.fail(job, JobError(code="partial_unsupported", message=msg), result)
+                error = codec.encode_json(to_job_error(value.error))
+                return MoveRequest(job.id, moves.partial, token=job.token, result=result, error=error)
+            return moves.succeed(job, codec.encode_json(value, limit=limit, what="result"))
+        except ValidationError as exc:
+            return moves.fail(job, JobError(code="invalid_result", message=str(exc)))
+
+    def _failed(
+        self, moves: Moves, fn: JobFunction[Any], job: ClaimedJob, exc: BaseException, code: str | None = None
+    ) -> MoveRequest:
+        tb = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+        error = describe_error(exc, code=code, traceback=tb)
+        if not retryable(exc):
+            return moves.fail(job, error)
+        if job.attempt >= job.max_attempts:
+            note = f" (attempt {job.attempt} of {job.max_attempts}, no retries left)"
+            return moves.fail(job, msgspec.structs.replace(error, message=error.message + note))
+        delay = (fn.retry or self.retry).delay(job.attempt, retry_after(exc))
+        request = moves.retry(job, delay, self.clock.now_ms(), error)
+        if request is None:
+            note = (
+                f" (not retried: machine {moves.machine.name!r} has no edge from {moves.at!r}"
+                " to a ready or delayed state)"
+            )
+            return moves.fail(job, msgspec.structs.replace(error, message=error.message + note))
+        return request
+
+
+class Finisher:
+    """Buffers the fenced outcome writes of one queue and sends them in batches: one ``finish``
+    call per batch. A write is sent at once when no call is in flight; the writes that arrive
+    while one is (one round trip) form the next batch, and a second call starts early once
+    ``eager`` writes are waiting — so batching never delays a write by more than a round trip."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        worker_id: str,
+        book: LeaseBook,
+        *,
+        max_batch: int = 500,
+        eager: int = 50,
+        max_inflight: int = 2,
+        on_delayed: Callable[[int], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.on_delayed = on_delayed
+        self.worker_id = worker_id
+        self.book = book
+        self.stats = book.stats
+        self.max_batch = max_batch
+        self.eager = eager
+        self.max_inflight = max_inflight
+        self._items: list[tuple[Held, MoveRequest]] = []
+        self._inflight = 0
+        self._pulse = Pulse()
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is buffered or being sent."""
+        return not self._items and self._inflight == 0
+
+    def submit(self, held: Held, request: MoveRequest) -> None:
+        """Queue one outcome write (never blocks)."""
+        self._items.append((held, request))
+        self._pulse.notify()
+
+    def _should_send(self) -> bool:
+        if not self._items:
+            return False
+        return self._inflight == 0 or (len(self._items) >= self.eager and self._inflight < self.max_inflight)
+
+    def _take(self) -> list[tuple[Held, MoveRequest]]:
+        batch, self._items = self._items[: self.max_batch], self._items[self.max_batch :]
+        return batch
+
+    async def run(self) -> None:
+        """Send batches until cancelled (a batch in flight is shielded and completes)."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                while not self._should_send():
+                    await self._pulse.wait()
+                if self._inflight == 0:
+                    # One scheduler pass lets jobs that ended in this same loop tick join the batch.
+                    await anyio.lowlevel.checkpoint()
+                self._inflight += 1
+                tg.start_soon(self._send_counted, self._take())
+
+    async def _send_counted(self, batch: list[tuple[Held, MoveRequest]]) -> None:
+        try:
+            await self.send(batch)
+        finally:
+            self._inflight -= 1
+            self._pulse.notify()
+
+    async def flush(self) -> None:
+        """Send everything still buffered now (used on the way out)."""
+        while self._items:
+            await self.send(self._take())
+
+    async def send(self, batch: list[tuple[Held, MoveRequest]]) -> None:
+        """One fenced ``finish`` call for the batch, shielded from cancellation and bounded in time."""
+        live = [(h, r) for h, r in batch if h.live]
+        for h, _ in batch:
+            if not h.live:
+                self.book.remove(h)
+        if not live:
+            return
+        outcomes: list[str] | None = None
+        error: BaseException | None = None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(FINAL_WRITE_TIMEOUT):
+            try:
+                outcomes = await self._finish([r for _, r in live])
+            except RjobsError as exc:
+                error = exc
+        if outcomes is None:
+            log.error(
+                "could not record the outcome of %d job(s) (%s); their leases will expire and the reaper "
+                "will retry or fail them",
+                len(live),
+                error or "Redis unreachable",
+            )
+            for h, _ in live:
+                self.book.remove(h)
+            return
+        for (h, req), outcome in zip(live, outcomes):
+            self._settle(h, req, outcome)
+
+    async def _finish(self, requests: list[MoveRequest]) -> list[str]:
+        call = self.queue.scripts.finish(self.worker_id, requests)
+        delay = 0.05
+        while True:
+            try:
+                self.stats.finish_calls += 1
+                return await self.queue.runner.run(call)
+            except REDIS_DOWN as exc:  # the call is fenced and idempotent enough to resend
+                log.warning("finish call failed (%s: %s); retrying", type(exc).__name__, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _settle(self, held: Held, request: MoveRequest, outcome: str) -> None:
+        err = outcome_error(outcome)
+        if err is None:
+            self.stats.finished += 1
+            if held.state is HeldState.HANDBACK:
+                self.stats.handed_back += 1
+            if request.run_at_ms and self.on_delayed is not None:
+                self.on_delayed(request.run_at_ms)
+        elif isinstance(err, LeaseLost):
+            held.state = HeldState.LOST
+            log.warning(
+                "job %s: lease lost before its outcome (%s) was recorded; discarded", held.job.id, request.target
+            )
+        else:
+            log.error("job %s: could not move to %s: %s", held.job.id, request.target, err)
+        self.book.remove(held)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or repr(tp)

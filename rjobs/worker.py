@@ -1,0 +1,491 @@
+"""The worker: claims jobs in batches under a lease, runs them, writes their outcomes in batches,
+heartbeats, reaps expired leases, and shuts down gracefully.
+
+Loop (one anyio task group on asyncio):
+
+- **claim**: one ``claim`` call leases up to the free slots (it also promotes due delayed jobs).
+  A busy worker claims again once ``max(1, concurrency // 4)`` slots are free, an idle one at
+  once. With nothing to claim it blocks on ``BLPOP`` of the queues' wake lists over a dedicated
+  connection, for at most min(time to the next delayed job, 1 s, reaper interval): enqueue and
+  claim push a wake token, so an idle worker starts a new job within a round trip. No polling.
+- **run**: see :mod:`rjobs.runner`; async functions run in the loop, sync ones in threads behind
+  a ``CapacityLimiter(concurrency)``. Call convention: ``fn(ctx, params)``.
+- **finish**: outcomes go through a :class:`rjobs.lease.Finisher` per queue: one fenced ``finish``
+  call per batch.
+- **heartbeat**: :class:`rjobs.lease.LeaseKeeper` — see :mod:`rjobs.lease` for how heartbeats
+  survive a busy loop or a GIL-hogging job.
+- **reaper**: every worker runs ``reap`` every ``lease / 2`` (+-20% jitter) for a bounded batch;
+  the script is safe to run from many workers at once.
+- **shutdown** (``stop()``, SIGTERM/SIGINT): stop claiming, let running jobs finish within
+  ``grace``, then cancel the rest and hand them straight back to the ready state without spending
+  the attempt (when the machine has that edge — TASK's ``in_progress`` has not, so such jobs are
+  left to their lease: the reaper re-queues or fails them once it expires). A second signal skips
+  the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from rjobs.keys import validate_name
+from rjobs.lease import (
+    REDIS_DOWN,
+    RETRYABLE,
+    Held,
+    HeldState,
+    LeaseBook,
+    LeaseKeeper,
+    Pulse,
+    Reaper,
+    ServerClock,
+    Waker,
+    WorkerStats,
+)
+from rjobs.models import JobError
+from rjobs.outcomes import Functions, registry
+from rjobs.queue import Queue
+from rjobs.retry import RetryPolicy
+from rjobs.runner import Finisher, JobRunner, Moves
+from rjobs.scripts import Cmd, MoveRequest
+
+__all__ = ["Worker", "WorkerStats", "make_worker_id", "run_from_cli"]
+
+log = logging.getLogger("rjobs.worker")
+IDLE_WAIT_CAP = 1.0  # seconds an idle worker blocks before claiming again (covers a lost wake token)
+
+
+def make_worker_id() -> str:
+    """``<hostname>-<pid>-<random>``, within the key charset (A-Z a-z 0-9 _ . -)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:60] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class _Slot:
+    """One queue the worker serves, with what it needs per queue."""
+
+    index: int
+    queue: Queue
+    moves: Moves
+    finisher: Finisher
+
+
+class Worker:
+    """Runs jobs of one or more queues (served in the order given when several have work).
+
+    ``functions``: a mapping name -> callable, or callables / :func:`rjobs.job` functions
+    registered under their name. The worker only ever runs registered functions; a job of another
+    type fails with code ``unknown_function``. ``lease`` is the lease length (s), ``heartbeat`` the
+    renewal interval (default ``lease / 3``), ``grace`` how long shutdown waits for running jobs.
+    A job whose lease expired ``max_lease_losses`` times (its worker died each time) is failed
+    with code ``poison_pill`` by the reaper. ``burst=True`` returns from :meth:`run` once no job
+    is ready, due or running. Queues may be given by name (then ``url`` applies).
+    """
+
+    def __init__(
+        self,
+        queues: Queue | str | Sequence[Queue | str],
+        functions: Functions = (),
+        *,
+        concurrency: int = 10,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        grace: float = 30.0,
+        max_lease_losses: int = 3,
+        worker_id: str | None = None,
+        burst: bool = False,
+        retry: RetryPolicy | None = None,
+        url: str | None = None,
+        reap_limit: int = 100,
+    ) -> None:
+        self.functions = registry(functions)
+        self._own: list[Queue] = []
+        self.queues = self._queues(queues, url)
+        self.concurrency = concurrency
+        self.lease = float(lease)
+        self.heartbeat = float(heartbeat) if heartbeat is not None else self.lease / 3
+        self.grace = float(grace)
+        self.max_lease_losses = max_lease_losses
+        self.worker_id = validate_name("worker id", worker_id) if worker_id is not None else make_worker_id()
+        self.burst = burst
+        self.retry = retry or RetryPolicy()
+        self.reap_limit = reap_limit
+        self.stats = WorkerStats()
+        self._validate()
+        self._stopping = False
+        self._force = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle_scope: anyio.CancelScope | None = None  # set while blocked waiting for work
+        self._idle_until = 0.0
+        self._grace_scope: anyio.CancelScope | None = None
+        # Per-run machinery, built by run() (_setup).
+        self._clock = ServerClock()
+        self._pulse = Pulse()
+        self._book = LeaseBook(self.stats)
+        self._slots: list[_Slot] = []
+        self._runner: JobRunner | None = None
+        self._running = 0
+
+    def _queues(self, queues: Queue | str | Sequence[Queue | str], url: str | None) -> list[Queue]:
+        given = [queues] if isinstance(queues, (Queue, str)) else list(queues)
+        if not given:
+            raise ValueError("a worker needs at least one queue")
+        out = []
+        for q in given:
+            if isinstance(q, str):
+                q = Queue(q, url=url)
+                self._own.append(q)
+            out.append(q)
+        if len({q.name for q in out}) != len(out):
+            raise ValueError("a queue is listed twice")
+        return out
+
+    def _validate(self) -> None:
+        if (
+            isinstance(self.concurrency, bool)
+            or not isinstance(self.concurrency, int)
+            or not 1 <= self.concurrency <= 1000
+        ):
+            raise ValueError("concurrency must be an integer 1-1000")
+        if not 0.1 <= self.lease <= 86_400:
+            raise ValueError("lease must be 0.1 s to one day")
+        if not 0 < self.heartbeat < self.lease:
+            raise ValueError("heartbeat must be shorter than the lease")
+        if self.grace < 0 or self.max_lease_losses < 1 or not 1 <= self.reap_limit <= 10_000:
+            raise ValueError("grace must be >= 0, max_lease_losses >= 1, reap_limit 1-10000")
+
+    # -- control ------------------------------------------------------------------------------------
+    def stop(self, force: bool = False) -> None:
+        """Stop claiming and shut down gracefully; ``force`` skips the grace period. Safe to call
+        from any thread (for signals, use ``run(install_signal_handlers=True)``)."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _in_loop(loop):
+            loop.call_soon_threadsafe(self._stop, force)
+        else:
+            self._stop(force)
+
+    def _stop(self, force: bool) -> None:
+        if not self._stopping:
+            log.info(
+                "worker %s stopping: no new jobs; waiting up to %.1f s for running ones", self.worker_id, self.grace
+            )
+        self._stopping = True
+        self._force = self._force or force
+        for scope in (self._idle_scope, self._grace_scope if force else None):
+            if scope is not None:
+                scope.cancel()
+        self._pulse.notify()
+
+    @property
+    def busy_threads(self) -> int:
+        """Sync job functions still running in threads (including ones abandoned on cancel)."""
+        return self._runner.threads_busy if self._runner is not None else 0
+
+    # -- run ----------------------------------------------------------------------------------------
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT when ``install_signal_handlers``), or, in
+        burst mode, until no job is left to do. Cancelling it hands running jobs back."""
+        self._loop = asyncio.get_running_loop()
+        waker = Waker(self.queues)
+        try:
+            await self._setup()
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._keeper.run)
+                services.start_soon(self._reaper.run)
+                for slot in self._slots:
+                    services.start_soon(slot.finisher.run)
+                if install_signal_handlers:
+                    services.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as jobs:
+                    await self._claim_loop(jobs, waker)
+                    await self._wind_down()
+                await self._drain()
+                services.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for slot in self._slots:  # outcomes still buffered when the worker itself was cancelled
+                    await slot.finisher.flush()
+                await waker.aclose()
+                for q in self._own:
+                    await q.close()
+            self._slots = []
+            self._stopping = self._force = False
+            log.info("worker %s stopped (%s)", self.worker_id, self.stats)
+
+    async def _setup(self) -> None:
+        for q in self.queues:
+            await q.declare()
+        sent = time.time()
+        reply = await self.queues[0].runner.command(Cmd(("TIME",)))
+        self._clock.observe(reply, sent, time.time())
+        self._pulse = Pulse()
+        self._book = LeaseBook(self.stats, on_empty=self._book_emptied)
+        self._slots = [
+            _Slot(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book, on_delayed=self._due_at))
+            for i, q in enumerate(self.queues)
+        ]
+        self._runner = JobRunner(
+            self.functions,
+            worker_id=self.worker_id,
+            retry=self.retry,
+            limiter=anyio.CapacityLimiter(self.concurrency),
+            clock=self._clock,
+        )
+        self._keeper = LeaseKeeper(self._book, self.queues, self.worker_id, lease=self.lease, interval=self.heartbeat)
+        self._reaper = Reaper(
+            self.queues,
+            self.stats,
+            self._clock,
+            lease=self.lease,
+            max_lease_losses=self.max_lease_losses,
+            limit=self.reap_limit,
+        )
+        self._running = 0
+        log.info(
+            "worker %s: queues %s, functions %s, concurrency %d, lease %.1f s",
+            self.worker_id,
+            ",".join(q.name for q in self.queues),
+            ",".join(sorted(self.functions)) or "-",
+            self.concurrency,
+            self.lease,
+        )
+
+    async def _claim_loop(self, jobs: anyio.abc.TaskGroup, waker: Waker) -> None:
+        claim_min = max(1, self.concurrency // 4)
+        failures = 0
+        while not self._stopping:
+            free = self.concurrency - self._running
+            if self._running and free < claim_min:
+                await self._pulse.wait()  # a slot frees up, or stop()
+                continue
+            try:
+                claimed, more, due = await self._claim(free, jobs)
+                failures = 0
+            except Exception as exc:  # Redis down, or a reply that cannot be decoded: never die here
+                failures += 1
+                if isinstance(exc, RETRYABLE):
+                    log.warning("claim failed (%s: %s); retrying", type(exc).__name__, exc)
+                else:
+                    log.exception("claim failed; retrying")
+                await self._idle(min(5.0, 0.05 * 2**failures), None)
+                continue
+            if claimed >= free or more:
+                continue
+            due_in = None if due is None else (due - self._clock.now_ms()) / 1000
+            if self.burst and claimed == 0 and (due_in is None or due_in > 0) and not len(self._book):
+                log.info("worker %s: burst done, nothing left to run", self.worker_id)
+                return
+            timeout = min(IDLE_WAIT_CAP, self.lease / 2, due_in if due_in is not None else math.inf)
+            await self._idle(max(0.002, timeout), waker)
+
+    async def _claim(self, free: int, jobs: anyio.abc.TaskGroup) -> tuple[int, bool, int | None]:
+        claimed, more, due = 0, False, None
+        for slot in self._slots:
+            want = min(free - claimed, 1000)
+            if want <= 0:
+                return claimed, True, due
+            sent = anyio.current_time()
+            call = slot.queue.scripts.claim(self.worker_id, want, int(self.lease * 1000))
+            # Shielded: a claim that ran must be seen, or its jobs would sit leased to nobody.
+            with anyio.CancelScope(shield=True), anyio.fail_after(self.lease):
+                result = await slot.queue.runner.run(call)
+            self.stats.claim_calls += 1
+            self.stats.claimed += len(result.jobs)
+            for job in result.jobs:
+                held = Held(slot.index, job, safe_until=sent + self.lease)
+                self._book.add(held)
+                self._running += 1
+                jobs.start_soon(self._run_job, slot, held, name=f"rjobs job {job.id}")
+            claimed += len(result.jobs)
+            more = more or result.ready_left > 0
+            if result.next_due_ms is not None:
+                due = result.next_due_ms if due is None else min(due, result.next_due_ms)
+        return claimed, more, due
+
+    async def _idle(self, block: float, waker: Waker | None) -> None:
+        with anyio.CancelScope() as scope:
+            self._idle_scope, self._idle_until = scope, anyio.current_time() + block
+            try:
+                if self._stopping:
+                    return
+                if waker is None:
+                    await anyio.sleep(block)  # backoff after an error, cut short by stop()
+                    return
+                try:
+                    await waker.wait(block)
+                except REDIS_DOWN as exc:
+                    log.warning("waiting for jobs failed (%s: %s)", type(exc).__name__, exc)
+                    await anyio.sleep(min(block, 0.5))
+            finally:
+                self._idle_scope = None
+
+    def _due_at(self, run_at_ms: int) -> None:
+        # This worker just scheduled a retry: an idle wait planned past its due time is cut short
+        # so the next claim promotes it on time (no other signal would wake an idle worker).
+        due = anyio.current_time() + (run_at_ms - self._clock.now_ms()) / 1000
+        if self._idle_scope is not None and due < self._idle_until:
+            self._idle_scope.cancel()
+
+    def _book_emptied(self) -> None:
+        # Burst mode exits once nothing is held: cut the idle wait short to notice at once.
+        if self.burst and self._idle_scope is not None:
+            self._idle_scope.cancel()
+
+    async def _run_job(self, slot: _Slot, held: Held) -> None:
+        assert self._runner is not None
+        request: MoveRequest | None
+        try:
+            request = await self._runner.execute(slot.queue, slot.moves, held)
+        except Exception as exc:  # a bug in rjobs, not in the job: fail the job, keep the worker
+            log.exception("job %s: internal error while running it", held.job.id)
+            error = JobError(code="worker_error", message=f"{type(exc).__name__}: {exc}"[:2000])
+            request = slot.moves.fail(held.job, error) if held.live else None
+        except BaseException:
+            # The worker itself is being cancelled: hand the job back on the way out.
+            held.stop(HeldState.HANDBACK, "worker cancelled")
+            self._job_ended(slot, held, slot.moves.handback(held.job) if held.state is HeldState.HANDBACK else None)
+            raise
+        self._job_ended(slot, held, request)
+
+    def _job_ended(self, slot: _Slot, held: Held, request: MoveRequest | None) -> None:
+        self._running -= 1
+        self._pulse.notify()
+        if request is None or not held.live:
+            self._book.remove(held)
+            return
+        if held.state is HeldState.RUNNING:
+            held.state = HeldState.DONE
+        slot.finisher.submit(held, request)
+
+    async def _wind_down(self) -> None:
+        """After claiming stopped: give running jobs ``grace`` seconds, then hand the rest back."""
+        if self._running and not self._force:
+            with anyio.CancelScope() as self._grace_scope, anyio.move_on_after(self.grace):
+                while self._running:
+                    await self._pulse.wait()
+            self._grace_scope = None
+        for held in self._book:
+            if held.state is HeldState.RUNNING:
+                log.info("job %s: still running at shutdown; handing it back", held.job.id)
+                held.stop(HeldState.HANDBACK, "worker shutting down")
+
+    async def _drain(self) -> None:
+        """Wait until every outcome is written (each write is bounded, so this ends)."""
+        with anyio.move_on_after(30):
+            while len(self._book):
+                await self._book.changed.wait()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                force = self._stopping
+                log.warning("%s: %s", signal.Signals(signum).name, "stopping now" if force else "shutting down")
+                self.stop(force=force)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def load_target(target: str) -> Worker:
+    """Import ``module:attr``: a Worker, or a zero-argument callable returning one."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"worker target must look like 'module:attr', not {target!r}")
+    if os.getcwd() not in sys.path:  # like `python -m`: the current directory is importable
+        sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, Worker) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Worker):
+        raise TypeError(f"{target} is not an rjobs.Worker (nor a callable returning one)")
+    return obj
+
+
+def _override(worker: Worker, url: str | None, queues: list[str] | None, concurrency: int | None) -> None:
+    if url is not None or queues is not None:
+        known = {q.name: q for q in worker.queues}
+        template = worker.queues[0]
+        rebuilt = []
+        for name in queues or list(known):
+            base = known.get(name)
+            if base is not None and url is None:
+                rebuilt.append(base)
+                continue
+            base = base or template
+            client = None if url is not None else template.client  # a new queue on the same server
+            q = Queue(name, url=url, machine=base.machine, config=base.plans.config, client=client)
+            if client is None:
+                worker._own.append(q)
+            rebuilt.append(q)
+        worker.queues = rebuilt
+    if concurrency is not None:
+        worker.concurrency = concurrency
+    worker._validate()
+
+
+def run_from_cli(
+    target: str, *, url: str | None, queues: list[str] | None, concurrency: int | None, burst: bool
+) -> int:
+    """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
+
+    ``url`` / ``queues`` / ``concurrency`` override the worker's own settings when given (queues
+    not defined by the worker take the first queue's machine and config); ``burst`` turns burst
+    mode on. 0 = stopped normally, 1 = could not start or crashed, 130 = interrupted at start-up.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        worker = load_target(target)
+        _override(worker, url, queues, concurrency)
+        worker.burst = worker.burst or burst
+    except Exception as exc:
+        log.error("cannot load worker %s: %s: %s", target, type(exc).__name__, exc)
+        return 1
+    code = 0
+    try:
+        anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        log.exception("worker %s crashed", worker.worker_id)
+        code = 1
+    _exit_if_threads_linger(worker, code)
+    return code
+
+
+def _exit_if_threads_linger(worker: Worker, code: int) -> None:
+    # Sync jobs abandoned at shutdown keep running in their threads and would hold the interpreter
+    # open; their jobs were already handed back, so after a short grace the process ends anyway.
+    deadline = time.monotonic() + 1.0
+    while worker.busy_threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if worker.busy_threads:
+        log.warning("%d job thread(s) still running after shutdown: exiting without them", worker.busy_threads)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

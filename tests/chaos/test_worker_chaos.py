@@ -1,0 +1,186 @@
+"""Workers as real processes, killed, frozen and stopped mid-job: every job still ends exactly once.
+
+Each worker is ``python -c 'run_from_cli("tests.workerapp:make_worker", ...)'`` against the test's
+server, shaped by RJOBS_TEST_* variables (see tests/workerapp.py). Leases are short (1 s) so a
+lost worker's jobs come back quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from rjobs.machines import JOB
+from rjobs.sync import SyncQueue
+from tests.helpers import keyspace_fingerprint
+from tests.workerapp import QUEUE
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = (
+    "import sys; from rjobs.worker import run_from_cli; "
+    "sys.exit(run_from_cli('tests.workerapp:make_worker', url=sys.argv[1], queues=None, concurrency=None, "
+    "burst=False))"
+)
+
+
+class Workers:
+    """Starts worker subprocesses and always kills them at the end."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, **settings: Any) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.update({f"RJOBS_TEST_{k.upper()}": str(v) for k, v in settings.items()})
+        log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([sys.executable, "-c", RUN, self.url], cwd=ROOT, env=env, stdout=log, stderr=log)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return (self.tmp / f"worker-{self.procs.index(proc)}.log").read_text(errors="replace")
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a stopped process would not die of SIGTERM
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(url: str, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(url, tmp_path)
+    try:
+        yield w
+    finally:
+        w.kill_all()
+
+
+@pytest.fixture
+def queue(url: str) -> Iterator[SyncQueue]:
+    with SyncQueue(QUEUE, url=url) as q:
+        yield q
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def held_by_a_worker(queue: SyncQueue, job_id: str) -> bool:
+    job = queue.get(job_id)
+    return job.status == JOB.leased[-1] and job.token >= 1
+
+
+def successes(r: redis.Redis, queue: SyncQueue, job_id: str) -> list[dict[bytes, bytes]]:
+    return [f for _, f in r.xrange(queue.keys.job_events(job_id)) if f.get(b"to") == JOB.success.encode()]
+
+
+def test_sigkill_mid_job_is_rerun_after_the_lease(workers: Workers, queue: SyncQueue, redis_sync: redis.Redis) -> None:
+    a = workers.spawn(lease=1)
+    job = queue.enqueue("sleepy", {"first": 30, "then": 0.2}, max_attempts=3)
+    wait_until(lambda: held_by_a_worker(queue, job.id), 10, "worker A to claim the job")
+    a.kill()
+    a.wait(timeout=5)
+    b = workers.spawn(lease=1)
+    out = queue.wait(job.id, timeout=15)
+    assert out.success and out.output is not None and out.output["token"] == "2"
+    final = queue.get(job.id)
+    assert (final.attempt, final.executions, final.lease_losses) == (2, 2, 1)
+    assert len(successes(redis_sync, queue, job.id)) == 1
+    assert b.poll() is None  # the survivor keeps running
+
+
+def test_sigstop_past_the_lease_every_stale_write_is_rejected(
+    workers: Workers, queue: SyncQueue, redis_sync: redis.Redis
+) -> None:
+    a = workers.spawn(lease=1)
+    job = queue.enqueue("sleepy", {"first": 1.5, "then": 0.2}, max_attempts=3)
+    wait_until(lambda: held_by_a_worker(queue, job.id), 10, "worker A to claim the job")
+    a.send_signal(signal.SIGSTOP)
+    workers.spawn(lease=1)
+    out = queue.wait(job.id, timeout=15)
+    assert out.success and out.output is not None and out.output["token"] == "2"
+    pattern = f"rjobs:{{{QUEUE}}}:job:*"
+    before = keyspace_fingerprint(redis_sync, pattern)
+
+    a.send_signal(signal.SIGCONT)  # A wakes up believing it still holds the job
+    wait_until(lambda: "lease lost" in workers.log(a), 10, "worker A to notice it lost the lease")
+    time.sleep(0.5)  # its heartbeat, progress loop and finish have all had their chance by now
+    assert keyspace_fingerprint(redis_sync, pattern) == before  # every write of A was rejected
+    final = queue.get(job.id)
+    assert (final.status, final.token, final.worker) == (JOB.success, 2, out.output["worker"])
+    assert len(successes(redis_sync, queue, job.id)) == 1
+    assert a.poll() is None  # A itself carries on
+
+
+def test_sigterm_hands_jobs_back_at_once(workers: Workers, queue: SyncQueue, redis_sync: redis.Redis) -> None:
+    a = workers.spawn(lease=10, grace=0.3)
+    job = queue.enqueue("sleepy", {"first": 60, "then": 0.2}, max_attempts=3)
+    wait_until(lambda: held_by_a_worker(queue, job.id), 10, "worker A to claim the job")
+    workers.spawn(lease=10)
+    wait_until(lambda: redis_sync.zcard(queue.keys.workers) == 2, 10, "worker B to start")
+
+    t0 = time.monotonic()
+    a.send_signal(signal.SIGTERM)
+    out = queue.wait(job.id, timeout=8)
+    took = time.monotonic() - t0
+    assert a.wait(timeout=5) == 0
+    assert out.success and out.output is not None and out.output["token"] == "2"
+    assert took < 5  # far sooner than A's 10 s lease could have expired
+    final = queue.get(job.id)
+    # The hand-back refunded A's attempt and is not a lease loss.
+    assert (final.attempt, final.executions, final.lease_losses) == (1, 2, 0)
+    moves = [
+        (f[b"to"].decode(), f.get(b"msg", b"").decode())
+        for _, f in redis_sync.xrange(queue.keys.job_events(job.id))
+        if b"to" in f
+    ]
+    assert (JOB.ready, "handed back: worker shutting down") in moves
+
+
+def test_poison_pill_fails_after_max_lease_losses(workers: Workers, queue: SyncQueue) -> None:
+    job = queue.enqueue("suicide", None, max_attempts=10)
+    deadline = time.monotonic() + 30
+    current = workers.spawn(lease=1, max_lease_losses=3)
+    while not JOB.is_final(queue.get(job.id).status):
+        assert time.monotonic() < deadline, "the poison pill never ended"
+        if current.poll() is not None:  # the pill killed it: a supervisor would restart it
+            current = workers.spawn(lease=1, max_lease_losses=3)
+        time.sleep(0.05)
+    final = queue.get(job.id)
+    assert final.status == JOB.failure and final.error is not None and final.error.code == "poison_pill"
+    assert final.lease_losses == 3 and final.executions == 3
+
+
+def test_second_sigterm_skips_the_grace_period(workers: Workers, queue: SyncQueue) -> None:
+    a = workers.spawn(lease=10, grace=30)
+    job = queue.enqueue("sleepy", {"first": 60}, max_attempts=3)
+    wait_until(lambda: held_by_a_worker(queue, job.id), 10, "worker A to claim the job")
+    a.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert a.poll() is None  # still inside its 30 s grace period
+    t0 = time.monotonic()
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < 3
+    back = queue.get(job.id)
+    assert (back.status, back.attempt) == (JOB.ready, 0)  # handed back, attempt refunded
