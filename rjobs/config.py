@@ -68,6 +68,30 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
             "job_events_maxlen": self.job_events_maxlen,
         }
 
+    @classmethod
+    def from_redis_options(cls, options: dict[str, int]) -> QueueConfig:
+        """The config a queue's stored options describe (the inverse of :meth:`redis_options`);
+        options missing from Redis keep their defaults."""
+
+        def seconds(name: str, default: float | None) -> float | None:
+            if name not in options:
+                return default
+            return None if options[name] < 0 else options[name] / 1000
+
+        d = cls()
+        r = d.retention
+        return cls(
+            retention=Retention(
+                success=seconds("keep_success_ms", r.success), partial=seconds("keep_partial_ms", r.partial),
+                failure=seconds("keep_failure_ms", r.failure), cancelled=seconds("keep_cancelled_ms", r.cancelled),
+            ),
+            max_payload=options.get("max_payload", d.max_payload),
+            cache_ttl=seconds("cache_ttl_ms", d.cache_ttl) or 0.0,
+            queue_events=bool(options.get("queue_events", int(d.queue_events))),
+            stream_maxlen=options.get("stream_maxlen", d.stream_maxlen),
+            job_events_maxlen=options.get("job_events_maxlen", d.job_events_maxlen),
+        )
+
     def validate(self) -> QueueConfig:
         """Raise ValidationError on nonsensical values; return self."""
         for name in ("success", "partial", "failure", "cancelled"):

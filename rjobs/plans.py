@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rjobs import codec
-from rjobs.config import parse_priority
+from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import ValidationError
 from rjobs.keys import validate_dedupe_key, validate_name
 from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
@@ -63,10 +63,13 @@ def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, 
 class QueuePlans(ReadPlans):
     """Every client operation of one queue: the reads of ReadPlans plus enqueue and moves."""
 
-    def declare(self) -> Plan[str]:
-        """Store the machine and options, or check they match what Redis has."""
-        result: str = yield self.scripts.declare_machine(self.machine, self.config.redis_options())
-        return result
+    def declare(self, write_options: bool) -> Plan[str]:
+        """Store the machine, or check it matches what Redis has. Options are written for a new
+        queue or when ``write_options``; otherwise this client adopts the stored ones, so a
+        process using defaults never resets another's retention or limits."""
+        status, stored = yield self.scripts.declare_machine(self.machine, self.config.redis_options(), write_options)
+        self.config = QueueConfig.from_redis_options(stored).validate()
+        return str(status)
 
     # -- enqueue ----------------------------------------------------------------------------------
     def spec(self, req: JobRequest) -> EnqueueSpec:

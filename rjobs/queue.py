@@ -46,6 +46,7 @@ class Queue:
         actor: str | None = None,
     ) -> None:
         self.plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
+        self._explicit_config = config is not None  # only an explicit config overwrites stored options
         self.name = name
         self.machine = machine
         self.keys = self.plans.keys
@@ -57,13 +58,13 @@ class Queue:
 
     async def _drive(self, plan: Plan[T]) -> T:
         if not self._declared:
-            await drive_async(self.runner, self.plans.declare())
+            await drive_async(self.runner, self.plans.declare(self._explicit_config))
             self._declared = True
         return await drive_async(self.runner, plan)
 
     async def declare(self) -> str:
-        """Store the machine in Redis (or check it matches); 'created' or 'same'."""
-        result = await drive_async(self.runner, self.plans.declare())
+        """Store the machine in Redis (or check it matches): 'created', 'same' or 'updated' (options)."""
+        result = await drive_async(self.runner, self.plans.declare(self._explicit_config))
         self._declared = True
         return result
 

@@ -72,14 +72,15 @@ class Moves:
             job.id, self.failure, token=job.token, error=codec.encode_json(error), result=result, msg=msg
         )
 
-    def retry(self, job: ClaimedJob, delay: float, now_ms: int, error: JobError) -> MoveRequest | None:
-        """To the delayed state due in ``delay`` s, or to ready at once; None when neither edge exists."""
+    def retry(self, job: ClaimedJob, delay: float, error: JobError) -> MoveRequest | None:
+        """To the delayed state due in ``delay`` s, or to ready at once; None when neither edge exists.
+        The due time is relative (a negative run_at_ms): the script adds it to the server's clock."""
         delay_ms = max(0, int(delay * 1000))
         error = msgspec.structs.replace(error, retry_after_ms=delay_ms)
         msg = short_text(f"retry in {delay:.3f} s after {error.code}: {error.message}", 200)
         encoded = codec.encode_json(error)
         if self.delayed is not None and (delay_ms > 0 or self.ready is None):
-            run_at = now_ms + max(delay_ms, 1)
+            run_at = -max(delay_ms, 1)
             return MoveRequest(job.id, self.delayed, token=job.token, error=encoded, run_at_ms=run_at, msg=msg)
         if self.ready is not None:
             return MoveRequest(job.id, self.ready, token=job.token, error=encoded, msg=msg)
@@ -198,7 +199,7 @@ class JobRunner:
             note = f" (attempt {job.attempt} of {job.max_attempts}, no retries left)"
             return moves.fail(job, msgspec.structs.replace(error, message=error.message + note))
         delay = (fn.retry or self.retry).delay(job.attempt, retry_after(exc))
-        request = moves.retry(job, delay, self.clock.now_ms(), error)
+        request = moves.retry(job, delay, error)
         if request is None:
             note = (
                 f" (not retried: machine {moves.machine.name!r} has no edge from {moves.at!r}"

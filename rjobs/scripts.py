@@ -13,6 +13,9 @@ from functools import cache
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
+from rjobs.codec import decode_json
 from rjobs.errors import RjobsError, error_from_reply
 from rjobs.keys import QueueKeys
 from rjobs.machine import StateMachine
@@ -187,14 +190,21 @@ def _decode_enqueue(raw: list[list[Any]]) -> list[EnqueueOutcome]:
     ]
 
 
-def _decode_claim(raw: list[Any]) -> ClaimResult:
-    from rjobs.codec import decode_json
+def _params(raw: bytes) -> Any:
+    """Decode one job's params; bytes that are not JSON (written by hand) come through raw, so the
+    worker fails that one job with invalid_params instead of the whole claim failing."""
+    try:
+        return decode_json(raw)
+    except msgspec.DecodeError:
+        return raw
 
+
+def _decode_claim(raw: list[Any]) -> ClaimResult:
     jobs = [
         ClaimedJob(
             id=_s(j[0]),
             type=_s(j[1]),
-            params=decode_json(j[2]),
+            params=_params(j[2]),
             attempt=int(j[3]),
             max_attempts=int(j[4]),
             token=str(j[5]),
@@ -208,6 +218,10 @@ def _decode_claim(raw: list[Any]) -> ClaimResult:
     ]
     due = int(raw[0])
     return ClaimResult(jobs, int(raw[1]), None if due < 0 else due)
+
+
+def _decode_declared(raw: list[Any]) -> tuple[str, dict[str, int]]:
+    return _s(raw[0]), {_s(raw[i]): int(raw[i + 1]) for i in range(1, len(raw), 2)}
 
 
 def _strings(raw: list[Any]) -> list[str]:
@@ -238,14 +252,19 @@ class Scripts:
     def _call(self, name: str, args: list[Arg], decode: Callable[[Any], T]) -> Call[T]:
         return Call(load_script(name), self._k, [self.keys.prefix, *args], decode)
 
-    def declare_machine(self, machine: StateMachine, options: dict[str, int]) -> Call[str]:
-        """Store the machine (and queue options) or check it matches; -> 'created' | 'same'."""
+    def declare_machine(
+        self, machine: StateMachine, options: dict[str, int], write_options: bool = True
+    ) -> Call[tuple[str, dict[str, int]]]:
+        """Store the machine or check it matches; options are written for a new queue or when
+        ``write_options``. -> ('created' | 'same' | 'updated', the options stored now)."""
         fields = machine.to_redis()
         fingerprint = fields.pop("fingerprint")
         fields["compiled"] = compile_machine(machine, options)
         flat: list[Arg] = [x for kv in fields.items() for x in kv]
         flat += [x for k, v in options.items() for x in (f"opt:{k}", v)]
-        return self._call("declare_machine", [fingerprint, len(fields), *flat], _s)
+        return self._call(
+            "declare_machine", [fingerprint, len(fields), int(write_options), *flat], _decode_declared
+        )
 
     def enqueue(self, actor: str, specs: Sequence[EnqueueSpec]) -> Call[list[EnqueueOutcome]]:
         """Create jobs (all or nothing)."""

@@ -42,6 +42,7 @@ class SyncQueue:
         actor: str | None = None,
     ) -> None:
         self.plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
+        self._explicit_config = config is not None  # only an explicit config overwrites stored options
         self.name = name
         self.machine = machine
         self.keys = self.plans.keys
@@ -53,13 +54,13 @@ class SyncQueue:
 
     def _drive(self, plan: Plan[T]) -> T:
         if not self._declared:
-            drive_sync(self.runner, self.plans.declare())
+            drive_sync(self.runner, self.plans.declare(self._explicit_config))
             self._declared = True
         return drive_sync(self.runner, plan)
 
     def declare(self) -> str:
-        """Store the machine in Redis (or check it matches); 'created' or 'same'."""
-        result = drive_sync(self.runner, self.plans.declare())
+        """Store the machine in Redis (or check it matches): 'created', 'same' or 'updated' (options)."""
+        result = drive_sync(self.runner, self.plans.declare(self._explicit_config))
         self._declared = True
         return result
 

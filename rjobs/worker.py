@@ -339,7 +339,9 @@ class Worker:
     def _due_at(self, run_at_ms: int) -> None:
         # This worker just scheduled a retry: an idle wait planned past its due time is cut short
         # so the next claim promotes it on time (no other signal would wake an idle worker).
-        due = anyio.current_time() + (run_at_ms - self._clock.now_ms()) / 1000
+        # run_at_ms < 0 is a delay relative to the server's clock (see lib/apply.lua)
+        due_in_ms = -run_at_ms if run_at_ms < 0 else run_at_ms - self._clock.now_ms()
+        due = anyio.current_time() + due_in_ms / 1000
         if self._idle_scope is not None and due < self._idle_until:
             self._idle_scope.cancel()
 

@@ -1,6 +1,6 @@
 -- progress.lua — record progress (percent + named step) of a job held in a leased state, and
--- estimate the time left from the elapsed time. Late updates for a job no longer leased are
--- ignored (seed 000), reported back so the client can warn.
+-- estimate the time left from the elapsed time. An unfenced late update for a job no longer leased
+-- is ignored (seed 000) and reported back so the client can warn; a fenced one is RJ_LEASE_LOST.
 -- Called by: Queue.progress, JobContext.progress (Scripts.progress)
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
@@ -26,7 +26,12 @@ if not f[1] then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
 if token ~= '' and f[2] ~= token then
   return redis.error_reply('RJ_LEASE_LOST ' .. id .. ' token ' .. token .. ' is not the lease of this job')
 end
-if not RJ.m.is_leased[f[1]] then return {'ignored', f[1]} end
+if not RJ.m.is_leased[f[1]] then
+  -- a lease holder whose job left the leased states (cancelled, reaped) has lost it; an unfenced
+  -- late update is only ignored, as seed 000 asks
+  if token ~= '' then return redis.error_reply('RJ_LEASE_LOST ' .. id .. ' is ' .. f[1] .. ', no longer leased') end
+  return {'ignored', f[1]}
+end
 local eta = -1
 local started = tonumber(f[3])
 if started and percent > 0 then eta = math.floor((RJ.now - started) * (100 - percent) / percent) end

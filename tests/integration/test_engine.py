@@ -4,6 +4,7 @@ counts and listing — and for every rejected call, an unchanged keyspace."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -289,3 +290,50 @@ def test_task_machine_claim_walks_assigned_then_in_progress(url: str, redis_sync
         assert [e.to_state for e in q.events(job.id)] == ["pending", "queued", "assigned", "in_progress"]
         assert redis_sync.zscore(QueueKeys("tasks").leases, job.id) is not None
         assert_indexes_consistent(redis_sync, "tasks", machines.TASK)
+
+
+def test_redeclare_without_config_keeps_stored_options(url: str, redis_sync: redis.Redis) -> None:
+    keep = rjobs.Retention(success=5.0, partial=5.0, failure=5.0, cancelled=5.0)
+    with SyncQueue("opts", url, config=rjobs.QueueConfig(retention=keep, max_payload=1000)) as first:
+        assert first.declare() == "created"
+    with SyncQueue("opts", url) as second:  # defaults: must adopt, not reset
+        assert second.declare() == "same"
+        assert second.plans.config.retention == keep and second.plans.config.max_payload == 1000
+        with pytest.raises(ValidationError):
+            second.enqueue("t", "x" * 2000)
+    assert redis_sync.hget("rjobs:{opts}:machine", "opt:keep_success_ms") == b"5000"
+    with SyncQueue("opts", url, config=rjobs.QueueConfig()) as third:  # explicit: updates
+        assert third.declare() == "updated"
+    assert redis_sync.hget("rjobs:{opts}:machine", "opt:keep_success_ms") == b"86400000"
+
+
+def test_fenced_progress_on_a_cancelled_job_is_lease_lost(q: SyncQueue) -> None:
+    job_id = q.enqueue("t").id
+    claimed = lease(q)
+    q.cancel(job_id, "stop")
+    with pytest.raises(LeaseLost):
+        q.progress(job_id, 50, token=claimed.token)
+
+
+def test_success_clears_an_earlier_attempts_error_and_events_carry_the_token(q: SyncQueue) -> None:
+    job_id = q.enqueue("t").id
+    first = lease(q)
+    retry = rjobs.scripts.MoveRequest(
+        job_id, "scheduled", token=first.token, error=b'{"code":"x","message":"y"}', run_at_ms=-1
+    )
+    assert q.runner.run(q.scripts.finish("w1", [retry])) == ["ok"]
+    scheduled = q.get(job_id)
+    assert scheduled.error is not None and scheduled.scheduled_ms is not None
+    assert scheduled.scheduled_ms - (scheduled.updated_ms or 0) <= 5, "relative run_at uses the server clock"
+    time.sleep(0.01)
+    second = lease(q)
+    done = q.complete(job_id, "ok", token=second.token)
+    assert done.error is None
+    last = q.events(job_id)[-1]
+    assert (last.event, last.token, last.attempt) == ("completed", int(second.token), 2)
+
+
+def test_claim_survives_params_that_are_not_json(q: SyncQueue, redis_sync: redis.Redis) -> None:
+    job_id = q.enqueue("t").id
+    redis_sync.hset(f"rjobs:{{engine}}:job:{job_id}", "params", b"\xff not json")
+    assert lease(q).params == b"\xff not json"

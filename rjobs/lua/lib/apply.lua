@@ -1,7 +1,7 @@
 -- lib/apply.lua — one requested move of one job (shared by transition.lua and finish.lua).
 -- A request is 8 ARGV fields: id, token ('' = not fenced), target state, result JSON ('' = keep),
--- error JSON ('' = keep), run_at epoch ms (0 = none; required when the target is the delayed
--- state), msg (short reason), refund (1 = the attempt does not count: a graceful hand-back).
+-- error JSON ('' = keep; a success without one clears it), run_at epoch ms (0 = none; < 0 = that
+-- many ms from server time; required when the target is the delayed state), msg (short reason), refund (1 = the attempt does not count: a graceful hand-back).
 -- Returns 'ok', 'already' (same fenced final move repeated) or an error string "RJ_<CODE> ...".
 RJ.REQ_FIELDS = 8
 
@@ -26,16 +26,21 @@ function RJ.apply(req, actor)
     if e then return e end
   end
   if not RJ.allows(status, target) then return 'RJ_TRANSITION ' .. status .. ' ' .. target .. ' ' .. id end
-  local opts = {actor = actor, msg = req.msg, fields = {}, started = f[5] or false, has_dependents = f[6] == '1'}
+  local opts = {actor = actor, msg = req.msg, fields = {}, started = f[5] or false, has_dependents = f[6] == '1',
+    token = req.token ~= '' and req.token or nil, attempt = f[4]}
   if target == m.role.delayed then
-    if req.run_at <= 0 then return 'RJ_INVALID moving to ' .. target .. ' needs run_at' end
-    opts.run_at = req.run_at
+    if req.run_at == 0 then return 'RJ_INVALID moving to ' .. target .. ' needs run_at' end
+    -- a negative run_at is a delay in ms from the server's own clock (no client clock involved)
+    opts.run_at = req.run_at > 0 and req.run_at or RJ.now - req.run_at
   end
   local fields = opts.fields
   if req.result ~= '' then fields[#fields + 1] = 'result'; fields[#fields + 1] = req.result end
   if req.error ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = req.error end
   local final = m.final_role[target]
   if final == 'success' or final == 'partial' then fields[#fields + 1] = 'progress'; fields[#fields + 1] = 100 end
+  if final == 'success' and req.error == '' then
+    redis.call('HDEL', RJ.jkey(id), 'error')  -- an earlier attempt's error does not describe a success
+  end
   if m.is_leased[target] and not m.is_leased[status] then
     -- a manual hold (seed 003 startTask): held by the actor, no lease, never reaped
     fields[#fields + 1] = 'worker'; fields[#fields + 1] = actor

@@ -95,6 +95,9 @@ function RJ.move(id, from, to, opts)
     redis.call('ZADD', P .. 'ready', RJ.ready_score(pr, seq), id)
     RJ.wake = true
   elseif to == role.delayed then
+    -- an idle worker sleeps until the head of the delayed set is due: wake it if this job is earlier
+    local head = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+    if not head[2] or tonumber(head[2]) > opts.run_at then RJ.wake = true end
     redis.call('ZADD', P .. 'delayed', opts.run_at, id)
     hset[#hset + 1] = 'scheduled_ms'; hset[#hset + 1] = opts.run_at
   end
