@@ -21,8 +21,12 @@ from rjobs.errors import (
 )
 from rjobs.machine import StateMachine
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
+from rjobs.context import JobContext
+from rjobs.outcomes import Fail, JobFunction, Partial, Retry, job
 from rjobs.queue import Queue
+from rjobs.retry import RetryPolicy
 from rjobs.sync import SyncQueue
+from rjobs.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
 

@@ -276,7 +276,7 @@ def cmd_retry(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:
     """Run the workers of a ``module:attr`` target (rjobs.worker.run_from_cli)."""
-    from rjobs.worker import run_from_cli
+    from rjobs.worker_cli import run_from_cli
 
     url = resolve_url(args.url, out)
     return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = (
-    "import sys; from rjobs.worker import run_from_cli; "
+    "import sys; from rjobs.worker_cli import run_from_cli; "
     "sys.exit(run_from_cli('tests.workerapp:make_worker', url=sys.argv[1], queues=None, concurrency=None, "
     "burst=False))"
 )

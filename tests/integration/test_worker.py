@@ -25,7 +25,8 @@ from rjobs.queue import Queue
 from rjobs.retry import RetryPolicy
 from rjobs.scripts import MoveRequest, outcome_error
 from rjobs.sync import SyncQueue
-from rjobs.worker import Worker, make_worker_id, run_from_cli
+from rjobs.worker import Worker, make_worker_id
+from rjobs.worker_cli import run_from_cli
 from tests.helpers import keyspace_fingerprint
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

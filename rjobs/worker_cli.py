@@ -1,0 +1,104 @@
+"""`rjobs worker module:attr`: load a Worker from an import path, apply the command line's
+overrides, run it with signal handling, and turn the outcome into an exit code."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from rjobs.queue import Queue
+from rjobs.worker import Worker
+
+__all__ = ["load_target", "run_from_cli"]
+
+log = logging.getLogger("rjobs.worker")
+
+
+def load_target(target: str) -> Worker:
+    """Import ``module:attr``: a Worker, or a zero-argument callable returning one."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"worker target must look like 'module:attr', not {target!r}")
+    if os.getcwd() not in sys.path:  # like `python -m`: the current directory is importable
+        sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, Worker) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Worker):
+        raise TypeError(f"{target} is not an rjobs.Worker (nor a callable returning one)")
+    return obj
+
+
+def _override(worker: Worker, url: str | None, queues: list[str] | None, concurrency: int | None) -> None:
+    if url is not None or queues is not None:
+        known = {q.name: q for q in worker.queues}
+        template = worker.queues[0]
+        rebuilt = []
+        for name in queues or list(known):
+            base = known.get(name)
+            if base is not None and url is None:
+                rebuilt.append(base)
+                continue
+            base = base or template
+            client = None if url is not None else template.client  # a new queue on the same server
+            q = Queue(name, url=url, machine=base.machine, config=base.plans.config, client=client)
+            if client is None:
+                worker._own.append(q)
+            rebuilt.append(q)
+        worker.queues = rebuilt
+    if concurrency is not None:
+        worker.concurrency = concurrency
+    worker._validate()
+
+
+def run_from_cli(
+    target: str, *, url: str | None, queues: list[str] | None, concurrency: int | None, burst: bool
+) -> int:
+    """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
+
+    ``url`` / ``queues`` / ``concurrency`` override the worker's own settings when given (queues
+    not defined by the worker take the first queue's machine and config); ``burst`` turns burst
+    mode on. 0 = stopped normally, 1 = could not start or crashed, 130 = interrupted at start-up.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        worker = load_target(target)
+        _override(worker, url, queues, concurrency)
+        worker.burst = worker.burst or burst
+    except Exception as exc:
+        log.error("cannot load worker %s: %s: %s", target, type(exc).__name__, exc)
+        return 1
+    code = 0
+    try:
+        anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        log.exception("worker %s crashed", worker.worker_id)
+        code = 1
+    _exit_if_threads_linger(worker, code)
+    return code
+
+
+def _exit_if_threads_linger(worker: Worker, code: int) -> None:
+    # Sync jobs abandoned at shutdown keep running in their threads and would hold the interpreter
+    # open; their jobs were already handed back, so after a short grace the process ends anyway.
+    deadline = time.monotonic() + 1.0
+    while worker.busy_threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if worker.busy_threads:
+        log.warning("%d job thread(s) still running after shutdown: exiting without them", worker.busy_threads)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
