@@ -5,6 +5,7 @@ Every state change is one Lua script checked against the queue's state machine s
 
 from rjobs import machines
 from rjobs.config import PRIORITIES, QueueConfig, Retention
+from rjobs.context import JobContext
 from rjobs.errors import (
     DependencyError,
     InvalidTransition,
@@ -21,7 +22,6 @@ from rjobs.errors import (
 )
 from rjobs.machine import StateMachine
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.context import JobContext
 from rjobs.outcomes import Fail, JobFunction, Partial, Retry, job
 from rjobs.queue import Queue
 from rjobs.retry import RetryPolicy
@@ -31,31 +31,9 @@ from rjobs.worker import Worker, WorkerStats
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRIORITIES",
-    "Asset",
-    "DependencyError",
-    "EnqueueOutcome",
-    "Event",
-    "InvalidTransition",
-    "Job",
-    "JobError",
-    "JobExists",
-    "JobNotFound",
-    "JobOutcome",
-    "JobRequest",
-    "LeaseLost",
-    "MachineConflict",
-    "MachineError",
-    "Progress",
-    "Queue",
-    "QueueConfig",
-    "Retention",
-    "RjobsError",
-    "ScriptError",
-    "StateMachine",
-    "SyncQueue",
-    "Unauthorized",
-    "ValidationError",
-    "WaitTimeout",
-    "machines",
+    "PRIORITIES", "Asset", "DependencyError", "EnqueueOutcome", "Event", "Fail", "InvalidTransition", "Job",
+    "JobContext", "JobError", "JobExists", "JobFunction", "JobNotFound", "JobOutcome", "JobRequest", "LeaseLost",
+    "MachineConflict", "MachineError", "Partial", "Progress", "Queue", "QueueConfig", "Retention", "Retry",
+    "RetryPolicy", "RjobsError", "ScriptError", "StateMachine", "SyncQueue", "Unauthorized", "ValidationError",
+    "WaitTimeout", "Worker", "WorkerStats", "job", "machines",
 ]
