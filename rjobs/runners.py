@@ -7,6 +7,7 @@ import threading
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar, cast
 
+import hiredis
 import redis
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -37,6 +38,12 @@ def _wire(op: Op) -> tuple[Arg, ...]:
     if isinstance(op, Call):
         return ("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
     return op.args
+
+
+def _pack(commands: list[tuple[Arg, ...]]) -> bytes:
+    """RESP-encode commands with hiredis' C packer: redis-py's asyncio connections use a Python
+    packer that cost ~100 µs for one enqueue's arguments (measured)."""
+    return b"".join(hiredis.pack_command(command) for command in commands)  # type: ignore[arg-type]
 
 
 def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
@@ -102,7 +109,7 @@ class AsyncRunner:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
             await _fresh_async(conn)
             try:
-                await conn.send_packed_command(conn.pack_commands([_wire(ops[i]) for i in todo]))
+                await conn.send_packed_command([_pack([_wire(ops[i]) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
@@ -146,7 +153,7 @@ class SyncRunner:
         """Send one script call exactly once; a Lua error code raises its exception."""
         conn = self._held()
         try:
-            conn.send_command("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
+            conn.send_packed_command([_pack([_wire(op)])], check_health=False)
             raw = conn.read_response()
         except NoScriptError:  # the script did not run: load it and send it again
             result = self._exchange(conn, [op], [0], [None])[0]
@@ -194,7 +201,7 @@ class SyncRunner:
     def _exchange(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
         for _ in range(2):
             try:
-                conn.send_packed_command(conn.pack_commands([_wire(ops[i]) for i in todo]))
+                conn.send_packed_command([_pack([_wire(ops[i]) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
