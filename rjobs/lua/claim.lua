@@ -56,8 +56,10 @@ if max_jobs > 0 then
         from = st
         fields = nil
       end
-      out[#out + 1] = {id, f[5], f[6], attempt, tonumber(f[7]), token, f[8], tonumber(f[9]),
-        tonumber(f[10]), tonumber(f[11]), deadline}
+      -- fields at their default are absent from the hash: never put a nil in a reply array
+      -- (Lua would cut the array short there)
+      out[#out + 1] = {id, f[5], f[6], attempt, tonumber(f[7]) or 1, token, f[8] or '', tonumber(f[9]) or 0,
+        tonumber(f[10]) or 0, tonumber(f[11]) or 0, deadline}
     end
   end
 end

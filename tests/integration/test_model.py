@@ -117,6 +117,8 @@ class QueueModel(RuleBasedStateMachine):
             return
         for job_id, v in self.jobs.items():
             assert self.q.get(job_id).status == v["state"]
+            history = self.q.events(job_id)  # every entry decodes (no 'false' from a missing field)
+            assert history[-1].to_state in (v["state"], None)
         counts = assert_indexes_consistent(self.r, self.name, self.machine)
         expected = {s: sum(1 for v in self.jobs.values() if v["state"] == s) for s in self.machine.states}
         assert counts == expected == self.q.counts()

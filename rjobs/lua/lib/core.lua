@@ -65,7 +65,8 @@ function RJ.emit(id, event, fields)
   local args = {'event', event, 'job', id}
   for _, k in ipairs({'from', 'to', 'actor', 'msg', 'attempt', 'token', 'data'}) do
     local v = fields[k]
-    if v ~= nil and v ~= '' then args[#args + 1] = k; args[#args + 1] = tostring(v) end
+    -- false is how HMGET reports a missing field: leave it out, like nil and ''
+    if v ~= nil and v ~= false and v ~= '' then args[#args + 1] = k; args[#args + 1] = tostring(v) end
   end
   local jmax = RJ.m.opt.job_events_maxlen or 1000
   redis.call('XADD', RJ.jkey(id) .. ':events', 'MAXLEN', '~', jmax, '*', unpack(args))
