@@ -16,14 +16,4 @@
 --!include lib/apply.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, n = ARGV[2], tonumber(ARGV[3])
-if not n or n < 1 or n > 1000 or #ARGV ~= 3 + n * RJ.REQ_FIELDS then
-  return redis.error_reply('RJ_INVALID malformed requests')
-end
-local out = {}
-for i = 1, n do
-  out[i] = RJ.apply(RJ.read_request(ARGV, 4 + (i - 1) * RJ.REQ_FIELDS), actor)
-end
-RJ.purge(2)
-RJ.done()
-return out
+return RJ.apply_call(ARGV, false)

@@ -56,3 +56,23 @@ function RJ.apply(req, actor)
   end
   return 'ok'
 end
+
+-- The body of transition.lua and finish.lua: read ARGV[2] actor, ARGV[3] n and n requests,
+-- validate the whole call (and, when fenced, that every request has a token) before any write,
+-- apply each, then purge a little and wake a worker. Returns the outcomes or an error reply.
+function RJ.apply_call(argv, fenced)
+  local actor, n = argv[2], tonumber(argv[3])
+  if not n or n < 1 or n > 1000 or #argv ~= 3 + n * RJ.REQ_FIELDS then
+    return redis.error_reply('RJ_INVALID malformed requests')
+  end
+  local reqs = {}
+  for i = 1, n do
+    reqs[i] = RJ.read_request(argv, 4 + (i - 1) * RJ.REQ_FIELDS)
+    if fenced and reqs[i].token == '' then return redis.error_reply('RJ_INVALID finish needs a lease token') end
+  end
+  local out = {}
+  for i = 1, n do out[i] = RJ.apply(reqs[i], actor) end
+  RJ.purge(2)
+  RJ.done()
+  return out
+end
