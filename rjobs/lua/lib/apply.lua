@@ -38,8 +38,9 @@ function RJ.apply(req, actor)
   if req.error ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = req.error end
   local final = m.final_role[target]
   if final == 'success' or final == 'partial' then fields[#fields + 1] = 'progress'; fields[#fields + 1] = 100 end
-  if final == 'success' and req.error == '' then
+  if final == 'success' and req.error == '' and (tonumber(f[4]) or 0) > 1 then
     redis.call('HDEL', RJ.jkey(id), 'error')  -- an earlier attempt's error does not describe a success
+    -- (only later attempts can carry one: retry.lua clears it on an explicit retry)
   end
   if m.is_leased[target] and not m.is_leased[status] then
     -- a manual hold (seed 003 startTask): held by the actor, no lease, never reaped

@@ -123,7 +123,9 @@ function RJ.move(id, from, to, opts)
     attempt = opts.attempt, token = opts.token})
   -- has_dependents is set by enqueue when a job gains a dependent: most jobs never do, and
   -- skipping the set lookup is measurable on the hot path.
-  if final and (opts.has_dependents or redis.call('HEXISTS', jk, 'has_dependents') == 1) then
+  local deps = opts.has_dependents
+  if deps == nil then deps = final and redis.call('HEXISTS', jk, 'has_dependents') == 1 end
+  if final and deps then
     RJ.settle_dependents(id, final)
   end
 end
