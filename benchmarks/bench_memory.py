@@ -1,0 +1,68 @@
+"""Redis memory per waiting job and per finished job, with the queue-wide event stream on and off.
+
+Method: a fresh server, the queue declared, ``used_memory`` (``INFO memory``) read; N jobs
+enqueued with ``enqueue_many`` (params ``{"i": i}``, no user, no dedupe key) and ``used_memory``
+read again: (after - before) / N is the memory per *waiting* job. Then every job is claimed and
+completed with result ``null`` through the Worker's claim/finish scripts (batches of 100), and the
+delta to the same baseline / N is the memory per *finished* job (kept until retention purges it:
+24 h for successes by default). ``MEMORY USAGE`` of one job's keys and of each shared index
+(divided by N) gives the breakdown. used_memory includes allocator rounding, so the parts do not
+add up exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bench_roundtrips as RT
+import common as C
+
+
+def _usage(r: Any, key: str) -> int:
+    return int(r.memory_usage(key, samples=0) or 0)
+
+
+def _breakdown(r: Any, prefix: str, job_id: str, n: int, shared: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {
+        "job hash": _usage(r, f"{prefix}job:{job_id}"),
+        "job history stream": _usage(r, f"{prefix}job:{job_id}:events"),
+    }
+    for name in shared:
+        out[f"{name} (per job)"] = round(_usage(r, prefix + name) / n, 1)
+    return out
+
+
+def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
+    r = C.client(url)
+    C.fresh(r)
+    q = RT.sync_queue(url, queue_events)
+    prefix = q.keys.prefix
+    base = C.memory_used(r)
+    RT.preload(q, n)
+    waiting = C.memory_used(r)
+    first = r.zrange(prefix + "ready", 0, 0)[0].decode()
+    waiting_parts = _breakdown(r, prefix, first, n, ["ready", "state:queued", "events"])
+    jobs = RT.claim_all(q, n, 100)
+    RT.finish_all(q, jobs, 100)
+    finished = C.memory_used(r)
+    finished_parts = _breakdown(r, prefix, first, n, ["state:completed", "expiring", "events"])
+    sample = {k.decode(): v.decode() for k, v in r.hgetall(f"{prefix}job:{first}").items()}
+    q.close()
+    return {
+        "queue_events": queue_events,
+        "n": n,
+        "bytes_per_waiting_job": round((waiting - base) / n, 1),
+        "bytes_per_finished_job": round((finished - base) / n, 1),
+        "waiting_breakdown": waiting_parts,
+        "finished_breakdown": finished_parts,
+        "finished_job_hash_fields": len(sample),
+        "finished_job_history_entries": r.xlen(f"{prefix}job:{first}:events"),
+    }
+
+
+def run(url: str, n: int, reps: int) -> dict[str, Any]:
+    out = {}
+    for qe in (True, False):
+        tag = "events_on" if qe else "events_off"
+        out[tag] = C.repeat(lambda qe=qe: measure(url, n, qe), reps, f"memory {tag}")
+    return out
