@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import math
 import os
 import signal
 import sys
@@ -25,9 +24,9 @@ from redis.retry import Retry
 from rjobs import codec, errors
 from rjobs import server as servers
 from rjobs.cli_render import JobWatch, Output, history_table, jobs_table, queue_stats, show_job, stats_table
-from rjobs.config import QueueConfig, Retention, default_actor
+from rjobs.config import default_actor
 from rjobs.errors import JobNotFound, MachineConflict, RjobsError, ValidationError
-from rjobs.keys import QueueKeys
+from rjobs.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB, TASK
 from rjobs.models import Job
@@ -78,58 +77,29 @@ def connect(url: str) -> redis.Redis:
         raise ValidationError(f"bad Redis URL {url!r}: {exc}") from None
 
 
-def _seconds(ms: int) -> float:
-    # The float whose int(s * 1000) gives back ``ms`` exactly, so re-declaring stores the same options.
-    s = ms / 1000
-    while int(s * 1000) < ms:
-        s = math.nextafter(s, math.inf)
-    return s
-
-
-def stored_config(fields: dict[bytes, bytes]) -> QueueConfig:
-    """The QueueConfig whose options equal the ``opt:*`` fields stored with the machine."""
-    opt = {k[4:].decode(): int(v) for k, v in fields.items() if k.startswith(b"opt:")}
-    base = QueueConfig()
-
-    def secs(key: str, default: float | None) -> float | None:  # stored as ms, -1 = forever
-        ms = opt.get(key)
-        return default if ms is None else None if ms < 0 else _seconds(ms)
-
-    kept = {f: secs(f"keep_{f}_ms", getattr(base.retention, f)) for f in ("success", "partial", "failure", "cancelled")}
-    ints = {k: opt[k] for k in ("max_payload", "stream_maxlen", "job_events_maxlen") if k in opt}
-    cache = secs("cache_ttl_ms", base.cache_ttl)
-    return QueueConfig(
-        retention=Retention(**kept),
-        cache_ttl=base.cache_ttl if cache is None else cache,
-        queue_events=bool(opt.get("queue_events", int(base.queue_events))),
-        **ints,
-    )
-
-
 def open_queue(
     client: redis.Redis, name: str, create: StateMachine | None = None, *, require: bool = False
 ) -> SyncQueue:
-    """A SyncQueue with the machine and options stored in Redis, so the CLI works on any queue
-    (JOB, TASK, custom) and never overwrites its options. A queue with nothing stored raises
-    QueueNotFound unless ``create`` names the machine to declare for it; ``require`` makes an
+    """A SyncQueue with the machine stored in Redis, so the CLI works on any queue (JOB, TASK,
+    custom); it passes no config, so the queue's stored options are adopted, never overwritten.
+    A queue with nothing stored raises QueueNotFound unless ``create`` names the machine to declare for it; ``require`` makes an
     existing queue with another machine than ``create`` an error."""
     fields: Any = client.hgetall(QueueKeys(name).machine)
     if fields:
-        machine, config = StateMachine.from_fingerprint(fields[b"fingerprint"]), stored_config(fields)
+        machine = StateMachine.from_fingerprint(fields[b"fingerprint"])
         if require and create is not None and create.fingerprint() != machine.fingerprint():
             raise MachineConflict(f"queue {name!r} already uses machine {machine.name!r}")
     elif create is not None:
-        machine, config = create, QueueConfig()
+        machine = create
     else:
         raise QueueNotFound(f"queue {name!r} not found (nothing was ever enqueued to it)")
-    return SyncQueue(name, machine=machine, config=config, client=client, actor=f"cli.{default_actor()}")
+    return SyncQueue(name, machine=machine, client=client, actor=f"cli.{default_actor()}")
 
 
 def list_queues(client: redis.Redis) -> list[str]:
     """Names of every queue that has a machine stored (SCAN, so safe on a busy server)."""
-    prefix, suffix = "rjobs:{", "}:machine"
-    names = {k.decode()[len(prefix) : -len(suffix)] for k in client.scan_iter(match=prefix + "*" + suffix, count=1000)}
-    return sorted(names)
+    keys = client.scan_iter(match=MACHINE_PATTERN, count=1000)
+    return sorted({name for k in keys if (name := queue_of_machine_key(k.decode())) is not None})
 
 
 def final_exit(machine: StateMachine, status: str) -> int:

@@ -11,7 +11,10 @@ import re
 
 from rjobs.errors import ValidationError
 
-__all__ = ["QueueKeys", "validate_name"]
+__all__ = ["MACHINE_PATTERN", "QueueKeys", "queue_of_machine_key", "validate_name"]
+
+#: SCAN pattern that finds every queue (each declared queue has its machine hash).
+MACHINE_PATTERN = "rjobs:{*}:machine"
 
 # Names that become part of a key: no braces (hash tags), no colons (key separators), no glob
 # characters, no whitespace. 128 chars bounds key size.
@@ -44,7 +47,6 @@ class QueueKeys:
 
     __slots__ = (
         "delayed",
-        "dependents_suffix",
         "events",
         "expiring",
         "leases",
@@ -70,7 +72,6 @@ class QueueKeys:
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
         self.wake = p + "wake"  # list: at most one token that wakes an idle worker
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
-        self.dependents_suffix = ":dependents"
 
     def job(self, job_id: str) -> str:
         """Hash with the job's flat fields."""
@@ -103,3 +104,11 @@ class QueueKeys:
     def dedupe_result(self, dedupe_key: str) -> str:
         """String with TTL: the cached result of the last successful job of ``dedupe_key``."""
         return f"{self.prefix}cache:{dedupe_key}"
+
+
+def queue_of_machine_key(key: str) -> str | None:
+    """The queue name in a ``rjobs:{Q}:machine`` key (as found by MACHINE_PATTERN), else None."""
+    prefix, suffix = "rjobs:{", "}:machine"
+    if key.startswith(prefix) and key.endswith(suffix) and len(key) > len(prefix) + len(suffix):
+        return key[len(prefix) : -len(suffix)]
+    return None

@@ -6,7 +6,7 @@ import pytest
 
 from rjobs.config import PRIORITIES, QueueConfig, Retention, parse_priority
 from rjobs.errors import ValidationError
-from rjobs.keys import QueueKeys, validate_dedupe_key, validate_name
+from rjobs.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key, validate_dedupe_key, validate_name
 from rjobs.machines import JOB
 from rjobs.models import JobRequest
 from rjobs.plans import QueuePlans
@@ -78,3 +78,9 @@ def test_bad_config_is_rejected() -> None:
         QueueConfig(retention=Retention(success=-1)).validate()
     with pytest.raises(ValidationError):
         QueueConfig(max_payload=0).validate()
+
+
+def test_queue_names_round_trip_through_the_machine_key() -> None:
+    assert queue_of_machine_key(QueueKeys("img.v2").machine) == "img.v2"
+    assert queue_of_machine_key("rjobs:{}:machine") is None and queue_of_machine_key("other:{q}:machine") is None
+    assert MACHINE_PATTERN.replace("*", "q") == QueueKeys("q").machine
