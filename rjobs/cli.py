@@ -82,8 +82,9 @@ def open_queue(
 ) -> SyncQueue:
     """A SyncQueue with the machine stored in Redis, so the CLI works on any queue (JOB, TASK,
     custom); it passes no config, so the queue's stored options are adopted, never overwritten.
-    A queue with nothing stored raises QueueNotFound unless ``create`` names the machine to declare for it; ``require`` makes an
-    existing queue with another machine than ``create`` an error."""
+    A queue with nothing stored raises QueueNotFound unless ``create`` names the machine to
+    declare for it; ``require`` makes an existing queue with another machine than ``create`` an
+    error."""
     fields: Any = client.hgetall(QueueKeys(name).machine)
     if fields:
         machine = StateMachine.from_fingerprint(fields[b"fingerprint"])
