@@ -14,7 +14,7 @@ import inspect
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -224,10 +224,8 @@ class Finisher:
         max_batch: int = 500,
         eager: int = 50,
         max_inflight: int = 2,
-        on_delayed: Callable[[int], None] | None = None,
     ) -> None:
         self.queue = queue
-        self.on_delayed = on_delayed
         self.worker_id = worker_id
         self.book = book
         self.stats = book.stats
@@ -327,8 +325,6 @@ class Finisher:
             self.stats.finished += 1
             if held.state is HeldState.HANDBACK:
                 self.stats.handed_back += 1
-            if request.run_at_ms and self.on_delayed is not None:
-                self.on_delayed(request.run_at_ms)
         elif isinstance(err, LeaseLost):
             held.state = HeldState.LOST
             log.warning(

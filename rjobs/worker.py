@@ -129,7 +129,6 @@ class Worker:
         self._force = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_scope: anyio.CancelScope | None = None  # set while blocked waiting for work
-        self._idle_until = 0.0
         self._grace_scope: anyio.CancelScope | None = None
         # Per-run machinery, built by run() (_setup).
         self._clock = ServerClock()
@@ -234,7 +233,7 @@ class Worker:
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats, on_empty=self._book_emptied)
         self._slots = [
-            _Slot(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book, on_delayed=self._due_at))
+            _Slot(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book))
             for i, q in enumerate(self.queues)
         ]
         self._runner = JobRunner(
@@ -317,7 +316,7 @@ class Worker:
 
     async def _idle(self, block: float, waker: Waker | None) -> None:
         with anyio.CancelScope() as scope:
-            self._idle_scope, self._idle_until = scope, anyio.current_time() + block
+            self._idle_scope = scope
             try:
                 if self._stopping:
                     return
@@ -331,15 +330,6 @@ class Worker:
                     await anyio.sleep(min(block, 0.5))
             finally:
                 self._idle_scope = None
-
-    def _due_at(self, run_at_ms: int) -> None:
-        # This worker just scheduled a retry: an idle wait planned past its due time is cut short
-        # so the next claim promotes it on time (no other signal would wake an idle worker).
-        # run_at_ms < 0 is a delay relative to the server's clock (see lib/apply.lua)
-        due_in_ms = -run_at_ms if run_at_ms < 0 else run_at_ms - self._clock.now_ms()
-        due = anyio.current_time() + due_in_ms / 1000
-        if self._idle_scope is not None and due < self._idle_until:
-            self._idle_scope.cancel()
 
     def _book_emptied(self) -> None:
         # Burst mode exits once nothing is held: cut the idle wait short to notice at once.
