@@ -109,7 +109,9 @@ function RJ.move(id, from, to, opts)
   local final = m.final_role[to]
   if final then
     hset[#hset + 1] = 'completed_ms'; hset[#hset + 1] = now
-    local started = tonumber(opts.started or redis.call('HGET', jk, 'started_ms'))
+    local started = opts.started  -- false: the caller read it and it is absent; nil: not read
+    if started == nil then started = redis.call('HGET', jk, 'started_ms') end
+    started = tonumber(started)
     if started then hset[#hset + 1] = 'duration_ms'; hset[#hset + 1] = now - started end
     local keep = m.opt['keep_' .. final .. '_ms'] or -1
     if keep >= 0 then
