@@ -9,8 +9,8 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from rjobs import codec
 from rjobs.config import QueueConfig, parse_priority
@@ -26,6 +26,7 @@ __all__ = ["QueuePlans", "to_job_error"]
 log = logging.getLogger("rjobs")
 _UNSET: Any = object()
 BULK_CHUNK = 500
+T = TypeVar("T")
 
 
 def to_job_error(error: str | BaseException | JobError | dict[str, Any]) -> JobError:
@@ -112,18 +113,8 @@ class QueuePlans(ReadPlans):
         """Create many jobs in one round trip (atomic per chunk of 500)."""
         specs = [self.spec(r) for r in reqs]
         who = self._actor(actor)
-        if not specs:
-            return []
-        calls: list[Op] = [
-            self.scripts.enqueue(who, specs[i : i + BULK_CHUNK]) for i in range(0, len(specs), BULK_CHUNK)
-        ]
-        replies: list[Any] = yield calls
-        out: list[EnqueueOutcome] = []
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-            out += reply
-        return out
+        replies = yield from _in_chunks(specs, lambda chunk: self.scripts.enqueue(who, chunk))
+        return [outcome for reply in replies for outcome in reply]
 
     # -- moves ------------------------------------------------------------------------------------
     def move(
@@ -200,19 +191,12 @@ class QueuePlans(ReadPlans):
         err = b"" if error is None else codec.encode_json(to_job_error(error))
         reqs = [MoveRequest(i, target, error=err, msg=_reason(reason)) for i in ids]
         who = self._actor(actor)
-        calls: list[Op] = [
-            self.scripts.transition(who, reqs[i : i + BULK_CHUNK]) for i in range(0, len(reqs), BULK_CHUNK)
-        ]
-        if not calls:
-            return {}
-        replies: list[Any] = yield calls
+        replies = yield from _in_chunks(reqs, lambda chunk: self.scripts.transition(who, chunk))
+        outcomes = [outcome for reply in replies for outcome in reply]
         out: dict[str, str] = {}
-        for chunk_start, reply in zip(range(0, len(reqs), BULK_CHUNK), replies):
-            if isinstance(reply, BaseException):
-                raise reply
-            for jid, outcome in zip(ids[chunk_start : chunk_start + BULK_CHUNK], reply):
-                e = outcome_error(outcome)
-                out[jid] = "done" if e is None else e.code
+        for jid, outcome in zip(ids, outcomes):
+            e = outcome_error(outcome)
+            out[jid] = "done" if e is None else e.code
         return out
 
     def retry(self, job_id: str, params: Any = _UNSET, actor: str | None = None) -> Plan[Job]:
@@ -307,3 +291,15 @@ def _reason(reason: str) -> str:
     if not isinstance(reason, str) or len(reason) > 1000:
         raise ValidationError("reason must be text of at most 1000 characters")
     return reason
+
+
+def _in_chunks(items: Sequence[T], call: Callable[[Sequence[T]], Op]) -> Plan[list[Any]]:
+    """One script call per BULK_CHUNK items, all in one round trip (no single script runs long);
+    the replies in order, raising the first failed call's error."""
+    if not items:
+        return []
+    replies: list[Any] = yield [call(items[i : i + BULK_CHUNK]) for i in range(0, len(items), BULK_CHUNK)]
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
