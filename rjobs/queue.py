@@ -69,7 +69,8 @@ class Queue:
         return result
 
     async def close(self) -> None:
-        """Close the client if this queue created it."""
+        """Close this queue's script connection, and the client if this queue created it."""
+        self.runner.close()
         if self._own_client:
             await self.client.aclose()
 

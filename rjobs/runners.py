@@ -3,6 +3,7 @@ NOSCRIPT reloads) and the drivers that run a plan (rjobs.plans) on asyncio or a 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar, cast
@@ -13,6 +14,7 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, error_from_reply
+from rjobs.link import Link, LinkSettings
 from rjobs.scripts import Arg, Call, Cmd, Op
 
 __all__ = ["AsyncRunner", "Plan", "SyncRunner", "drive_async", "drive_sync"]
@@ -32,6 +34,10 @@ def _decode_one(op: Op, raw: Any) -> Any:
     if isinstance(raw, ResponseError):
         return _raise_reply(raw) if isinstance(op, Call) else raw
     return op.decode(raw) if isinstance(op, Call) else raw
+
+
+def _is_noscript(reply: ResponseError) -> bool:
+    return str(reply).startswith("NOSCRIPT")
 
 
 def _wire(op: Op) -> tuple[Arg, ...]:
@@ -84,14 +90,32 @@ async def _fresh_async(conn: Any) -> None:
 
 
 class AsyncRunner:
-    """Sends operations over a redis.asyncio client's connection pool."""
+    """Sends operations to Redis from asyncio: script calls over a lean pipelined :class:`Link`
+    (one per event loop), plain commands and NOSCRIPT reloads over the redis.asyncio client's pool."""
 
     def __init__(self, client: aredis.Redis) -> None:
         self.client = client
+        self._settings = LinkSettings.of(client)
+        self._link: Link | None = None
+
+    def _link_here(self) -> Link | None:
+        if self._settings is None:
+            return None
+        link = self._link
+        if link is None or link.loop is not asyncio.get_running_loop():
+            link = self._link = Link(self._settings)
+        return link
 
     async def run(self, op: Call[T]) -> T:
         """Send one script call exactly once; a Lua error code raises its exception."""
-        result = (await self.run_many([op]))[0]
+        link = self._link_here()
+        if link is None:
+            result = (await self._pooled([op], [None], [0]))[0]
+        else:
+            raw = (await link.exchange(hiredis.pack_command(_wire(op)), 1))[0]  # type: ignore[arg-type]
+            if not isinstance(raw, ResponseError):
+                return op.decode(raw)
+            result = _decode_one(op, raw) if not _is_noscript(raw) else (await self._linked(link, [op]))[0]
         if isinstance(result, BaseException):
             raise result
         return cast(T, result)
@@ -102,8 +126,36 @@ class AsyncRunner:
 
     async def run_many(self, ops: Sequence[Op]) -> list[Any]:
         """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
+        link = self._link_here() if all(isinstance(op, Call) for op in ops) else None
+        if link is None:
+            return await self._pooled(ops, [None] * len(ops), list(range(len(ops))))
+        return await self._linked(link, ops)
+
+    async def _linked(self, link: Link, ops: Sequence[Op]) -> list[Any]:
+        """Script calls over the link; calls the server had no script for (NOSCRIPT: they did not
+        run) are sent again after loading their scripts, the others never."""
         results: list[Any] = [None] * len(ops)
         todo = list(range(len(ops)))
+        for _ in range(2):
+            raws = await link.exchange(_pack([_wire(ops[i]) for i in todo]), len(todo))
+            missing = []
+            for i, raw in zip(todo, raws):
+                if isinstance(raw, ResponseError) and _is_noscript(raw):
+                    missing.append(i)
+                else:
+                    results[i] = _decode_one(ops[i], raw)
+            if not missing:
+                return results
+            scripts = list({op.script for i in missing if isinstance(op := ops[i], Call)})
+            loaded = await link.exchange(_pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts))
+            for reply in loaded:
+                if isinstance(reply, ResponseError):
+                    raise RjobsError(f"script could not be loaded: {reply}")
+            todo = missing
+        raise RjobsError("scripts could not be loaded")
+
+    async def _pooled(self, ops: Sequence[Op], results: list[Any], todo: list[int]) -> list[Any]:
+        """Send ops[todo] over a pooled redis-py connection, loading scripts the server lacks."""
         pool = self.client.connection_pool
         for _ in range(2):
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -136,6 +188,12 @@ class AsyncRunner:
                 return results
             todo = _rerun(ops, missing)
         raise RjobsError("scripts could not be loaded")
+
+    def close(self) -> None:
+        """Close the lean connection (the client's pool is its owner's to close)."""
+        if self._link is not None:
+            self._link.close()
+            self._link = None
 
 
 class SyncRunner:

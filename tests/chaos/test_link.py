@@ -1,0 +1,104 @@
+"""The lean script connection (rjobs.link): pipelining, cancellation, timeouts, cut connections,
+credentials. Every test checks that a script ran exactly once."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from rjobs import Queue
+from rjobs.link import LinkSettings
+from rjobs.server import LocalServer
+
+pytestmark = [pytest.mark.chaos, pytest.mark.anyio]
+
+
+def _port(server: LocalServer) -> int:
+    return int(server.url.rsplit(":", 1)[1].split("/")[0])
+
+
+async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(url: str) -> None:
+    async with Queue("pipe", url) as q:
+        await q.declare()
+        ids: dict[int, str] = {}
+
+        async def one(i: int) -> None:
+            ids[i] = (await q.enqueue("t", {"i": i})).id
+
+        async with anyio.create_task_group() as tg:
+            for i in range(300):
+                tg.start_soon(one, i)
+        assert len(set(ids.values())) == 300
+        for i in (0, 77, 299):
+            assert (await q.get(ids[i])).params == {"i": i}, "each caller got the reply to its own call"
+        assert (await q.counts())["queued"] == 300
+        clients = await q.client.client_list()
+        assert len(clients) <= 3, "300 concurrent calls, one script connection"
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(url: str) -> None:
+    async with Queue("cancel", url) as q:
+        await q.declare()
+        with anyio.move_on_after(0.0005):
+            async with anyio.create_task_group() as tg:
+                for i in range(200):
+                    tg.start_soon(q.enqueue, "t", {"i": i})
+        job = await q.enqueue("t", {"i": "after"})
+        assert (await q.get(job.id)).params == {"i": "after"}
+        listed = await q.client.zcard(q.keys.state("queued"))
+        assert 1 <= listed <= 201, "calls already written ran once; none was re-sent"
+
+
+async def test_connections_killed_by_the_server_are_replaced_before_sending(url: str) -> None:
+    async with Queue("killed", url) as q, aredis.Redis.from_url(url) as admin:
+        await q.enqueue("t")
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await q.enqueue("t")  # no error: the dead idle connection is noticed before the write
+        assert (await q.counts())["queued"] == 2
+
+
+async def test_a_reply_that_does_not_come_times_out_and_the_call_is_not_resent(url: str) -> None:
+    client = aredis.Redis.from_url(url, socket_timeout=0.2)
+    async with Queue("slow", client=client) as q, aredis.Redis.from_url(url) as admin:
+        await q.declare()
+        await admin.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+        with pytest.raises(redis.TimeoutError):
+            await q.enqueue("t")
+        await anyio.sleep(0.7)  # the pause ends (the timed-out call's connection was closed)
+        await q.enqueue("t")  # a new connection
+        assert (await q.counts())["queued"] in (1, 2), "the timed-out call ran at most once: never re-sent"
+    await client.aclose()
+
+
+async def test_password_and_database_from_the_url_are_used(fresh_server: LocalServer) -> None:
+    port = _port(fresh_server)
+    with redis.Redis(port=port) as admin:
+        admin.config_set("requirepass", "s3cret")
+    url = f"redis://:s3cret@127.0.0.1:{port}/3"
+    async with Queue("auth", url) as q:
+        job = await q.enqueue("t")
+        assert (await q.get(job.id)).status == "queued"
+    with redis.Redis(port=port, password="s3cret", db=3) as db3, redis.Redis(port=port, password="s3cret") as db0:
+        assert db3.exists(f"rjobs:{{auth}}:job:{job.id}") == 1
+        assert db0.dbsize() == 0
+
+
+async def test_a_wrong_password_is_an_authentication_error(fresh_server: LocalServer) -> None:
+    port = _port(fresh_server)
+    with redis.Redis(port=port) as admin:
+        admin.config_set("requirepass", "s3cret")
+    client = aredis.Redis(port=port, password="wrong")
+    q = Queue("auth", client=client)
+    with pytest.raises(redis.AuthenticationError):
+        await q.enqueue("t")
+    await q.close()
+    await client.aclose()
+
+
+def test_tls_and_fake_clients_keep_the_pooled_path() -> None:
+    assert LinkSettings.of(aredis.Redis.from_url("rediss://127.0.0.1:1/0")) is None
+    fakeredis = pytest.importorskip("fakeredis")
+    assert LinkSettings.of(fakeredis.FakeAsyncRedis()) is None
+    assert LinkSettings.of(aredis.Redis.from_url("unix:///tmp/x.sock?db=2")) is not None
