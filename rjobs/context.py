@@ -27,6 +27,7 @@ __all__ = ["JobContext"]
 
 T = TypeVar("T")
 _log = logging.getLogger("rjobs.worker")
+_job_log = logging.getLogger("rjobs.job")
 _UNSET: Any = object()
 
 
@@ -34,13 +35,20 @@ class JobContext:
     """What a running job knows and may do. One per attempt; do not keep it after the function
     returns."""
 
-    __slots__ = ("_held", "log", "queue", "worker_id")
+    __slots__ = ("_held", "_log", "queue", "worker_id")
 
     def __init__(self, held: Held, queue: Queue, worker_id: str) -> None:
         self._held = held
         self.queue = queue
         self.worker_id = worker_id
-        self.log = logging.LoggerAdapter(logging.getLogger("rjobs.job"), {"job_id": held.job.id})
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (``rjobs.job``) that adds ``job_id`` to every record's ``extra``."""
+        if self._log is None:  # made on first use: most jobs never log
+            self._log = logging.LoggerAdapter(_job_log, {"job_id": self._held.job.id})
+        return self._log
 
     @property
     def job(self) -> ClaimedJob:

@@ -26,13 +26,11 @@ What keeps it on time:
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -40,7 +38,7 @@ import redis.asyncio as aredis
 import redis.exceptions
 
 from rjobs.errors import RjobsError
-from rjobs.models import ClaimedJob
+from rjobs.held import Held, HeldState, Pulse
 from rjobs.scripts import Cmd
 
 if TYPE_CHECKING:
@@ -68,81 +66,6 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError,
 RETRYABLE: tuple[type[BaseException], ...] = (*REDIS_DOWN, RjobsError)
 #: Final writes (finish, hand-back) are shielded from cancellation but never wait longer than this.
 FINAL_WRITE_TIMEOUT = 5.0
-
-
-class Pulse:
-    """Wakes every task currently waiting on it; waiters re-check their condition in a loop."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-        self._waiters = 0
-
-    def notify(self) -> None:
-        """Wake the current waiters."""
-        # notify() runs once per finished job and usually nobody waits: a new Event per call was
-        # ~16 us of a no-op job's worker CPU (benchmarks/README.md)
-        if self._waiters:
-            self._event.set()
-            self._event = anyio.Event()
-
-    async def wait(self) -> None:
-        """Wait for the next notify()."""
-        self._waiters += 1
-        try:
-            await self._event.wait()
-        finally:
-            self._waiters -= 1
-
-
-class HeldState(enum.Enum):
-    """Where a held job is in its life on this worker."""
-
-    RUNNING = "running"  # the function runs; the lease is ours
-    DONE = "done"  # the function ended; its outcome waits to be written
-    HANDBACK = "handback"  # stopped by shutdown; to be handed back to the ready state
-    LOST = "lost"  # the lease is gone: never write for this job again
-    CANCELLED = "cancelled"  # cancelled in Redis: nothing to write
-    RELEASED = "released"  # moved on by the function itself (review): nothing to write
-
-    @property
-    def live(self) -> bool:
-        """True while the lease is ours to renew and to write with."""
-        return self in (HeldState.RUNNING, HeldState.DONE, HeldState.HANDBACK)
-
-
-@dataclass(eq=False)
-class Held:
-    """One job this worker holds: its lease token, cancel scope and how long the lease is safe."""
-
-    slot: int
-    job: ClaimedJob
-    safe_until: float
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    state: HeldState = HeldState.RUNNING
-    reason: str = ""
-    # A threading.Event so sync functions running in threads can poll ctx.cancelled safely.
-    flag: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def live(self) -> bool:
-        """True while this worker may still write for the job."""
-        return self.state.live
-
-    def stop(self, state: HeldState, reason: str) -> None:
-        """Move to ``state`` and cancel the function (if it still runs)."""
-        running = self.state is HeldState.RUNNING
-        if running and state is HeldState.RELEASED:
-            # The function moved the job on itself (review) and may still tidy up: no cancel.
-            self.state = state
-            return
-        # A finished job may still learn its lease was lost or cancelled (the finish is then
-        # skipped); nothing else may overwrite a state that is already final for this worker.
-        if running or (self.live and state in (HeldState.LOST, HeldState.CANCELLED)):
-            self.state = state
-            self.reason = reason
-            self.flag.set()
-            if running:
-                self.scope.cancel()
 
 
 @dataclass
@@ -202,8 +125,10 @@ class LeaseBook:
 
     def remove(self, held: Held) -> None:
         """Forget a job (its outcome is written, or nothing will be)."""
-        if self._held.get((held.slot, held.job.id, held.job.token)) is held:
-            del self._held[held.slot, held.job.id, held.job.token]
+        job = held.job
+        key = (held.slot, job.id, job.token)
+        if self._held.get(key) is held:
+            del self._held[key]
             if held.state is HeldState.LOST:
                 self.stats.lease_lost += 1
             elif held.state is HeldState.CANCELLED:

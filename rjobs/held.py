@@ -1,0 +1,141 @@
+"""One job a worker holds (:class:`Held`), where it is in its life on the worker (:class:`HeldState`),
+and the two cheap signals the hot path uses: :class:`Flag` (read by job threads) and :class:`Pulse`
+(wakes tasks in the loop).
+
+These objects are made once per job or signalled several times per job, so they are plain
+``__slots__`` classes over asyncio primitives: a dataclass with an ``anyio.Event`` or a
+``threading.Event`` in it cost several microseconds of a no-op job's worker CPU
+(benchmarks/README.md, "What limits the rest"). The worker runs on asyncio only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+
+import anyio
+
+from rjobs.models import ClaimedJob
+
+__all__ = ["Flag", "Held", "HeldState", "Pulse", "scope_factory"]
+
+
+def scope_factory() -> Callable[[], anyio.CancelScope]:
+    """The running backend's cancel scope class, to make one per job without ``anyio.CancelScope()``
+    looking the backend up on every call (0.7 of its 1 us). Call it inside the event loop."""
+    return type(anyio.CancelScope())
+
+
+class Pulse:
+    """Wakes every task currently waiting on it; waiters re-check their condition in a loop.
+
+    The event is made by the first waiter and dropped by ``notify()``, so a notify nobody waits
+    for (the usual case: once or twice per finished job) costs one attribute check."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        """Wake the current waiters."""
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
+
+    async def wait(self) -> None:
+        """Wait for the next notify()."""
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        await event.wait()
+
+
+class Flag:
+    """A set-once flag that threads may poll: one bool attribute (reads and writes of it are
+    atomic under the GIL), without ``threading.Event``'s lock and condition."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        """Raise the flag (for good)."""
+        self._set = True
+
+    def is_set(self) -> bool:
+        """True once :meth:`set` was called."""
+        return self._set
+
+
+class HeldState(enum.Enum):
+    """Where a held job is in its life on this worker."""
+
+    RUNNING = "running"  # the function runs (or is about to); the lease is ours
+    DONE = "done"  # the function ended; its outcome waits to be written
+    HANDBACK = "handback"  # stopped by shutdown; to be handed back to the ready state
+    LOST = "lost"  # the lease is gone: never write for this job again
+    CANCELLED = "cancelled"  # cancelled in Redis: nothing to write
+    RELEASED = "released"  # moved on by the function itself (review): nothing to write
+
+    @property
+    def live(self) -> bool:
+        """True while the lease is ours to renew and to write with."""
+        return self in _LIVE
+
+
+# A tuple: containment tests identity first, which beats hashing an enum member (a Python-level
+# __hash__) for a frozenset lookup.
+_LIVE = (HeldState.RUNNING, HeldState.DONE, HeldState.HANDBACK)
+
+
+class Held:
+    """One job this worker holds: its queue's index (``slot``), lease token, cancel scope and how
+    long the lease is safe (``safe_until``, loop clock). ``flag`` is raised with the scope's
+    cancel so sync functions running in threads can poll ``ctx.cancelled``. Compared by identity."""
+
+    __slots__ = ("flag", "job", "reason", "safe_until", "scope", "slot", "state")
+
+    def __init__(
+        self,
+        slot: int,
+        job: ClaimedJob,
+        safe_until: float,
+        scope: anyio.CancelScope | None = None,
+        state: HeldState = HeldState.RUNNING,
+        reason: str = "",
+    ) -> None:
+        self.slot = slot
+        self.job = job
+        self.safe_until = safe_until
+        self.scope = scope if scope is not None else anyio.CancelScope()
+        self.state = state
+        self.reason = reason
+        self.flag = Flag()
+
+    def __repr__(self) -> str:
+        return f"Held(slot={self.slot}, job={self.job.id!r}, token={self.job.token!r}, state={self.state.value})"
+
+    @property
+    def live(self) -> bool:
+        """True while this worker may still write for the job."""
+        return self.state in _LIVE
+
+    def stop(self, state: HeldState, reason: str) -> None:
+        """Move to ``state`` and cancel the function (if it still runs)."""
+        running = self.state is HeldState.RUNNING
+        if running and state is HeldState.RELEASED:
+            # The function moved the job on itself (review) and may still tidy up: no cancel.
+            self.state = state
+            return
+        # A finished job may still learn its lease was lost or cancelled (the finish is then
+        # skipped); nothing else may overwrite a state that is already final for this worker.
+        if running or (self.live and state in (HeldState.LOST, HeldState.CANCELLED)):
+            self.state = state
+            self.reason = reason
+            self.flag.set()
+            if running:
+                self.scope.cancel()
