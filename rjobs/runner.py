@@ -116,6 +116,9 @@ class JobRunner:
     async def execute(self, queue: Queue, moves: Moves, held: Held) -> MoveRequest | None:
         """Run the job; the move that records its outcome, or None when nothing may be written."""
         job = held.job
+        state = held.state
+        if state is not HeldState.RUNNING:  # stopped before its slot started it (shutdown)
+            return moves.handback(job) if state is HeldState.HANDBACK else None
         fn = self.functions.get(job.type)
         if fn is None:
             known = ", ".join(sorted(self.functions)) or "none"
@@ -134,12 +137,14 @@ class JobRunner:
         timed_out = False
         with held.scope:
             try:
-                if fn.timeout is None:
-                    value = await self._call(fn, ctx, params)
-                else:
+                if fn.timeout is not None:
                     with anyio.move_on_after(fn.timeout) as deadline:
                         value = await self._call(fn, ctx, params)
                     timed_out = deadline.cancelled_caught
+                elif fn.is_async:
+                    value = await fn.fn(ctx, params)  # the common case, without the extra coroutine
+                else:
+                    value = await self._call(fn, ctx, params)
             except Exception as exc:  # every exception of user code is an outcome, never a crash
                 error = exc
         if held.state is HeldState.HANDBACK:

@@ -8,8 +8,10 @@ Loop (one anyio task group on asyncio):
   once. With nothing to claim it blocks on ``BLPOP`` of the queues' wake lists over a dedicated
   connection, for at most min(time to the next delayed job, 1 s, reaper interval): enqueue and
   claim push a wake token, so an idle worker starts a new job within a round trip. No polling.
-- **run**: see :mod:`rjobs.runner`; async functions run in the loop, sync ones in threads behind
-  a ``CapacityLimiter(concurrency)``. Call convention: ``fn(ctx, params)``.
+- **run**: ``concurrency`` long-lived slot tasks (:mod:`rjobs.slots`) take the claimed jobs and run
+  them one after another, each job under its own cancel scope (see :mod:`rjobs.runner`); async
+  functions run in the loop, sync ones in threads behind a ``CapacityLimiter(concurrency)``. Call
+  convention: ``fn(ctx, params)``.
 - **finish**: outcomes go through a :class:`rjobs.lease.Finisher` per queue: one fenced ``finish``
   call per batch.
 - **heartbeat**: :class:`rjobs.lease.LeaseKeeper` — see :mod:`rjobs.lease` for how heartbeats
@@ -35,31 +37,18 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import anyio
-import anyio.abc
 
+from rjobs.held import HeldState, Pulse
 from rjobs.keys import validate_name
-from rjobs.lease import (
-    REDIS_DOWN,
-    RETRYABLE,
-    Held,
-    HeldState,
-    LeaseBook,
-    LeaseKeeper,
-    Pulse,
-    Reaper,
-    ServerClock,
-    Waker,
-    WorkerStats,
-)
-from rjobs.models import JobError
+from rjobs.lease import REDIS_DOWN, RETRYABLE, LeaseBook, LeaseKeeper, Reaper, ServerClock, Waker, WorkerStats
 from rjobs.outcomes import Functions, registry
 from rjobs.queue import Queue
 from rjobs.retry import RetryPolicy
 from rjobs.runner import Finisher, JobRunner, Moves
-from rjobs.scripts import Cmd, MoveRequest
+from rjobs.scripts import Cmd
+from rjobs.slots import JobSlots, Served
 
 __all__ = ["Worker", "WorkerStats", "make_worker_id"]
 
@@ -71,16 +60,6 @@ def make_worker_id() -> str:
     """``<hostname>-<pid>-<random>``, within the key charset (A-Z a-z 0-9 _ . -)."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:60] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-@dataclass
-class _Slot:
-    """One queue the worker serves, with what it needs per queue."""
-
-    index: int
-    queue: Queue
-    moves: Moves
-    finisher: Finisher
 
 
 class Worker:
@@ -134,9 +113,9 @@ class Worker:
         self._clock = ServerClock()
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats)
-        self._slots: list[_Slot] = []
+        self._slots: list[Served] = []
         self._runner: JobRunner | None = None
-        self._running = 0
+        self._jobs: JobSlots | None = None
 
     def _queues(self, queues: Queue | str | Sequence[Queue | str], url: str | None) -> list[Queue]:
         given = [queues] if isinstance(queues, (Queue, str)) else list(queues)
@@ -200,7 +179,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         waker = Waker(self.queues)
         try:
-            await self._setup()
+            jobs = await self._setup()
             async with anyio.create_task_group() as services:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
@@ -208,23 +187,27 @@ class Worker:
                     services.start_soon(slot.finisher.run)
                 if install_signal_handlers:
                     services.start_soon(self._watch_signals)
-                async with anyio.create_task_group() as jobs:
+                async with anyio.create_task_group() as slots:
+                    jobs.start(slots)
                     await self._claim_loop(jobs, waker)
-                    await self._wind_down()
+                    await self._wind_down(jobs)
+                    slots.cancel_scope.cancel()  # every job has ended: the slots are idle
                 await self._drain()
                 services.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                if self._jobs is not None:
+                    self._jobs.hand_back_unstarted()
                 for slot in self._slots:  # outcomes still buffered when the worker itself was cancelled
                     await slot.finisher.flush()
                 await waker.aclose()
                 for q in self._own:
                     await q.close()
-            self._slots = []
+            self._slots, self._jobs = [], None
             self._stopping = self._force = False
             log.info("worker %s stopped (%s)", self.worker_id, self.stats)
 
-    async def _setup(self) -> None:
+    async def _setup(self) -> JobSlots:
         for q in self.queues:
             await q.declare()
         sent = time.time()
@@ -233,8 +216,7 @@ class Worker:
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats, on_empty=self._book_emptied)
         self._slots = [
-            _Slot(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book))
-            for i, q in enumerate(self.queues)
+            Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
         self._runner = JobRunner(
             self.functions,
@@ -252,7 +234,7 @@ class Worker:
             max_lease_losses=self.max_lease_losses,
             limit=self.reap_limit,
         )
-        self._running = 0
+        self._jobs = jobs = JobSlots(self.concurrency, self._slots, self._runner, self._book, self._pulse)
         log.info(
             "worker %s: queues %s, functions %s, concurrency %d, lease %.1f s",
             self.worker_id,
@@ -261,17 +243,17 @@ class Worker:
             self.concurrency,
             self.lease,
         )
+        return jobs
 
-    async def _claim_loop(self, jobs: anyio.abc.TaskGroup, waker: Waker) -> None:
-        claim_min = max(1, self.concurrency // 4)
+    async def _claim_loop(self, jobs: JobSlots, waker: Waker) -> None:
         failures = 0
         while not self._stopping:
-            free = self.concurrency - self._running
-            if self._running and free < claim_min:
-                await self._pulse.wait()  # a slot frees up, or stop()
+            free = jobs.free
+            if jobs.running and free < jobs.claim_min:
+                await self._pulse.wait()  # enough slots free up, or stop()
                 continue
             try:
-                claimed, more, due = await self._claim(free, jobs)
+                claimed, more, due = await self._claim(jobs, free)
                 failures = 0
             except Exception as exc:  # Redis down, or a reply that cannot be decoded: never die here
                 failures += 1
@@ -290,7 +272,8 @@ class Worker:
             timeout = min(IDLE_WAIT_CAP, self.lease / 2, due_in if due_in is not None else math.inf)
             await self._idle(max(0.002, timeout), waker)
 
-    async def _claim(self, free: int, jobs: anyio.abc.TaskGroup) -> tuple[int, bool, int | None]:
+    async def _claim(self, jobs: JobSlots, free: int) -> tuple[int, bool, int | None]:
+        """Claim at most ``free`` jobs (the slots with no job) and hand them to the slots."""
         claimed, more, due = 0, False, None
         for slot in self._slots:
             want = min(free - claimed, 1000)
@@ -303,11 +286,7 @@ class Worker:
                 result = await slot.queue.runner.run(call)
             self.stats.claim_calls += 1
             self.stats.claimed += len(result.jobs)
-            for job in result.jobs:
-                held = Held(slot.index, job, safe_until=sent + self.lease)
-                self._book.add(held)
-                self._running += 1
-                jobs.start_soon(self._run_job, slot, held, name=f"rjobs job {job.id}")
+            jobs.add(slot, result.jobs, sent + self.lease)
             claimed += len(result.jobs)
             more = more or result.ready_left > 0
             if result.next_due_ms is not None:
@@ -336,43 +315,17 @@ class Worker:
         if self.burst and self._idle_scope is not None:
             self._idle_scope.cancel()
 
-    async def _run_job(self, slot: _Slot, held: Held) -> None:
-        assert self._runner is not None
-        request: MoveRequest | None
-        try:
-            request = await self._runner.execute(slot.queue, slot.moves, held)
-        except Exception as exc:  # a bug in rjobs, not in the job: fail the job, keep the worker
-            log.exception("job %s: internal error while running it", held.job.id)
-            error = JobError(code="worker_error", message=f"{type(exc).__name__}: {exc}"[:2000])
-            request = slot.moves.fail(held.job, error) if held.live else None
-        except BaseException:
-            # The worker itself is being cancelled: hand the job back on the way out.
-            held.stop(HeldState.HANDBACK, "worker cancelled")
-            self._job_ended(slot, held, slot.moves.handback(held.job) if held.state is HeldState.HANDBACK else None)
-            raise
-        self._job_ended(slot, held, request)
-
-    def _job_ended(self, slot: _Slot, held: Held, request: MoveRequest | None) -> None:
-        self._running -= 1
-        self._pulse.notify()
-        if request is None or not held.live:
-            self._book.remove(held)
-            return
-        if held.state is HeldState.RUNNING:
-            held.state = HeldState.DONE
-        slot.finisher.submit(held, request)
-
-    async def _wind_down(self) -> None:
+    async def _wind_down(self, jobs: JobSlots) -> None:
         """After claiming stopped: give running jobs ``grace`` seconds, then hand the rest back."""
-        if self._running and not self._force:
+        if jobs.running and not self._force:
             with anyio.CancelScope() as self._grace_scope, anyio.move_on_after(self.grace):
-                while self._running:
-                    await self._pulse.wait()
+                await jobs.wait_idle()
             self._grace_scope = None
         for held in self._book:
             if held.state is HeldState.RUNNING:
                 log.info("job %s: still running at shutdown; handing it back", held.job.id)
                 held.stop(HeldState.HANDBACK, "worker shutting down")
+        await jobs.wait_idle()  # cancelled jobs end at their next await (a sync one is abandoned to its thread)
 
     async def _drain(self) -> None:
         """Wait until every outcome is written (each write is bounded, so this ends)."""
