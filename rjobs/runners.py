@@ -14,7 +14,7 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, error_from_reply
-from rjobs.link import Link, LinkSettings
+from rjobs.link import Link, LinkSettings, SyncLink
 from rjobs.scripts import Arg, Call, Cmd, Op
 
 __all__ = ["AsyncRunner", "Plan", "SyncRunner", "drive_async", "drive_sync"]
@@ -58,6 +58,31 @@ def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
     first = missing[0]
     reads = [i for i in range(first + 1, len(ops)) if isinstance(ops[i], Cmd)]
     return sorted(set(missing) | set(reads))
+
+
+def _over_link(ops: Sequence[Op]) -> Generator[tuple[bytes, int], list[Any], list[Any]]:
+    """Script calls over a link, as a plan of (packed commands, count) exchanges: calls the server
+    had no script for (NOSCRIPT: they did not run) are sent again after their scripts are loaded;
+    calls that ran are never re-sent."""
+    results: list[Any] = [None] * len(ops)
+    todo = list(range(len(ops)))
+    for _ in range(2):
+        raws = yield _pack([_wire(ops[i]) for i in todo]), len(todo)
+        missing = []
+        for i, raw in zip(todo, raws):
+            if isinstance(raw, ResponseError) and _is_noscript(raw):
+                missing.append(i)
+            else:
+                results[i] = _decode_one(ops[i], raw)
+        if not missing:
+            return results
+        scripts = list({op.script for i in missing if isinstance(op := ops[i], Call)})
+        loaded = yield _pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts)
+        for reply in loaded:
+            if isinstance(reply, ResponseError):
+                raise RjobsError(f"script could not be loaded: {reply}")
+        todo = missing
+    raise RjobsError("scripts could not be loaded")
 
 
 # Why the runners talk to pooled connections directly instead of calling client.evalsha or
@@ -132,27 +157,14 @@ class AsyncRunner:
         return await self._linked(link, ops)
 
     async def _linked(self, link: Link, ops: Sequence[Op]) -> list[Any]:
-        """Script calls over the link; calls the server had no script for (NOSCRIPT: they did not
-        run) are sent again after loading their scripts, the others never."""
-        results: list[Any] = [None] * len(ops)
-        todo = list(range(len(ops)))
-        for _ in range(2):
-            raws = await link.exchange(_pack([_wire(ops[i]) for i in todo]), len(todo))
-            missing = []
-            for i, raw in zip(todo, raws):
-                if isinstance(raw, ResponseError) and _is_noscript(raw):
-                    missing.append(i)
-                else:
-                    results[i] = _decode_one(ops[i], raw)
-            if not missing:
-                return results
-            scripts = list({op.script for i in missing if isinstance(op := ops[i], Call)})
-            loaded = await link.exchange(_pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts))
-            for reply in loaded:
-                if isinstance(reply, ResponseError):
-                    raise RjobsError(f"script could not be loaded: {reply}")
-            todo = missing
-        raise RjobsError("scripts could not be loaded")
+        exchange = _over_link(ops)
+        try:
+            request = next(exchange)
+            while True:
+                request = exchange.send(await link.exchange(*request))
+        except StopIteration as done:
+            results: list[Any] = done.value
+            return results
 
     async def _pooled(self, ops: Sequence[Op], results: list[Any], todo: list[int]) -> list[Any]:
         """Send ops[todo] over a pooled redis-py connection, loading scripts the server lacks."""
@@ -197,50 +209,62 @@ class AsyncRunner:
 
 
 class SyncRunner:
-    """Sends operations over a blocking redis client (the same scripts as AsyncRunner).
-
-    Single script calls go over a connection this thread keeps (measured: about twice redis-py's
-    per-command throughput).
-    """
+    """Sends operations to Redis from blocking code (the same scripts as AsyncRunner): script calls
+    over a :class:`SyncLink` this thread keeps, plain commands over the redis client's pool."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._settings = LinkSettings.of(client)
         self._local = threading.local()
+        self._links: dict[int, SyncLink] = {}  # by thread id, to close them all
+        self._links_lock = threading.Lock()
+
+    def _link_here(self) -> SyncLink | None:
+        if self._settings is None:
+            return None
+        link: SyncLink | None = getattr(self._local, "link", None)
+        if link is None:
+            link = self._local.link = SyncLink(self._settings)
+            alive = {thread.ident for thread in threading.enumerate()}
+            with self._links_lock:
+                for ident in [i for i in self._links if i not in alive]:  # threads that ended
+                    self._links.pop(ident).close()
+                reused = self._links.get(threading.get_ident())  # an ended thread's id, reused
+                if reused is not None:
+                    reused.close()
+                self._links[threading.get_ident()] = link
+        return link
 
     def run(self, op: Call[T]) -> T:
         """Send one script call exactly once; a Lua error code raises its exception."""
-        conn = self._held()
+        link = self._link_here()
+        if link is None:
+            result = self.run_many([op])[0]
+        else:
+            raw = link.exchange(hiredis.pack_command(_wire(op)), 1)[0]  # type: ignore[arg-type]
+            if not isinstance(raw, ResponseError):
+                return op.decode(raw)
+            result = _decode_one(op, raw) if not _is_noscript(raw) else self._linked(link, [op])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return cast(T, result)
+
+    def _linked(self, link: SyncLink, ops: Sequence[Op]) -> list[Any]:
+        exchange = _over_link(ops)
         try:
-            conn.send_packed_command([_pack([_wire(op)])], check_health=False)
-            raw = conn.read_response()
-        except NoScriptError:  # the script did not run: load it and send it again
-            result = self._exchange(conn, [op], [0], [None])[0]
-            if isinstance(result, BaseException):
-                raise result from None
-            return cast(T, result)
-        except ResponseError as exc:
-            raise _raise_reply(exc) from None
-        except BaseException:
-            self._drop(conn)
-            raise
-        return op.decode(raw)
+            request = next(exchange)
+            while True:
+                request = exchange.send(link.exchange(*request))
+        except StopIteration as done:
+            results: list[Any] = done.value
+            return results
 
-    def _drop(self, conn: Any) -> None:
-        """Forget a connection whose replies may be half read."""
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
-            self.client.connection_pool.release(conn)  # type: ignore[arg-type]
-        conn.disconnect()
-
-    def _held(self) -> Any:
-        """This thread's connection, reconnected first if the server closed it, so a restart costs
-        no error and nothing that was sent is ever re-sent."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.client.connection_pool.get_connection()
-            return conn
-        _fresh_sync(conn)
-        return conn
+    def close(self) -> None:
+        """Close every thread's script socket (the client's pool is its owner's to close)."""
+        with self._links_lock:
+            links, self._links = self._links, {}
+        for link in links.values():
+            link.close()
 
     def command(self, cmd: Cmd) -> Any:
         """Send one plain (idempotent) command through redis-py."""
@@ -248,15 +272,18 @@ class SyncRunner:
 
     def run_many(self, ops: Sequence[Op]) -> list[Any]:
         """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
+        link = self._link_here() if all(isinstance(op, Call) for op in ops) else None
+        if link is not None:
+            return self._linked(link, ops)
         pool = self.client.connection_pool
         conn = pool.get_connection()
         _fresh_sync(conn)
         try:
-            return self._exchange(conn, ops, list(range(len(ops))), [None] * len(ops))
+            return self._pooled(conn, ops, list(range(len(ops))), [None] * len(ops))
         finally:
             pool.release(conn)
 
-    def _exchange(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
+    def _pooled(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
         for _ in range(2):
             try:
                 conn.send_packed_command([_pack([_wire(ops[i]) for i in todo])], check_health=False)
@@ -277,7 +304,7 @@ class SyncRunner:
                     conn.send_command("SCRIPT", "LOAD", script.source)
                     conn.read_response()
             except BaseException:
-                self._drop(conn)
+                conn.disconnect()  # replies may be half read: this connection cannot be trusted
                 raise
             if not missing:
                 return results

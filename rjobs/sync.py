@@ -65,7 +65,8 @@ class SyncQueue:
         return result
 
     def close(self) -> None:
-        """Close the client if this queue created it."""
+        """Close this queue's script sockets, and the client if this queue created it."""
+        self.runner.close()
         if self._own_client:
             self.client.close()
 

@@ -3,22 +3,27 @@ credentials. Every test checks that a script ran exactly once."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import anyio
 import pytest
 import redis
 import redis.asyncio as aredis
 
-from rjobs import Queue
+from rjobs import Queue, SyncQueue
 from rjobs.link import LinkSettings
 from rjobs.server import LocalServer
 
-pytestmark = [pytest.mark.chaos, pytest.mark.anyio]
+pytestmark = pytest.mark.chaos
 
 
 def _port(server: LocalServer) -> int:
     return int(server.url.rsplit(":", 1)[1].split("/")[0])
 
 
+@pytest.mark.anyio
 async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(url: str) -> None:
     async with Queue("pipe", url) as q:
         await q.declare()
@@ -38,6 +43,7 @@ async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(u
         assert len(clients) <= 3, "300 concurrent calls, one script connection"
 
 
+@pytest.mark.anyio
 async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(url: str) -> None:
     async with Queue("cancel", url) as q:
         await q.declare()
@@ -51,6 +57,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(url: 
         assert 1 <= listed <= 201, "calls already written ran once; none was re-sent"
 
 
+@pytest.mark.anyio
 async def test_connections_killed_by_the_server_are_replaced_before_sending(url: str) -> None:
     async with Queue("killed", url) as q, aredis.Redis.from_url(url) as admin:
         await q.enqueue("t")
@@ -59,6 +66,7 @@ async def test_connections_killed_by_the_server_are_replaced_before_sending(url:
         assert (await q.counts())["queued"] == 2
 
 
+@pytest.mark.anyio
 async def test_a_reply_that_does_not_come_times_out_and_the_call_is_not_resent(url: str) -> None:
     client = aredis.Redis.from_url(url, socket_timeout=0.2)
     async with Queue("slow", client=client) as q, aredis.Redis.from_url(url) as admin:
@@ -72,6 +80,7 @@ async def test_a_reply_that_does_not_come_times_out_and_the_call_is_not_resent(u
     await client.aclose()
 
 
+@pytest.mark.anyio
 async def test_password_and_database_from_the_url_are_used(fresh_server: LocalServer) -> None:
     port = _port(fresh_server)
     with redis.Redis(port=port) as admin:
@@ -85,6 +94,7 @@ async def test_password_and_database_from_the_url_are_used(fresh_server: LocalSe
         assert db0.dbsize() == 0
 
 
+@pytest.mark.anyio
 async def test_a_wrong_password_is_an_authentication_error(fresh_server: LocalServer) -> None:
     port = _port(fresh_server)
     with redis.Redis(port=port) as admin:
@@ -102,3 +112,75 @@ def test_tls_and_fake_clients_keep_the_pooled_path() -> None:
     fakeredis = pytest.importorskip("fakeredis")
     assert LinkSettings.of(fakeredis.FakeAsyncRedis()) is None
     assert LinkSettings.of(aredis.Redis.from_url("unix:///tmp/x.sock?db=2")) is not None
+
+
+# -- the blocking twin (SyncLink) --------------------------------------------------------------
+
+
+def _script_clients(admin: redis.Redis) -> int:
+    return sum(1 for c in admin.client_list() if c["cmd"] in ("evalsha", "script|load"))
+
+
+def test_sync_threads_each_use_their_own_socket_and_close_closes_them(url: str) -> None:
+    with redis.Redis.from_url(url) as admin:
+        q = SyncQueue("threads", url)
+        q.declare()
+        ids: list[str] = []
+
+        def work(t: int) -> None:
+            for i in range(50):
+                ids.append(q.enqueue("t", {"t": t, "i": i}).id)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(ids)) == 400 and q.counts()["queued"] == 400
+        assert _script_clients(admin) >= 1
+        q.close()
+        time.sleep(0.05)
+        assert _script_clients(admin) == 0, "close() closed every thread's script socket"
+
+
+def test_sync_killed_socket_is_replaced_and_a_timeout_is_not_resent(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=0.2)
+    with SyncQueue("sync-slow", client=client) as q, redis.Redis.from_url(url) as admin:
+        q.enqueue("t")
+        admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        q.enqueue("t")
+        admin.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+        with pytest.raises(redis.TimeoutError):
+            q.enqueue("t")
+        time.sleep(0.7)
+        q.enqueue("t")
+        assert q.counts()["queued"] in (3, 4), "the timed-out call ran at most once"
+    client.close()
+
+
+def test_a_forked_child_opens_its_own_socket(url: str) -> None:
+    with SyncQueue("fork", url) as q:
+        q.enqueue("t")
+        pid = os.fork()
+        if pid == 0:  # the child: must not read the parent's socket
+            try:
+                q.enqueue("t")
+                os._exit(0 if q.counts()["queued"] == 2 else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        q.enqueue("t")
+        assert q.counts()["queued"] == 3
+
+
+def test_sync_password_and_database(fresh_server: LocalServer) -> None:
+    port = _port(fresh_server)
+    with redis.Redis(port=port) as admin:
+        admin.config_set("requirepass", "s3cret")
+    with SyncQueue("auth", f"redis://:s3cret@127.0.0.1:{port}/2") as q:
+        job = q.enqueue("t")
+    with redis.Redis(port=port, password="s3cret", db=2) as db2:
+        assert db2.exists(f"rjobs:{{auth}}:job:{job.id}") == 1
+    with SyncQueue("auth", f"redis://:wrong@127.0.0.1:{port}/2") as bad, pytest.raises(redis.AuthenticationError):
+        bad.enqueue("t")
