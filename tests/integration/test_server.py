@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from rjobs import JobRequest, SyncQueue
 from rjobs import server as server_mod
 from rjobs.server import (
     LocalServer,
@@ -138,6 +139,18 @@ def test_embedded_is_a_started_valkey(tmp_path: Path) -> None:
             assert client.config_get("appendonly")["appendonly"] == "yes"
             assert client.config_get("appendfsync")["appendfsync"] == "everysec"
             assert client.config_get("save")["save"] == ""
+            assert client.config_get("stream-node-max-bytes")["stream-node-max-bytes"] == "512"
+
+
+def test_embedded_server_keeps_a_waiting_job_small(tmp_path: Path) -> None:
+    """Each job has its own history stream: with the default 4 KiB first node, a job cost ~5 KB."""
+    with embedded(data_dir=tmp_path) as server, SyncQueue("mem", server.url) as q:
+        q.declare()
+        q.enqueue_many([JobRequest(type="t", params={"i": i}) for i in range(10)])  # indexes exist
+        before = int(q.client.info("memory")["used_memory"])
+        q.enqueue_many([JobRequest(type="t", params={"i": i}) for i in range(1000)])
+        per_job = (int(q.client.info("memory")["used_memory"]) - before) / 1000
+        assert per_job < 2500, f"{per_job:.0f} B per waiting job"
 
 
 def _pid_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -161,6 +174,7 @@ def test_ensure_embedded_reuses_live_server_and_replaces_dead_one(tmp_path: Path
         with _client(url) as client:
             assert client.info("server")["process_id"] == pid
             assert client.config_get("appendonly")["appendonly"] == "yes"
+            assert client.config_get("stream-node-max-bytes")["stream-node-max-bytes"] == "512"
             client.set("rjobs:kept", "1")
             assert client.execute_command("WAITAOF", 1, 0, 5000)[0] == 1
 
