@@ -60,9 +60,22 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     }
 
 
+def measure_tuned(url: str, n: int) -> dict[str, Any]:
+    """As measure(), on a server set up like rjobs' embedded one (rjobs.server.TUNING:
+    stream-node-max-bytes 512, so a job's short history stream is not a 4 KiB node)."""
+    r = C.client(url)
+    default = r.config_get("stream-node-max-bytes")["stream-node-max-bytes"]
+    r.config_set("stream-node-max-bytes", 512)
+    try:
+        return measure(url, n, True)
+    finally:
+        r.config_set("stream-node-max-bytes", default)
+
+
 def run(url: str, n: int, reps: int) -> dict[str, Any]:
     out = {}
     for qe in (True, False):
         tag = "events_on" if qe else "events_off"
         out[tag] = C.repeat(lambda qe=qe: measure(url, n, qe), reps, f"memory {tag}")
+    out["events_on_node512"] = C.repeat(lambda: measure_tuned(url, n), reps, "memory events_on_node512")
     return out
