@@ -5,7 +5,6 @@ become exceptions through rjobs.errors."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from rjobs.machine import StateMachine
 from rjobs.models import ClaimedJob, EnqueueOutcome
 
 __all__ = [
+    "COMPILED_OPTIONS",
+    "COMPILED_ROLES",
     "Call",
     "ClaimResult",
     "Cmd",
@@ -228,18 +229,50 @@ def _strings(raw: list[Any]) -> list[str]:
     return [_s(x) for x in raw]
 
 
-def compile_machine(machine: StateMachine, options: dict[str, int]) -> str:
-    """The machine as the scripts read it (``RJ.m`` in lua/lib/core.lua): short JSON that cjson
-    decodes in one C call (r = roles, n = edges as comma lists, l = leased chain, o = options).
-    Every byte counts: every script call decodes it."""
-    roles = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
-    doc = {
-        "r": {r: machine.role(r) or "" for r in roles},
-        "n": {s: ",".join(targets) for s, targets in machine.edges.items()},
-        "l": ",".join(machine.leased),
-        "o": options,
-    }
-    return json.dumps(doc, separators=(",", ":"))
+#: The roles in the compiled machine, in order (lua/lib/core.lua reads them by position).
+COMPILED_ROLES = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
+#: The options in the compiled machine, in order, with the default used when one is not stored
+#: (declare_machine.lua builds this part from the stored ``opt:<name>`` fields). The first three
+#: are what every event needs; the rest are parsed only by the calls that use them.
+COMPILED_OPTIONS = (
+    ("job_events_maxlen", 1000),
+    ("queue_events", 1),
+    ("stream_maxlen", 100_000),
+    ("max_payload", 1024 * 1024),
+    ("cache_ttl_ms", 0),
+    ("keep_success_ms", -1),
+    ("keep_partial_ms", -1),
+    ("keep_failure_ms", -1),
+    ("keep_cancelled_ms", -1),
+)
+
+
+def _compiled_parts(machine: StateMachine) -> tuple[str, str]:
+    """What a client sends declare_machine.lua: ``"<9 role states>|<leased chain>"`` and the
+    states and edges ``"|#<state>|<from>><to>|...|"``."""
+    tokens: list[str] = []
+    for state, targets in machine.edges.items():
+        tokens.append(f"#{state}")
+        tokens += [f"{state}>{t}" for t in targets]
+    roles = ",".join(machine.role(r) or "" for r in COMPILED_ROLES)
+    return f"{roles}|{','.join(machine.leased)}", f"|{'|'.join(tokens)}|"
+
+
+def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str, str]:
+    """The machine as the scripts read it: the ``compiled:head`` and ``compiled:edges`` fields
+    that declare_machine.lua stores in the machine hash when ``options`` are the stored options.
+
+    ``compiled:head`` is ``rj2|<jmax>,<qev>,<smax>|<6 more options>|<9 role states>|<leased>|``
+    (orders: :data:`COMPILED_OPTIONS`, :data:`COMPILED_ROLES`); ``compiled:edges`` is
+    ``|#<state>|<from>><to>|...|``. Every script call reads the short head with one HGET and one
+    anchored ``string.match``; a call that checks an edge reads the edges once and finds the token
+    ``|from>to|`` with a plain ``string.find`` (see lua/lib/core.lua). Nothing decodes or builds
+    the whole table per call. The options part is built by the script from the options stored in
+    Redis, so a client that keeps the stored options still writes a correct head."""
+    roles, edges = _compiled_parts(machine)
+    v = [str(int(options.get(name, default))) for name, default in COMPILED_OPTIONS]
+    head = f"rj2|{','.join(v[:3])}|{','.join(v[3:])}|{roles}|"
+    return {"compiled:head": head, "compiled:edges": edges}
 
 
 class Scripts:
@@ -259,11 +292,12 @@ class Scripts:
         ``write_options``. -> ('created' | 'same' | 'updated', the options stored now)."""
         fields = machine.to_redis()
         fingerprint = fields.pop("fingerprint")
-        fields["compiled"] = compile_machine(machine, options)
         flat: list[Arg] = [x for kv in fields.items() for x in kv]
         flat += [x for k, v in options.items() for x in (f"opt:{k}", v)]
         return self._call(
-            "declare_machine", [fingerprint, len(fields), int(write_options), *flat], _decode_declared
+            "declare_machine",
+            [fingerprint, len(fields), int(write_options), *_compiled_parts(machine), *flat],
+            _decode_declared,
         )
 
     def enqueue(self, actor: str, specs: Sequence[EnqueueSpec]) -> Call[list[EnqueueOutcome]]:

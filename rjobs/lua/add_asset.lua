@@ -28,5 +28,5 @@ local e = RJ.check_token(id, f[1], token, f[2])
 if e then return redis.error_reply(e) end
 if user ~= '' and f[3] ~= user then return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ' belongs to another user') end
 redis.call('HSET', jk .. ':assets', asset_id, asset)
-RJ.emit(id, 'asset', {actor = actor, msg = label, data = asset_id, attempt = f[4]})
+RJ.emit(id, jk, 'asset', nil, nil, actor, label, f[4], nil, asset_id)
 return asset_id

@@ -23,35 +23,40 @@ if not promote or promote < 0 or promote > 10000 then return redis.error_reply('
 local m, P, now = RJ.m, RJ.P, RJ.now
 local ready, delayed = m.role.ready, m.role.delayed
 
-if delayed ~= '' and promote > 0 then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)) do
-    if redis.call('HGET', RJ.jkey(id), 'status') == delayed then
+-- the head of the delayed set answers both "is anything due?" and the reply's next due time
+local head = call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
+  for _, id in ipairs(call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)) do
+    if call('HGET', RJ.jkey(id), 'status') == delayed then
       RJ.move(id, delayed, ready, {actor = 'rjobs', msg = 'due'})
     else
-      redis.call('ZREM', P .. 'delayed', id)  -- stale member; the hash is authoritative
+      call('ZREM', P .. 'delayed', id)  -- stale member; the hash is authoritative
     end
   end
+  head = call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 end
 
 local out = {-1, 0}
 local deadline = now + lease_ms
-redis.call('ZADD', P .. 'workers', now, worker)
+call('ZADD', P .. 'workers', now, worker)
 if max_jobs > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
-    local jk = RJ.jkey(id)
+  local chain = m.leased
+  for _, id in ipairs(call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
+    local jk = P .. 'job:' .. id
     -- one read of everything the worker needs, one write per state entered
-    local f = redis.call('HMGET', jk, 'status', 'token', 'attempt', 'executions', 'type', 'params',
+    local f = call('HMGET', jk, 'status', 'token', 'attempt', 'executions', 'type', 'params',
       'max_attempts', 'user_id', 'priority', 'retry_count', 'created_ms')
     if f[1] ~= ready then
-      redis.call('ZREM', P .. 'ready', id)  -- stale member; the hash is authoritative
+      call('ZREM', P .. 'ready', id)  -- stale member; the hash is authoritative
     else
       local token = (tonumber(f[2]) or 0) + 1
       local attempt = (tonumber(f[3]) or 0) + 1
       local fields = {'token', token, 'attempt', attempt, 'executions', (tonumber(f[4]) or 0) + 1,
         'worker', worker, 'started_ms', now, 'lease_ms', lease_ms}
       local from = ready
-      for _, st in ipairs(m.leased) do
-        RJ.move(id, from, st, {deadline = deadline, actor = worker, attempt = attempt, token = token,
+      for i = 1, #chain do
+        local st = chain[i]
+        RJ.move(id, from, st, {jk = jk, deadline = deadline, actor = worker, attempt = attempt, token = token,
           fields = fields})
         from = st
         fields = nil
@@ -63,10 +68,9 @@ if max_jobs > 0 then
     end
   end
 end
-local left = redis.call('ZCARD', P .. 'ready')
+local left = call('ZCARD', P .. 'ready')
 out[2] = left
 if left > 0 then RJ.wake = true end
-local head = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 if head[2] then out[1] = tonumber(head[2]) end
 RJ.done()
 return out

@@ -16,9 +16,10 @@ if err then return redis.error_reply(err) end
 local actor, id, token, text = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
 if #text < 1 or #text > 1000 then return redis.error_reply('RJ_INVALID comment must be 1-1000 characters') end
-local f = redis.call('HMGET', RJ.jkey(id), 'status', 'token', 'attempt')
+local jk = RJ.jkey(id)
+local f = redis.call('HMGET', jk, 'status', 'token', 'attempt')
 if not f[1] then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
 local e = RJ.check_token(id, f[1], token, f[2])
 if e then return redis.error_reply(e) end
-RJ.emit(id, 'comment', {actor = actor, msg = text, attempt = f[3]})
+RJ.emit(id, jk, 'comment', nil, nil, actor, text, f[3])
 return 'ok'

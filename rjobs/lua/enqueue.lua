@@ -21,125 +21,133 @@ local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local actor, njobs = ARGV[2], tonumber(ARGV[3])
 local m, P, now = RJ.m, RJ.P, RJ.now
-local maxp = m.opt.max_payload or 1048576
+local role, valid_name = m.role, RJ.valid_name
 if not njobs or njobs < 1 or njobs > 10000 then return redis.error_reply('RJ_INVALID njobs') end
+local maxp = RJ.max_payload()
 
--- 1. Parse and validate every record before writing anything.
-local jobs, pos = {}, 4
+-- 1. Parse and validate every record before writing anything. A record stays in ARGV: the write
+-- pass reads it again at its position (no table per job).
+local starts, dues, pendings, pos = {}, {}, {}, 4
 for n = 1, njobs do
-  local j = {id = ARGV[pos], type = ARGV[pos + 1], params = ARGV[pos + 2], priority = tonumber(ARGV[pos + 3]),
-    user = ARGV[pos + 4], run_at = tonumber(ARGV[pos + 5]), delay = tonumber(ARGV[pos + 6]),
-    max_attempts = tonumber(ARGV[pos + 7]), dkey = ARGV[pos + 8], policy = ARGV[pos + 9],
-    cancel_running = ARGV[pos + 10], on_dep = ARGV[pos + 11], hold = ARGV[pos + 12],
-    ndeps = tonumber(ARGV[pos + 13]), deps = {}}
-  if not j.ndeps or j.ndeps < 0 or j.ndeps > 1000 then return redis.error_reply('RJ_INVALID dependency count') end
-  for d = 1, j.ndeps do j.deps[d] = ARGV[pos + 13 + d] end
-  pos = pos + 14 + j.ndeps
-  if j.id ~= '' and not RJ.valid_name(j.id) then return redis.error_reply('RJ_INVALID job id') end
-  if j.id ~= '' and redis.call('EXISTS', RJ.jkey(j.id)) == 1 then return redis.error_reply('RJ_EXISTS ' .. j.id) end
-  if not RJ.valid_name(j.type) then return redis.error_reply('RJ_INVALID job type') end
-  if not j.params or #j.params > maxp then return redis.error_reply('RJ_INVALID params larger than ' .. maxp .. ' bytes') end
-  if not j.priority or j.priority < 1 or j.priority > 10 or j.priority % 1 ~= 0 then
+  local id, jtype, params, priority, user = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3]),
+    ARGV[pos + 4]
+  local run_at, delay, max_attempts = tonumber(ARGV[pos + 5]), tonumber(ARGV[pos + 6]), tonumber(ARGV[pos + 7])
+  local dkey, policy, on_dep, ndeps = ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 11], tonumber(ARGV[pos + 13])
+  if not ndeps or ndeps < 0 or ndeps > 1000 then return redis.error_reply('RJ_INVALID dependency count') end
+  if id ~= '' then
+    if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+    if call('EXISTS', P .. 'job:' .. id) == 1 then return redis.error_reply('RJ_EXISTS ' .. id) end
+  end
+  if not valid_name(jtype) then return redis.error_reply('RJ_INVALID job type') end
+  if not params or #params > maxp then return redis.error_reply('RJ_INVALID params larger than ' .. maxp .. ' bytes') end
+  if not priority or priority < 1 or priority > 10 or priority % 1 ~= 0 then
     return redis.error_reply('RJ_INVALID priority must be an integer 1-10')
   end
-  if j.user ~= '' and not RJ.valid_name(j.user) then return redis.error_reply('RJ_INVALID user id') end
-  if not j.run_at or not j.delay or j.run_at < 0 or j.delay < 0 then return redis.error_reply('RJ_INVALID run_at/delay') end
-  if not j.max_attempts or j.max_attempts < 1 or j.max_attempts > 1000 then
+  if user ~= '' and not valid_name(user) then return redis.error_reply('RJ_INVALID user id') end
+  if not run_at or not delay or run_at < 0 or delay < 0 then return redis.error_reply('RJ_INVALID run_at/delay') end
+  if not max_attempts or max_attempts < 1 or max_attempts > 1000 then
     return redis.error_reply('RJ_INVALID max_attempts must be 1-1000')
   end
-  if j.dkey ~= '' and not string.match(j.dkey, '^[%w_%.%-:/@=+]+$') then return redis.error_reply('RJ_INVALID dedupe key') end
-  if j.policy ~= 'keep' and j.policy ~= 'replace' then return redis.error_reply('RJ_INVALID dedupe policy') end
-  if j.on_dep ~= 'fail' and j.on_dep ~= 'cancel' then return redis.error_reply('RJ_INVALID on_dep_failure') end
-  j.due = j.run_at
-  if j.delay > 0 then j.due = now + j.delay end
-  j.pending = 0
-  for _, dep in ipairs(j.deps) do
-    if not RJ.valid_name(dep) then return redis.error_reply('RJ_INVALID dependency id') end
-    local st = redis.call('HGET', RJ.jkey(dep), 'status')
+  if dkey ~= '' and not string.match(dkey, '^[%w_%.%-:/@=+]+$') then return redis.error_reply('RJ_INVALID dedupe key') end
+  if policy ~= 'keep' and policy ~= 'replace' then return redis.error_reply('RJ_INVALID dedupe policy') end
+  if on_dep ~= 'fail' and on_dep ~= 'cancel' then return redis.error_reply('RJ_INVALID on_dep_failure') end
+  local due = run_at
+  if delay > 0 then due = now + delay end
+  local pending = 0
+  for d = 1, ndeps do
+    local dep = ARGV[pos + 13 + d]
+    if not valid_name(dep) then return redis.error_reply('RJ_INVALID dependency id') end
+    local st = call('HGET', P .. 'job:' .. dep, 'status')
     if not st then return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' not found') end
     local fr = m.final_role[st]
     if fr and fr ~= 'success' then
       return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' already ended ' .. st)
     end
-    if not fr then j.pending = j.pending + 1 end
+    if not fr then pending = pending + 1 end
   end
-  if j.pending > 0 and (m.role.waiting or '') == '' then
+  if pending > 0 and role.waiting == '' then
     return redis.error_reply('RJ_INVALID this machine has no waiting state for dependencies')
   end
-  if j.due > now and j.pending == 0 and (m.role.delayed or '') == '' then
+  if due > now and pending == 0 and role.delayed == '' then
     return redis.error_reply('RJ_INVALID this machine has no delayed state')
   end
-  jobs[n] = j
+  starts[n], dues[n], pendings[n] = pos, due, pending
+  pos = pos + 14 + ndeps
 end
 if pos ~= #ARGV + 1 then return redis.error_reply('RJ_INVALID malformed job records') end
 
 -- 2. Write.
 local out = {}
 local qname = string.match(P, '^rjobs:{(.*)}:$') or ''
-for n, j in ipairs(jobs) do
+for n = 1, njobs do
+  pos = starts[n]
+  local due, pending = dues[n], pendings[n]
+  local id, dkey, ndeps = ARGV[pos], ARGV[pos + 8], tonumber(ARGV[pos + 13])
   local prev, stale, cache_inv = '', 0, 0
-  local kept = false
-  if j.dkey ~= '' then
-    local dk = P .. 'dedupe:' .. j.dkey
-    prev = redis.call('GET', dk) or ''
-    local pst = prev ~= '' and redis.call('HGET', RJ.jkey(prev), 'status') or nil
+  local kept, rep_id, rep_st = false, nil, nil
+  if dkey ~= '' then
+    local dk = P .. 'dedupe:' .. dkey
+    prev = call('GET', dk) or ''
+    local pst = prev ~= '' and call('HGET', RJ.jkey(prev), 'status') or nil
     if pst and not RJ.is_final(pst) then
-      if j.policy == 'keep' then
+      if ARGV[pos + 9] == 'keep' then
         out[n] = {prev, 'kept', pst, prev, 0, 0}
         kept = true
-      elseif (not m.is_leased[pst] or j.cancel_running == '1') and RJ.allows(pst, m.role.cancelled) then
-        j.replace = {prev, pst}
+      elseif (not m.is_leased[pst] or ARGV[pos + 10] == '1') and RJ.allows(pst, role.cancelled) then
+        rep_id, rep_st = prev, pst
       end
     end
   end
   if not kept then
-    local seq = redis.call('INCR', P .. 'seq')
-    local id = j.id
+    local seq = call('INCR', P .. 'seq')
     if id == '' then id = string.format('%011x%05x', now, seq % 1048576) end
-    if j.replace then
-      local msg = 'replaced by ' .. id .. ' (dedupe ' .. j.dkey .. ')'
+    if rep_id then
+      local msg = 'replaced by ' .. id .. ' (dedupe ' .. dkey .. ')'
       local e = '{"code":"replaced","message":"' .. msg .. '"}'
-      RJ.move(j.replace[1], j.replace[2], m.role.cancelled, {actor = actor, msg = msg, fields = {'error', e}})
+      RJ.move(rep_id, rep_st, role.cancelled, {actor = actor, msg = msg, fields = {'error', e}})
       stale = 1
     end
-    if j.dkey ~= '' then
-      if prev ~= '' then cache_inv = redis.call('DEL', P .. 'cache:' .. j.dkey) end
-      redis.call('SET', P .. 'dedupe:' .. j.dkey, id)
+    if dkey ~= '' then
+      if prev ~= '' then cache_inv = call('DEL', P .. 'cache:' .. dkey) end
+      call('SET', P .. 'dedupe:' .. dkey, id)
     end
     -- the creation fields ride on the placement move's HSET: one write of the hash
     -- fields at their defaults (zero counters, empty strings) are not written: every reader
     -- treats a missing field as its default, and a smaller hash is measurably cheaper to create
-    local fields = {'id', id, 'queue', qname, 'type', j.type, 'params', j.params, 'priority', j.priority,
-      'seq', seq, 'max_attempts', j.max_attempts, 'created_ms', now}
-    local function opt(name, value, default)
-      if value ~= default then fields[#fields + 1] = name; fields[#fields + 1] = value end
+    local priority, user = tonumber(ARGV[pos + 3]), ARGV[pos + 4]
+    local fields = {'id', id, 'queue', qname, 'type', ARGV[pos + 1], 'params', ARGV[pos + 2], 'priority', priority,
+      'seq', seq, 'max_attempts', tonumber(ARGV[pos + 7]), 'created_ms', now}
+    local k = 16
+    if user ~= '' then
+      fields[k + 1] = 'user_id'; fields[k + 2] = user; k = k + 2
+      call('ZADD', P .. 'owner:' .. user, now, id)
     end
-    opt('user_id', j.user, '')
-    opt('dedupe_key', j.dkey, '')
-    if #j.deps > 0 then
-      fields[#fields + 1] = 'depends_on'; fields[#fields + 1] = table.concat(j.deps, ',')
-      fields[#fields + 1] = 'on_dep_failure'; fields[#fields + 1] = j.on_dep
-      opt('deps_pending', j.pending, 0)
+    if dkey ~= '' then fields[k + 1] = 'dedupe_key'; fields[k + 2] = dkey; k = k + 2 end
+    if ndeps > 0 then
+      fields[k + 1] = 'depends_on'; fields[k + 2] = table.concat(ARGV, ',', pos + 14, pos + 13 + ndeps)
+      fields[k + 3] = 'on_dep_failure'; fields[k + 4] = ARGV[pos + 11]
+      k = k + 4
+      if pending ~= 0 then fields[k + 1] = 'deps_pending'; fields[k + 2] = pending; k = k + 2 end
+      for d = pos + 14, pos + 13 + ndeps do
+        local dk = P .. 'job:' .. ARGV[d]
+        call('SADD', dk .. ':dependents', id)
+        call('HSET', dk, 'has_dependents', 1)
+      end
     end
-    if j.user ~= '' then redis.call('ZADD', P .. 'owner:' .. j.user, now, id) end
-    for _, dep in ipairs(j.deps) do
-      redis.call('SADD', RJ.jkey(dep) .. ':dependents', id)
-      redis.call('HSET', RJ.jkey(dep), 'has_dependents', 1)
+    local state = role.ready
+    local opts = {event = 'created', actor = actor, priority = priority, seq = seq, fields = fields}
+    if due > 0 and (pending > 0 or due <= now) then
+      fields[k + 1] = 'scheduled_ms'; fields[k + 2] = due
     end
-    local state = m.role.ready
-    local opts = {event = 'created', actor = actor, priority = j.priority, seq = seq, fields = fields}
-    if j.due > 0 and (j.pending > 0 or j.due <= now) then
-      fields[#fields + 1] = 'scheduled_ms'; fields[#fields + 1] = j.due
+    if pending > 0 then
+      state = role.waiting
+    elseif due > now then
+      state = role.delayed
+      opts.run_at = due
+    elseif ARGV[pos + 12] == '1' then
+      state = role.initial
     end
-    if j.pending > 0 then
-      state = m.role.waiting
-    elseif j.due > now then
-      state = m.role.delayed
-      opts.run_at = j.due
-    elseif j.hold == '1' then
-      state = m.role.initial
-    end
-    if prev ~= '' then opts.msg = 'dedupe ' .. j.dkey .. ' previous ' .. prev end
+    if prev ~= '' then opts.msg = 'dedupe ' .. dkey .. ' previous ' .. prev end
     RJ.move(id, '', state, opts)
     out[n] = {id, 'created', state, prev, stale, cache_inv}
   end

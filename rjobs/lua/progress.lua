@@ -36,5 +36,5 @@ local eta = -1
 local started = tonumber(f[3])
 if started and percent > 0 then eta = math.floor((RJ.now - started) * (100 - percent) / percent) end
 redis.call('HSET', jk, 'progress', percent, 'step', step, 'eta_ms', eta, 'updated_ms', RJ.now)
-RJ.emit(id, 'progress', {actor = actor, msg = step, data = tostring(percent), attempt = f[4]})
+RJ.emit(id, jk, 'progress', nil, nil, actor, step, f[4], nil, tostring(percent))
 return {'ok', eta}

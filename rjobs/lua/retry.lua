@@ -17,7 +17,7 @@ if err then return redis.error_reply(err) end
 local actor, id, params = ARGV[2], ARGV[3], ARGV[4]
 local m = RJ.m
 if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-if #params > (m.opt.max_payload or 1048576) then return redis.error_reply('RJ_INVALID params too large') end
+if #params > RJ.max_payload() then return redis.error_reply('RJ_INVALID params too large') end
 local jk = RJ.jkey(id)
 local status = redis.call('HGET', jk, 'status')
 if not status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end

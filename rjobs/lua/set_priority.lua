@@ -26,5 +26,5 @@ if RJ.m.is_leased[f[1]] or RJ.is_final(f[1]) then
 end
 redis.call('HSET', jk, 'priority', priority, 'updated_ms', RJ.now)
 if f[1] == RJ.m.role.ready then redis.call('ZADD', RJ.P .. 'ready', RJ.ready_score(priority, f[3]), id) end
-RJ.emit(id, 'priority', {actor = actor, msg = f[2] .. ' -> ' .. priority})
+RJ.emit(id, jk, 'priority', nil, nil, actor, f[2] .. ' -> ' .. priority)
 return tonumber(f[2])

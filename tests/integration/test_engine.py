@@ -27,6 +27,7 @@ from rjobs import (
     machines,
 )
 from rjobs.keys import QueueKeys
+from rjobs.scripts import compile_machine
 from tests.helpers import keyspace_fingerprint
 from tests.invariants import assert_indexes_consistent
 
@@ -305,6 +306,46 @@ def test_redeclare_without_config_keeps_stored_options(url: str, redis_sync: red
     with SyncQueue("opts", url, config=rjobs.QueueConfig()) as third:  # explicit: updates
         assert third.declare() == "updated"
     assert redis_sync.hget("rjobs:{opts}:machine", "opt:keep_success_ms") == b"86400000"
+
+
+def test_compiled_machine_matches_the_python_compiler_and_follows_the_options(
+    url: str, redis_sync: redis.Redis
+) -> None:
+    keep = rjobs.Retention(success=5.0, partial=None, failure=5.0, cancelled=5.0)
+    config = rjobs.QueueConfig(retention=keep, max_payload=1000, queue_events=False)
+    with SyncQueue("compiled", url, machine=machines.TASK, config=config) as first:
+        first.declare()
+        stored = redis_sync.hgetall("rjobs:{compiled}:machine")
+        expected = compile_machine(machines.TASK, config.redis_options())
+        assert {k: stored[k.encode()].decode() for k in expected} == expected
+        assert stored[b"next:assigned"] == ",".join(machines.TASK.edges["assigned"]).encode(), "readable fields stay"
+    with SyncQueue("compiled", url, machine=machines.TASK) as second:  # keeps the stored options
+        second.declare()
+        assert redis_sync.hget("rjobs:{compiled}:machine", "compiled:head") == expected["compiled:head"].encode()
+
+
+def test_a_machine_stored_by_an_older_version_is_recompiled_on_connect(url: str, redis_sync: redis.Redis) -> None:
+    with SyncQueue("old", url) as first:
+        job_id = first.enqueue("t").id
+    # what an older rjobs stored: the readable fields and a JSON copy, no compiled:head/edges
+    redis_sync.hdel("rjobs:{old}:machine", "compiled:head", "compiled:edges")
+    redis_sync.hset("rjobs:{old}:machine", "compiled", '{"r":{},"n":{},"l":"processing","o":{}}')
+    with SyncQueue("old", url) as stale:
+        stale._declared = True  # a client that connected before the upgrade: no declare
+        with pytest.raises(MachineConflict, match="declare the queue again"):
+            stale.enqueue("t")
+    redis_sync.hset("rjobs:{old}:machine", "compiled:head", "rj1|garbage")
+    with SyncQueue("old", url) as stale:
+        stale._declared = True
+        with pytest.raises(MachineConflict, match="compiled by another rjobs version"):
+            stale.transition(job_id, "cancelled")
+    with SyncQueue("old", url) as fresh:  # connecting declares, which recompiles
+        assert fresh.declare() == "same"
+        assert fresh.transition(job_id, "cancelled").status == "cancelled"
+    with SyncQueue("never", url) as nothing:
+        nothing._declared = True
+        with pytest.raises(MachineConflict, match="no state machine declared"):
+            nothing.enqueue("t")
 
 
 def test_fenced_progress_on_a_cancelled_job_is_lease_lost(q: SyncQueue) -> None:

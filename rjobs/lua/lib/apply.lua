@@ -5,55 +5,53 @@
 -- Returns 'ok', 'already' (same fenced final move repeated) or an error string "RJ_<CODE> ...".
 RJ.REQ_FIELDS = 8
 
-function RJ.read_request(argv, pos)
-  return {id = argv[pos], token = argv[pos + 1], target = argv[pos + 2], result = argv[pos + 3],
-    error = argv[pos + 4], run_at = tonumber(argv[pos + 5]), msg = argv[pos + 6], refund = argv[pos + 7]}
-end
-
-function RJ.apply(req, actor)
-  local m, id = RJ.m, req.id
+-- The request at argv[pos..pos+7] (no table per request: read in place).
+function RJ.apply(argv, pos, actor)
+  local m = RJ.m
+  local id, token, target, result, err, run_at, msg, refund = argv[pos], argv[pos + 1], argv[pos + 2],
+    argv[pos + 3], argv[pos + 4], tonumber(argv[pos + 5]), argv[pos + 6], argv[pos + 7]
   if not RJ.valid_name(id) then return 'RJ_INVALID job id' end
-  if not RJ.is_state(req.target) then return 'RJ_INVALID unknown state ' .. tostring(req.target) end
-  if not req.run_at or #req.msg > 1000 then return 'RJ_INVALID run_at or msg' end
-  local jk = RJ.jkey(id)
-  local f = redis.call('HMGET', jk, 'status', 'token', 'dedupe_key', 'attempt', 'started_ms', 'has_dependents')
+  if not RJ.is_state(target) then return 'RJ_INVALID unknown state ' .. tostring(target) end
+  if not run_at or #msg > 1000 then return 'RJ_INVALID run_at or msg' end
+  local jk = RJ.P .. 'job:' .. id
+  local f = call('HMGET', jk, 'status', 'token', 'dedupe_key', 'attempt', 'started_ms', 'has_dependents')
   local status, jtoken = f[1], f[2]
   if not status then return 'RJ_NOT_FOUND ' .. id end
-  local target = req.target
-  if req.token ~= '' then
-    if jtoken == req.token and status == target and RJ.is_final(status) then return 'already' end
-    local e = RJ.check_token(id, status, req.token, jtoken)
+  if token ~= '' then
+    if jtoken == token and status == target and RJ.is_final(status) then return 'already' end
+    local e = RJ.check_token(id, status, token, jtoken)
     if e then return e end
   end
   if not RJ.allows(status, target) then return 'RJ_TRANSITION ' .. status .. ' ' .. target .. ' ' .. id end
-  local opts = {actor = actor, msg = req.msg, fields = {}, started = f[5] or false, has_dependents = f[6] == '1',
-    token = req.token ~= '' and req.token or nil, attempt = f[4]}
+  local fields, n = {}, 0
+  local opts = {jk = jk, actor = actor, msg = msg, fields = fields, started = f[5] or false,
+    has_dependents = f[6] == '1', token = token ~= '' and token or nil, attempt = f[4]}
   if target == m.role.delayed then
-    if req.run_at == 0 then return 'RJ_INVALID moving to ' .. target .. ' needs run_at' end
+    if run_at == 0 then return 'RJ_INVALID moving to ' .. target .. ' needs run_at' end
     -- a negative run_at is a delay in ms from the server's own clock (no client clock involved)
-    opts.run_at = req.run_at > 0 and req.run_at or RJ.now - req.run_at
+    opts.run_at = run_at > 0 and run_at or RJ.now - run_at
   end
-  local fields = opts.fields
-  if req.result ~= '' then fields[#fields + 1] = 'result'; fields[#fields + 1] = req.result end
-  if req.error ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = req.error end
+  if result ~= '' then fields[n + 1] = 'result'; fields[n + 2] = result; n = n + 2 end
+  if err ~= '' then fields[n + 1] = 'error'; fields[n + 2] = err; n = n + 2 end
   local final = m.final_role[target]
-  if final == 'success' or final == 'partial' then fields[#fields + 1] = 'progress'; fields[#fields + 1] = 100 end
-  if final == 'success' and req.error == '' and (tonumber(f[4]) or 0) > 1 then
-    redis.call('HDEL', RJ.jkey(id), 'error')  -- an earlier attempt's error does not describe a success
+  if final == 'success' or final == 'partial' then fields[n + 1] = 'progress'; fields[n + 2] = 100; n = n + 2 end
+  local attempt = tonumber(f[4]) or 0
+  if final == 'success' and err == '' and attempt > 1 then
+    call('HDEL', jk, 'error')  -- an earlier attempt's error does not describe a success
     -- (only later attempts can carry one: retry.lua clears it on an explicit retry)
   end
   if m.is_leased[target] and not m.is_leased[status] then
     -- a manual hold (seed 003 startTask): held by the actor, no lease, never reaped
-    fields[#fields + 1] = 'worker'; fields[#fields + 1] = actor
-    fields[#fields + 1] = 'started_ms'; fields[#fields + 1] = RJ.now
+    fields[n + 1] = 'worker'; fields[n + 2] = actor; fields[n + 3] = 'started_ms'; fields[n + 4] = RJ.now
+    n = n + 4
   end
-  if req.refund == '1' and (tonumber(f[4]) or 0) > 0 then
-    fields[#fields + 1] = 'attempt'; fields[#fields + 1] = tonumber(f[4]) - 1
+  if refund == '1' and attempt > 0 then
+    fields[n + 1] = 'attempt'; fields[n + 2] = attempt - 1
   end
   RJ.move(id, status, target, opts)
-  local ttl = m.opt.cache_ttl_ms or 0
-  if final == 'success' and req.result ~= '' and f[3] and f[3] ~= '' and ttl > 0 then
-    redis.call('SET', RJ.P .. 'cache:' .. f[3], req.result, 'PX', ttl)
+  if final == 'success' and result ~= '' and f[3] and f[3] ~= '' then
+    local ttl = RJ.opt().cache_ttl_ms
+    if ttl > 0 then call('SET', RJ.P .. 'cache:' .. f[3], result, 'PX', ttl) end
   end
   return 'ok'
 end
@@ -66,13 +64,14 @@ function RJ.apply_call(argv, fenced)
   if not n or n < 1 or n > 1000 or #argv ~= 3 + n * RJ.REQ_FIELDS then
     return redis.error_reply('RJ_INVALID malformed requests')
   end
-  local reqs = {}
-  for i = 1, n do
-    reqs[i] = RJ.read_request(argv, 4 + (i - 1) * RJ.REQ_FIELDS)
-    if fenced and reqs[i].token == '' then return redis.error_reply('RJ_INVALID finish needs a lease token') end
+  local w = RJ.REQ_FIELDS
+  if fenced then
+    for pos = 5, 3 + n * w, w do
+      if argv[pos] == '' then return redis.error_reply('RJ_INVALID finish needs a lease token') end
+    end
   end
   local out = {}
-  for i = 1, n do out[i] = RJ.apply(reqs[i], actor) end
+  for i = 1, n do out[i] = RJ.apply(argv, 4 + (i - 1) * w, actor) end
   RJ.purge(2)
   RJ.done()
   return out

@@ -8,6 +8,7 @@
 --   RJ.init() validates and loads the machine; scripts validate everything, then write.
 --   Errors are returned (never raised) as "RJ_<CODE> args...", mapped in rjobs/errors.py.
 local RJ = {cascade = {}, cascading = false, wake = false}
+local call = redis.call
 
 local function split(s)
   local out = {}
@@ -15,37 +16,91 @@ local function split(s)
   return out
 end
 
+-- The compiled machine, written by declare_machine.lua into two fields of the machine hash:
+--   compiled:head   rj2|<jmax>,<qev>,<smax>|<more options>|<9 role states>|<leased chain>|
+--   compiled:edges  |#<state>|<from>><to>|...|  (every state, then its edges)
+-- jmax, qev, smax: options job_events_maxlen, queue_events, stream_maxlen (every event needs
+-- them); more options, in order: max_payload, cache_ttl_ms, keep_success_ms, keep_partial_ms,
+-- keep_failure_ms, keep_cancelled_ms (parsed only by the calls that use them); roles in order:
+-- initial, ready, delayed, waiting, review, success, partial, failure, cancelled ('' = none).
+-- A call reads the short head with one HGET and one anchored string.match; the edges are read
+-- only by calls that check an edge, with a plain string.find of '|from>to|'. Nothing decodes or
+-- builds the whole table per call (cjson.decode of the whole machine was ~40% of a small call).
+local HEAD = '^rj2|([^,]*),([^,]*),([^|]*)|([^|]*)|([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),' ..
+  '([^,]*),([^|]*)|([^|]+)|$'
+
 function RJ.init(keys, prefix)
   if type(prefix) ~= 'string' or keys[1] ~= prefix .. 'machine' or keys[2] ~= prefix .. 'events' then
     return 'RJ_INVALID keys do not match the queue prefix'
   end
   RJ.P = prefix
   RJ.events_key = keys[2]
+  RJ.machine_key = keys[1]
   local t = redis.call('TIME')
   RJ.now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  -- The machine hash keeps readable next:/role:/opt: fields for people, and a precompiled JSON copy
-  -- (written by declare_machine) that one C call decodes. Measured: building the same tables from
-  -- the readable fields in Lua cost more than the rest of a typical script.
-  local compiled = redis.call('HGET', keys[1], 'compiled')
-  if not compiled then return 'RJ_NO_MACHINE no state machine declared for this queue' end
-  local doc = cjson.decode(compiled)
-  local m = {role = doc.r, edges = doc.n, opt = doc.o, leased = split(doc.l), is_leased = {}, final_role = {}}
-  for _, st in ipairs(m.leased) do m.is_leased[st] = true end
-  for _, r in ipairs({'success', 'partial', 'failure', 'cancelled'}) do
-    if m.role[r] ~= '' then m.final_role[m.role[r]] = r end
+  local head = call('HGET', keys[1], 'compiled:head')
+  if not head then
+    if call('EXISTS', keys[1]) == 0 then return 'RJ_NO_MACHINE no state machine declared for this queue' end
+    return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
+      'declare the queue again (connect a Queue) to recompile it'
   end
-  RJ.m = m
+  local jmax, qev, smax, more, initial, ready, delayed, waiting, review, success, partial, failure, cancelled,
+    leased = string.match(head, HEAD)
+  if not leased then
+    return 'RJ_NO_MACHINE the stored machine was compiled by another rjobs version: ' ..
+      'declare the queue again (connect a Queue) to recompile it'
+  end
+  local final_role = {[success] = 'success', [failure] = 'failure', [cancelled] = 'cancelled'}
+  if partial ~= '' then final_role[partial] = 'partial' end
+  local chain, is_leased
+  if string.find(leased, ',', 1, true) then
+    chain, is_leased = split(leased), {}
+    for _, st in ipairs(chain) do is_leased[st] = true end
+  else
+    chain, is_leased = {leased}, {[leased] = true}
+  end
+  -- stream caps stay strings (XADD takes them as they are); `more` is parsed by RJ.opt()
+  RJ.m = {leased = chain, is_leased = is_leased, final_role = final_role, jmax = jmax, qev = qev, smax = smax,
+    more = more, role = {initial = initial, ready = ready, delayed = delayed, waiting = waiting, review = review,
+      success = success, partial = partial, failure = failure, cancelled = cancelled}}
   return nil
+end
+
+-- The options beyond the stream caps, as numbers: max_payload, cache_ttl_ms, keep[final role].
+function RJ.opt()
+  local m = RJ.m
+  if not m.opt then
+    local mp, ttl, ks, kp, kf, kc = string.match(m.more, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+    m.opt = {max_payload = tonumber(mp), cache_ttl_ms = tonumber(ttl), keep = {success = tonumber(ks),
+      partial = tonumber(kp), failure = tonumber(kf), cancelled = tonumber(kc)}}
+  end
+  return m.opt
+end
+
+-- max_payload alone (the first of the more options), for enqueue's hot path
+function RJ.max_payload() return tonumber(string.match(RJ.m.more, '^[^,]*')) end
+
+-- The states and edges of the compiled machine, read on first use.
+function RJ.edges()
+  local m = RJ.m
+  if not m.edges then m.edges = call('HGET', RJ.machine_key, 'compiled:edges') or '' end
+  return m.edges
 end
 
 function RJ.jkey(id) return RJ.P .. 'job:' .. id end
 
+-- The table stored in Redis has the edge from -> to (a token '|from>to|' of the compiled machine).
 function RJ.allows(from, to)
-  local edges = RJ.m.edges[from]
-  return edges ~= nil and string.find(',' .. edges .. ',', ',' .. to .. ',', 1, true) ~= nil
+  return type(from) == 'string' and type(to) == 'string' and
+    string.find(RJ.edges(), '|' .. from .. '>' .. to .. '|', 1, true) ~= nil
 end
 
-function RJ.is_state(state) return RJ.m.edges[state] ~= nil end
+-- A declared state (a token '|#state|'); the charset check keeps a crafted name from matching
+-- across tokens.
+function RJ.is_state(state)
+  return type(state) == 'string' and string.match(state, '^[%w_]+$') ~= nil and
+    string.find(RJ.edges(), '|#' .. state .. '|', 1, true) ~= nil
+end
 
 function RJ.is_final(state) return RJ.m.final_role[state] ~= nil end
 
@@ -59,76 +114,90 @@ function RJ.ready_score(priority, seq)
   return (10 - tonumber(priority)) * 1e13 + tonumber(seq)
 end
 
--- Append one event to the job's stream and the queue's stream. Events carry ids, states, actor
--- and short text, never payloads.
-function RJ.emit(id, event, fields)
-  local args = {'event', event, 'job', id}
-  for _, k in ipairs({'from', 'to', 'actor', 'msg', 'attempt', 'token', 'data'}) do
-    local v = fields[k]
-    -- false is how HMGET reports a missing field: leave it out, like nil and ''
-    if v ~= nil and v ~= false and v ~= '' then args[#args + 1] = k; args[#args + 1] = tostring(v) end
-  end
-  local jmax = RJ.m.opt.job_events_maxlen or 1000
-  redis.call('XADD', RJ.jkey(id) .. ':events', 'MAXLEN', '~', jmax, '*', unpack(args))
-  if (RJ.m.opt.queue_events or 1) == 1 then
-    redis.call('XADD', RJ.events_key, 'MAXLEN', '~', RJ.m.opt.stream_maxlen or 100000, '*', unpack(args))
+-- Append one event to the job's stream (jk: the job's key) and the queue's stream. Events carry
+-- ids, states, actor and short text, never payloads. Missing values (nil, false as HMGET reports
+-- an absent field, '') are left out.
+function RJ.emit(id, jk, event, from, to, actor, msg, attempt, token, data)
+  local a, n = {'event', event, 'job', id}, 4
+  if from and from ~= '' then a[n + 1] = 'from'; a[n + 2] = from; n = n + 2 end
+  if to and to ~= '' then a[n + 1] = 'to'; a[n + 2] = to; n = n + 2 end
+  if actor and actor ~= '' then a[n + 1] = 'actor'; a[n + 2] = actor; n = n + 2 end
+  if msg and msg ~= '' then a[n + 1] = 'msg'; a[n + 2] = msg; n = n + 2 end
+  if attempt and attempt ~= '' then a[n + 1] = 'attempt'; a[n + 2] = attempt; n = n + 2 end
+  if token and token ~= '' then a[n + 1] = 'token'; a[n + 2] = token; n = n + 2 end
+  if data and data ~= '' then a[n + 1] = 'data'; a[n + 2] = data; n = n + 2 end
+  local m = RJ.m
+  call('XADD', jk .. ':events', 'MAXLEN', '~', m.jmax, '*', unpack(a, 1, n))
+  if m.qev == '1' then
+    call('XADD', RJ.events_key, 'MAXLEN', '~', m.smax, '*', unpack(a, 1, n))
   end
 end
 
--- Move a job from `from` to `to`: every index and role structure, the hash, and one event.
--- The caller has validated the edge. opts: actor, msg, event, run_at, deadline, fields (extra
--- HSET pairs), priority, seq, started (started_ms if the caller read it), has_dependents.
+-- Move a job from `from` ('' = a new job) to `to`: every index and role structure, the hash, and
+-- one event. The caller has validated the edge. opts: actor, msg, event, run_at, deadline, fields
+-- (extra HSET pairs, appended to by this function: pass a fresh table; no name may repeat one
+-- set here), priority, seq, started (started_ms if the caller read it), has_dependents, attempt,
+-- token, jk (the job's key if the caller built it).
 function RJ.move(id, from, to, opts)
   local P, m, now = RJ.P, RJ.m, RJ.now
-  local jk = RJ.jkey(id)
-  local role = m.role
-  if from == role.ready then redis.call('ZREM', P .. 'ready', id) end
-  if from == role.delayed then redis.call('ZREM', P .. 'delayed', id) end
-  if m.is_leased[from] and not (m.is_leased[to] and opts.deadline) then
-    redis.call('ZREM', P .. 'leases', id)
+  local jk = opts.jk or P .. 'job:' .. id
+  local role, is_leased = m.role, m.is_leased
+  local lease = is_leased[to] and opts.deadline
+  if from ~= '' then
+    if from == role.ready then call('ZREM', P .. 'ready', id)
+    elseif from == role.delayed then call('ZREM', P .. 'delayed', id) end
+    if is_leased[from] and not lease then call('ZREM', P .. 'leases', id) end
+    call('ZREM', P .. 'state:' .. from, id)
   end
-  if from ~= '' then redis.call('ZREM', P .. 'state:' .. from, id) end
-  redis.call('ZADD', P .. 'state:' .. to, now, id)
-  local hset = {'status', to, 'updated_ms', now}
+  call('ZADD', P .. 'state:' .. to, now, id)
+  local hset = opts.fields or {}
+  local n = #hset
+  hset[n + 1] = 'status'; hset[n + 2] = to; hset[n + 3] = 'updated_ms'; hset[n + 4] = now
+  n = n + 4
   if to == role.ready then
-    local pr = opts.priority or redis.call('HGET', jk, 'priority')
-    local seq = opts.seq or redis.call('HGET', jk, 'seq')
-    redis.call('ZADD', P .. 'ready', RJ.ready_score(pr, seq), id)
+    local pr, seq = opts.priority, opts.seq
+    if not pr or not seq then
+      local f = call('HMGET', jk, 'priority', 'seq')
+      pr, seq = pr or f[1], seq or f[2]
+    end
+    call('ZADD', P .. 'ready', RJ.ready_score(pr, seq), id)
     RJ.wake = true
   elseif to == role.delayed then
     -- an idle worker sleeps until the head of the delayed set is due: wake it if this job is earlier
-    local head = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+    local head = call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
     if not head[2] or tonumber(head[2]) > opts.run_at then RJ.wake = true end
-    redis.call('ZADD', P .. 'delayed', opts.run_at, id)
-    hset[#hset + 1] = 'scheduled_ms'; hset[#hset + 1] = opts.run_at
+    call('ZADD', P .. 'delayed', opts.run_at, id)
+    hset[n + 1] = 'scheduled_ms'; hset[n + 2] = opts.run_at
+    n = n + 2
   end
-  if m.is_leased[to] and opts.deadline then
-    redis.call('ZADD', P .. 'leases', opts.deadline, id)
-    hset[#hset + 1] = 'lease_deadline_ms'; hset[#hset + 1] = opts.deadline
+  if lease then
+    call('ZADD', P .. 'leases', lease, id)
+    hset[n + 1] = 'lease_deadline_ms'; hset[n + 2] = lease
+    n = n + 2
   end
   local final = m.final_role[to]
   if final then
-    hset[#hset + 1] = 'completed_ms'; hset[#hset + 1] = now
+    hset[n + 1] = 'completed_ms'; hset[n + 2] = now
+    n = n + 2
     local started = opts.started  -- false: the caller read it and it is absent; nil: not read
-    if started == nil then started = redis.call('HGET', jk, 'started_ms') end
+    if started == nil then started = call('HGET', jk, 'started_ms') end
     started = tonumber(started)
-    if started then hset[#hset + 1] = 'duration_ms'; hset[#hset + 1] = now - started end
-    local keep = m.opt['keep_' .. final .. '_ms'] or -1
+    if started then hset[n + 1] = 'duration_ms'; hset[n + 2] = now - started; n = n + 2 end
+    local keep = RJ.opt().keep[final]
     if keep >= 0 then
-      redis.call('ZADD', P .. 'expiring', now + keep, id)
-      hset[#hset + 1] = 'expire_ms'; hset[#hset + 1] = now + keep
+      call('ZADD', P .. 'expiring', now + keep, id)
+      hset[n + 1] = 'expire_ms'; hset[n + 2] = now + keep
+      n = n + 2
     end
   end
-  if opts.fields then for _, v in ipairs(opts.fields) do hset[#hset + 1] = v end end
-  redis.call('HSET', jk, unpack(hset))
-  RJ.emit(id, opts.event or to, {from = from, to = to, actor = opts.actor, msg = opts.msg,
-    attempt = opts.attempt, token = opts.token})
-  -- has_dependents is set by enqueue when a job gains a dependent: most jobs never do, and
-  -- skipping the set lookup is measurable on the hot path.
-  local deps = opts.has_dependents
-  if deps == nil then deps = final and redis.call('HEXISTS', jk, 'has_dependents') == 1 end
-  if final and deps then
-    RJ.settle_dependents(id, final)
+  call('HSET', jk, unpack(hset, 1, n))
+  RJ.emit(id, jk, opts.event or to, from, to, opts.actor, opts.msg, opts.attempt, opts.token)
+  if final then
+    -- has_dependents is set by enqueue when a job gains a dependent: most jobs never do, and
+    -- skipping the set lookup is measurable on the hot path.
+    local deps = opts.has_dependents
+    if deps == nil then deps = call('HEXISTS', jk, 'has_dependents') == 1 end
+    if deps then RJ.settle_dependents(id, final) end
   end
 end
 
@@ -142,7 +211,7 @@ function RJ.settle_dependents(id, final)
   while i <= #RJ.cascade and i <= guard do
     local dep_id, dep_final = RJ.cascade[i][1], RJ.cascade[i][2]
     i = i + 1
-    local members = redis.call('SMEMBERS', RJ.jkey(dep_id) .. ':dependents')
+    local members = call('SMEMBERS', RJ.jkey(dep_id) .. ':dependents')
     for _, child in ipairs(members) do RJ.settle_child(child, dep_id, dep_final) end
   end
   RJ.cascade = {}
@@ -152,12 +221,12 @@ end
 function RJ.settle_child(child, dep_id, dep_final)
   local role = RJ.m.role
   local ck = RJ.jkey(child)
-  local status = redis.call('HGET', ck, 'status')
+  local status = call('HGET', ck, 'status')
   if not status or status ~= role.waiting then return end
   if dep_final == 'success' then
-    local left = redis.call('HINCRBY', ck, 'deps_pending', -1)
+    local left = call('HINCRBY', ck, 'deps_pending', -1)
     if left > 0 then return end
-    local due = tonumber(redis.call('HGET', ck, 'scheduled_ms') or '0') or 0
+    local due = tonumber(call('HGET', ck, 'scheduled_ms') or '0') or 0
     if due > RJ.now and role.delayed ~= '' and RJ.allows(status, role.delayed) then
       RJ.move(child, status, role.delayed, {run_at = due, actor = 'rjobs', msg = 'dependencies done'})
     else
@@ -165,7 +234,7 @@ function RJ.settle_child(child, dep_id, dep_final)
     end
     return
   end
-  local policy = redis.call('HGET', ck, 'on_dep_failure')
+  local policy = call('HGET', ck, 'on_dep_failure')
   local target = role.cancelled
   if policy == 'fail' and RJ.allows(status, role.failure) then target = role.failure end
   if not RJ.allows(status, target) then return end
@@ -178,28 +247,29 @@ end
 -- every index entry that points at it. Bounded by `limit` per call.
 function RJ.purge(limit)
   local P = RJ.P
-  local due = redis.call('ZRANGEBYSCORE', P .. 'expiring', '-inf', RJ.now, 'LIMIT', 0, limit)
+  local due = call('ZRANGEBYSCORE', P .. 'expiring', '-inf', RJ.now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local jk = RJ.jkey(id)
-    local f = redis.call('HMGET', jk, 'status', 'user_id', 'dedupe_key', 'depends_on')
-    if f[1] then redis.call('ZREM', P .. 'state:' .. f[1], id) end
-    if f[2] and f[2] ~= '' then redis.call('ZREM', P .. 'owner:' .. f[2], id) end
+    local f = call('HMGET', jk, 'status', 'user_id', 'dedupe_key', 'depends_on')
+    if f[1] then call('ZREM', P .. 'state:' .. f[1], id) end
+    if f[2] and f[2] ~= '' then call('ZREM', P .. 'owner:' .. f[2], id) end
     if f[3] and f[3] ~= '' then
       local dk = P .. 'dedupe:' .. f[3]
-      if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+      if call('GET', dk) == id then call('DEL', dk) end
     end
-    for _, dep in ipairs(split(f[4])) do redis.call('SREM', RJ.jkey(dep) .. ':dependents', id) end
-    redis.call('DEL', jk, jk .. ':events', jk .. ':assets', jk .. ':dependents')
-    redis.call('ZREM', P .. 'expiring', id)
+    for _, dep in ipairs(split(f[4])) do call('SREM', RJ.jkey(dep) .. ':dependents', id) end
+    call('DEL', jk, jk .. ':events', jk .. ':assets', jk .. ':dependents')
+    call('ZREM', P .. 'expiring', id)
   end
   return #due
 end
 
--- Wake one idle worker when something became claimable. The list holds at most one token.
+-- Wake one idle worker when something became claimable. The list holds at most one token: push
+-- one only when it is empty (one LLEN instead of LPUSH + LTRIM when a token is already waiting).
 function RJ.done()
   if RJ.wake then
-    redis.call('LPUSH', RJ.P .. 'wake', '1')
-    redis.call('LTRIM', RJ.P .. 'wake', 0, 0)
+    local wk = RJ.P .. 'wake'
+    if call('LLEN', wk) == 0 then call('LPUSH', wk, '1') end
   end
 end
 
