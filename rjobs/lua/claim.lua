@@ -13,6 +13,7 @@
 --           created_ms, lease_deadline_ms}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
 --!include lib/core.lua
+--!include lib/move.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local worker, max_jobs, lease_ms, promote = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -40,7 +41,11 @@ local out = {-1, 0}
 local deadline = now + lease_ms
 call('ZADD', P .. 'workers', now, worker)
 if max_jobs > 0 then
-  local chain = m.leased
+  local chain = {}
+  for st in string.gmatch(m.leased, '[^,]+') do chain[#chain + 1] = st end
+  -- one fields table and one opts table for the whole call (move reads them, never keeps them)
+  local fields = {}
+  local opts = {deadline = deadline, actor = worker}
   for _, id in ipairs(call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
     local jk = P .. 'job:' .. id
     -- one read of everything the worker needs, one write per state entered
@@ -51,15 +56,15 @@ if max_jobs > 0 then
     else
       local token = (tonumber(f[2]) or 0) + 1
       local attempt = (tonumber(f[3]) or 0) + 1
-      local fields = {'token', token, 'attempt', attempt, 'executions', (tonumber(f[4]) or 0) + 1,
-        'worker', worker, 'started_ms', now, 'lease_ms', lease_ms}
+      fields[1] = 'token'; fields[2] = token; fields[3] = 'attempt'; fields[4] = attempt
+      fields[5] = 'executions'; fields[6] = (tonumber(f[4]) or 0) + 1; fields[7] = 'worker'; fields[8] = worker
+      fields[9] = 'started_ms'; fields[10] = now; fields[11] = 'lease_ms'; fields[12] = lease_ms
+      opts.jk, opts.attempt, opts.token, opts.fields, opts.nf = jk, attempt, token, fields, 12
       local from = ready
       for i = 1, #chain do
-        local st = chain[i]
-        RJ.move(id, from, st, {jk = jk, deadline = deadline, actor = worker, attempt = attempt, token = token,
-          fields = fields})
-        from = st
-        fields = nil
+        RJ.move(id, from, chain[i], opts)
+        from = chain[i]
+        opts.fields, opts.nf = nil, nil  -- the claim fields ride on the first move's HSET
       end
       -- fields at their default are absent from the hash: never put a nil in a reply array
       -- (Lua would cut the array short there)

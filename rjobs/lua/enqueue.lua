@@ -17,6 +17,7 @@
 --          cache_invalidated (0|1)}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>
 --!include lib/core.lua
+--!include lib/move.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local actor, njobs = ARGV[2], tonumber(ARGV[3])

@@ -13,6 +13,8 @@
 -- Returns  one outcome per request: 'ok' | 'already' | 'RJ_LEASE_LOST ...' | 'RJ_<CODE> ...'
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
 --!include lib/core.lua
+--!include lib/move.lua
+--!include lib/purge.lua
 --!include lib/apply.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end

@@ -16,6 +16,8 @@
 -- Returns  {requeued, failed, purged}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/core.lua
+--!include lib/move.lua
+--!include lib/purge.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local limit, max_losses, purge, worker_ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])

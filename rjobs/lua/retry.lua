@@ -12,6 +12,7 @@
 -- Returns  the new status
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_TRANSITION <current> <ready> <id>
 --!include lib/core.lua
+--!include lib/move.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local actor, id, params = ARGV[2], ARGV[3], ARGV[4]

@@ -13,6 +13,8 @@
 --          call reports each id; a rejected request wrote nothing)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
 --!include lib/core.lua
+--!include lib/move.lua
+--!include lib/purge.lua
 --!include lib/apply.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end

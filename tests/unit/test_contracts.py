@@ -104,3 +104,35 @@ def test_time_comes_from_redis() -> None:
     for name in SAMPLES:
         if name != "declare_machine":
             assert "RJ.init(KEYS, ARGV[1])" in load_script(name).source
+
+
+def test_compiled_machine_options_agree_between_python_and_lua() -> None:
+    """declare_machine.lua builds the options part of compiled:head in the order lib/core.lua
+    reads it; rjobs.scripts.COMPILED_OPTIONS is that order, and covers every stored option."""
+    from rjobs.config import QueueConfig
+    from rjobs.scripts import COMPILED_OPTIONS, COMPILED_ROLES, compile_machine
+
+    declare = load_script("declare_machine").source
+    lua_order = re.findall(r"\{'(\w+)', (-?\d+)\}", declare)
+    assert [(n, int(d)) for n, d in lua_order] == list(COMPILED_OPTIONS)
+    assert {n for n, _ in COMPILED_OPTIONS} == set(QueueConfig().redis_options())
+    head = compile_machine(JOB, {})["compiled:head"]
+    d = [str(v) for _, v in COMPILED_OPTIONS]
+    roles = ",".join(JOB.role(r) or "" for r in COMPILED_ROLES)
+    assert head == f"rj2|{','.join(d[:3])}|{','.join(d[3:])}|{roles}|{','.join(JOB.leased)}|"
+
+
+def test_every_script_includes_what_it_calls() -> None:
+    """Helpers are split across lib/*.lua so a script defines only the closures it uses; a call
+    into a helper whose file is not included would fail only at run time."""
+    defined: dict[str, str] = {}
+    lib = resources.files("rjobs") / "lua" / "lib"
+    for p in lib.iterdir():
+        for fn in re.findall(r"^function RJ\.(\w+)\(", p.read_text(), re.MULTILINE):
+            defined[fn] = p.name
+    for name in script_names():
+        source = re.sub(r"--[^\n]*", "", load_script(name).source)
+        have = set(re.findall(r"^function RJ\.(\w+)\(", source, re.MULTILINE))
+        used = set(re.findall(r"RJ\.(\w+)\(", source))
+        missing = {f for f in used - have if f in defined}
+        assert not missing, f"{name}.lua calls {missing} without including {[defined[f] for f in missing]}"
