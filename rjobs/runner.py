@@ -32,6 +32,7 @@ from rjobs.outcomes import JobFunction, Partial, describe_error, retry_after, re
 from rjobs.plans import to_job_error
 from rjobs.retry import RetryPolicy
 from rjobs.scripts import MoveRequest, outcome_error
+from rjobs.slots import SlotPool
 
 if TYPE_CHECKING:
     from rjobs.queue import Queue
@@ -218,7 +219,9 @@ class Finisher:
     """Buffers the fenced outcome writes of one queue and sends them in batches: one ``finish``
     call per batch. A write is sent at once when no call is in flight; the writes that arrive
     while one is (one round trip) form the next batch, and a second call starts early once
-    ``eager`` writes are waiting — so batching never delays a write by more than a round trip."""
+    ``eager`` writes are waiting — so batching never delays a write by more than a round trip.
+    Batches are sent by ``max_inflight`` long-lived sender tasks (a task per batch cost more than
+    the batch's own bookkeeping)."""
 
     def __init__(
         self,
@@ -249,7 +252,8 @@ class Finisher:
     def submit(self, held: Held, request: MoveRequest) -> None:
         """Queue one outcome write (never blocks)."""
         self._items.append((held, request))
-        self._pulse.notify()
+        if self._should_send():  # else a send in flight takes it; do not wake the loop per job
+            self._pulse.notify()
 
     def _should_send(self) -> bool:
         if not self._items:
@@ -262,15 +266,22 @@ class Finisher:
 
     async def run(self) -> None:
         """Send batches until cancelled (a batch in flight is shielded and completes)."""
-        async with anyio.create_task_group() as tg:
-            while True:
-                while not self._should_send():
-                    await self._pulse.wait()
-                if self._inflight == 0:
-                    # One scheduler pass lets jobs that ended in this same loop tick join the batch.
-                    await anyio.lowlevel.checkpoint()
-                self._inflight += 1
-                tg.start_soon(self._send_counted, self._take())
+        # At most max_inflight batches are out (_should_send), so each has an idle sender.
+        senders = SlotPool(self.max_inflight, self._send_counted, name="rjobs finish sender")
+        try:
+            async with anyio.create_task_group() as tg:
+                senders.start(tg)
+                while True:
+                    while not self._should_send():
+                        await self._pulse.wait()
+                    if self._inflight == 0:
+                        # One scheduler pass lets jobs that ended in this same loop tick join the batch.
+                        await anyio.lowlevel.checkpoint()
+                    self._inflight += 1
+                    senders.submit(self._take())
+        finally:
+            for batch in reversed(senders.drain()):  # cancelled before a sender took it: flush() sends it
+                self._items[:0] = batch
 
     async def _send_counted(self, batch: list[tuple[Held, MoveRequest]]) -> None:
         try:

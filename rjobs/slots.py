@@ -26,11 +26,11 @@ import anyio.abc
 from rjobs.held import Held, HeldState, Pulse, scope_factory
 from rjobs.lease import LeaseBook
 from rjobs.models import ClaimedJob, JobError
-from rjobs.runner import Finisher, JobRunner, Moves
-from rjobs.scripts import MoveRequest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rjobs.runner uses SlotPool for its finisher's senders
     from rjobs.queue import Queue
+    from rjobs.runner import Finisher, JobRunner, Moves
+    from rjobs.scripts import MoveRequest
 
 __all__ = ["JobSlots", "Served", "SlotPool"]
 
@@ -45,10 +45,11 @@ class SlotPool(Generic[T]):
     ``run`` must handle its own errors and cancellation (re-raising the latter): an exception out
     of it ends its slot and, through the task group, the worker."""
 
-    def __init__(self, size: int, run: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(self, size: int, run: Callable[[T], Awaitable[None]], *, name: str = "rjobs slot") -> None:
         if size < 1:
             raise ValueError("a slot pool needs at least one slot")
         self.size = size
+        self.name = name
         self._run = run
         self._backlog: deque[T] = deque()
         self._parked: deque[asyncio.Future[None]] = deque()  # one per idle slot, oldest first
@@ -61,7 +62,7 @@ class SlotPool(Generic[T]):
     def start(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the slot tasks in ``tg`` (they run until it is cancelled)."""
         for i in range(self.size):
-            tg.start_soon(self._serve, name=f"rjobs slot {i}")
+            tg.start_soon(self._serve, name=f"{self.name} {i}")
 
     def submit(self, item: T) -> None:
         """Queue one item for the next idle slot (never blocks; see the module docstring for why

@@ -26,7 +26,7 @@ from rjobs.models import ClaimedJob, JobRequest
 from rjobs.outcomes import job
 from rjobs.queue import Queue
 from rjobs.retry import RetryPolicy
-from rjobs.runner import JobRunner, Moves
+from rjobs.runner import Finisher, JobRunner, Moves
 from rjobs.slots import JobSlots, Served, SlotPool
 from rjobs.worker import Worker
 
@@ -344,3 +344,25 @@ def test_flag_is_a_plain_set_once_flag() -> None:
     f.set()
     f.set()
     assert f.is_set()
+
+
+async def test_finisher_cancelled_with_a_batch_no_sender_took_keeps_it_for_flush(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await queue.enqueue("t", None)
+    claim = await queue.runner.run(queue.scripts.claim("w1", 1, 30_000))
+    (claimed,) = claim.jobs
+    book = LeaseBook(WorkerStats())
+    held = Held(0, claimed, safe_until=time.monotonic() + 30)
+    book.add(held)
+    finisher = Finisher(queue, "w1", book)
+    monkeypatch.setattr(SlotPool, "start", lambda self, tg: None)  # senders that never take a batch
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finisher.run)
+        await anyio.sleep(0.01)
+        finisher.submit(held, Moves(queue.machine).succeed(claimed, b"1"))
+        await until(lambda: finisher._inflight == 1)
+        tg.cancel_scope.cancel()
+    assert not finisher.idle  # the batch is back in the buffer...
+    await finisher.flush()  # ...and the worker's way out sends it
+    assert (await queue.get(claimed.id)).status == JOB.success and len(book) == 0
