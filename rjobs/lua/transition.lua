@@ -16,6 +16,6 @@
 --!include lib/move.lua
 --!include lib/purge.lua
 --!include lib/apply.lua
-local err = RJ.init(KEYS, ARGV[1])
+local err = RJ.init(KEYS, ARGV[1], true)
 if err then return redis.error_reply(err) end
 return RJ.apply_call(ARGV, false)

@@ -26,7 +26,9 @@ local call = redis.call
 local HEAD = '^rj2|([^,]*),([^,]*),([^|]*)|([^|]*)|([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),' ..
   '([^,]*),([^|]*)|([^|]+)|$'
 
-function RJ.init(keys, prefix)
+-- with_edges: the call checks edges anyway (transition, finish): read them with the head in one
+-- HMGET instead of a second HGET later (see RJ.edges in lib/move.lua).
+function RJ.init(keys, prefix, with_edges)
   if type(prefix) ~= 'string' or keys[1] ~= prefix .. 'machine' or keys[2] ~= prefix .. 'events' then
     return 'RJ_INVALID keys do not match the queue prefix'
   end
@@ -35,7 +37,13 @@ function RJ.init(keys, prefix)
   RJ.machine_key = keys[1]
   local t = redis.call('TIME')
   RJ.now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local head = call('HGET', keys[1], 'compiled:head')
+  local head, edges
+  if with_edges then
+    local r = call('HMGET', keys[1], 'compiled:head', 'compiled:edges')
+    head, edges = r[1], r[2] or nil
+  else
+    head = call('HGET', keys[1], 'compiled:head')
+  end
   if not head then
     if call('EXISTS', keys[1]) == 0 then return 'RJ_NO_MACHINE no state machine declared for this queue' end
     return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
@@ -61,6 +69,7 @@ function RJ.init(keys, prefix)
     more = more, initial = initial, ready = ready, delayed = delayed, waiting = waiting, review = review,
     success = success, partial = partial, failure = failure, cancelled = cancelled}
   m.role = m
+  m.edges = edges
   RJ.m = m
   return nil
 end
