@@ -12,7 +12,7 @@ Loop (one anyio task group on asyncio):
   them one after another, each job under its own cancel scope (see :mod:`rjobs.runner`); async
   functions run in the loop, sync ones in threads behind a ``CapacityLimiter(concurrency)``. Call
   convention: ``fn(ctx, params)``.
-- **finish**: outcomes go through a :class:`rjobs.lease.Finisher` per queue: one fenced ``finish``
+- **finish**: outcomes go through a :class:`rjobs.runner.Finisher` per queue: one fenced ``finish``
   call per batch.
 - **heartbeat**: :class:`rjobs.lease.LeaseKeeper` — see :mod:`rjobs.lease` for how heartbeats
   survive a busy loop or a GIL-hogging job.
