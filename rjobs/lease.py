@@ -26,6 +26,7 @@ What keeps it on time:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -34,11 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import hiredis
 import redis.asyncio as aredis
 import redis.exceptions
 
 from rjobs.errors import RjobsError
 from rjobs.held import Held, HeldState, Pulse
+from rjobs.link import Link, LinkSettings
 from rjobs.scripts import Cmd
 
 if TYPE_CHECKING:
@@ -153,29 +156,61 @@ class Waker:
         groups: dict[int, tuple[aredis.Redis, list[str]]] = {}
         for q in queues:
             groups.setdefault(id(q.client), (q.client, []))[1].append(q.keys.wake)
-        self._groups = [(client.client(), keys) for client, keys in groups.values()]
+        self._groups = [_WakeLine(client, keys) for client, keys in groups.values()]
 
     async def wait(self, block: float) -> None:
         """Return when a wake token arrives or after ``block`` seconds."""
         if len(self._groups) == 1:
-            await self._blpop(*self._groups[0], block)
+            await self._groups[0].blpop(block)
             return
         async with anyio.create_task_group() as tg:
-            for client, keys in self._groups:
-                tg.start_soon(self._first, tg.cancel_scope, client, keys, block)
-
-    async def _first(self, scope: anyio.CancelScope, client: aredis.Redis, keys: list[str], block: float) -> None:
-        await self._blpop(client, keys, block)
-        scope.cancel()
+            for line in self._groups:
+                tg.start_soon(self._first, tg.cancel_scope, line, block)
 
     @staticmethod
-    async def _blpop(client: aredis.Redis, keys: list[str], block: float) -> None:
-        await client.blpop(keys, timeout=max(0.001, round(block, 3)))
+    async def _first(scope: anyio.CancelScope, line: _WakeLine, block: float) -> None:
+        await line.blpop(block)
+        scope.cancel()
 
     async def aclose(self) -> None:
         """Release the dedicated connections."""
-        for client, _ in self._groups:
-            await client.aclose()
+        for line in self._groups:
+            await line.aclose()
+
+
+class _WakeLine:
+    """The dedicated connection of one Redis client's wake lists: a lean :class:`Link` where the
+    client allows one (the token then reaches the worker ~0.1 ms sooner), else a redis-py client."""
+
+    def __init__(self, client: aredis.Redis, keys: list[str]) -> None:
+        self.keys = keys
+        self._settings = LinkSettings.of(client)
+        self._client = client.client() if self._settings is None else None
+        self._link: Link | None = None
+
+    async def blpop(self, block: float) -> None:
+        timeout = max(0.001, round(block, 3))
+        if self._client is not None:
+            await self._client.blpop(self.keys, timeout=timeout)
+            return
+        assert self._settings is not None
+        if self._link is None or self._link.loop is not asyncio.get_running_loop():
+            self._link = Link(self._settings)
+        try:
+            command: tuple[Any, ...] = ("BLPOP", *self.keys, timeout)
+            reply = (await self._link.exchange(hiredis.pack_command(command), 1))[0]
+        except BaseException:
+            # A cancelled BLPOP still blocks its connection: drop it rather than queue behind it.
+            self._link.close()
+            raise
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        if self._link is not None:
+            self._link.close()
 
 
 class LeaseKeeper:

@@ -184,3 +184,22 @@ def test_sync_password_and_database(fresh_server: LocalServer) -> None:
         assert db2.exists(f"rjobs:{{auth}}:job:{job.id}") == 1
     with SyncQueue("auth", f"redis://:wrong@127.0.0.1:{port}/2") as bad, pytest.raises(redis.AuthenticationError):
         bad.enqueue("t")
+
+
+@pytest.mark.anyio
+async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_the_next(url: str) -> None:
+    from rjobs.lease import Waker
+
+    async with Queue("wake", url) as q, aredis.Redis.from_url(url) as admin:
+        waker = Waker([q])
+        with anyio.move_on_after(0.05):
+            await waker.wait(1.0)  # cancelled while BLPOP blocks on the server
+        await admin.lpush(q.keys.wake, "1")
+        with anyio.fail_after(0.5):  # not queued behind the cancelled 1 s BLPOP
+            await waker.wait(1.0)
+        assert await admin.llen(q.keys.wake) == 0, "the token was taken"
+        with anyio.fail_after(0.5):
+            await waker.wait(0.05)  # nothing to take: returns after its block time
+        await waker.aclose()
+        clients = [c for c in await admin.client_list() if c["cmd"] == "blpop"]
+        assert clients == [], "aclose() closed the wake connection"
