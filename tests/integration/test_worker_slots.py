@@ -11,7 +11,6 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -26,15 +25,12 @@ from rjobs.machines import JOB
 from rjobs.models import ClaimedJob, JobRequest
 from rjobs.outcomes import job
 from rjobs.queue import Queue
-from rjobs.retry import RetryPolicy
 from rjobs.runner import Finisher, JobRunner, Moves
 from rjobs.slots import JobSlots, Served, SlotPool
 from rjobs.worker import Worker
+from tests.integration.test_worker import FAST, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-FAST = RetryPolicy(base=0.05, factor=2.0, max_delay=0.2, jitter="none")
-
 
 @pytest.fixture
 async def queue(url: str) -> AsyncIterator[Queue]:
@@ -43,16 +39,6 @@ async def queue(url: str) -> AsyncIterator[Queue]:
         yield q
     finally:
         await q.close()
-
-
-@asynccontextmanager
-async def running(w: Worker) -> AsyncIterator[None]:
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(w.run)
-        try:
-            yield
-        finally:
-            w.stop(force=True)
 
 
 async def until(check: Callable[[], bool]) -> None:
