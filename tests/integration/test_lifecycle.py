@@ -14,6 +14,7 @@ import redis
 
 from rjobs import (
     DependencyError,
+    JobNotFound,
     JobRequest,
     Queue,
     SyncQueue,
@@ -207,6 +208,23 @@ async def test_wait_blocks_on_the_stream(url: str) -> None:
         pending = (await q.enqueue("t")).id
         with pytest.raises(WaitTimeout):
             await q.wait(pending, timeout=0.2)
+
+
+@pytest.mark.anyio
+async def test_wait_on_a_job_deleted_meanwhile_raises_not_found_within_a_second(url: str) -> None:
+    async with Queue("gone", url) as q:
+        job_id = (await q.enqueue("t")).id
+
+        async def delete() -> None:
+            await anyio.sleep(0.1)
+            await q.client.delete(q.keys.job(job_id), q.keys.job_events(job_id))
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(delete)
+            with pytest.raises(JobNotFound):
+                await q.wait(job_id, timeout=10)
+        assert time.monotonic() - started < 2.5, "noticed at the next re-check, not at the timeout"
 
 
 def test_sync_wait(q: SyncQueue) -> None:
