@@ -26,7 +26,6 @@ What keeps it on time:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -194,8 +193,7 @@ class _WakeLine:
             await self._client.blpop(self.keys, timeout=timeout)
             return
         assert self._settings is not None
-        if self._link is None or self._link.loop is not asyncio.get_running_loop():
-            self._link = Link(self._settings)
+        self._link = Link.current(self._link, self._settings)
         try:
             command: tuple[Any, ...] = ("BLPOP", *self.keys, timeout)
             reply = (await self._link.exchange(hiredis.pack_command(command), 1))[0]

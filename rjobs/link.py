@@ -60,8 +60,8 @@ class LinkSettings:
             return None
         return cls(conn)
 
-    def handshake(self) -> list[tuple[Any, ...]]:
-        """Commands sent before the first request (replies checked, never returned)."""
+    def handshake(self) -> tuple[bytes, int]:
+        """The commands sent before the first request, packed, and how many (0: none)."""
         out: list[tuple[Any, ...]] = []
         if self.password is not None:
             out.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -69,7 +69,19 @@ class LinkSettings:
             out.append(("SELECT", self.db))
         if self.client_name:
             out.append(("CLIENT", "SETNAME", self.client_name))
-        return out
+        return b"".join(hiredis.pack_command(c) for c in out), len(out)
+
+
+def _check_handshake(replies: list[Any]) -> None:
+    """A refused AUTH/SELECT/SETNAME is an AuthenticationError, as redis-py reports it."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise redis.AuthenticationError(str(reply))
+
+
+def _connection_error(exc: OSError) -> redis.ConnectionError:
+    """A socket error as redis-py reports it (callers catch redis.ConnectionError)."""
+    return redis.ConnectionError(f"connection to Redis failed: {exc}")
 
 
 class _Protocol(asyncio.Protocol):
@@ -117,6 +129,13 @@ class _Protocol(asyncio.Protocol):
 class Link:
     """One pipelined connection bound to the event loop that opened it."""
 
+    @classmethod
+    def current(cls, link: Link | None, settings: LinkSettings) -> Link:
+        """``link`` if it belongs to the running event loop, else a new link for this loop."""
+        if link is None or link.loop is not asyncio.get_running_loop():
+            return cls(settings)
+        return link
+
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
         self.loop = asyncio.get_running_loop()
@@ -149,37 +168,38 @@ class Link:
 
     @staticmethod
     def _stale(proto: _Protocol) -> bool:
-        """An idle connection with something to read was closed by the server (restart, CLIENT
-        KILL, idle timeout) in a way the loop has not processed yet: check before sending."""
+        """An idle connection the server closed in a way the loop has not processed yet (see
+        :func:`_readable`): checked before sending."""
         assert proto.transport is not None
         sock = proto.transport.get_extra_info("socket")
-        if sock is None:
-            return True
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        if readable:
+        stale = sock is None or _readable(sock)
+        if stale:
             proto.abort(redis.ConnectionError("stale connection"))
-        return bool(readable)
+        return stale
 
     async def _connect(self) -> _Protocol:
         async with self._connecting:
             if self._proto is not None and not self._proto.lost:
                 return self._proto
             s = self.settings
-            if s.path:
-                _, proto = await self.loop.create_unix_connection(_Protocol, s.path)
-            else:
-                _, proto = await self.loop.create_connection(_Protocol, s.host or "localhost", s.port)
-                sock = proto.transport.get_extra_info("socket") if proto.transport else None
-                if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                if s.path:
+                    _, proto = await self.loop.create_unix_connection(_Protocol, s.path)
+                else:
+                    _, proto = await self.loop.create_connection(_Protocol, s.host or "localhost", s.port)
+                    sock = proto.transport.get_extra_info("socket") if proto.transport else None
+                    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                raise _connection_error(exc) from exc
             self._proto = proto
-            hello = s.handshake()
-            if hello:
-                replies = await self.exchange(b"".join(hiredis.pack_command(c) for c in hello), len(hello))
-                for reply in replies:
-                    if isinstance(reply, ResponseError):
-                        proto.abort(redis.ConnectionError(f"handshake failed: {reply}"))
-                        raise redis.AuthenticationError(str(reply))
+            packed, count = s.handshake()
+            if count:
+                try:
+                    _check_handshake(await self.exchange(packed, count))
+                except redis.AuthenticationError as exc:
+                    proto.abort(redis.ConnectionError(f"handshake failed: {exc}"))
+                    raise
             return proto
 
     def close(self) -> None:
@@ -212,7 +232,7 @@ class SyncLink:
             if isinstance(exc, TimeoutError):
                 raise redis.TimeoutError("Timeout reading from Redis") from exc
             if isinstance(exc, OSError):
-                raise redis.ConnectionError(f"connection to Redis lost: {exc}") from exc
+                raise _connection_error(exc) from exc
             raise
 
     def _read(self, sock: socket.socket, count: int) -> list[Any]:
@@ -233,22 +253,26 @@ class SyncLink:
         self.close()
         self.pid = os.getpid()
         s = self.settings
-        if s.path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(s.connect_timeout)
-            sock.connect(s.path)
-        else:
-            sock = socket.create_connection((s.host or "localhost", s.port), timeout=s.connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if s.path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(s.connect_timeout)
+                sock.connect(s.path)
+            else:
+                sock = socket.create_connection((s.host or "localhost", s.port), timeout=s.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise _connection_error(exc) from exc
         sock.settimeout(s.timeout)
         self._sock = sock
         self._reader = hiredis.Reader(replyError=ResponseError)
-        hello = s.handshake()
-        if hello:
-            for reply in self.exchange(b"".join(hiredis.pack_command(c) for c in hello), len(hello)):
-                if isinstance(reply, ResponseError):
-                    self.close()
-                    raise redis.AuthenticationError(str(reply))
+        packed, count = s.handshake()
+        if count:
+            try:
+                _check_handshake(self.exchange(packed, count))
+            except redis.AuthenticationError:
+                self.close()
+                raise
         return sock
 
     def close(self) -> None:

@@ -3,7 +3,6 @@ NOSCRIPT reloads) and the drivers that run a plan (rjobs.plans) on asyncio or a 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Generator, Sequence
 from typing import Any, TypeVar, cast
@@ -126,10 +125,8 @@ class AsyncRunner:
     def _link_here(self) -> Link | None:
         if self._settings is None:
             return None
-        link = self._link
-        if link is None or link.loop is not asyncio.get_running_loop():
-            link = self._link = Link(self._settings)
-        return link
+        self._link = Link.current(self._link, self._settings)
+        return self._link
 
     async def run(self, op: Call[T]) -> T:
         """Send one script call exactly once; a Lua error code raises its exception."""

@@ -203,3 +203,18 @@ async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_th
         await waker.aclose()
         clients = [c for c in await admin.client_list() if c["cmd"] == "blpop"]
         assert clients == [], "aclose() closed the wake connection"
+
+
+@pytest.mark.anyio
+async def test_no_server_is_a_connection_error_as_with_redis_py() -> None:
+    from rjobs.server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    client = aredis.Redis.from_url(url)
+    q = Queue("nobody", client=client)
+    with pytest.raises(redis.ConnectionError):
+        await q.runner.run(q.scripts.enqueue("me", []))
+    await q.close()
+    await client.aclose()
+    with SyncQueue("nobody", url) as sq, pytest.raises(redis.ConnectionError):
+        sq.runner.run(sq.scripts.enqueue("me", []))
