@@ -113,7 +113,7 @@ class Worker:
         self._clock = ServerClock()
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats)
-        self._slots: list[Served] = []
+        self._served: list[Served] = []
         self._runner: JobRunner | None = None
         self._jobs: JobSlots | None = None
 
@@ -183,8 +183,8 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
-                for slot in self._slots:
-                    services.start_soon(slot.finisher.run)
+                for served in self._served:
+                    services.start_soon(served.finisher.run)
                 if install_signal_handlers:
                     services.start_soon(self._watch_signals)
                 async with anyio.create_task_group() as slots:
@@ -198,12 +198,12 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 if self._jobs is not None:
                     self._jobs.hand_back_unstarted()
-                for slot in self._slots:  # outcomes still buffered when the worker itself was cancelled
-                    await slot.finisher.flush()
+                for served in self._served:  # outcomes still buffered when the worker itself was cancelled
+                    await served.finisher.flush()
                 await waker.aclose()
                 for q in self._own:
                     await q.close()
-            self._slots, self._jobs = [], None
+            self._served, self._jobs = [], None
             self._stopping = self._force = False
             log.info("worker %s stopped (%s)", self.worker_id, self.stats)
 
@@ -215,7 +215,7 @@ class Worker:
         self._clock.observe(reply, sent, time.time())
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats, on_empty=self._book_emptied)
-        self._slots = [
+        self._served = [
             Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
         self._runner = JobRunner(
@@ -234,7 +234,7 @@ class Worker:
             max_lease_losses=self.max_lease_losses,
             limit=self.reap_limit,
         )
-        self._jobs = jobs = JobSlots(self.concurrency, self._slots, self._runner, self._book, self._pulse)
+        self._jobs = jobs = JobSlots(self.concurrency, self._served, self._runner, self._book, self._pulse)
         log.info(
             "worker %s: queues %s, functions %s, concurrency %d, lease %.1f s",
             self.worker_id,
@@ -275,18 +275,18 @@ class Worker:
     async def _claim(self, jobs: JobSlots, free: int) -> tuple[int, bool, int | None]:
         """Claim at most ``free`` jobs (the slots with no job) and hand them to the slots."""
         claimed, more, due = 0, False, None
-        for slot in self._slots:
+        for served in self._served:
             want = min(free - claimed, 1000)
             if want <= 0:
                 return claimed, True, due
             sent = anyio.current_time()
-            call = slot.queue.scripts.claim(self.worker_id, want, int(self.lease * 1000))
+            call = served.queue.scripts.claim(self.worker_id, want, int(self.lease * 1000))
             # Shielded: a claim that ran must be seen, or its jobs would sit leased to nobody.
             with anyio.CancelScope(shield=True), anyio.fail_after(self.lease):
-                result = await slot.queue.runner.run(call)
+                result = await served.queue.runner.run(call)
             self.stats.claim_calls += 1
             self.stats.claimed += len(result.jobs)
-            jobs.add(slot, result.jobs, sent + self.lease)
+            jobs.add(served, result.jobs, sent + self.lease)
             claimed += len(result.jobs)
             more = more or result.ready_left > 0
             if result.next_due_ms is not None:
