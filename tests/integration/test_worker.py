@@ -34,15 +34,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 FAST = RetryPolicy(base=0.05, factor=2.0, max_delay=0.2, jitter="none")
 
 
-@pytest.fixture
-async def queue(url: str) -> AsyncIterator[Queue]:
-    q = Queue("work", url=url)
-    try:
-        yield q
-    finally:
-        await q.close()
-
-
 @asynccontextmanager
 async def running(*workers: Worker) -> AsyncIterator[None]:
     """Run workers in the background; stop them (and wait for them) on the way out."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -31,14 +31,6 @@ from rjobs.worker import Worker
 from tests.integration.test_worker import FAST, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-@pytest.fixture
-async def queue(url: str) -> AsyncIterator[Queue]:
-    q = Queue("slots", url=url)
-    try:
-        yield q
-    finally:
-        await q.close()
 
 
 async def until(check: Callable[[], bool]) -> None:
