@@ -248,8 +248,8 @@ COMPILED_OPTIONS = (
 
 
 def _compiled_parts(machine: StateMachine) -> tuple[str, str]:
-    """What a client sends declare_machine.lua: ``"<9 role states>|<leased chain>"`` and the
-    states and edges ``"|#<state>|<from>><to>|...|"``."""
+    """``"<9 role states>|<leased chain>"`` and the states and edges ``"|#<state>|<from>><to>|...|"``
+    (declare_machine.lua derives the same from the stored readable table)."""
     tokens: list[str] = []
     for state, targets in machine.edges.items():
         tokens.append(f"#{state}")
@@ -296,7 +296,7 @@ class Scripts:
         flat += [x for k, v in options.items() for x in (f"opt:{k}", v)]
         return self._call(
             "declare_machine",
-            [fingerprint, len(fields), int(write_options), *_compiled_parts(machine), *flat],
+            [fingerprint, len(fields), int(write_options), *flat],
             _decode_declared,
         )
 

@@ -27,7 +27,7 @@ from rjobs import (
     machines,
 )
 from rjobs.keys import QueueKeys
-from rjobs.scripts import compile_machine
+from rjobs.scripts import Call, compile_machine
 from tests.helpers import keyspace_fingerprint
 from tests.invariants import assert_indexes_consistent
 
@@ -378,3 +378,29 @@ def test_claim_survives_params_that_are_not_json(q: SyncQueue, redis_sync: redis
     job_id = q.enqueue("t").id
     redis_sync.hset(f"rjobs:{{engine}}:job:{job_id}", "params", b"\xff not json")
     assert lease(q).params == b"\xff not json"
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("states", "queued|x"), ("next:queued", "processing>failed"), ("role:ready", "a,b"), ("role:leased", "p#q")],
+)
+def test_a_forged_machine_table_is_refused_and_changes_nothing(
+    url: str, redis_sync: redis.Redis, field: str, bad: str
+) -> None:
+    """declare_machine.lua compiles the table it stores: names that would break the compiled
+    strings are refused before anything is written, whether a raw EVALSHA sends them or they were
+    put into the stored table by hand."""
+    with SyncQueue("forged", url) as q:
+        call = q.scripts.declare_machine(q.machine, q.plans.config.redis_options(), True)
+        args = list(call.args)
+        args[args.index(field) + 1] = bad
+        before = keyspace_fingerprint(redis_sync)
+        with pytest.raises(ValidationError, match="compiled machine"):
+            q.runner.run(Call(call.script, call.keys, args, call.decode))
+        assert keyspace_fingerprint(redis_sync) == before
+        q.declare()
+        redis_sync.hset(q.keys.machine, field, bad)
+        before = keyspace_fingerprint(redis_sync)
+        with pytest.raises(ValidationError, match="compiled machine"):
+            q.declare()
+        assert keyspace_fingerprint(redis_sync) == before
