@@ -69,8 +69,7 @@ def script_names() -> list[str]:
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".lua"))
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
+class Call(msgspec.Struct, Generic[T], frozen=True):
     """One script invocation, ready to send; ``decode`` turns the raw reply into the result."""
 
     script: LuaScript
@@ -79,8 +78,7 @@ class Call(Generic[T]):
     decode: Callable[[Any], T]
 
 
-@dataclass(frozen=True, slots=True)
-class Cmd:
+class Cmd(msgspec.Struct, frozen=True):
     """A plain Redis command (reads, blocking reads); the reply is parsed by redis-py."""
 
     args: tuple[Arg, ...]
@@ -89,8 +87,7 @@ class Cmd:
 Op = Call[Any] | Cmd
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueSpec:
+class EnqueueSpec(msgspec.Struct, frozen=True):
     """One job for enqueue.lua, already validated and encoded by the client."""
 
     type: str
@@ -129,8 +126,7 @@ class EnqueueSpec:
         ]
 
 
-@dataclass(frozen=True, slots=True)
-class MoveRequest:
+class MoveRequest(msgspec.Struct, frozen=True):
     """One move for transition.lua / finish.lua (see lua/lib/apply.lua)."""
 
     job_id: str
@@ -156,8 +152,7 @@ class MoveRequest:
         ]
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimResult:
+class ClaimResult(msgspec.Struct, frozen=True):
     """What claim.lua returns: the leased jobs, how many remain ready, the next delayed due time."""
 
     jobs: list[ClaimedJob]
@@ -177,17 +172,18 @@ def _s(v: bytes | str | None) -> str:
     return v.decode() if isinstance(v, bytes) else (v or "")
 
 
-def _decode_enqueue(raw: list[list[Any]]) -> list[EnqueueOutcome]:
+def _decode_enqueue(raw: list[Any]) -> list[EnqueueOutcome]:
+    # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua)
     return [
         EnqueueOutcome(
-            id=_s(r[0]),
-            outcome=_s(r[1]),
-            status=_s(r[2]),
-            previous_id=_s(r[3]) or None,
-            stale_cancelled=bool(r[4]),
-            cache_invalidated=bool(r[5]),
+            id=_s(raw[i]),
+            outcome=_s(raw[i + 1]),
+            status=_s(raw[i + 2]),
+            previous_id=_s(raw[i + 3]) or None,
+            stale_cancelled=bool(raw[i + 4]),
+            cache_invalidated=bool(raw[i + 5]),
         )
-        for r in raw
+        for i in range(0, len(raw), 6)
     ]
 
 

@@ -13,8 +13,8 @@
 --          on_dep_failure (fail|cancel), hold (0|1: put in the initial state), ndeps, dep ids...
 -- Builds   job:<id>, job:<id>:events, job:<dep>:dependents (+ has_dependents on job:<dep>), ready, delayed, state:<s>, owner:<u>,
 --          dedupe:<k>, cache:<k>, seq, wake (all under the prefix)
--- Returns  per job {id, outcome (created|kept), status, previous_id, stale_cancelled (0|1),
---          cache_invalidated (0|1)}
+-- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept), status,
+--          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>
 --!include lib/core.lua
 --!include lib/move.lua
@@ -28,7 +28,7 @@ local maxp = RJ.max_payload()
 
 -- 1. Parse and validate every record before writing anything. A record stays in ARGV: the write
 -- pass reads it again at its position (no table per job).
-local starts, dues, pendings, pos = {}, {}, {}, 4
+local starts, dues, pendings, ids, pos = {}, {}, {}, {}, 4
 for n = 1, njobs do
   local id, jtype, params, priority, user = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3]),
     ARGV[pos + 4]
@@ -37,7 +37,8 @@ for n = 1, njobs do
   if not ndeps or ndeps < 0 or ndeps > 1000 then return redis.error_reply('RJ_INVALID dependency count') end
   if id ~= '' then
     if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-    if call('EXISTS', P .. 'job:' .. id) == 1 then return redis.error_reply('RJ_EXISTS ' .. id) end
+    if call('EXISTS', P .. 'job:' .. id) == 1 or ids[id] then return redis.error_reply('RJ_EXISTS ' .. id) end
+    ids[id] = true
   end
   if not valid_name(jtype) then return redis.error_reply('RJ_INVALID job type') end
   if not params or #params > maxp then return redis.error_reply('RJ_INVALID params larger than ' .. maxp .. ' bytes') end
@@ -77,9 +78,24 @@ for n = 1, njobs do
 end
 if pos ~= #ARGV + 1 then return redis.error_reply('RJ_INVALID malformed job records') end
 
--- 2. Write.
-local out = {}
+-- The index adds queued by RJ.move (opts.batch): one ZADD per key, at most 2 x 1000 arguments
+-- per call (Lua's unpack limit is ~8000).
+local function flush_zadds(batch)
+  for i = 1, #batch do
+    local key = batch[i]
+    local q = batch[key]
+    for s = 1, #q, 2000 do call('ZADD', key, unpack(q, s, math.min(s + 1999, #q))) end
+    batch[key] = nil
+    batch[i] = nil
+  end
+end
+
+-- 2. Write. One INCRBY reserves a sequence number per record (a kept record leaves a gap: seq only
+-- orders jobs). The ready set and state indexes are written as one ZADD per key at the end
+-- (opts.batch); a replaced job's move reads them, so the batch is flushed before it.
+local out, batch = {}, njobs > 1 and {} or nil  -- one job: nothing to batch
 local qname = string.match(P, '^rjobs:{(.*)}:$') or ''
+local seq0 = call('INCRBY', P .. 'seq', njobs) - njobs
 for n = 1, njobs do
   pos = starts[n]
   local due, pending = dues[n], pendings[n]
@@ -92,7 +108,8 @@ for n = 1, njobs do
     local pst = prev ~= '' and call('HGET', RJ.jkey(prev), 'status') or nil
     if pst and not RJ.is_final(pst) then
       if ARGV[pos + 9] == 'keep' then
-        out[n] = {prev, 'kept', pst, prev, 0, 0}
+        local o = 6 * n - 6
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = prev, 'kept', pst, prev, 0, 0
         kept = true
       elseif (not m.is_leased[pst] or ARGV[pos + 10] == '1') and RJ.allows(pst, role.cancelled) then
         rep_id, rep_st = prev, pst
@@ -100,11 +117,12 @@ for n = 1, njobs do
     end
   end
   if not kept then
-    local seq = call('INCR', P .. 'seq')
+    local seq = seq0 + n
     if id == '' then id = string.format('%011x%05x', now, seq % 1048576) end
     if rep_id then
       local msg = 'replaced by ' .. id .. ' (dedupe ' .. dkey .. ')'
       local e = '{"code":"replaced","message":"' .. msg .. '"}'
+      if batch then flush_zadds(batch) end
       RJ.move(rep_id, rep_st, role.cancelled, {actor = actor, msg = msg, fields = {'error', e}})
       stale = 1
     end
@@ -136,7 +154,7 @@ for n = 1, njobs do
       end
     end
     local state = role.ready
-    local opts = {event = 'created', actor = actor, priority = priority, seq = seq, fields = fields}
+    local opts = {event = 'created', actor = actor, priority = priority, seq = seq, fields = fields, batch = batch}
     if due > 0 and (pending > 0 or due <= now) then
       fields[k + 1] = 'scheduled_ms'; fields[k + 2] = due
     end
@@ -150,8 +168,10 @@ for n = 1, njobs do
     end
     if prev ~= '' then opts.msg = 'dedupe ' .. dkey .. ' previous ' .. prev end
     RJ.move(id, '', state, opts)
-    out[n] = {id, 'created', state, prev, stale, cache_inv}
+    local o = 6 * n - 6
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = id, 'created', state, prev, stale, cache_inv
   end
 end
+if batch then flush_zadds(batch) end
 RJ.done()
 return out

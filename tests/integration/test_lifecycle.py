@@ -14,6 +14,7 @@ import redis
 
 from rjobs import (
     DependencyError,
+    JobExists,
     JobNotFound,
     JobRequest,
     Queue,
@@ -251,3 +252,49 @@ def test_enqueue_many_and_bulk_operations(q: SyncQueue, redis_sync: redis.Redis)
     assert q.get(ids[700]).status == "queued"
     assert q.bulk_transition(ids[600:610], "cancelled") == {i: "done" for i in ids[600:610]}
     assert_indexes_consistent(redis_sync, "life", JOB)
+
+
+def test_enqueue_many_one_call_mixes_states_dependencies_and_dedupe(q: SyncQueue, redis_sync: redis.Redis) -> None:
+    """One script call creates ready, delayed, waiting and replaced jobs together: the ready set and
+    state indexes it writes in one go at the end must match what per-job writes would give."""
+    q.enqueue("t", job_id="parent", priority="low")
+    outs = q.enqueue_many(
+        [
+            JobRequest(type="t", job_id="low", priority="low"),
+            JobRequest(type="t", job_id="first", dedupe_key="k", dedupe="replace"),
+            JobRequest(type="t", job_id="urgent", priority="urgent"),
+            JobRequest(type="t", job_id="later", delay=60),
+            JobRequest(type="t", job_id="child", depends_on=("parent",)),
+            JobRequest(type="t", job_id="second", dedupe_key="k", dedupe="replace"),
+            JobRequest(type="t", job_id="kept", dedupe_key="k"),
+            JobRequest(type="t", job_id="normal"),
+        ]
+    )
+    assert [(o.id, o.outcome, o.status) for o in outs] == [
+        ("low", "created", "queued"),
+        ("first", "created", "queued"),
+        ("urgent", "created", "queued"),
+        ("later", "created", "scheduled"),
+        ("child", "created", "waiting"),
+        ("second", "created", "queued"),
+        ("second", "kept", "queued"),
+        ("normal", "created", "queued"),
+    ]
+    assert outs[5].previous_id == "first" and outs[5].stale_cancelled
+    assert q.get("first").status == "cancelled"
+    assert q.counts() == {**{s: 0 for s in JOB.states}, "queued": 5, "scheduled": 1, "waiting": 1, "cancelled": 1}
+    assert_indexes_consistent(redis_sync, "life", JOB)
+    claimed = claim(q, 10)
+    assert [j.id for j in claimed] == ["urgent", "second", "normal", "parent", "low"], "priority, then enqueue order"
+    finish(q, claimed[3])
+    assert q.get("child").status == "queued", "the dependent made in the batch is released"
+    assert_indexes_consistent(redis_sync, "life", JOB)
+
+
+def test_enqueue_many_rejects_the_same_job_id_twice_and_writes_nothing(q: SyncQueue, redis_sync: redis.Redis) -> None:
+    q.enqueue("t", job_id="before")
+    keyspace = keyspace_fingerprint(redis_sync)
+    with pytest.raises(JobExists):
+        q.enqueue_many([JobRequest(type="t", job_id="twice"), JobRequest(type="t", job_id="other"),
+                        JobRequest(type="t", job_id="twice")])  # fmt: skip
+    assert keyspace_fingerprint(redis_sync) == keyspace

@@ -36,13 +36,24 @@ function RJ.is_state(state)
     string.find(RJ.edges(), '|#' .. state .. '|', 1, true) ~= nil
 end
 
+-- Index adds of a move: now, or (opts.batch, enqueue_many) queued per key in the batch table and
+-- written by the caller as one ZADD per key before anything reads those sets (one call per member
+-- costs more than the add itself).
+local function zadd(batch, key, score, member)
+  if not batch then return call('ZADD', key, score, member) end
+  local q = batch[key]
+  if not q then q = {}; batch[key] = q; batch[#batch + 1] = key end
+  q[#q + 1] = score
+  q[#q + 1] = member
+end
+
 RJ.hs = {}  -- scratch HSET arguments for moves without caller fields (HSET runs before any nested move)
 
 -- Move a job from `from` ('' = a new job) to `to`: every index and role structure, the hash, and
 -- one event. The caller has validated the edge. opts: actor, msg, event, run_at, deadline, fields
 -- (extra HSET pairs fields[1..nf]; this function writes its own pairs after them, so a caller may
 -- reuse one table across moves; no name may repeat one set here), nf (default #fields), priority,
--- seq, started (started_ms if the caller read it), has_dependents, attempt, token, jk (the job's
+-- seq, batch (see zadd above), started (started_ms if the caller read it), has_dependents, attempt, token, jk (the job's
 -- key if the caller built it).
 function RJ.move(id, from, to, opts)
   local P, m, now = RJ.P, RJ.m, RJ.now
@@ -55,7 +66,7 @@ function RJ.move(id, from, to, opts)
     if is_leased[from] and not lease then call('ZREM', P .. 'leases', id) end
     call('ZREM', P .. 'state:' .. from, id)
   end
-  call('ZADD', P .. 'state:' .. to, now, id)
+  zadd(opts.batch, P .. 'state:' .. to, now, id)
   local hset, n = opts.fields, opts.nf
   if not hset then hset, n = RJ.hs, 0 elseif not n then n = #hset end
   hset[n + 1] = 'status'; hset[n + 2] = to; hset[n + 3] = 'updated_ms'; hset[n + 4] = now
@@ -66,7 +77,7 @@ function RJ.move(id, from, to, opts)
       local f = call('HMGET', jk, 'priority', 'seq')
       pr, seq = pr or f[1], seq or f[2]
     end
-    call('ZADD', P .. 'ready', RJ.ready_score(pr, seq), id)
+    zadd(opts.batch, P .. 'ready', RJ.ready_score(pr, seq), id)
     RJ.wake = true
   elseif to == role.delayed then
     -- an idle worker sleeps until the head of the delayed set is due: wake it if this job is earlier
