@@ -74,18 +74,17 @@ class QueuePlans(ReadPlans):
 
     # -- enqueue ----------------------------------------------------------------------------------
     def spec(self, req: JobRequest) -> EnqueueSpec:
-        """Validate one request and encode it for enqueue.lua."""
-        if req.dedupe not in ("keep", "replace"):
+        """Validate one request and encode it for enqueue.lua. Per request of enqueue_many, so the
+        defaults (no delay, user, dedupe key or dependencies) take the short branches."""
+        if req.dedupe != "keep" and req.dedupe != "replace":
             raise ValidationError("dedupe policy must be 'keep' or 'replace'")
-        if req.on_dependency_failure not in ("fail", "cancel"):
+        if req.on_dependency_failure != "fail" and req.on_dependency_failure != "cancel":
             raise ValidationError("on_dependency_failure must be 'fail' or 'cancel'")
-        if (
-            isinstance(req.max_attempts, bool)
-            or not isinstance(req.max_attempts, int)
-            or not 1 <= req.max_attempts <= 1000
-        ):
+        attempts = req.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000:
             raise ValidationError("max_attempts must be an integer 1-1000")
-        if req.delay is not None and req.run_at is not None:
+        delay, run_at, deps = req.delay, req.run_at, req.depends_on
+        if delay is not None and run_at is not None:
             raise ValidationError("give delay or run_at, not both")
         return EnqueueSpec(
             type=validate_name("job type", req.type),
@@ -93,15 +92,15 @@ class QueuePlans(ReadPlans):
             priority=parse_priority(req.priority),
             job_id=self._id(req.job_id) if req.job_id is not None else "",
             user_id=validate_name("user id", req.user_id) if req.user_id is not None else "",
-            run_at_ms=_to_ms(req.run_at, absolute=True, what="run_at"),
-            delay_ms=_to_ms(req.delay, absolute=False, what="delay"),
-            max_attempts=req.max_attempts,
+            run_at_ms=_to_ms(run_at, absolute=True, what="run_at") if run_at is not None else 0,
+            delay_ms=_to_ms(delay, absolute=False, what="delay") if delay is not None else 0,
+            max_attempts=attempts,
             dedupe_key=validate_dedupe_key(req.dedupe_key) if req.dedupe_key is not None else "",
             dedupe_policy=req.dedupe,
             cancel_running=bool(req.cancel_running),
             on_dep_failure=req.on_dependency_failure,
             hold=bool(req.hold),
-            depends_on=tuple(self._id(d) for d in req.depends_on),
+            depends_on=tuple([self._id(d) for d in deps]) if deps else (),
         )
 
     def enqueue(self, req: JobRequest, actor: str | None = None) -> Plan[EnqueueOutcome]:

@@ -4,7 +4,7 @@ NOSCRIPT reloads) and the drivers that run a plan (rjobs.plans) on asyncio or a 
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import hiredis
@@ -59,14 +59,21 @@ def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
     return sorted(set(missing) | set(reads))
 
 
-def _over_link(ops: Sequence[Op]) -> Generator[tuple[bytes, int], list[Any], list[Any]]:
+def _packed_each(ops: Sequence[Op], todo: list[int]) -> Iterator[bytes]:
+    """Each call packed only when the link is ready to write it: the server runs the first script
+    of a batch while the next one is being packed (enqueue_many: ~2 µs of client CPU per job)."""
+    for i in todo:
+        yield hiredis.pack_command(_wire(ops[i]))  # type: ignore[arg-type]
+
+
+def _over_link(ops: Sequence[Op]) -> Generator[tuple[bytes | Iterator[bytes], int], list[Any], list[Any]]:
     """Script calls over a link, as a plan of (packed commands, count) exchanges: calls the server
     had no script for (NOSCRIPT: they did not run) are sent again after their scripts are loaded;
     calls that ran are never re-sent."""
     results: list[Any] = [None] * len(ops)
     todo = list(range(len(ops)))
     for _ in range(2):
-        raws = yield _pack([_wire(ops[i]) for i in todo]), len(todo)
+        raws = yield _packed_each(ops, todo), len(todo)
         missing = []
         for i, raw in zip(todo, raws):
             if isinstance(raw, ResponseError) and _is_noscript(raw):

@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import anyio
+import hiredis
 import pytest
 import redis
 import redis.asyncio as aredis
 
 from rjobs import Queue, SyncQueue
-from rjobs.link import LinkSettings
+from rjobs.link import Link, LinkSettings, SyncLink
 from rjobs.server import LocalServer
 
 pytestmark = pytest.mark.chaos
@@ -77,6 +79,27 @@ async def test_a_reply_that_does_not_come_times_out_and_the_call_is_not_resent(u
         await anyio.sleep(0.7)  # the pause ends (the timed-out call's connection was closed)
         await q.enqueue("t")  # a new connection
         assert (await q.counts())["queued"] in (1, 2), "the timed-out call ran at most once: never re-sent"
+    await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_link_busy_for_longer_than_the_timeout_does_not_time_out(url: str) -> None:
+    """The timeout watches for replies that stop coming, not for the age of the connection: calls
+    answered steadily over several timeout periods all succeed, and a stall after them still times out."""
+    client = aredis.Redis.from_url(url, socket_timeout=0.1)
+    async with Queue("steady", client=client) as q, aredis.Redis.from_url(url) as admin:
+        await q.declare()
+        n, deadline = 0, time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            await q.enqueue("t")
+            n += 1
+        assert (await q.counts())["queued"] == n
+        await anyio.sleep(0.25)  # idle across a look of the watch: it disarms
+        await admin.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await q.enqueue("t")
+        assert time.monotonic() - started < 0.45, "timed out within 2 x socket_timeout"
     await client.aclose()
 
 
@@ -218,3 +241,43 @@ async def test_no_server_is_a_connection_error_as_with_redis_py() -> None:
     await client.aclose()
     with SyncQueue("nobody", url) as sq, pytest.raises(redis.ConnectionError):
         sq.runner.run(sq.scripts.enqueue("me", []))
+
+
+def _parts_then_fail(n: int) -> Iterator[bytes]:
+    """n packed INCRs, then the producer of the next command fails."""
+    for _ in range(n):
+        yield hiredis.pack_command(("INCR", "parts"))
+    raise ValueError("cannot pack the next command")
+
+
+@pytest.mark.anyio
+async def test_commands_written_as_produced_and_a_failing_producer_leaves_replies_aligned(url: str) -> None:
+    settings = LinkSettings.of(aredis.Redis.from_url(url))
+    assert settings is not None
+    link = Link(settings)
+    try:
+        packed = (hiredis.pack_command(("INCRBY", "parts", k)) for k in (1, 10))
+        assert await link.exchange(packed, 2) == [1, 11]
+        with pytest.raises(ValueError):
+            await link.exchange(_parts_then_fail(2), 3)
+        assert await link.exchange(hiredis.pack_command(("ECHO", "next")), 1) == [b"next"], "no stale reply"
+        assert await link.exchange(hiredis.pack_command(("GET", "parts")), 1) == [b"13"], "the 2 written ran once"
+    finally:
+        link.close()
+
+
+def test_sync_commands_written_as_produced_and_a_failing_producer_leaves_no_stale_reply(url: str) -> None:
+    settings = LinkSettings.of(redis.Redis.from_url(url))
+    assert settings is not None
+    link = SyncLink(settings)
+    try:
+        assert link.exchange((hiredis.pack_command(("INCRBY", "parts", k)) for k in (1, 10)), 2) == [1, 11]
+        with pytest.raises(ValueError):
+            link.exchange(_parts_then_fail(2), 3)
+        assert link.exchange(hiredis.pack_command(("ECHO", "next")), 1) == [b"next"], "no stale reply"
+        deadline = time.monotonic() + 2
+        while (value := link.exchange(hiredis.pack_command(("GET", "parts")), 1)[0]) != b"13":
+            assert time.monotonic() < deadline, f"the 2 INCRs written before the failure ran once, got {value!r}"
+            time.sleep(0.01)
+    finally:
+        link.close()
