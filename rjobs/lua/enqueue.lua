@@ -96,6 +96,14 @@ end
 local out, batch = {}, njobs > 1 and {} or nil  -- one job: nothing to batch
 local qname = string.match(P, '^rjobs:{(.*)}:$') or ''
 local seq0 = call('INCRBY', P .. 'seq', njobs) - njobs
+-- One HSET argument table and one options table for every record (RJ.move writes after opts.nf):
+-- a table per job was a measurable share of a bulk enqueue. The creation fields ride on the
+-- placement move's HSET (one write of the hash); fields at their defaults (zero counters, empty
+-- strings) are not written: every reader treats a missing field as its default, and a smaller
+-- hash is measurably cheaper to create.
+local fields = {'id', '', 'queue', qname, 'type', '', 'params', '', 'priority', 0, 'seq', 0, 'max_attempts', 0,
+  'created_ms', now}
+local opts = {event = 'created', actor = actor, fields = fields, batch = batch}
 for n = 1, njobs do
   pos = starts[n]
   local due, pending = dues[n], pendings[n]
@@ -130,12 +138,9 @@ for n = 1, njobs do
       if prev ~= '' then cache_inv = call('DEL', P .. 'cache:' .. dkey) end
       call('SET', P .. 'dedupe:' .. dkey, id)
     end
-    -- the creation fields ride on the placement move's HSET: one write of the hash
-    -- fields at their defaults (zero counters, empty strings) are not written: every reader
-    -- treats a missing field as its default, and a smaller hash is measurably cheaper to create
     local priority, user = tonumber(ARGV[pos + 3]), ARGV[pos + 4]
-    local fields = {'id', id, 'queue', qname, 'type', ARGV[pos + 1], 'params', ARGV[pos + 2], 'priority', priority,
-      'seq', seq, 'max_attempts', tonumber(ARGV[pos + 7]), 'created_ms', now}
+    fields[2], fields[6], fields[8], fields[10], fields[12], fields[14] = id, ARGV[pos + 1], ARGV[pos + 2], priority,
+      seq, tonumber(ARGV[pos + 7])
     local k = 16
     if user ~= '' then
       fields[k + 1] = 'user_id'; fields[k + 2] = user; k = k + 2
@@ -154,10 +159,11 @@ for n = 1, njobs do
       end
     end
     local state = role.ready
-    local opts = {event = 'created', actor = actor, priority = priority, seq = seq, fields = fields, batch = batch}
+    opts.priority, opts.seq, opts.run_at, opts.msg = priority, seq, nil, nil
     if due > 0 and (pending > 0 or due <= now) then
-      fields[k + 1] = 'scheduled_ms'; fields[k + 2] = due
+      fields[k + 1] = 'scheduled_ms'; fields[k + 2] = due; k = k + 2
     end
+    opts.nf = k
     if pending > 0 then
       state = role.waiting
     elseif due > now then
