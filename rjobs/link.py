@@ -20,7 +20,7 @@ import collections
 import os
 import select
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import hiredis
@@ -28,7 +28,10 @@ import redis
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
-__all__ = ["Link", "LinkSettings", "SyncLink"]
+__all__ = ["Each", "Link", "LinkSettings", "SyncLink"]
+
+#: What a caller may apply to each reply as it arrives: (index in the exchange, raw reply) -> value.
+Each = Callable[[int, Any], Any]
 
 #: redis-py connection classes a link can stand in for (plain TCP and unix sockets).
 _PLAIN = (aredis.Connection, aredis.UnixDomainSocketConnection, redis.Connection, redis.UnixDomainSocketConnection)
@@ -147,9 +150,10 @@ class Link:
         self._watch: asyncio.TimerHandle | None = None
         self._watched: tuple[_Protocol | None, int] = (None, 0)
 
-    async def exchange(self, packed: bytes | Iterable[bytes], count: int) -> list[Any]:
+    async def exchange(self, packed: bytes | Iterable[bytes], count: int, each: Each | None = None) -> list[Any]:
         """Write packed commands (count of them; or an iterable of ``count`` packed commands, each
-        written as soon as it is produced) and return their raw replies, errors included."""
+        written as soon as it is produced) and return their raw replies, errors included, or
+        ``each(index, reply)`` of every reply, called as it arrives (while later ones still run)."""
         proto = self._proto
         if proto is None or proto.lost or (not proto.waiters and self._stale(proto)):
             proto = await self._connect()
@@ -170,7 +174,9 @@ class Link:
             assert len(futures) == count, "count does not match the commands written"
         if self._watch is None and self.settings.timeout is not None:
             self._arm(proto)
-        return [await future for future in futures]
+        if each is None:
+            return [await future for future in futures]
+        return [each(i, await future) for i, future in enumerate(futures)]
 
     # socket_timeout: one watch per link instead of a timer per call (arming and cancelling an
     # asyncio timer cost ~13 µs of CPU per call, measured). The watch fires every `timeout` seconds
@@ -248,9 +254,10 @@ class SyncLink:
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=ResponseError)
 
-    def exchange(self, packed: bytes | Iterable[bytes], count: int) -> list[Any]:
+    def exchange(self, packed: bytes | Iterable[bytes], count: int, each: Each | None = None) -> list[Any]:
         """Send packed commands (count of them, or an iterable of ``count`` packed commands sent
-        one by one as produced) and return their raw replies, errors included."""
+        one by one as produced) and return their raw replies, errors included (or ``each(index,
+        reply)`` of each, called as it is read)."""
         sock = self._sock
         if sock is None or self.pid != os.getpid() or _readable(sock):
             sock = self._connect()
@@ -260,7 +267,7 @@ class SyncLink:
             else:
                 for part in packed:
                     sock.sendall(part)
-            return self._read(sock, count)
+            return self._read(sock, count, each)
         except BaseException as exc:
             self.close()  # replies may be half read: this socket cannot be trusted
             if isinstance(exc, TimeoutError):
@@ -269,7 +276,7 @@ class SyncLink:
                 raise _connection_error(exc) from exc
             raise
 
-    def _read(self, sock: socket.socket, count: int) -> list[Any]:
+    def _read(self, sock: socket.socket, count: int, each: Each | None) -> list[Any]:
         reader = self._reader
         out: list[Any] = []
         while len(out) < count:
@@ -280,7 +287,7 @@ class SyncLink:
                     raise redis.ConnectionError("connection to Redis lost: closed by server")
                 reader.feed(data)
             else:
-                out.append(reply)
+                out.append(reply if each is None else each(len(out), reply))
         return out
 
     def _connect(self) -> socket.socket:

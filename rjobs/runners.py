@@ -13,7 +13,7 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, error_from_reply
-from rjobs.link import Link, LinkSettings, SyncLink
+from rjobs.link import Each, Link, LinkSettings, SyncLink
 from rjobs.scripts import Arg, Call, Cmd, Op
 
 __all__ = ["AsyncRunner", "Plan", "SyncRunner", "drive_async", "drive_sync"]
@@ -59,6 +59,11 @@ def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
     return sorted(set(missing) | set(reads))
 
 
+#: One exchange over a link: packed commands, how many, what to apply to each reply as it arrives.
+Exchange = tuple[bytes | Iterator[bytes], int, Each | None]
+_NOT_RUN = object()  # a NOSCRIPT reply: the call did not run
+
+
 def _packed_each(ops: Sequence[Op], todo: list[int]) -> Iterator[bytes]:
     """Each call packed only when the link is ready to write it: the server runs the first script
     of a batch while the next one is being packed (enqueue_many: ~2 µs of client CPU per job)."""
@@ -66,24 +71,36 @@ def _packed_each(ops: Sequence[Op], todo: list[int]) -> Iterator[bytes]:
         yield hiredis.pack_command(_wire(ops[i]))  # type: ignore[arg-type]
 
 
-def _over_link(ops: Sequence[Op]) -> Generator[tuple[bytes | Iterator[bytes], int], list[Any], list[Any]]:
-    """Script calls over a link, as a plan of (packed commands, count) exchanges: calls the server
-    had no script for (NOSCRIPT: they did not run) are sent again after their scripts are loaded;
-    calls that ran are never re-sent."""
+def _decoder(ops: Sequence[Op], sent: list[int]) -> Each:
+    """Decode the j-th reply of an exchange that sent ops[sent[j]] (NOSCRIPT -> _NOT_RUN)."""
+
+    def decode(j: int, raw: Any) -> Any:
+        if isinstance(raw, ResponseError) and _is_noscript(raw):
+            return _NOT_RUN
+        return _decode_one(ops[sent[j]], raw)
+
+    return decode
+
+
+def _over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
+    """Script calls over a link, as a plan of (packed commands, count, per-reply decoder) exchanges:
+    calls the server had no script for (NOSCRIPT: they did not run) are sent again after their
+    scripts are loaded; calls that ran are never re-sent. Each reply is decoded as it arrives, so a
+    batch's first replies are decoded while the server still runs the later calls."""
     results: list[Any] = [None] * len(ops)
     todo = list(range(len(ops)))
     for _ in range(2):
-        raws = yield _packed_each(ops, todo), len(todo)
+        outs = yield _packed_each(ops, todo), len(todo), _decoder(ops, todo)
         missing = []
-        for i, raw in zip(todo, raws):
-            if isinstance(raw, ResponseError) and _is_noscript(raw):
+        for i, out in zip(todo, outs):
+            if out is _NOT_RUN:
                 missing.append(i)
             else:
-                results[i] = _decode_one(ops[i], raw)
+                results[i] = out
         if not missing:
             return results
         scripts = list({op.script for i in missing if isinstance(op := ops[i], Call)})
-        loaded = yield _pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts)
+        loaded = yield _pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts), None
         for reply in loaded:
             if isinstance(reply, ResponseError):
                 raise RjobsError(f"script could not be loaded: {reply}")

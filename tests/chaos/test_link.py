@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import hiredis
@@ -14,8 +15,9 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from rjobs import Queue, SyncQueue
+from rjobs import JobRequest, Queue, SyncQueue
 from rjobs.link import Link, LinkSettings, SyncLink
+from rjobs.scripts import load_script
 from rjobs.server import LocalServer
 
 pytestmark = pytest.mark.chaos
@@ -281,3 +283,34 @@ def test_sync_commands_written_as_produced_and_a_failing_producer_leaves_no_stal
             time.sleep(0.01)
     finally:
         link.close()
+
+
+def _mixed_batch(q: SyncQueue | Queue) -> list[Any]:
+    """enqueue (its script loaded), heartbeat (not loaded: NOSCRIPT), enqueue."""
+    spec = q.plans.spec(JobRequest(type="t"))
+    return [q.scripts.enqueue("a", [spec]), q.scripts.heartbeat("w", 1000, []), q.scripts.enqueue("b", [spec])]
+
+
+def _only_enqueue_loaded(url: str) -> None:
+    with redis.Redis.from_url(url) as admin:
+        admin.script_flush()
+        admin.script_load(load_script("enqueue").source)
+
+
+def test_sync_batch_with_one_script_missing_resends_only_that_call(url: str) -> None:
+    with SyncQueue("mixed", url) as q:
+        q.declare()
+        _only_enqueue_loaded(url)
+        first, beat, second = q.runner.run_many(_mixed_batch(q))
+        assert (first[0].status, beat, second[0].status) == ("queued", [], "queued")
+        assert q.counts()["queued"] == 2, "the calls that ran were not sent again"
+
+
+@pytest.mark.anyio
+async def test_batch_with_one_script_missing_resends_only_that_call(url: str) -> None:
+    async with Queue("mixed", url) as q:
+        await q.declare()
+        _only_enqueue_loaded(url)
+        first, beat, second = await q.runner.run_many(_mixed_batch(q))
+        assert (first[0].status, beat, second[0].status) == ("queued", [], "queued")
+        assert (await q.counts())["queued"] == 2, "the calls that ran were not sent again"
