@@ -127,7 +127,8 @@ def test_sigstop_past_the_lease_every_stale_write_is_rejected(
     # A notices from its heartbeat's reply ("lease lost") or, on a loaded machine, from that reply
     # coming later than its lapsed lease allows ("lease could not be renewed"): it stops either way.
     gave_up = ("lease lost", "lease could not be renewed")
-    wait_until(lambda: any(m in workers.log(a) for m in gave_up), 10, "worker A to give the job up", lambda: workers.log(a))
+    log_a = lambda: workers.log(a)  # noqa: E731
+    wait_until(lambda: any(m in log_a() for m in gave_up), 10, "worker A to give the job up", log_a)
     time.sleep(0.5)  # its heartbeat, progress loop and finish have all had their chance by now
     assert keyspace_fingerprint(redis_sync, pattern) == before  # every write of A was rejected
     final = queue.get(job.id)
