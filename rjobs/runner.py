@@ -305,7 +305,8 @@ class Finisher:
             return
         outcomes: list[str] | None = None
         error: BaseException | None = None
-        with anyio.CancelScope(shield=True), anyio.move_on_after(FINAL_WRITE_TIMEOUT):
+        # one scope, shielded, with its own deadline (cheaper than shield + move_on_after)
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + FINAL_WRITE_TIMEOUT):
             try:
                 outcomes = await self._finish([r for _, r in live])
             except RjobsError as exc:
