@@ -30,6 +30,13 @@ async def sleepy(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"token": ctx.token, "worker": ctx.worker_id}
 
 
+async def quick(ctx: JobContext, params: dict[str, Any]) -> str:
+    """Sleep ``seconds`` and return the lease token; writes nothing itself, so every Redis call of
+    its attempt is the worker's own (claim, heartbeat, finish)."""
+    await anyio.sleep(float(params.get("seconds", 0.05)))
+    return ctx.token
+
+
 def suicide(ctx: JobContext, params: Any) -> None:
     """A poison pill: kills the worker process running it."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -40,7 +47,7 @@ def make_worker() -> Worker:
     env = os.environ.get
     return Worker(
         env("RJOBS_TEST_QUEUE", QUEUE),
-        [sleepy, suicide],
+        [sleepy, quick, suicide],
         lease=float(env("RJOBS_TEST_LEASE", "1.0")),
         grace=float(env("RJOBS_TEST_GRACE", "5.0")),
         max_lease_losses=int(env("RJOBS_TEST_MAX_LEASE_LOSSES", "3")),

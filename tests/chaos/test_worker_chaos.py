@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 import redis
 
+from rjobs import JobRequest
 from rjobs.machines import JOB
+from rjobs.server import LocalServer, find_valkey_binary
 from rjobs.sync import SyncQueue
 from tests.helpers import keyspace_fingerprint
+from tests.invariants import assert_indexes_consistent
 from tests.workerapp import QUEUE
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
@@ -189,3 +192,39 @@ def test_second_sigterm_skips_the_grace_period(workers: Workers, queue: SyncQueu
     assert time.monotonic() - t0 < 3
     back = queue.get(job.id)
     assert (back.status, back.attempt) == (JOB.ready, 0)  # handed back, attempt refunded
+
+
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_a_server_restart_under_a_busy_worker_loses_no_job_and_ends_each_once(tmp_path: Path, how: str) -> None:
+    """The server goes away while one worker runs 8 jobs at a time: a graceful restart, or SIGKILL
+    with ``appendfsync always`` (every acknowledged write is on disk). The worker's links
+    reconnect, the outcomes it could not write are written afterwards (a claim whose reply was
+    lost comes back after its lease), and every job ends successfully exactly once, with
+    consistent indexes."""
+    server = LocalServer(find_valkey_binary(), data_dir=tmp_path / "valkey", appendonly=True,
+                         extra_args=["--appendfsync", "always"])  # fmt: skip
+    server.start()
+    workers = Workers(server.url, tmp_path)
+    try:
+        with SyncQueue(QUEUE, server.url) as queue, redis.Redis.from_url(server.url) as r:
+            n = 150
+            jobs = queue.enqueue_many([JobRequest(type="quick", params={"seconds": 0.05}) for _ in range(n)])
+            a = workers.spawn(lease=2, concurrency=8)
+            log_a = lambda: workers.log(a)  # noqa: E731
+            wait_until(lambda: queue.counts()[JOB.success] >= 40, 20, "the worker to finish 40 jobs", log_a)
+            wait_until(lambda: r.zcard(queue.keys.leases) > 0, 5, "the worker to hold jobs", log_a)
+            if how == "kill":
+                server.kill()
+                server.start()
+            else:
+                server.restart()
+            assert r.zcard(queue.keys.state(JOB.success)) < n, "the server went away while jobs were running"
+            wait_until(lambda: queue.counts()[JOB.success] == n, 40, "every job to end after the restart", log_a)
+            for job in jobs:
+                assert len(successes(r, queue, job.id)) == 1, f"{job.id} ended exactly once"
+            assert_indexes_consistent(r, QUEUE, JOB)
+            assert r.zcard(queue.keys.leases) == 0
+            assert a.poll() is None, "the worker carried on"
+    finally:
+        workers.kill_all()
+        server.stop()
