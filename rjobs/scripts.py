@@ -175,6 +175,9 @@ def _s(v: bytes | str | None) -> str:
 def _decode_enqueue(raw: list[Any]) -> list[EnqueueOutcome]:
     # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua); up to 500
     # per call, so the texts are decoded column by column and equal ones once
+    if len(raw) == 6:  # a single enqueue
+        return [EnqueueOutcome(id=_s(raw[0]), outcome=_s(raw[1]), status=_s(raw[2]), previous_id=_s(raw[3]) or None,
+                               stale_cancelled=bool(raw[4]), cache_invalidated=bool(raw[5]))]  # fmt: skip
     texts = {}
     for v in raw[1::6] + raw[2::6]:
         if v not in texts:
