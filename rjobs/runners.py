@@ -39,10 +39,18 @@ def _is_noscript(reply: ResponseError) -> bool:
     return str(reply).startswith("NOSCRIPT")
 
 
-def _wire(op: Op) -> tuple[Arg, ...]:
+def _wire(op: Op, legacy: bool = False) -> tuple[Arg, ...]:
     if isinstance(op, Call):
-        return ("EVALSHA", op.script.sha, 2, *op.keys, *op.args)
+        return ("EVALSHA", op.script.legacy_sha if legacy else op.script.sha, 2, *op.keys, *op.args)
     return op.args
+
+
+def _legacy_lua(client: Any) -> bool:
+    """fakeredis (rjobs.testing) cannot read a script's shebang: it gets the scripts without one."""
+    pool = getattr(client, "connection_pool", None)
+    return type(client).__module__.startswith("fakeredis") or (
+        pool is not None and pool.connection_class.__module__.startswith("fakeredis")
+    )
 
 
 def _pack(commands: list[tuple[Arg, ...]]) -> bytes:
@@ -144,6 +152,7 @@ class AsyncRunner:
     def __init__(self, client: aredis.Redis) -> None:
         self.client = client
         self._settings = LinkSettings.of(client)
+        self._legacy = _legacy_lua(client)
         self._link: Link | None = None
 
     def _link_here(self) -> Link | None:
@@ -194,7 +203,7 @@ class AsyncRunner:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
             await _fresh_async(conn)
             try:
-                await conn.send_packed_command([_pack([_wire(ops[i]) for i in todo])], check_health=False)
+                await conn.send_packed_command([_pack([_wire(ops[i], self._legacy) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
@@ -210,7 +219,7 @@ class AsyncRunner:
                         missing.append(i)
                 if missing:
                     for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                        await conn.send_command("SCRIPT", "LOAD", script.source)
+                        await conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
                         await conn.read_response()
             except BaseException:
                 await conn.disconnect()  # replies may be half read: this connection cannot be trusted
@@ -236,6 +245,7 @@ class SyncRunner:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._settings = LinkSettings.of(client)
+        self._legacy = _legacy_lua(client)
         self._local = threading.local()
         self._links: dict[int, SyncLink] = {}  # by thread id, to close them all
         self._links_lock = threading.Lock()
@@ -307,7 +317,7 @@ class SyncRunner:
     def _pooled(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
         for _ in range(2):
             try:
-                conn.send_packed_command([_pack([_wire(ops[i]) for i in todo])], check_health=False)
+                conn.send_packed_command([_pack([_wire(ops[i], self._legacy) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
@@ -322,7 +332,7 @@ class SyncRunner:
                     if isinstance(raw, NoScriptError):
                         missing.append(i)
                 for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                    conn.send_command("SCRIPT", "LOAD", script.source)
+                    conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
                     conn.read_response()
             except BaseException:
                 conn.disconnect()  # replies may be half read: this connection cannot be trusted

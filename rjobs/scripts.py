@@ -42,13 +42,27 @@ Arg = str | bytes | int | float
 _INCLUDE = re.compile(r"^--!include (\S+)$", re.MULTILINE)
 
 
+#: First line of every script sent to a real server: a script with a shebang is refused up front
+#: (READONLY, OOM) where it could not write, instead of running its reads and failing at its first
+#: write (on a replica that is a misleading answer; redis-py's Sentinel client turns READONLY into a
+#: reconnect to the new master).
+SHEBANG = "#!lua\n"
+
+
 @dataclass(frozen=True, slots=True)
 class LuaScript:
-    """A script with its includes expanded, and the SHA1 Redis knows it by."""
+    """A script with its includes expanded, and the SHA1 Redis knows it by; ``legacy_*`` is the
+    same script without the shebang, for servers that cannot read one (fakeredis)."""
 
     name: str
     source: str
     sha: str
+    legacy_source: str
+    legacy_sha: str
+
+    def for_server(self, legacy: bool) -> tuple[str, str]:
+        """(source, sha) to send."""
+        return (self.legacy_source, self.legacy_sha) if legacy else (self.source, self.sha)
 
 
 @cache
@@ -59,8 +73,13 @@ def load_script(name: str) -> LuaScript:
     def expand(match: re.Match[str]) -> str:
         return (root / match.group(1)).read_text(encoding="utf-8")
 
-    source = _INCLUDE.sub(expand, (root / f"{name}.lua").read_text(encoding="utf-8"))
-    return LuaScript(name, source, hashlib.sha1(source.encode()).hexdigest())
+    legacy = _INCLUDE.sub(expand, (root / f"{name}.lua").read_text(encoding="utf-8"))
+    source = SHEBANG + legacy
+    return LuaScript(name, source, _sha(source), legacy, _sha(legacy))
+
+
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
 
 
 def script_names() -> list[str]:

@@ -163,7 +163,8 @@ async def test_every_shipped_script_runs_on_fakeredis() -> None:
     await q.retry(cancelled)
     await q.runner.run(q.scripts.heartbeat("w", 1000, []))
     await q.runner.run(q.scripts.reap(10, 3, 10, 60_000))
-    loaded = await q.client.script_exists(*[load_script(n).sha for n in script_names()])
+    # fakeredis cannot read a shebang: it runs the legacy copies
+    loaded = await q.client.script_exists(*[load_script(n).legacy_sha for n in script_names()])
     assert dict(zip(script_names(), loaded)) == dict.fromkeys(script_names(), True)
 
 
