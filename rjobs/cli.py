@@ -25,6 +25,7 @@ from rjobs import codec, errors
 from rjobs import server as servers
 from rjobs.cli_render import JobWatch, Output, history_table, jobs_table, queue_stats, show_job, stats_table
 from rjobs.config import default_actor
+from rjobs.connect import sync_client
 from rjobs.errors import JobNotFound, MachineConflict, RjobsError, ValidationError
 from rjobs.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key
 from rjobs.machine import StateMachine
@@ -70,9 +71,7 @@ def resolve_url(explicit: str | None, out: Output) -> str:
 def connect(url: str) -> redis.Redis:
     """A blocking client that fails fast when nothing listens (redis-py's default retries ~4 s)."""
     try:
-        return redis.Redis.from_url(
-            url, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
-        )
+        return sync_client(url, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
     except ValueError as exc:  # a malformed URL is a usage error, not a connection error
         raise ValidationError(f"bad Redis URL {url!r}: {exc}") from None
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aredis
 
 from rjobs.config import QueueConfig, default_actor
+from rjobs.connect import async_client, close_async
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
@@ -52,7 +53,7 @@ class Queue:
         self.keys = self.plans.keys
         self.scripts = self.plans.scripts
         self._own_client = client is None
-        self.client: aredis.Redis = client if client is not None else aredis.Redis.from_url(url or default_url())
+        self.client: aredis.Redis = client if client is not None else async_client(url or default_url())
         self.runner = AsyncRunner(self.client)
         self._declared = False
 
@@ -72,7 +73,7 @@ class Queue:
         """Close this queue's script connection, and the client if this queue created it."""
         self.runner.close()
         if self._own_client:
-            await self.client.aclose()
+            await close_async(self.client)
 
     async def __aenter__(self) -> Queue:
         return self

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import redis
 
 from rjobs.config import QueueConfig, default_actor
+from rjobs.connect import close_sync, sync_client
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
@@ -48,7 +49,7 @@ class SyncQueue:
         self.keys = self.plans.keys
         self.scripts = self.plans.scripts
         self._own_client = client is None
-        self.client: redis.Redis = client if client is not None else redis.Redis.from_url(url or default_url())
+        self.client: redis.Redis = client if client is not None else sync_client(url or default_url())
         self.runner = SyncRunner(self.client)
         self._declared = False
 
@@ -68,7 +69,7 @@ class SyncQueue:
         """Close this queue's script sockets, and the client if this queue created it."""
         self.runner.close()
         if self._own_client:
-            self.client.close()
+            close_sync(self.client)
 
     def __enter__(self) -> SyncQueue:
         return self

@@ -1,0 +1,143 @@
+"""Redis clients from URLs: what redis-py's ``from_url`` reads (``redis://``, ``rediss://``,
+``unix://``), plus Sentinel URLs, which it does not::
+
+    redis+sentinel://[[username]:password@]host[:port][,host[:port]...]/service[/db][?option=value...]
+
+The hosts are Sentinels (port 26379 when left out); ``service`` is the monitored master's name;
+username, password and ``db`` are the master's. Options: ``sentinel_username`` and
+``sentinel_password`` (when the Sentinels require AUTH), ``socket_timeout`` and
+``socket_connect_timeout`` (seconds, for every connection). ``rediss+sentinel://`` speaks TLS to
+the master.
+
+The client asks the Sentinels for the current master whenever it connects, so after a failover
+the next connection goes to the new master. A script call in flight when the master goes away
+fails with ``redis.ConnectionError`` and is not sent again (docs/transport.md): it ran on the old
+master or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import Sentinel
+
+from rjobs.errors import ValidationError
+
+__all__ = ["SENTINEL_SCHEMES", "async_client", "close_async", "close_sync", "sync_client"]
+
+#: URL schemes this module reads itself (everything else goes to redis-py's from_url).
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_SENTINEL_PORT = 26379
+_FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+
+
+class SentinelURL:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in SENTINEL_SCHEMES:
+            raise ValidationError(f"not a Sentinel URL: {url!r}")
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        self.username = unquote(user) or None
+        self.password = unquote(password) or None
+        self.hosts = [_host_port(item, url) for item in hostlist.split(",")]
+        path = [p for p in parts.path.split("/") if p]
+        if not path or len(path) > 2:
+            raise ValidationError(f"Sentinel URL {url!r} needs /<service name>[/<db>] after the hosts")
+        self.service = unquote(path[0])
+        try:
+            self.db = int(path[1]) if len(path) == 2 else 0
+        except ValueError:
+            raise ValidationError(f"Sentinel URL {url!r}: the database must be a number") from None
+        self.ssl = parts.scheme.startswith("rediss")
+        self.sentinel_kwargs: dict[str, Any] = {}
+        self.options: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query):
+            if key in ("sentinel_username", "sentinel_password"):
+                self.sentinel_kwargs[key.removeprefix("sentinel_")] = value
+            elif key in _FLOAT_OPTIONS:
+                try:
+                    self.options[key] = float(value)
+                except ValueError:
+                    raise ValidationError(f"Sentinel URL {url!r}: {key} must be a number") from None
+            else:
+                raise ValidationError(f"Sentinel URL {url!r}: unknown option {key!r}")
+
+    def master_kwargs(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Connection settings for the master (the URL's, then the caller's)."""
+        out: dict[str, Any] = {"db": self.db, **self.options}
+        if self.username is not None:
+            out["username"] = self.username
+        if self.password is not None:
+            out["password"] = self.password
+        if self.ssl:
+            out["ssl"] = True
+        return {**out, **extra}
+
+    def sentinel_connection_kwargs(self) -> dict[str, Any]:
+        """Settings for the connections to the Sentinels themselves."""
+        return {**{k: v for k, v in self.options.items()}, **self.sentinel_kwargs}
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":") if item.rfind(":") > item.rfind("]") else (item, "", "")
+    host = host.strip("[]")
+    if not host:
+        raise ValidationError(f"Sentinel URL {url!r}: empty host in {item!r}")
+    try:
+        return host, int(port) if sep else _SENTINEL_PORT
+    except ValueError:
+        raise ValidationError(f"Sentinel URL {url!r}: bad port in {item!r}") from None
+
+
+def is_sentinel_url(url: str) -> bool:
+    """True for ``redis+sentinel://`` and ``rediss+sentinel://`` URLs."""
+    return url.split("://", 1)[0] in SENTINEL_SCHEMES
+
+
+def async_client(url: str, **kwargs: Any) -> aredis.Redis:
+    """A ``redis.asyncio`` client for ``url`` (keyword arguments go to the client)."""
+    if not is_sentinel_url(url):
+        return aredis.Redis.from_url(url, **kwargs)
+    parsed = SentinelURL(url)
+    sentinel = AsyncSentinel(parsed.hosts, sentinel_kwargs=parsed.sentinel_connection_kwargs())  # type: ignore[no-untyped-call]
+    client: aredis.Redis = sentinel.master_for(parsed.service, redis_class=aredis.Redis,
+                                               **parsed.master_kwargs(kwargs))  # fmt: skip
+    return client
+
+
+def sync_client(url: str, **kwargs: Any) -> redis.Redis:
+    """A blocking ``redis`` client for ``url`` (keyword arguments go to the client)."""
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **kwargs)
+    parsed = SentinelURL(url)
+    sentinel = Sentinel(parsed.hosts, sentinel_kwargs=parsed.sentinel_connection_kwargs())  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        parsed.service, redis_class=redis.Redis, **parsed.master_kwargs(kwargs)
+    )
+    return client
+
+
+def _sentinels(client: Any) -> list[Any]:
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", []))
+
+
+async def close_async(client: aredis.Redis) -> None:
+    """Close a client made here, with its connections to the Sentinels."""
+    await client.aclose()
+    for sentinel in _sentinels(client):
+        await sentinel.aclose()
+
+
+def close_sync(client: redis.Redis) -> None:
+    """Close a client made here, with its connections to the Sentinels."""
+    client.close()
+    for sentinel in _sentinels(client):
+        sentinel.close()

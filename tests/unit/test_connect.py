@@ -1,0 +1,60 @@
+"""Sentinel URLs (rjobs.connect): parsing, and bad URLs as typed errors. No server needed."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from rjobs import ValidationError
+from rjobs.connect import SentinelURL, async_client, is_sentinel_url, sync_client
+
+
+def test_hosts_service_db_and_credentials() -> None:
+    u = SentinelURL("redis+sentinel://bob:s%40cret@10.0.0.1:26380,[::1],sentinel-b/mymaster/3")
+    assert u.hosts == [("10.0.0.1", 26380), ("::1", 26379), ("sentinel-b", 26379)]
+    assert (u.service, u.db, u.username, u.password, u.ssl) == ("mymaster", 3, "bob", "s@cret", False)
+    assert u.master_kwargs({"socket_connect_timeout": 5}) == {
+        "db": 3, "username": "bob", "password": "s@cret", "socket_connect_timeout": 5,
+    }  # fmt: skip
+
+
+def test_options_and_tls() -> None:
+    u = SentinelURL("rediss+sentinel://:pw@h/svc?sentinel_password=spw&socket_timeout=2.5")
+    assert (u.ssl, u.password, u.username, u.db) == (True, "pw", None, 0)
+    assert u.sentinel_connection_kwargs() == {"socket_timeout": 2.5, "password": "spw"}
+    assert u.master_kwargs({}) == {"db": 0, "socket_timeout": 2.5, "password": "pw", "ssl": True}
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+sentinel://h:26379", "service name"),
+        ("redis+sentinel://h/svc/0/extra", "service name"),
+        ("redis+sentinel://h:port/svc", "bad port"),
+        ("redis+sentinel://h/svc/zero", "database must be a number"),
+        ("redis+sentinel://h/svc?socket_timeout=soon", "must be a number"),
+        ("redis+sentinel://h/svc?retries=3", "unknown option"),
+        ("redis+sentinel://h,,k/svc", "empty host"),
+    ],
+)
+def test_bad_sentinel_urls_are_validation_errors(url: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        sync_client(url)
+    with pytest.raises(ValidationError, match=why):
+        async_client(url)
+
+
+def test_other_urls_go_to_redis_py() -> None:
+    assert not is_sentinel_url("redis://localhost:6379/0") and is_sentinel_url("redis+sentinel://h/s")
+    sync = sync_client("redis://127.0.0.1:1/2")
+    assert isinstance(sync, redis.Redis) and sync.connection_pool.connection_kwargs["db"] == 2
+    assert isinstance(async_client("unix:///tmp/none.sock"), aredis.Redis)
+
+
+def test_a_sentinel_client_is_made_without_connecting() -> None:
+    client = sync_client("redis+sentinel://127.0.0.1:1/svc/1")  # nothing listens on port 1
+    pool = client.connection_pool
+    assert pool.service_name == "svc" and pool.connection_kwargs["db"] == 1
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in pool.sentinel_manager.sentinels] == [("127.0.0.1", 1)]  # fmt: skip
