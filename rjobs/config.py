@@ -82,8 +82,10 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
         r = d.retention
         return cls(
             retention=Retention(
-                success=seconds("keep_success_ms", r.success), partial=seconds("keep_partial_ms", r.partial),
-                failure=seconds("keep_failure_ms", r.failure), cancelled=seconds("keep_cancelled_ms", r.cancelled),
+                success=seconds("keep_success_ms", r.success),
+                partial=seconds("keep_partial_ms", r.partial),
+                failure=seconds("keep_failure_ms", r.failure),
+                cancelled=seconds("keep_cancelled_ms", r.cancelled),
             ),
             max_payload=options.get("max_payload", d.max_payload),
             cache_ttl=seconds("cache_ttl_ms", d.cache_ttl) or 0.0,

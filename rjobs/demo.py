@@ -243,8 +243,16 @@ class _Demo:
         flaky = next(jid for jid, d in self.ids.items() if d.attempts is not None)
         commands = inspect_commands(self.url, self.queue, flaky)
         if self.out.json:
-            self.out.json_doc({"queue": self.name, "url": self.url, "ok": ok, "seconds": round(took, 2), "jobs": rows,
-                               "commands": commands})
+            self.out.json_doc(
+                {
+                    "queue": self.name,
+                    "url": self.url,
+                    "ok": ok,
+                    "seconds": round(took, 2),
+                    "jobs": rows,
+                    "commands": commands,
+                }
+            )
             return 0 if ok else 1
         table = Table(title=f"outcomes ({took:.1f} s)", header_style="bold", title_justify="left")
         for col in ("job id", "type", "final state", "expected", "attempts", "duration", ""):
@@ -257,8 +265,11 @@ class _Demo:
         con.print(table)
         if timed_out:
             self.out.error(f"the demo jobs did not all finish within {DEADLINE:.0f} s")
-        con.print("\nEverything above lives in Redis. Look at it directly (send_invoice: a failed attempt, "
-                  "its retry, the success):", markup=False)
+        con.print(
+            "\nEverything above lives in Redis. Look at it directly (send_invoice: a failed attempt, "
+            "its retry, the success):",
+            markup=False,
+        )
         for cmd in commands:
             con.print(f"  {cmd}", markup=False, soft_wrap=True)
         con.print(f"  rjobs show {flaky} -q {self.name} --url {self.url}", markup=False, soft_wrap=True)

@@ -296,6 +296,8 @@ def test_worker_command_runs_a_module_worker(rjobs: Any, tmp_path: Path, url: st
     assert all(q.get(i).status == "completed" for i in ids)
     missing = rjobs("worker", "myjobs:nope", "--burst", "--url", url, env=env)
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
 async def _ok(ctx: Any, params: Any) -> dict[str, int]:
     for pct, step in ((20, "fetch"), (60, "resize"), (90, "upload")):
         await ctx.progress(pct, step=step)
