@@ -118,7 +118,10 @@ def test_sigstop_past_the_lease_every_stale_write_is_rejected(
 ) -> None:
     a = workers.spawn(lease=1)
     job = queue.enqueue("sleepy", {"first": 1.5, "then": 0.2}, max_attempts=3)
-    wait_until(lambda: held_by_a_worker(queue, job.id), 10, "worker A to claim the job")
+    # Frozen only once its first progress is written: A then surely runs the job. (Frozen between
+    # the claim and its reply, A would never learn it held the job: nothing to fence.)
+    running = lambda: held_by_a_worker(queue, job.id) and queue.get(job.id).progress.percent > 0  # noqa: E731
+    wait_until(running, 10, "worker A to run the job", lambda: workers.log(a))
     a.send_signal(signal.SIGSTOP)
     workers.spawn(lease=1)
     out = queue.wait(job.id, timeout=15)
