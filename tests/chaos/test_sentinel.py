@@ -26,20 +26,27 @@ class Deployment:
     """A master, one replica of it and one Sentinel watching them, on free loopback ports."""
 
     def __init__(self, tmp: Path) -> None:
-        binary = find_valkey_binary()
+        self.tmp, self.binary = tmp, find_valkey_binary()
         # no diskless-sync delay: the replica's first sync would wait 5 s for more replicas
-        self.master = LocalServer(binary, data_dir=tmp / "master", extra_args=["--repl-diskless-sync-delay", "0"])
-        self.master.start()
+        self.master = LocalServer(self.binary, data_dir=tmp / "master", extra_args=["--repl-diskless-sync-delay", "0"])
         self.replica = LocalServer(
-            binary, data_dir=tmp / "replica", extra_args=["--replicaof", "127.0.0.1", str(self.master.port)]
+            self.binary, data_dir=tmp / "replica", extra_args=["--replicaof", "127.0.0.1", str(self.master.port)]
         )
+        self.port = free_port()
+        self.admin = redis.Redis(port=self.port)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{SERVICE}"
+
+    def start(self) -> None:
+        """Start all three and wait until the Sentinel knows the master (stop() cleans up after a failure)."""
+        tmp, binary = self.tmp, self.binary
+        self.master.start()
         self.replica.start()
         deadline = time.monotonic() + 10
         with redis.Redis(port=self.master.port) as master:  # the replica has done its first sync
             while master.info("replication").get("slave0", {}).get("state") != "online":
                 assert time.monotonic() < deadline, "the replica did not sync"
                 time.sleep(0.05)
-        self.port = free_port()
         conf = tmp / "sentinel.conf"  # Sentinel rewrites its config file: it must be writable
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {tmp}\n"
@@ -48,7 +55,6 @@ class Deployment:
         )
         with open(tmp / "sentinel.log", "wb") as log:
             self.proc = subprocess.Popen([str(binary), str(conf), "--sentinel"], stdout=log, stderr=log)
-        self.admin = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -58,7 +64,6 @@ class Deployment:
                 pass
             assert time.monotonic() < deadline, (tmp / "sentinel.log").read_text()
             time.sleep(0.05)
-        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{SERVICE}"
 
     def master_port(self) -> int:
         return int(self.admin.sentinel_get_master_addr_by_name(SERVICE)[1])
@@ -79,8 +84,9 @@ class Deployment:
                     time.sleep(0.05)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
         self.admin.close()
         self.replica.stop()
         self.master.stop()
@@ -90,6 +96,7 @@ class Deployment:
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     d = Deployment(tmp_path)
     try:
+        d.start()
         yield d
     finally:
         d.stop()
