@@ -47,7 +47,7 @@ if max_jobs > 0 then
   local fields = {}
   local opts = {deadline = deadline, actor = worker}
   for _, id in ipairs(call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
-    local jk = P .. 'job:' .. id
+    local jk = RJ.jkey(id)
     -- one read of everything the worker needs, one write per state entered
     local f = call('HMGET', jk, 'status', 'token', 'attempt', 'executions', 'type', 'params',
       'max_attempts', 'user_id', 'priority', 'retry_count', 'created_ms')

@@ -37,7 +37,7 @@ for n = 1, njobs do
   if not ndeps or ndeps < 0 or ndeps > 1000 then return redis.error_reply('RJ_INVALID dependency count') end
   if id ~= '' then
     if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-    if call('EXISTS', P .. 'job:' .. id) == 1 or ids[id] then return redis.error_reply('RJ_EXISTS ' .. id) end
+    if call('EXISTS', RJ.jkey(id)) == 1 or ids[id] then return redis.error_reply('RJ_EXISTS ' .. id) end
     ids[id] = true
   end
   if not valid_name(jtype) then return redis.error_reply('RJ_INVALID job type') end
@@ -59,7 +59,7 @@ for n = 1, njobs do
   for d = 1, ndeps do
     local dep = ARGV[pos + 13 + d]
     if not valid_name(dep) then return redis.error_reply('RJ_INVALID dependency id') end
-    local st = call('HGET', P .. 'job:' .. dep, 'status')
+    local st = call('HGET', RJ.jkey(dep), 'status')
     if not st then return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' not found') end
     local fr = m.final_role[st]
     if fr and fr ~= 'success' then
@@ -153,7 +153,7 @@ for n = 1, njobs do
       k = k + 4
       if pending ~= 0 then fields[k + 1] = 'deps_pending'; fields[k + 2] = pending; k = k + 2 end
       for d = pos + 14, pos + 13 + ndeps do
-        local dk = P .. 'job:' .. ARGV[d]
+        local dk = RJ.jkey(ARGV[d])
         call('SADD', dk .. ':dependents', id)
         call('HSET', dk, 'has_dependents', 1)
       end

@@ -13,7 +13,7 @@ function RJ.apply(argv, pos, actor)
   if not RJ.valid_name(id) then return 'RJ_INVALID job id' end
   if not RJ.is_state(target) then return 'RJ_INVALID unknown state ' .. tostring(target) end
   if not run_at or #msg > 1000 then return 'RJ_INVALID run_at or msg' end
-  local jk = RJ.P .. 'job:' .. id
+  local jk = RJ.jkey(id)
   local f = call('HMGET', jk, 'status', 'token', 'dedupe_key', 'attempt', 'started_ms', 'has_dependents')
   local status, jtoken = f[1], f[2]
   if not status then return 'RJ_NOT_FOUND ' .. id end

@@ -57,7 +57,7 @@ RJ.hs = {}  -- scratch HSET arguments for moves without caller fields (HSET runs
 -- key if the caller built it).
 function RJ.move(id, from, to, opts)
   local P, m, now = RJ.P, RJ.m, RJ.now
-  local jk = opts.jk or P .. 'job:' .. id
+  local jk = opts.jk or RJ.jkey(id)
   local role, is_leased = m.role, m.is_leased
   local lease = is_leased[to] and opts.deadline
   if from ~= '' then
