@@ -192,27 +192,17 @@ def _s(v: bytes | str | None) -> str:
 
 
 def _decode_enqueue(raw: list[Any]) -> list[EnqueueOutcome]:
-    # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua); up to 500
-    # per call, so the texts are decoded column by column and equal ones once
-    if len(raw) == 6:  # a single enqueue
-        return [EnqueueOutcome(id=_s(raw[0]), outcome=_s(raw[1]), status=_s(raw[2]), previous_id=_s(raw[3]) or None,
-                               stale_cancelled=bool(raw[4]), cache_invalidated=bool(raw[5]))]  # fmt: skip
-    texts = {}
-    for v in raw[1::6] + raw[2::6]:
-        if v not in texts:
-            texts[v] = _s(v)
+    # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua)
     return [
         EnqueueOutcome(
-            id=_s(job_id),
-            outcome=texts[outcome],
-            status=texts[status],
-            previous_id=_s(previous) or None,
-            stale_cancelled=bool(stale),
-            cache_invalidated=bool(invalidated),
+            id=_s(raw[i]),
+            outcome=_s(raw[i + 1]),
+            status=_s(raw[i + 2]),
+            previous_id=_s(raw[i + 3]) or None,
+            stale_cancelled=bool(raw[i + 4]),
+            cache_invalidated=bool(raw[i + 5]),
         )
-        for job_id, outcome, status, previous, stale, invalidated in zip(
-            raw[0::6], raw[1::6], raw[2::6], raw[3::6], raw[4::6], raw[5::6]
-        )
+        for i in range(0, len(raw), 6)
     ]
 
 
