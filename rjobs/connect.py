@@ -82,7 +82,7 @@ class SentinelURL:
 
     def sentinel_connection_kwargs(self) -> dict[str, Any]:
         """Settings for the connections to the Sentinels themselves."""
-        return {**{k: v for k, v in self.options.items()}, **self.sentinel_kwargs}
+        return {**self.options, **self.sentinel_kwargs}
 
 
 def _host_port(item: str, url: str) -> tuple[str, int]:
