@@ -58,3 +58,10 @@ def test_a_sentinel_client_is_made_without_connecting() -> None:
     assert pool.service_name == "svc" and pool.connection_kwargs["db"] == 1
     assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
             for s in pool.sentinel_manager.sentinels] == [("127.0.0.1", 1)]  # fmt: skip
+
+
+def test_the_cli_reports_a_bad_sentinel_url_as_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from rjobs.cli import EXIT, main
+
+    assert main(["stats", "--url", "redis+sentinel://h:port/svc"]) == EXIT["usage"]
+    assert "bad port in 'h:port'" in capsys.readouterr().err
