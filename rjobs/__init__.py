@@ -7,15 +7,18 @@ from rjobs import machines
 from rjobs.config import PRIORITIES, QueueConfig, Retention
 from rjobs.context import JobContext
 from rjobs.errors import (
+    DedupeConflict,
     DependencyError,
     InvalidTransition,
     JobExists,
     JobNotFound,
     LeaseLost,
+    LeaseRequired,
     MachineConflict,
     MachineError,
     RjobsError,
     ScriptError,
+    StateConflict,
     Unauthorized,
     ValidationError,
     WaitTimeout,
@@ -33,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PRIORITIES",
     "Asset",
+    "DedupeConflict",
     "DependencyError",
     "EnqueueOutcome",
     "Event",
@@ -47,6 +51,7 @@ __all__ = [
     "JobOutcome",
     "JobRequest",
     "LeaseLost",
+    "LeaseRequired",
     "MachineConflict",
     "MachineError",
     "Partial",
@@ -58,6 +63,7 @@ __all__ = [
     "RetryPolicy",
     "RjobsError",
     "ScriptError",
+    "StateConflict",
     "StateMachine",
     "SyncQueue",
     "Unauthorized",

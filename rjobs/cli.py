@@ -199,9 +199,10 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, out: Output) -> int:
-    """Follow one job on its own event stream (XREAD BLOCK, no polling) until it is final."""
+    """Follow one job on the queue stream (XREAD BLOCK, no polling) until it is final; the job is
+    read again whenever it shows up there, and at least once a second."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    stream, job_key = q.keys.job_events(args.id), q.keys.job(args.id)
+    stream, job_key = q.keys.events, q.keys.job(args.id)
 
     def snapshot() -> tuple[str, Job]:
         pipe = q.client.pipeline(transaction=False)
@@ -216,12 +217,13 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     with JobWatch(out, q.machine) as view:
         view.start(job)
         while not q.machine.is_final(job.status):
-            reply: Any = q.client.xread({stream: after}, count=100, block=5000)
+            reply: Any = q.client.xread({stream: after}, count=1000, block=1000)
             for _, entries in reply or []:
                 for ev in codec.events_from_entries(entries):
                     after = ev.id
-                    view.event(ev)
-            job = snapshot()[1]  # after a quiet 5 s too: the job may have been purged meanwhile
+                    if ev.job_id == args.id:
+                        view.event(ev)
+            job = snapshot()[1]  # the job may have been purged meanwhile
             view.update(job)
     view.end(job)
     return final_exit(q.machine, job.status)

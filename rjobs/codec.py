@@ -99,7 +99,7 @@ def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
 
 
 def event_from_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Event:
-    """Build an Event from one stream entry (XRANGE / XREAD)."""
+    """Build an Event from one queue stream entry (XRANGE / XREAD)."""
     g = fields.get
     return Event(
         id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
@@ -112,7 +112,55 @@ def event_from_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Ev
         attempt=_int(g(b"attempt")),
         token=_int(g(b"token")),
         data=_str(g(b"data")),
+        operator=g(b"op") == b"1",
     )
+
+
+class _HistoryEntry(msgspec.Struct, frozen=True):
+    """One history entry as stored (see docs/design.md, decision 1)."""
+
+    t: int = 0
+    ev: str = ""
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    by: str | None = None
+    op: int = 0
+    n: int | None = None
+    tok: str | None = None
+    msg: str | None = None
+    data: str | None = None
+
+
+_history_decoder = msgspec.json.Decoder(_HistoryEntry)
+
+
+def events_from_history(job_id: str, entries: Sequence[bytes], first: int = 0) -> list[Event]:
+    """Decode a job's history (``LRANGE rjobs:{Q}:job:<id>:history``); ``first`` is the position
+    of the first entry. An entry that is not valid JSON (written by hand) becomes an event
+    ``unreadable`` carrying its raw text, so one bad entry never hides the others."""
+    out = []
+    for i, raw in enumerate(entries, first):
+        try:
+            e = _history_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            out.append(Event(id=f"0-{i}", job_id=job_id, event="unreadable", message=raw.decode(errors="replace")))
+            continue
+        out.append(
+            Event(
+                id=f"{e.t}-{i}",
+                job_id=job_id,
+                event=e.ev,
+                from_state=e.from_,
+                to_state=e.to,
+                actor=e.by,
+                message=e.msg,
+                attempt=e.n,
+                token=int(e.tok) if e.tok and e.tok.isdigit() else None,
+                data=e.data,
+                operator=bool(e.op),
+            )
+        )
+    return out
 
 
 def events_from_entries(entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> list[Event]:

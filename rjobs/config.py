@@ -3,6 +3,7 @@ must agree on (retention, payload limit, stream caps) are stored with the machin
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -40,14 +41,15 @@ class Retention(msgspec.Struct, frozen=True):
 class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Per-queue settings. ``max_payload`` bounds params/result size in bytes; ``cache_ttl`` is how
     long a dedupe key's successful result stays readable (seconds, 0 = no cache);
-    ``queue_events`` turns the queue-wide stream on or off (job histories are always kept)."""
+    ``queue_events`` writes every event to the queue-wide stream ``rjobs:{Q}:events`` (capped at
+    about ``stream_maxlen`` entries); when off, only moves into a final state go there (waits read
+    them). Job histories are always kept, complete."""
 
     retention: Retention = Retention()
     max_payload: int = 1024 * 1024
     cache_ttl: float = 3600.0
     queue_events: bool = True
     stream_maxlen: int = 100_000
-    job_events_maxlen: int = 1_000
 
     def redis_options(self) -> dict[str, int]:
         """The options as stored in the machine hash (opt:<name>, integers)."""
@@ -65,7 +67,6 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
             "cache_ttl_ms": ms(self.cache_ttl),
             "queue_events": int(self.queue_events),
             "stream_maxlen": self.stream_maxlen,
-            "job_events_maxlen": self.job_events_maxlen,
         }
 
     @classmethod
@@ -91,20 +92,39 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
             cache_ttl=seconds("cache_ttl_ms", d.cache_ttl) or 0.0,
             queue_events=bool(options.get("queue_events", int(d.queue_events))),
             stream_maxlen=options.get("stream_maxlen", d.stream_maxlen),
-            job_events_maxlen=options.get("job_events_maxlen", d.job_events_maxlen),
         )
 
     def validate(self) -> QueueConfig:
         """Raise ValidationError on nonsensical values; return self."""
         for name in ("success", "partial", "failure", "cancelled"):
             v = getattr(self.retention, name)
-            if v is not None and v < 0:
-                raise ValidationError(f"retention.{name} must be >= 0 seconds or None")
-        if not 1 <= self.max_payload <= 512 * 1024 * 1024:
+            if v is not None and not _seconds_ok(v):
+                raise ValidationError(f"retention.{name} must be 0 to 100 years in seconds, or None")
+        if _bad_int(self.max_payload) or not 1 <= self.max_payload <= 512 * 1024 * 1024:
             raise ValidationError("max_payload must be 1 byte to 512 MiB")
-        if self.cache_ttl < 0 or self.stream_maxlen < 1 or self.job_events_maxlen < 1:
-            raise ValidationError("cache_ttl, stream_maxlen and job_events_maxlen must be positive")
+        if not _seconds_ok(self.cache_ttl):
+            raise ValidationError("cache_ttl must be 0 to 100 years in seconds")
+        if _bad_int(self.stream_maxlen) or not 1 <= self.stream_maxlen <= 1_000_000_000:
+            raise ValidationError("stream_maxlen must be an integer 1 to 10**9")
         return self
+
+
+_MAX_SECONDS = 100 * 365 * 86400.0
+
+
+def _seconds_ok(value: object) -> bool:
+    """A finite number of seconds from 0 to 100 years (NaN and infinity fail every comparison
+    the wrong way, so they are ruled out explicitly)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= _MAX_SECONDS
+    )
+
+
+def _bad_int(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int)
 
 
 def default_actor() -> str:

@@ -142,7 +142,7 @@ def inspect_commands(url: str, queue: Queue, job_id: str) -> list[str]:
     cli, k = _redis_cli(url), queue.keys
     return [
         f"{cli} HGETALL '{k.job(job_id)}'",
-        f"{cli} XRANGE '{k.job_events(job_id)}' - +",
+        f"{cli} LRANGE '{k.job_history(job_id)}' 0 -1",
         f"{cli} XRANGE '{k.events}' - + COUNT 20",
         f"{cli} HGETALL '{k.machine}'",
     ]

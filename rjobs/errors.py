@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 __all__ = [
+    "DedupeConflict",
     "DependencyError",
     "InvalidTransition",
     "JobExists",
     "JobNotFound",
     "LeaseLost",
+    "LeaseRequired",
     "MachineConflict",
     "MachineError",
     "RjobsError",
     "ScriptError",
+    "StateConflict",
     "Unauthorized",
     "ValidationError",
     "WaitTimeout",
@@ -84,6 +87,31 @@ class LeaseLost(RjobsError):
     code = "lease_lost"
 
 
+class LeaseRequired(RjobsError):
+    """The job is held under a lease: a write to it needs the lease token, or ``operator=True``
+    (recorded in the job's history). Nothing was written."""
+
+    code = "lease_required"
+
+
+class StateConflict(RjobsError):
+    """The job's current state does not allow the operation (e.g. changing the priority of a job
+    that is already running). Nothing was written."""
+
+    code = "state_conflict"
+
+
+class DedupeConflict(JobExists):
+    """A live job holds the dedupe key and the policy keeps it (e.g. retrying a job whose key was
+    taken meanwhile). ``holder`` is that job's id."""
+
+    code = "dedupe_conflict"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.holder = message.split(" ", 1)[0]
+
+
 class DependencyError(RjobsError):
     """A dependency is missing, or already ended in a way its dependents cannot follow."""
 
@@ -119,6 +147,9 @@ def error_from_reply(message: str) -> RjobsError:
         "RJ_EXISTS": JobExists,
         "RJ_UNAUTHORIZED": Unauthorized,
         "RJ_DEPENDENCY": DependencyError,
+        "RJ_FENCED": LeaseRequired,
+        "RJ_STATE": StateConflict,
+        "RJ_DEDUPE": DedupeConflict,
     }
     cls = simple.get(code, ScriptError)
     return cls(" ".join(args) if cls is not ScriptError else message)

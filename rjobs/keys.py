@@ -48,7 +48,6 @@ class QueueKeys:
     __slots__ = (
         "delayed",
         "events",
-        "expiring",
         "leases",
         "machine",
         "name",
@@ -67,8 +66,7 @@ class QueueKeys:
         self.ready = p + "ready"  # zset: claimable jobs, score = priority band then FIFO seq
         self.delayed = p + "delayed"  # zset: jobs waiting for a time, score = due epoch ms
         self.leases = p + "leases"  # zset: leased jobs, score = lease deadline epoch ms
-        self.events = p + "events"  # stream: every event of the queue, capped
-        self.expiring = p + "expiring"  # zset: finished jobs, score = purge time epoch ms
+        self.events = p + "events"  # stream: the queue's events (all, or only final moves), capped
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
         self.wake = p + "wake"  # list: at most one token that wakes an idle worker
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
@@ -77,9 +75,9 @@ class QueueKeys:
         """Hash with the job's flat fields."""
         return f"{self.prefix}job:{job_id}"
 
-    def job_events(self, job_id: str) -> str:
-        """Stream with the job's own history."""
-        return f"{self.prefix}job:{job_id}:events"
+    def job_history(self, job_id: str) -> str:
+        """List with the job's history: one JSON entry per event, oldest first."""
+        return f"{self.prefix}job:{job_id}:history"
 
     def job_assets(self, job_id: str) -> str:
         """Hash asset id -> asset JSON."""
@@ -90,7 +88,8 @@ class QueueKeys:
         return f"{self.prefix}job:{job_id}:dependents"
 
     def state(self, state: str) -> str:
-        """Zset index of the jobs in ``state`` (score = time they entered it)."""
+        """Zset index of the jobs in ``state`` (score = time they entered it; retention purges the
+        final states' indexes from the oldest)."""
         return f"{self.prefix}state:{state}"
 
     def owner(self, user_id: str) -> str:

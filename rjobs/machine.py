@@ -91,6 +91,13 @@ class StateMachine(msgspec.Struct, frozen=True, kw_only=True):
         """States that end a job."""
         return tuple(s for r in FINAL_ROLES if (s := self.role(r)) is not None)
 
+    def final_role(self, state: str) -> str | None:
+        """The final role ``state`` plays (success, partial, failure, cancelled), else None."""
+        for role in FINAL_ROLES:
+            if self.role(role) == state:
+                return role
+        return None
+
     def is_final(self, state: str) -> bool:
         """True when ``state`` has no outgoing edge."""
         return not self.edges.get(state, ())

@@ -71,8 +71,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of a job's (or the queue's) event stream. ``id`` is the stream entry id, whose
-    first part is the Redis server time in ms."""
+    """One entry of a job's history (``rjobs:{Q}:job:<id>:history``) or of the queue's stream.
+    ``id`` is ``<server ms>-<n>``: for a history entry ``n`` is its position in the history, for a
+    queue stream entry the stream id. ``operator`` is true when the actor wrote to a leased job
+    without its lease token (``operator=True``)."""
 
     id: str
     job_id: str
@@ -84,6 +86,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int | None = None
     token: int | None = None
     data: str | None = None
+    operator: bool = False
 
     @property
     def ts_ms(self) -> int:
@@ -92,9 +95,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What enqueue did (seed 002): ``created`` a new job, or ``kept`` the live job of the same
-    dedupe key; the id previously holding the key, whether that stale job was cancelled and whether
-    its cached result was invalidated."""
+    """What enqueue did with one request: ``created`` a new job, ``kept`` the live job of the same
+    dedupe key, or (only in an ``enqueue_many`` that took several script calls) ``refused`` it:
+    then ``error`` says why and nothing of that request was written (``id`` is its explicit
+    ``job_id`` or empty). Also: the id previously holding the dedupe key, whether that stale job
+    was cancelled and whether its cached result was invalidated."""
 
     id: str
     outcome: str
@@ -102,6 +107,7 @@ class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
     previous_id: str | None = None
     stale_cancelled: bool = False
     cache_invalidated: bool = False
+    error: str | None = None
 
     @property
     def created(self) -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +16,7 @@ from typing import Any, TypeVar
 
 from rjobs import codec
 from rjobs.config import QueueConfig, parse_priority
-from rjobs.errors import ValidationError
+from rjobs.errors import JobExists, ValidationError
 from rjobs.keys import validate_dedupe_key, validate_name
 from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
 from rjobs.reads import ReadPlans
@@ -45,6 +47,12 @@ def to_job_error(error: str | BaseException | JobError | dict[str, Any]) -> JobE
     raise ValidationError(f"error must be a str, exception, dict or JobError, not {type(error).__name__}")
 
 
+#: The latest due time a job may have (9999-12-31, epoch ms), as the scripts check it.
+MAX_MS = 253_402_300_799_999
+#: The longest delay (100 years, ms).
+MAX_DELAY_MS = 3_153_600_000_000
+
+
 def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, what: str) -> int:
     if value is None:
         return 0
@@ -53,12 +61,15 @@ def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, 
             raise ValidationError(f"{what} must be seconds or a timedelta")
         if value.tzinfo is None:
             raise ValidationError(f"{what} must be timezone-aware")
-        return int(value.timestamp() * 1000)
+        value = value.timestamp()
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValidationError(f"{what} must be a non-negative number of seconds")
-    return int(value * 1000)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValidationError(f"{what} must be a finite, non-negative number of seconds")
+    ms = int(value * 1000)
+    if ms > (MAX_MS if absolute else MAX_DELAY_MS):
+        raise ValidationError(f"{what} is too far in the future")
+    return ms
 
 
 class QueuePlans(ReadPlans):
@@ -86,6 +97,15 @@ class QueuePlans(ReadPlans):
         delay, run_at, deps = req.delay, req.run_at, req.depends_on
         if delay is not None and run_at is not None:
             raise ValidationError("give delay or run_at, not both")
+        if req.hold is not False and (req.hold is not True or self.machine.initial == self.machine.ready):
+            raise ValidationError(
+                f"hold=True needs a machine whose initial state is not its ready state "
+                f"({self.machine.name!r} starts jobs in {self.machine.initial!r})"
+                if req.hold is True
+                else "hold must be True or False"
+            )
+        if deps and isinstance(deps, str):
+            raise ValidationError("depends_on must be a sequence of job ids, not a string")
         return EnqueueSpec(
             type=validate_name("job type", req.type),
             params=self._payload(req.params, "params"),
@@ -97,10 +117,11 @@ class QueuePlans(ReadPlans):
             max_attempts=attempts,
             dedupe_key=validate_dedupe_key(req.dedupe_key) if req.dedupe_key is not None else "",
             dedupe_policy=req.dedupe,
-            cancel_running=bool(req.cancel_running),
+            cancel_running=_flag(req.cancel_running, "cancel_running"),
             on_dep_failure=req.on_dependency_failure,
-            hold=bool(req.hold),
-            depends_on=tuple([self._id(d) for d in deps]) if deps else (),
+            hold=req.hold,
+            # a set of ids: a dependency listed twice counts once
+            depends_on=tuple(dict.fromkeys(self._id(d) for d in deps)) if deps else (),
         )
 
     def enqueue(self, req: JobRequest, actor: str | None = None) -> Plan[EnqueueOutcome]:
@@ -109,11 +130,43 @@ class QueuePlans(ReadPlans):
         return outcomes[0]
 
     def enqueue_many(self, reqs: Iterable[JobRequest], actor: str | None = None) -> Plan[list[EnqueueOutcome]]:
-        """Create many jobs in one round trip (atomic per chunk of 500)."""
+        """Create many jobs in one round trip. Every request is validated before anything is sent.
+        Up to BULK_CHUNK requests are one script call, all or nothing: an error is raised and
+        nothing was written. More take one call per chunk, which cannot be atomic together, so the
+        call never raises once a chunk may have been written: it returns one outcome per request,
+        ``refused`` (with its reason) for every request of a chunk the server refused."""
         specs = [self.spec(r) for r in reqs]
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.job_id:
+                if spec.job_id in seen:
+                    raise JobExists(f"job id {spec.job_id!r} appears twice in one enqueue_many call")
+                seen.add(spec.job_id)
         who = self._actor(actor)
-        replies = yield from _in_chunks(specs, lambda chunk: self.scripts.enqueue(who, chunk))
-        return [outcome for reply in replies for outcome in reply]
+        if len(specs) <= BULK_CHUNK:
+            if not specs:
+                return []
+            outcomes: list[EnqueueOutcome] = yield self.scripts.enqueue(who, specs)
+            return outcomes
+        starts = range(0, len(specs), BULK_CHUNK)
+        replies: list[Any] = yield [self.scripts.enqueue(who, specs[i : i + BULK_CHUNK]) for i in starts]
+        out: list[EnqueueOutcome] = []
+        for start, reply in zip(starts, replies):
+            chunk = specs[start : start + BULK_CHUNK]
+            if not isinstance(reply, BaseException):
+                out += reply
+                continue
+            culprit = _request_index(reply)
+            code = getattr(reply, "code", type(reply).__name__)
+            for j, spec in enumerate(chunk):
+                if j == culprit:
+                    why = f"{code}: {reply}"
+                elif culprit is not None:
+                    why = f"not written: request {start + culprit} of this call refused its chunk ({code})"
+                else:
+                    why = f"not written: its chunk was refused ({code}: {reply})"
+                out.append(EnqueueOutcome(id=spec.job_id, outcome="refused", status="", error=why))
+        return out
 
     # -- moves ------------------------------------------------------------------------------------
     def move(
@@ -127,17 +180,23 @@ class QueuePlans(ReadPlans):
         error: Any = None,
         run_at_ms: int = 0,
         reason: str = "",
+        lease: float | None = None,
+        operator: bool = False,
     ) -> Plan[Job]:
-        """One validated move and the job after it, in one round trip."""
+        """One validated move and the job after it, in one round trip. ``run_at_ms`` < 0 is a delay
+        from the server's clock; ``lease`` (seconds) is the lease a move into a leased state from
+        outside takes (default :data:`MANUAL_LEASE`)."""
         jid = self._id(job_id)
         req = MoveRequest(
             jid,
             self._state(target),
             token=_token(token),
             result=b"" if result is _UNSET else self._payload(result, "result"),
-            error=b"" if error is None else codec.encode_json(to_job_error(error)),
+            error=b"" if error is None else self._payload(to_job_error(error), "error"),
             run_at_ms=run_at_ms,
             msg=_reason(reason),
+            lease_ms=_lease_ms(lease),
+            operator=_flag(operator, "operator"),
         )
         outcomes, raw = yield [self.scripts.transition(self._actor(actor), [req]), Cmd(("HGETALL", self.keys.job(jid)))]
         if isinstance(outcomes, BaseException):
@@ -155,14 +214,25 @@ class QueuePlans(ReadPlans):
         actor: str | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
-        delay: float | None = None,
+        delay: float | dt.timedelta | None = None,
         token: str | None = None,
+        lease: float | None = None,
+        operator: bool = False,
     ) -> Plan[Job]:
-        """Move a job along the table; a delayed target needs ``run_at`` or ``delay``."""
-        run_at_ms = _to_ms(run_at, absolute=True, what="run_at")
-        if delay is not None:
-            run_at_ms = int(time.time() * 1000) + _to_ms(delay, absolute=False, what="delay")
-        return (yield from self.move(job_id, target, actor=actor, reason=reason, run_at_ms=run_at_ms, token=token))
+        """Move a job along the table; a delayed target needs ``run_at`` or ``delay`` (the delay
+        counts from the server's clock). A leased job needs its ``token`` or ``operator=True``."""
+        return (
+            yield from self.move(
+                job_id,
+                target,
+                actor=actor,
+                reason=reason,
+                run_at_ms=_due_ms(run_at, delay),
+                token=token,
+                lease=lease,
+                operator=operator,
+            )
+        )
 
     def finish_as(
         self,
@@ -174,21 +244,38 @@ class QueuePlans(ReadPlans):
         token: str | None = None,
         actor: str | None = None,
         reason: str = "",
+        operator: bool = False,
     ) -> Plan[Job]:
-        """Move to the state of a final role (success, partial, failure, cancelled)."""
+        """Move to the state of a final role (success, partial, failure, cancelled); ``result``
+        left out keeps the stored one (a job approved from review keeps its draft)."""
         target = self._role_state(role)
         return (
-            yield from self.move(job_id, target, actor=actor, token=token, result=result, error=error, reason=reason)
+            yield from self.move(
+                job_id, target, actor=actor, token=token, result=result, error=error, reason=reason, operator=operator
+            )
         )
 
     def bulk_move(
-        self, job_ids: Sequence[str], target: str, *, actor: str | None = None, error: Any = None, reason: str = ""
+        self,
+        job_ids: Sequence[str],
+        target: str,
+        *,
+        actor: str | None = None,
+        error: Any = None,
+        reason: str = "",
+        run_at: float | dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        operator: bool = False,
     ) -> Plan[dict[str, str]]:
-        """Move many jobs; per id 'done', 'not_found', 'invalid_transition', ... (chunked)."""
-        ids = [self._id(i) for i in job_ids]
+        """Move many jobs (chunked, one round trip); one outcome per distinct id, see
+        :data:`BULK_OUTCOMES`. An id listed twice is moved once."""
+        if isinstance(job_ids, str):
+            raise ValidationError("job_ids must be a sequence of job ids, not a string")
+        ids = list(dict.fromkeys(self._id(i) for i in job_ids))
         self._state(target)
-        err = b"" if error is None else codec.encode_json(to_job_error(error))
-        reqs = [MoveRequest(i, target, error=err, msg=_reason(reason)) for i in ids]
+        err = b"" if error is None else self._payload(to_job_error(error), "error")
+        due, op, msg = _due_ms(run_at, delay), _flag(operator, "operator"), _reason(reason)
+        reqs = [MoveRequest(i, target, error=err, msg=msg, run_at_ms=due, operator=op) for i in ids]
         who = self._actor(actor)
         replies = yield from _in_chunks(reqs, lambda chunk: self.scripts.transition(who, chunk))
         outcomes = [outcome for reply in replies for outcome in reply]
@@ -215,23 +302,36 @@ class QueuePlans(ReadPlans):
         *,
         token: str | None = None,
         actor: str | None = None,
+        operator: bool = False,
     ) -> Plan[Progress | None]:
         """Record progress; None (and a warning) when the job is no longer in a leased state."""
-        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+        if (
+            isinstance(percent, bool)
+            or not isinstance(percent, (int, float))
+            or not math.isfinite(percent)
+            or not 0 <= percent <= 100
+        ):
             raise ValidationError("percent must be a number 0-100")
-        if step is not None and (not isinstance(step, str) or len(step) > 200):
-            raise ValidationError("step must be text of at most 200 characters")
+        if step is not None and (not isinstance(step, str) or len(step.encode("utf-8", "surrogatepass")) > 200):
+            raise ValidationError("step must be text of at most 200 bytes")
         jid = self._id(job_id)
-        kind, eta = yield self.scripts.progress(self._actor(actor), jid, _token(token), percent, step or "")
+        kind, eta = yield self.scripts.progress(
+            self._actor(actor),
+            jid,
+            _token(token),
+            float(percent),
+            _text(step or "", "step"),
+            _flag(operator, "operator"),
+        )
         if kind != "ok":
             log.warning("ignoring progress update for job %s in state %s", jid, kind.split(":", 1)[1])
             return None
         return Progress(percent=float(percent), step=step, eta_ms=eta if eta >= 0 else None)
 
     def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> Plan[None]:
-        """Add a comment by ``actor`` to the job's history (seed 003 addComment)."""
-        if not isinstance(text, str) or not 1 <= len(text) <= 1000:
-            raise ValidationError("comment must be 1-1000 characters")
+        """Add a comment by ``actor`` to the job's history (never trimmed)."""
+        if not isinstance(text, str) or not 1 <= len(_text(text, "comment").encode()) <= 1000:
+            raise ValidationError("comment must be 1-1000 bytes")
         yield self.scripts.comment(self._actor(actor), self._id(job_id), _token(token), text)
         return None
 
@@ -247,8 +347,10 @@ class QueuePlans(ReadPlans):
         user_id: str | None = None,
         token: str | None = None,
         actor: str | None = None,
+        operator: bool = False,
     ) -> Plan[Asset]:
-        """Link an asset to the job (by the lease holder or the owner)."""
+        """Link an asset to the job: by the lease holder (``token``), the owner (``user_id``) or
+        an operator (``operator=True``, recorded)."""
         jid = self._id(job_id)
         validate_name("asset type", asset_type)
         if not isinstance(url, str) or not 1 <= len(url) <= 4096:
@@ -268,13 +370,71 @@ class QueuePlans(ReadPlans):
         )
         data = codec.encode_json(asset, limit=65536, what="asset")
         owner = validate_name("user id", user_id) if user_id is not None else ""
-        yield self.scripts.add_asset(self._actor(actor), jid, _token(token), owner, asset.id, data, asset_type)
+        op = _flag(operator, "operator")
+        yield self.scripts.add_asset(self._actor(actor), jid, _token(token), owner, asset.id, data, asset_type, op)
         return asset
 
     def set_priority(self, job_id: str, priority: str | int, actor: str | None = None) -> Plan[int]:
         """Change the priority of a job not yet running; returns the previous priority."""
         previous: int = yield self.scripts.set_priority(self._actor(actor), self._id(job_id), parse_priority(priority))
         return previous
+
+
+#: Seconds of lease a manual move into a leased state takes when the caller gives none.
+MANUAL_LEASE = 300.0
+#: What a bulk move reports per id.
+BULK_OUTCOMES = {
+    "done": "moved",
+    "not_found": "no such job",
+    "invalid_transition": "the machine has no edge from the job's state to the target",
+    "lease_required": "the job is leased: pass operator=True",
+    "lease_lost": "a lease token was given and is not the job's",
+    "invalid": "the request was refused as invalid (e.g. a delayed target without run_at/delay)",
+}
+
+
+def _request_index(exc: BaseException) -> int | None:
+    """The 0-based request an enqueue error names ("... (request <n>)", n from 1), else None."""
+    match = re.search(r"\(request (\d+)\)$", str(exc))
+    return int(match.group(1)) - 1 if match else None
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{what} must be True or False")
+    return value
+
+
+def _text(value: str, what: str) -> str:
+    """Text that encodes as UTF-8 (a lone surrogate does not)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} is not valid text (a lone surrogate?)") from None
+    return value
+
+
+def _lease_ms(lease: float | None) -> int:
+    seconds = MANUAL_LEASE if lease is None else lease
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or not 0.1 <= seconds <= 366 * 86400
+    ):
+        raise ValidationError("lease must be 0.1 s to 366 days")
+    return int(seconds * 1000)
+
+
+def _due_ms(run_at: float | dt.datetime | None, delay: float | dt.timedelta | None) -> int:
+    """A due time for enqueue's moves: epoch ms for ``run_at``, minus the delay in ms for
+    ``delay`` (the script adds it to the server's clock), 0 for neither."""
+    if run_at is not None and delay is not None:
+        raise ValidationError("give delay or run_at, not both")
+    if delay is not None:
+        ms = _to_ms(delay, absolute=False, what="delay")
+        return -max(ms, 1)
+    return _to_ms(run_at, absolute=True, what="run_at")
 
 
 def _token(token: str | int | None) -> str:
@@ -287,8 +447,8 @@ def _token(token: str | int | None) -> str:
 
 
 def _reason(reason: str) -> str:
-    if not isinstance(reason, str) or len(reason) > 1000:
-        raise ValidationError("reason must be text of at most 1000 characters")
+    if not isinstance(reason, str) or len(_text(reason, "reason").encode()) > 1000:
+        raise ValidationError("reason must be text of at most 1000 bytes")
     return reason
 
 

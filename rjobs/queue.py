@@ -173,19 +173,46 @@ class Queue:
         actor: str | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
-        delay: float | None = None,
+        delay: float | dt.timedelta | None = None,
         token: str | None = None,
+        lease: float | None = None,
+        operator: bool = False,
     ) -> Job:
-        """Move a job along the queue's table; InvalidTransition(current, target) otherwise."""
+        """Move a job along the queue's table; InvalidTransition(current, target) otherwise.
+
+        A leased job (a worker's, or a manual holder's) moves only with its lease ``token``, or with
+        ``operator=True`` (recorded in its history). A move into a leased state from outside takes a
+        lease of ``lease`` seconds (default 300) and a new token (``Job.token``): keep it alive with
+        :meth:`hold`, or the reaper treats the job as abandoned when it expires. A move to the
+        delayed state needs ``run_at`` or ``delay`` (seconds from the server's clock)."""
         return await self._drive(
-            self.plans.transition(job_id, target, actor=actor, reason=reason, run_at=run_at, delay=delay, token=token)
+            self.plans.transition(
+                job_id,
+                target,
+                actor=actor,
+                reason=reason,
+                run_at=run_at,
+                delay=delay,
+                token=token,
+                lease=lease,
+                operator=operator,
+            )
         )
 
     async def complete(
-        self, job_id: str, result: Any = None, *, token: str | None = None, actor: str | None = None
+        self,
+        job_id: str,
+        result: Any = _UNSET,
+        *,
+        token: str | None = None,
+        actor: str | None = None,
+        operator: bool = False,
     ) -> Job:
-        """Move to the success state with ``result``."""
-        return await self._drive(self.plans.finish_as("success", job_id, result=result, token=token, actor=actor))
+        """Move to the success state with ``result`` (left out: keep the stored one, e.g. the draft
+        of a job approved from review). A leased job needs its ``token`` or ``operator=True``."""
+        return await self._drive(
+            self.plans.finish_as("success", job_id, result=result, token=token, actor=actor, operator=operator)
+        )
 
     async def fail(
         self,
@@ -194,9 +221,12 @@ class Queue:
         *,
         token: str | None = None,
         actor: str | None = None,
+        operator: bool = False,
     ) -> Job:
-        """Move to the failure state with a structured error."""
-        return await self._drive(self.plans.finish_as("failure", job_id, error=error, token=token, actor=actor))
+        """Move to the failure state with a structured error (a leased job: ``token`` or ``operator``)."""
+        return await self._drive(
+            self.plans.finish_as("failure", job_id, error=error, token=token, actor=actor, operator=operator)
+        )
 
     async def partial(
         self,
@@ -206,30 +236,54 @@ class Queue:
         *,
         token: str | None = None,
         actor: str | None = None,
+        operator: bool = False,
     ) -> Job:
-        """Move to the partial state with what was done and what went wrong."""
+        """Move to the partial state with what was done and what went wrong (a leased job:
+        ``token`` or ``operator``)."""
         return await self._drive(
-            self.plans.finish_as("partial", job_id, result=result, error=error, token=token, actor=actor)
+            self.plans.finish_as(
+                "partial", job_id, result=result, error=error, token=token, actor=actor, operator=operator
+            )
         )
 
     async def cancel(self, job_id: str, reason: str = "", *, actor: str | None = None) -> Job:
-        """Cancel a job; a running one is told through its worker's next heartbeat."""
+        """Cancel a job; a running one is told through its worker's next heartbeat. Cancelling is an
+        operator's act: on a leased job it needs no token and is recorded as such."""
         err = JobError(code="cancelled", message=reason or "cancelled")
-        return await self._drive(self.plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason))
+        return await self._drive(
+            self.plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason, operator=True)
+        )
 
     async def bulk_cancel(
         self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None
     ) -> dict[str, str]:
-        """Cancel many jobs; per id 'done', 'not_found' or 'invalid_transition'."""
+        """Cancel many jobs (running ones too, as an operator); one outcome per distinct id:
+        'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.plans.BULK_OUTCOMES`)."""
         err = JobError(code="cancelled", message=reason or "cancelled")
         target = self.machine.cancelled
-        return await self._drive(self.plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason))
+        return await self._drive(
+            self.plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason, operator=True)
+        )
 
     async def bulk_transition(
-        self, job_ids: Sequence[str], target: str, *, actor: str | None = None, reason: str = ""
+        self,
+        job_ids: Sequence[str],
+        target: str,
+        *,
+        actor: str | None = None,
+        reason: str = "",
+        run_at: float | dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        operator: bool = False,
     ) -> dict[str, str]:
-        """Move many jobs to ``target``; per id 'done', 'not_found' or 'invalid_transition'."""
-        return await self._drive(self.plans.bulk_move(job_ids, target, actor=actor, reason=reason))
+        """Move many jobs to ``target``; one outcome per distinct id: 'done', 'not_found',
+        'invalid_transition', 'lease_required', 'lease_lost' or 'invalid' (see
+        :data:`rjobs.plans.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
+        return await self._drive(
+            self.plans.bulk_move(
+                job_ids, target, actor=actor, reason=reason, run_at=run_at, delay=delay, operator=operator
+            )
+        )
 
     async def retry(self, job_id: str, params: Any = _UNSET, *, actor: str | None = None) -> Job:
         """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
@@ -243,9 +297,13 @@ class Queue:
         *,
         token: str | None = None,
         actor: str | None = None,
+        operator: bool = False,
     ) -> Progress | None:
-        """Record progress of a job in a leased state (ignored with a warning otherwise)."""
-        return await self._drive(self.plans.progress(job_id, percent, step, token=token, actor=actor))
+        """Record progress of a job in a leased state (its ``token``, or ``operator=True``);
+        ignored with a warning when the job is no longer leased."""
+        return await self._drive(
+            self.plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator)
+        )
 
     async def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> None:
         """Add a comment to the job's history."""
@@ -263,8 +321,10 @@ class Queue:
         user_id: str | None = None,
         token: str | None = None,
         actor: str | None = None,
+        operator: bool = False,
     ) -> Asset:
-        """Link an asset to the job (by its lease holder's token or its owner's user_id)."""
+        """Link an asset to the job: by its lease holder (``token``), its owner (``user_id``) or an
+        operator (``operator=True``, recorded)."""
         return await self._drive(
             self.plans.add_asset(
                 job_id,
@@ -276,6 +336,7 @@ class Queue:
                 user_id=user_id,
                 token=token,
                 actor=actor,
+                operator=operator,
             )
         )
 

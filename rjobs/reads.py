@@ -3,9 +3,12 @@ listing, events, assets, the dedupe cache, wait and stats. Reads never change Re
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any
+
+import msgspec
 
 from rjobs import codec
 from rjobs.config import QueueConfig
@@ -60,7 +63,17 @@ class ReadPlans:
         job = codec.job_from_hash(raw)
         if user_id is not None and job.user_id != user_id:
             raise Unauthorized(f"job {job_id!r} belongs to another user")
-        return job
+        return self._with_expiry(job)
+
+    def _with_expiry(self, job: Job) -> Job:
+        """The job with ``expire_ms``: when retention will purge it (finished jobs only)."""
+        role = self.machine.final_role(job.status)
+        if role is None or job.completed_ms is None:
+            return job
+        keep = getattr(self.config.retention, role)
+        if keep is None:
+            return job
+        return msgspec.structs.replace(job, expire_ms=job.completed_ms + int(keep * 1000))
 
     # -- reads ------------------------------------------------------------------------------------
     def get(self, job_id: str, user_id: str | None = None) -> Plan[Job]:
@@ -114,15 +127,25 @@ class ReadPlans:
         return found[:limit]
 
     def events(self, job_id: str, after: str = "-", count: int | None = None) -> Plan[list[Event]]:
-        """The job's history, oldest first (XRANGE of its stream)."""
+        """The job's history, oldest first (``LRANGE`` of its list); ``after`` is an event id
+        (``<ms>-<n>``) to start after, ``count`` the most to return."""
         jid = self._id(job_id)
-        args: tuple[Any, ...] = ("XRANGE", self.keys.job_events(jid), after, "+")
-        if count is not None:
-            args += ("COUNT", count)
-        exists, entries = yield [Cmd(("EXISTS", self.keys.job(jid))), Cmd(args)]
+        first = 0
+        if after != "-":
+            match = re.fullmatch(r"\d+-(\d+)", after)
+            if match is None:
+                raise ValidationError(f"after must be an event id like '1764530000123-4', not {after!r}")
+            first = int(match.group(1)) + 1
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValidationError("count must be a positive integer")
+        last = -1 if count is None else first + count - 1
+        exists, entries = yield [
+            Cmd(("EXISTS", self.keys.job(jid))),
+            Cmd(("LRANGE", self.keys.job_history(jid), first, last)),
+        ]
         if not exists and not entries:
             raise JobNotFound(jid)
-        return codec.events_from_entries(entries)
+        return codec.events_from_history(jid, entries, first)
 
     def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> Plan[list[Event]]:
         """Queue-wide events after ``after``; with ``block_ms``, wait for new ones (XREAD BLOCK)."""
@@ -167,30 +190,48 @@ class ReadPlans:
         return dropped
 
     def wait(self, job_id: str, timeout: float | None) -> Plan[JobOutcome]:
-        """Block on the job's stream (XREAD BLOCK, no polling) until it reaches a final state."""
+        """Block until the job reaches a final state, reading the queue stream (every move into a
+        final state is written there) with ``XREAD BLOCK``: no polling, and no key per job. The
+        stream's last id is read before the job's status, so no move between the two is missed;
+        the status is read again at least once a second (an entry trimmed by MAXLEN, a purged job)."""
         jid = self._id(job_id)
-        if timeout is not None and timeout < 0:
-            raise ValidationError("timeout must be >= 0 seconds")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf
+        ):
+            raise ValidationError("timeout must be a finite number of seconds >= 0, or None")
         deadline = None if timeout is None else time.monotonic() + timeout
-        jkey, skey = self.keys.job(jid), self.keys.job_events(jid)
+        jkey, skey = self.keys.job(jid), self.keys.events
         last, fields = yield [
             Cmd(("XREVRANGE", skey, "+", "-", "COUNT", 1)),
             Cmd(("HMGET", jkey, "status", "result", "error")),
         ]
         after = last[0][0] if last else b"0-0"
+        me = jid.encode()
         while True:
             if fields[0] is None:
                 raise JobNotFound(jid)
             status = fields[0].decode()
             if self.machine.is_final(status):
                 return self._outcome(jid, status, fields)
-            block = 1000 if deadline is None else int((deadline - time.monotonic()) * 1000)
-            if block <= 0:
-                raise WaitTimeout(f"job {jid!r} still {status} after {timeout} s")
-            reply = yield Cmd(("XREAD", "BLOCK", max(1, min(block, 1000)), "STREAMS", skey, after))
-            if reply:
+            checked = time.monotonic()
+            while True:  # read the stream until this job shows up, or a second has passed
+                left = 1000 - int((time.monotonic() - checked) * 1000)
+                if deadline is not None:
+                    left = min(left, int((deadline - time.monotonic()) * 1000))
+                    if left <= 0 and time.monotonic() >= deadline:
+                        fields = yield Cmd(("HMGET", jkey, "status", "result", "error"))
+                        if fields[0] is not None and self.machine.is_final(fields[0].decode()):
+                            return self._outcome(jid, fields[0].decode(), fields)
+                        raise WaitTimeout(f"job {jid!r} still {status} after {timeout} s")
+                if left <= 0:
+                    break
+                reply = yield Cmd(("XREAD", "COUNT", 1000, "BLOCK", max(1, left), "STREAMS", skey, after))
+                if not reply:
+                    continue
                 entries = _flatten(next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1])
                 after = entries[-1][0]
+                if any(f.get(b"job") == me for _, f in entries):
+                    break
             fields = yield Cmd(("HMGET", jkey, "status", "result", "error"))
 
     def _outcome(self, jid: str, status: str, fields: list[Any]) -> JobOutcome:

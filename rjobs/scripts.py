@@ -146,7 +146,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True):
 
 
 class MoveRequest(msgspec.Struct, frozen=True):
-    """One move for transition.lua / finish.lua (see lua/lib/apply.lua)."""
+    """One move for transition.lua / finish.lua (see lua/lib/apply.lua for what each field means)."""
 
     job_id: str
     target: str
@@ -156,9 +156,11 @@ class MoveRequest(msgspec.Struct, frozen=True):
     run_at_ms: int = 0
     msg: str = ""
     refund: bool = False
+    lease_ms: int = 0
+    operator: bool = False
 
     def args(self) -> list[Arg]:
-        """The request's 8 ARGV fields."""
+        """The request's 10 ARGV fields, in lua/lib/apply.lua's order."""
         return [
             self.job_id,
             self.token,
@@ -168,6 +170,8 @@ class MoveRequest(msgspec.Struct, frozen=True):
             self.run_at_ms,
             self.msg,
             int(self.refund),
+            self.lease_ms,
+            int(self.operator),
         ]
 
 
@@ -223,7 +227,7 @@ def _decode_claim(raw: list[Any]) -> ClaimResult:
             params=_params(j[2]),
             attempt=int(j[3]),
             max_attempts=int(j[4]),
-            token=str(j[5]),
+            token=_s(j[5]),
             user_id=_s(j[6]) or None,
             priority=int(j[7]),
             retry_count=int(j[8]),
@@ -247,10 +251,9 @@ def _strings(raw: list[Any]) -> list[str]:
 #: The roles in the compiled machine, in order (lua/lib/core.lua reads them by position).
 COMPILED_ROLES = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
 #: The options in the compiled machine, in order, with the default used when one is not stored
-#: (declare_machine.lua builds this part from the stored ``opt:<name>`` fields). The first three
+#: (declare_machine.lua builds this part from the stored ``opt:<name>`` fields). The first two
 #: are what every event needs; the rest are parsed only by the calls that use them.
 COMPILED_OPTIONS = (
-    ("job_events_maxlen", 1000),
     ("queue_events", 1),
     ("stream_maxlen", 100_000),
     ("max_payload", 1024 * 1024),
@@ -277,7 +280,7 @@ def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str,
     """The machine as the scripts read it: the ``compiled:head`` and ``compiled:edges`` fields
     that declare_machine.lua stores in the machine hash when ``options`` are the stored options.
 
-    ``compiled:head`` is ``rj2|<jmax>,<qev>,<smax>|<6 more options>|<9 role states>|<leased>|``
+    ``compiled:head`` is ``rj3|<qev>,<smax>|<6 more options>|<9 role states>|<leased>|``
     (orders: :data:`COMPILED_OPTIONS`, :data:`COMPILED_ROLES`); ``compiled:edges`` is
     ``|#<state>|<from>><to>|...|``. Every script call reads the short head with one HGET and one
     anchored ``string.match``; a call that checks an edge reads the edges once and finds the token
@@ -286,7 +289,7 @@ def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str,
     Redis, so a client that keeps the stored options still writes a correct head."""
     roles, edges = _compiled_parts(machine)
     v = [str(int(options.get(name, default))) for name, default in COMPILED_OPTIONS]
-    head = f"rj2|{','.join(v[:3])}|{','.join(v[3:])}|{roles}|"
+    head = f"rj3|{','.join(v[:2])}|{','.join(v[2:])}|{roles}|"
     return {"compiled:head": head, "compiled:edges": edges}
 
 
@@ -326,11 +329,14 @@ class Scripts:
         """Promote due delayed jobs and lease up to ``max_jobs`` ready ones."""
         return self._call("claim", [worker, max_jobs, lease_ms, promote], _decode_claim)
 
-    def heartbeat(self, worker: str, lease_ms: int, held: Iterable[tuple[str, str]]) -> Call[list[str]]:
-        """Renew leases; per job 'ok' | 'cancel' | 'lost'."""
+    def heartbeat(
+        self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: bool = True
+    ) -> Call[list[str]]:
+        """Renew leases; per job 'ok' | 'cancel' | 'lost'. ``register``: list the holder as a live
+        worker (a worker does, a manual holder does not)."""
         pairs = list(held)
         flat: list[Arg] = [x for pair in pairs for x in pair]
-        return self._call("heartbeat", [worker, lease_ms, len(pairs), *flat], _strings)
+        return self._call("heartbeat", [holder, lease_ms, int(register), len(pairs), *flat], _strings)
 
     def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Client-side moves; one outcome string per request (see :func:`outcome_error`)."""
@@ -351,14 +357,16 @@ class Scripts:
         """Failed/cancelled -> ready, same id, retry_count + 1; -> the new status."""
         return self._call("retry", [actor, job_id, params], _s)
 
-    def progress(self, actor: str, job_id: str, token: str, percent: float, step: str) -> Call[tuple[str, int]]:
-        """-> ('ok', eta_ms) or ('ignored', status as eta placeholder -1)."""
+    def progress(
+        self, actor: str, job_id: str, token: str, percent: float, step: str, operator: bool = False
+    ) -> Call[tuple[str, int]]:
+        """-> ('ok', eta_ms) or ('ignored:<status>', -1)."""
 
         def decode(raw: list[Any]) -> tuple[str, int]:
             kind = _s(raw[0])
             return (kind, int(raw[1])) if kind == "ok" else (f"ignored:{_s(raw[1])}", -1)
 
-        return self._call("progress", [actor, job_id, token, percent, step], decode)
+        return self._call("progress", [actor, job_id, token, percent, step, int(operator)], decode)
 
     def reap(self, limit: int, max_lease_losses: int, purge: int, worker_ttl_ms: int) -> Call[tuple[int, int, int]]:
         """Recover expired leases and purge expired finished jobs -> (requeued, failed, purged)."""
@@ -369,10 +377,18 @@ class Scripts:
         )
 
     def add_asset(
-        self, actor: str, job_id: str, token: str, user_id: str, asset_id: str, asset: bytes, label: str
+        self,
+        actor: str,
+        job_id: str,
+        token: str,
+        user_id: str,
+        asset_id: str,
+        asset: bytes,
+        label: str,
+        operator: bool = False,
     ) -> Call[str]:
-        """Link an asset to a job -> asset id."""
-        return self._call("add_asset", [actor, job_id, token, user_id, asset_id, asset, label], _s)
+        """Link an asset to a job (the lease holder, the owner or an operator) -> asset id."""
+        return self._call("add_asset", [actor, job_id, token, user_id, asset_id, asset, label, int(operator)], _s)
 
     def comment(self, actor: str, job_id: str, token: str, text: str) -> Call[str]:
         """Append a comment event."""

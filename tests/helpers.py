@@ -73,3 +73,25 @@ def keyspace_fingerprint(client: redis.Redis, pattern: str = "rjobs:*") -> dict[
             continue
         fingerprint[_text(key)] = (kind, _value(client, key, kind), client.pttl(key) >= 0)
     return dict(sorted(fingerprint.items()))
+
+
+#: History entry keys (docs/design.md, decision 1) -> the names the tests use (those of the queue
+#: stream's fields).
+_HISTORY_NAMES = {"ev": "event", "by": "actor", "n": "attempt", "tok": "token", "op": "op", "t": "t"}
+
+
+def job_history(client: redis.Redis, prefix: str, job_id: str) -> list[dict[str, str]]:
+    """A job's history as read with ``LRANGE``, each entry a dict of text values named like the
+    queue stream's fields (event, from, to, actor, msg, attempt, token, data, op, t)."""
+    import msgspec
+
+    out = []
+    for raw in client.lrange(f"{prefix}job:{job_id}:history", 0, -1):
+        entry = msgspec.json.decode(raw)
+        out.append({_HISTORY_NAMES.get(k, k): str(v) for k, v in entry.items()})
+    return out
+
+
+def lease_number(token: object) -> int:
+    """Which lease of its job a token is (tokens are server ms * 1000 + the lease count % 1000)."""
+    return int(str(token)) % 1000

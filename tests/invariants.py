@@ -1,30 +1,62 @@
-"""Keyspace invariants every test can assert after any sequence of operations."""
+"""The keyspace invariants of a queue, checked after every chaos, model and fuzz test.
+
+One checker (:func:`assert_indexes_consistent`) reads the whole queue with SCAN and plain reads
+and asserts what every script promises to keep true, whatever sequence of calls came before:
+
+- every job hash has a known status and a history list;
+- each ``state:<s>`` index holds exactly the jobs in ``s``; ``ready``, ``delayed`` and ``leases``
+  hold exactly the jobs whose state plays that role (every leased job has a lease and a token);
+- no index, owner or dedupe entry points at a job hash that does not exist, and no per-job key
+  (history, assets, dependents) outlives its job;
+- a waiting job waits for something: its count of pending dependencies equals the number of its
+  dependencies that have not ended, and that number is above zero (no waiting job whose
+  dependencies are all final) unless someone moved the job there by hand (a manual block);
+- a dedupe key names a job that carries that key.
+"""
 
 from __future__ import annotations
 
+import msgspec
 import redis
 
 from rjobs.keys import QueueKeys
 from rjobs.machine import StateMachine
 
 
+def _s(v: bytes | None) -> str:
+    return v.decode() if v is not None else ""
+
+
 def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMachine) -> dict[str, int]:
-    """Each job is in exactly the state index of its status; the ready/delayed/leases zsets hold
-    exactly the jobs whose status plays that role; every index member has a job hash; counts
-    (ZCARD per state) equal a full scan. Returns the scanned counts."""
+    """Assert every invariant above for ``queue``; returns the jobs per state found by the scan."""
     k = QueueKeys(queue)
-    statuses: dict[str, str] = {}
+    jobs: dict[str, dict[bytes, bytes]] = {}
+    extra: dict[str, list[str]] = {}  # job id -> its per-job keys other than the hash
     for key in client.scan_iter(match=k.prefix + "job:*", count=1000):
-        name = key.decode()
-        rest = name[len(k.prefix) + 4 :]
+        rest = key.decode()[len(k.prefix) + 4 :]
         if ":" in rest:
+            jid, suffix = rest.split(":", 1)
+            extra.setdefault(jid, []).append(suffix)
             continue
-        status = client.hget(name, "status")
-        assert status is not None, f"job hash {name} has no status"
-        statuses[rest] = status.decode()
+        jobs[rest] = client.hgetall(key)
+    statuses: dict[str, str] = {}
+    for jid, h in jobs.items():
+        status = _s(h.get(b"status"))
+        assert status in machine.edges, f"job {jid} has unknown status {status!r}"
+        statuses[jid] = status
+    for jid, suffixes in extra.items():
+        assert jid in jobs, f"keys {suffixes} of job {jid} outlive its hash"
+        for suffix in suffixes:
+            assert suffix in ("history", "assets", "dependents"), f"unknown per-job key job:{jid}:{suffix}"
+    for jid in jobs:
+        assert "history" in extra.get(jid, []), f"job {jid} has no history"
+        first = client.lindex(k.job_history(jid), 0)
+        assert first is not None and msgspec.json.decode(first).get("ev") == "created", (
+            f"{jid}: history starts {first!r}"
+        )
+
     scanned = {s: 0 for s in machine.states}
-    for job_id, status in statuses.items():
-        assert status in machine.edges, f"{job_id} has unknown status {status}"
+    for status in statuses.values():
         scanned[status] += 1
     for state in machine.states:
         members = {m.decode() for m in client.zrange(k.state(state), 0, -1)}
@@ -35,9 +67,38 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
     if machine.delayed:
         delayed = {m.decode() for m in client.zrange(k.delayed, 0, -1)}
         assert delayed == {j for j, s in statuses.items() if s == machine.delayed}, "delayed zset disagrees"
-    leases = {m.decode() for m in client.zrange(k.leases, 0, -1)}
-    assert all(statuses.get(j) in machine.leased for j in leases), f"leases hold non-leased jobs: {leases}"
-    expiring = {m.decode() for m in client.zrange(k.expiring, 0, -1)}
-    finals = set(machine.final_states())
-    assert expiring <= {j for j, s in statuses.items() if s in finals}, "expiring holds a job that is not final"
+    leases = {m.decode(): score for m, score in client.zrange(k.leases, 0, -1, withscores=True)}
+    leased = {j for j, s in statuses.items() if s in machine.leased}
+    assert set(leases) == leased, f"leases {sorted(leases)} != leased jobs {sorted(leased)}"
+    for jid in leased:
+        h = jobs[jid]
+        assert h.get(b"token"), f"leased job {jid} has no token"
+        assert int(float(h[b"lease_deadline_ms"])) == int(leases[jid]), f"{jid}: lease deadline disagrees"
+
+    for key in client.scan_iter(match=k.prefix + "owner:*", count=1000):
+        user = key.decode()[len(k.prefix) + 6 :]
+        for m in client.zrange(key, 0, -1):
+            jid = m.decode()
+            assert jid in jobs, f"owner:{user} lists missing job {jid}"
+            assert _s(jobs[jid].get(b"user_id")) == user, f"owner:{user} lists {jid} of another user"
+    for key in client.scan_iter(match=k.prefix + "dedupe:*", count=1000):
+        dkey = key.decode()[len(k.prefix) + 7 :]
+        holder = _s(client.get(key))
+        assert holder in jobs, f"dedupe:{dkey} names missing job {holder}"
+        assert _s(jobs[holder].get(b"dedupe_key")) == dkey, f"dedupe:{dkey} names {holder}, which has another key"
+
+    for jid, status in statuses.items():
+        if status != machine.waiting:
+            continue
+        h = jobs[jid]
+        deps = [d for d in _s(h.get(b"depends_on")).split(",") if d]
+        open_deps = [d for d in deps if d in statuses and not machine.is_final(statuses[d])]
+        pending = int(_s(h.get(b"deps_pending")) or 0)
+        assert pending == len(open_deps), f"waiting job {jid}: deps_pending {pending} != open deps {open_deps}"
+        for d in open_deps:
+            assert client.sismember(k.job_dependents(d), jid), f"{jid} waits for {d}, which does not list it"
+        if not open_deps:  # only a manual block may wait for nothing: someone moved it there on purpose
+            into = [e for e in map(msgspec.json.decode, client.lrange(k.job_history(jid), 0, -1)) if e.get("to")]
+            last = into[-1]
+            assert last.get("from") and last.get("by") != "rjobs", f"waiting job {jid} waits for nothing: {last}"
     return scanned

@@ -20,9 +20,10 @@ QUEUE = "chaos"
 
 
 async def sleepy(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Run ``first`` seconds on the job's first lease (token 1), ``then`` seconds afterwards,
-    reporting progress every 0.1 s so a stale worker keeps trying to write."""
-    seconds = float(params["first"] if ctx.token == "1" else params.get("then", 0))
+    """Run ``first`` seconds on the job's first lease, ``then`` seconds afterwards, reporting
+    progress every 0.1 s so a stale worker keeps trying to write. (A token is server ms * 1000 +
+    the job's lease count modulo 1000.)"""
+    seconds = float(params["first"] if int(ctx.token) % 1000 == 1 else params.get("then", 0))
     steps = max(1, int(seconds / 0.1))
     for i in range(steps):
         await anyio.sleep(seconds / steps)

@@ -1,32 +1,47 @@
--- add_asset.lua — link an asset (a file or URL the job produced) to an existing job (seed 000).
--- Either the worker holding the lease (token) or the job's owner (user_id) may add one; an asset
--- for a missing job is rejected, so no asset is ever orphaned. Assets are purged with the job.
+-- add_asset.lua — link an asset (a file or URL the job produced) to an existing job. The lease
+-- holder (its token), the job's owner (its user_id), or an operator (recorded) may add one;
+-- nobody else. An asset for a missing job is refused, so no asset is ever orphaned; assets are
+-- purged with the job.
 -- Called by: Queue.add_asset, JobContext.add_asset (Scripts.add_asset)
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  actor
+-- ARGV[2]  actor    (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  id       job id
--- ARGV[4]  token    lease token ('' = not fenced)
--- ARGV[5]  user_id  owner check ('' = none)
+-- ARGV[4]  token    lease token ('' = none)
+-- ARGV[5]  user_id  the caller's user ('' = none)
 -- ARGV[6]  asset_id
 -- ARGV[7]  asset    JSON (at most 64 KiB)
--- ARGV[8]  label    short text for the event (asset type)
--- Builds   job:<id>, job:<id>:assets, job:<id>:events
+-- ARGV[8]  label    asset type, for the history (a name, <= 128)
+-- ARGV[9]  operator 1 = act as an operator (recorded), else 0
+-- Builds   job:<id>:assets, job:<id>:history
 -- Returns  asset_id
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST, RJ_UNAUTHORIZED
 --!include lib/core.lua
+--!include lib/write.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, id, token, user, asset_id, asset, label = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local actor, id, token, user, asset_id, asset, label, operator = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7], ARGV[8], ARGV[9]
+if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
 if not RJ.valid_name(id) or not RJ.valid_name(asset_id) then return redis.error_reply('RJ_INVALID id') end
-if #asset > 65536 or #label > 200 then return redis.error_reply('RJ_INVALID asset too large') end
-local jk = RJ.jkey(id)
-local f = redis.call('HMGET', jk, 'status', 'token', 'user_id', 'attempt')
-if not f[1] then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
-local e = RJ.check_token(id, f[1], token, f[2])
-if e then return redis.error_reply(e) end
-if user ~= '' and f[3] ~= user then return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ' belongs to another user') end
-redis.call('HSET', jk .. ':assets', asset_id, asset)
-RJ.emit(id, jk, 'asset', nil, nil, actor, label, f[4], nil, asset_id)
+if type(asset) ~= 'string' or #asset < 2 or #asset > 65536 then return redis.error_reply('RJ_INVALID asset size') end
+if not RJ.valid_name(label) then return redis.error_reply('RJ_INVALID asset type') end
+if user ~= '' and not RJ.valid_name(user) then return redis.error_reply('RJ_INVALID user id') end
+if operator ~= '0' and operator ~= '1' then return redis.error_reply('RJ_INVALID operator must be 0 or 1') end
+if token ~= '' and not RJ.int(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
+local rec = RJ.load(id)
+if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if token ~= '' then
+  local e = RJ.check_token(rec, token)
+  if e then return redis.error_reply(e) end
+elseif user ~= '' then
+  if rec.f.user_id ~= user then return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ' belongs to another user') end
+elseif operator ~= '1' then
+  return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ': an asset needs the lease token, the owner\'s ' ..
+    'user_id, or an operator')
+end
+RJ.op('HSET', rec.jk .. ':assets', asset_id, asset)
+RJ.log(rec, 'asset', nil, nil, actor, label, rec.f.attempt, nil, asset_id, (token == '' and user == '') or nil, false)
+RJ.commit()
 return asset_id

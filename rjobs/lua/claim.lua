@@ -3,79 +3,82 @@
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  worker   worker id
--- ARGV[3]  max_jobs how many jobs to lease at most (1-1000)
--- ARGV[4]  lease_ms lease length in ms
--- ARGV[5]  promote  how many due delayed jobs to promote at most (bounded work)
--- Builds   job:<id>, job:<id>:events, ready, delayed, leases, state:<s>, workers, wake
+-- ARGV[2]  worker   worker id (charset A-Z a-z 0-9 _ . -, <= 200)
+-- ARGV[3]  max_jobs how many jobs to lease at most (0-1000)
+-- ARGV[4]  lease_ms lease length in ms (100 ms to 366 days)
+-- ARGV[5]  promote  how many due delayed jobs to promote at most (0-10000)
+-- Builds   job:<id>, job:<id>:history, ready, delayed, leases, state:<s>, workers, wake
 -- Returns  {next_due_ms (-1 = nothing delayed), ready_left, jobs...}; each job is
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
 --           created_ms, lease_deadline_ms}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
 --!include lib/core.lua
+--!include lib/write.lua
 --!include lib/move.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local worker, max_jobs, lease_ms, promote = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local worker = ARGV[2]
+local max_jobs, lease_ms, promote = RJ.int(ARGV[3], 0, 1000), RJ.int(ARGV[4], 100, 366 * 86400000),
+  RJ.int(ARGV[5], 0, 10000)
 if not RJ.valid_name(worker, 200) then return redis.error_reply('RJ_INVALID worker id') end
-if not max_jobs or max_jobs < 0 or max_jobs > 1000 then return redis.error_reply('RJ_INVALID max_jobs') end
-if not lease_ms or lease_ms < 100 then return redis.error_reply('RJ_INVALID lease_ms') end
-if not promote or promote < 0 or promote > 10000 then return redis.error_reply('RJ_INVALID promote') end
+if not max_jobs then return redis.error_reply('RJ_INVALID max_jobs must be an integer 0-1000') end
+if not lease_ms then return redis.error_reply('RJ_INVALID lease_ms must be an integer 100 ms to 366 days') end
+if not promote then return redis.error_reply('RJ_INVALID promote must be an integer 0-10000') end
 local m, P, now = RJ.m, RJ.P, RJ.now
-local ready, delayed = m.role.ready, m.role.delayed
+local ready, delayed = m.ready, m.delayed
+local CLAIM_FIELDS = {'type', 'params', 'retry_count', 'created_ms'}
 
--- the head of the delayed set answers both "is anything due?" and the reply's next due time
-local head = call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
-if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
-  for _, id in ipairs(call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)) do
-    if call('HGET', RJ.jkey(id), 'status') == delayed then
-      RJ.move(id, delayed, ready, {actor = 'rjobs', msg = 'due'})
+-- 1. Due delayed jobs become ready; they may be claimed by this very call.
+local candidates, left = {}, RJ.read('ZCARD', P .. 'ready')
+local skipped = 0  -- delayed members read, promoted or stale
+if delayed ~= '' and promote > 0 then
+  local due = RJ.read('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)
+  skipped = #due
+  for _, id in ipairs(due) do
+    local rec = RJ.load(id, CLAIM_FIELDS)
+    if rec.status == delayed then
+      RJ.move(rec, ready, {actor = 'rjobs', msg = 'due'})
+      candidates[#candidates + 1] = {RJ.ready_score(rec.f.priority, rec.f.seq), id}
+      left = left + 1
     else
-      call('ZREM', P .. 'delayed', id)  -- stale member; the hash is authoritative
+      RJ.zset(P .. 'delayed', id, false)  -- stale member; the hash is authoritative
     end
   end
-  head = call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 end
+local head = RJ.read('ZRANGE', P .. 'delayed', skipped, skipped, 'WITHSCORES')
 
-local out = {-1, 0}
-local deadline = now + lease_ms
-call('ZADD', P .. 'workers', now, worker)
+-- 2. The best max_jobs of the ready set and the promoted jobs, by ready score.
+local out = {head[2] and tonumber(head[2]) or -1, 0}
+RJ.op('ZADD', P .. 'workers', now, worker)
 if max_jobs > 0 then
-  local chain = {}
-  for st in string.gmatch(m.leased, '[^,]+') do chain[#chain + 1] = st end
-  -- one fields table and one opts table for the whole call (move reads them, never keeps them)
-  local fields = {}
-  local opts = {deadline = deadline, actor = worker}
-  for _, id in ipairs(call('ZRANGE', P .. 'ready', 0, max_jobs - 1)) do
-    local jk = RJ.jkey(id)
-    -- one read of everything the worker needs, one write per state entered
-    local f = call('HMGET', jk, 'status', 'token', 'attempt', 'executions', 'type', 'params',
-      'max_attempts', 'user_id', 'priority', 'retry_count', 'created_ms')
-    if f[1] ~= ready then
-      call('ZREM', P .. 'ready', id)  -- stale member; the hash is authoritative
+  local best = RJ.read('ZRANGE', P .. 'ready', 0, max_jobs - 1, 'WITHSCORES')
+  for i = 1, #best, 2 do candidates[#candidates + 1] = {tonumber(best[i + 1]), best[i]} end
+  if #candidates > #best / 2 then table.sort(candidates, function(a, b) return a[1] < b[1] end) end
+  local claimed = 0
+  local opts = {lease_ms = lease_ms, holder = worker, actor = worker}
+  for _, c in ipairs(candidates) do
+    if claimed >= max_jobs then break end
+    local id = c[2]
+    local rec = RJ.load(id, CLAIM_FIELDS)
+    if rec.status ~= ready then
+      RJ.zset(P .. 'ready', id, false)  -- stale member; the hash is authoritative
+      left = left - 1
     else
-      local token = (tonumber(f[2]) or 0) + 1
-      local attempt = (tonumber(f[3]) or 0) + 1
-      fields[1] = 'token'; fields[2] = token; fields[3] = 'attempt'; fields[4] = attempt
-      fields[5] = 'executions'; fields[6] = (tonumber(f[4]) or 0) + 1; fields[7] = 'worker'; fields[8] = worker
-      fields[9] = 'started_ms'; fields[10] = now; fields[11] = 'lease_ms'; fields[12] = lease_ms
-      opts.jk, opts.attempt, opts.token, opts.fields, opts.nf = jk, attempt, token, fields, 12
-      local from = ready
-      for i = 1, #chain do
-        RJ.move(id, from, chain[i], opts)
-        from = chain[i]
-        opts.fields, opts.nf = nil, nil  -- the claim fields ride on the first move's HSET
+      for i, st in ipairs(m.chain) do
+        opts.token = i > 1 and rec.f.token or nil
+        RJ.move(rec, st, opts)
       end
-      -- fields at their default are absent from the hash: never put a nil in a reply array
-      -- (Lua would cut the array short there)
-      out[#out + 1] = {id, f[5], f[6], attempt, tonumber(f[7]) or 1, token, f[8] or '', tonumber(f[9]) or 0,
-        tonumber(f[10]) or 0, tonumber(f[11]) or 0, deadline}
+      claimed = claimed + 1
+      left = left - 1
+      local f = rec.f
+      -- never put a nil in a reply array (Lua would cut the array short there)
+      out[#out + 1] = {id, f.type or '', f.params or '', tonumber(f.attempt), tonumber(f.max_attempts) or 1,
+        f.token, f.user_id or '', tonumber(f.priority) or 0, tonumber(f.retry_count) or 0,
+        tonumber(f.created_ms) or 0, tonumber(f.lease_deadline_ms)}
     end
   end
 end
-local left = call('ZCARD', P .. 'ready')
 out[2] = left
 if left > 0 then RJ.wake = true end
-if head[2] then out[1] = tonumber(head[2]) end
-RJ.done()
+RJ.commit()
 return out

@@ -17,11 +17,13 @@
 --          connecting recompiles a queue declared by another rjobs version.
 -- Errors   RJ_INVALID (bad arguments), RJ_MACHINE_CONFLICT <stored machine name>
 local machine_key, events_key = KEYS[1], KEYS[2]
-local prefix, fingerprint, nfields, write_options = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local prefix, fingerprint, write_options = ARGV[1], ARGV[2], ARGV[4]
+local nfields = type(ARGV[3]) == 'string' and string.find(ARGV[3], '^%d%d?%d?$') and tonumber(ARGV[3])
 local FIRST = 5  -- the first machine pair
 -- The roles in the compiled head, in lib/core.lua's order (rjobs.scripts.COMPILED_ROLES).
 local ROLES = {'initial', 'ready', 'delayed', 'waiting', 'review', 'success', 'partial', 'failure', 'cancelled'}
-if machine_key ~= prefix .. 'machine' or events_key ~= prefix .. 'events' then
+if type(prefix) ~= 'string' or not string.match(prefix, '^rjobs:{[%w_%.%-]+}:$') or
+  machine_key ~= prefix .. 'machine' or events_key ~= prefix .. 'events' then
   return redis.error_reply('RJ_INVALID keys do not match the queue prefix')
 end
 if not nfields or nfields < 1 or #ARGV < FIRST - 1 + 2 * nfields or (#ARGV - FIRST + 1) % 2 ~= 0 then
@@ -46,39 +48,56 @@ local given = {}
 for i = FIRST, FIRST + 2 * nfields - 1, 2 do given[ARGV[i]] = ARGV[i + 1] end
 local bad = bad_table(function(k) return given[k] end)
 if bad then return redis.error_reply('RJ_INVALID compiled machine: field ' .. bad) end
+-- The options and their ranges (a stored value outside them would fail a later script half-way:
+-- XADD refuses a negative MAXLEN).
+local RANGES = {queue_events = {0, 1}, stream_maxlen = {1, 1000000000}, max_payload = {1, 536870912},
+  cache_ttl_ms = {-1, 3153600000000}, keep_success_ms = {-1, 3153600000000}, keep_partial_ms = {-1, 3153600000000},
+  keep_failure_ms = {-1, 3153600000000}, keep_cancelled_ms = {-1, 3153600000000}}
 for i = FIRST + 2 * nfields, #ARGV, 2 do
-  if string.sub(ARGV[i], 1, 4) ~= 'opt:' or not tonumber(ARGV[i + 1]) then
-    return redis.error_reply('RJ_INVALID option ' .. ARGV[i] .. ' must be opt:<name> with an integer')
+  local v = ARGV[i + 1]
+  local range = RANGES[string.sub(ARGV[i], 5)]
+  local n = string.sub(ARGV[i], 1, 4) == 'opt:' and range and #v <= 16 and string.find(v, '^%-?%d+$') and tonumber(v)
+  if not n or n < range[1] or n > range[2] then
+    return redis.error_reply('RJ_INVALID option ' .. ARGV[i] .. ' must be a known opt:<name> with an integer in range')
   end
 end
-local stored = redis.call('HGET', machine_key, 'fingerprint')
+-- Read the stored hash, overlay what this call would store, decide, then write once.
+local f = {}
+local flat = redis.call('HGETALL', machine_key)
+for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+local stored = f['fingerprint']
 if stored and stored ~= fingerprint then
-  local name = redis.call('HGET', machine_key, 'name') or '?'
-  return redis.error_reply('RJ_MACHINE_CONFLICT queue already uses machine ' .. name ..
+  return redis.error_reply('RJ_MACHINE_CONFLICT queue already uses machine ' .. (f['name'] or '?') ..
     ' with a different table; use a new queue name or delete ' .. machine_key)
 end
 local status = 'created'
 if stored then status = write_options == '1' and 'updated' or 'same' end
+local writes = {}
 if status ~= 'same' then
-  local pairs_ = {'fingerprint', fingerprint}
-  for i = FIRST, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
-  redis.call('HSET', machine_key, unpack(pairs_))
-end
-local out = {status}
-local opts = {}
-local f = {}
-local flat = redis.call('HGETALL', machine_key)
-for i = 1, #flat, 2 do
-  f[flat[i]] = flat[i + 1]
-  if string.sub(flat[i], 1, 4) == 'opt:' then
-    out[#out + 1] = string.sub(flat[i], 5)
-    out[#out + 1] = flat[i + 1]
-    opts[out[#out - 1]] = flat[i + 1]
+  writes = {'fingerprint', fingerprint}
+  f['fingerprint'] = fingerprint
+  for i = FIRST, #ARGV, 2 do
+    writes[#writes + 1] = ARGV[i]; writes[#writes + 1] = ARGV[i + 1]
+    f[ARGV[i]] = ARGV[i + 1]
   end
 end
 -- A table stored as it is ('same') by hand or by another version: refuse before compiling it.
 bad = bad_table(function(k) return f[k] end)
 if bad then return redis.error_reply('RJ_INVALID compiled machine: stored field ' .. bad) end
+-- The options the scripts read, in lib/core.lua's order (rjobs.scripts.COMPILED_OPTIONS), the
+-- default for any not stored or out of range: the stream options, then the rest.
+local order = {{'queue_events', 1}, {'stream_maxlen', 100000},
+  {'max_payload', 1048576}, {'cache_ttl_ms', 0}, {'keep_success_ms', -1}, {'keep_partial_ms', -1},
+  {'keep_failure_ms', -1}, {'keep_cancelled_ms', -1}}
+local out, v = {status}, {}
+for i, o in ipairs(order) do
+  local raw = f['opt:' .. o[1]]
+  local n = raw and string.find(raw, '^%-?%d+$') and tonumber(raw)
+  local range = RANGES[o[1]]
+  if not n or n < range[1] or n > range[2] then n = o[2] end
+  v[i] = string.format('%d', n)
+  if raw then out[#out + 1] = o[1]; out[#out + 1] = v[i] end
+end
 -- The compiled form (see lib/core.lua), derived from the stored readable table.
 local role_states = {}
 for i, r in ipairs(ROLES) do role_states[i] = f['role:' .. r] or '' end
@@ -89,18 +108,10 @@ for st in string.gmatch(f['states'], '[^,]+') do
   for to in string.gmatch(f['next:' .. st] or '', '[^,]+') do tokens[#tokens + 1] = st .. '>' .. to end
 end
 local edges = '|' .. table.concat(tokens, '|') .. '|'
--- The options the scripts read, in lib/core.lua's order, defaults for any not stored (the same
--- list as rjobs.scripts.COMPILED_OPTIONS): the stream caps, then the rest.
-local order = {{'job_events_maxlen', 1000}, {'queue_events', 1}, {'stream_maxlen', 100000},
-  {'max_payload', 1048576}, {'cache_ttl_ms', 0}, {'keep_success_ms', -1}, {'keep_partial_ms', -1},
-  {'keep_failure_ms', -1}, {'keep_cancelled_ms', -1}}
-local v = {}
-for i, o in ipairs(order) do
-  v[i] = string.format('%d', math.floor(tonumber(opts[o[1]] or '') or o[2]))
+local head = 'rj3|' .. table.concat(v, ',', 1, 2) .. '|' .. table.concat(v, ',', 3, 8) .. '|' .. roles .. '|'
+if f['compiled:head'] ~= head or f['compiled:edges'] ~= edges then
+  writes[#writes + 1] = 'compiled:head'; writes[#writes + 1] = head
+  writes[#writes + 1] = 'compiled:edges'; writes[#writes + 1] = edges
 end
-local head = 'rj2|' .. table.concat(v, ',', 1, 3) .. '|' .. table.concat(v, ',', 4, 9) .. '|' .. roles .. '|'
-local now = redis.call('HMGET', machine_key, 'compiled:head', 'compiled:edges')
-if now[1] ~= head or now[2] ~= edges then
-  redis.call('HSET', machine_key, 'compiled:head', head, 'compiled:edges', edges)
-end
+if #writes > 0 then redis.call('HSET', machine_key, unpack(writes)) end
 return out

@@ -1,183 +1,210 @@
 -- enqueue.lua — create one or more jobs atomically (all or nothing), with dedupe, delay and
--- dependencies.
+-- dependencies. Every request is validated and decided before anything is written; requests
+-- are decided in order, each on the state the earlier ones leave (a dependency on a job that an
+-- earlier request of the call replaced is refused; a second request with the same dedupe key
+-- keeps or replaces the job the first one made).
 -- Called by: Queue.enqueue / Queue.enqueue_many (Scripts.enqueue)
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  actor    who enqueues (short text)
--- ARGV[3]  njobs    number of job records that follow
--- ARGV[4..] per job, 14 fields then its dependency ids:
---          id ('' = generate), type, params (JSON), priority (1-10), user_id ('' = none),
---          run_at (epoch ms, 0 = none), delay (ms, 0 = none), max_attempts (>= 1),
---          dedupe_key ('' = none), dedupe_policy (keep|replace), cancel_running (0|1),
---          on_dep_failure (fail|cancel), hold (0|1: put in the initial state), ndeps, dep ids...
--- Builds   job:<id>, job:<id>:events, job:<dep>:dependents (+ has_dependents on job:<dep>), ready, delayed, state:<s>, owner:<u>,
---          dedupe:<k>, cache:<k>, seq, wake (all under the prefix)
+-- ARGV[2]  actor    who enqueues (charset A-Z a-z 0-9 _ . : @ -, <= 200)
+-- ARGV[3]  njobs    number of job records that follow (1-10000)
+-- ARGV[4..] per job, the 14 fields at the offsets below (rjobs.scripts.EnqueueSpec, same order),
+--          then its dependency ids
+-- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
+--          ready, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq, wake (under the prefix)
 -- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept), status,
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1)
--- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>
+-- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>; every error about
+--          one request ends with "(request <n>)", n counting from 1 within the call
 --!include lib/core.lua
+--!include lib/write.lua
 --!include lib/move.lua
+local ID, TYPE, PARAMS, PRIORITY, USER, RUN_AT, DELAY, MAX_ATTEMPTS, DEDUPE_KEY, DEDUPE, CANCEL_RUNNING,
+  ON_DEP_FAILURE, HOLD, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+local FIELDS = 14
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, njobs = ARGV[2], tonumber(ARGV[3])
+local actor, njobs = ARGV[2], RJ.int(ARGV[3], 1, 10000)
 local m, P, now = RJ.m, RJ.P, RJ.now
-local role, valid_name = m.role, RJ.valid_name
-if not njobs or njobs < 1 or njobs > 10000 then return redis.error_reply('RJ_INVALID njobs') end
-local maxp = RJ.max_payload()
+local valid_name, int = RJ.valid_name, RJ.int
+if not njobs then return redis.error_reply('RJ_INVALID njobs must be an integer 1-10000') end
+if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+local maxp = RJ.opt().max_payload
+local function refuse(code, text, n) return redis.error_reply(code .. ' ' .. text .. ' (request ' .. n .. ')') end
 
--- 1. Parse and validate every record before writing anything. A record stays in ARGV: the write
--- pass reads it again at its position (no table per job).
-local starts, dues, pendings, ids, pos = {}, {}, {}, {}, 4
+-- 1. Validate every record (no reads yet). A record stays in ARGV; later steps read it in place.
+local starts, dues, pos = {}, {}, 4
 for n = 1, njobs do
-  local id, jtype, params, priority, user = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3]),
-    ARGV[pos + 4]
-  local run_at, delay, max_attempts = tonumber(ARGV[pos + 5]), tonumber(ARGV[pos + 6]), tonumber(ARGV[pos + 7])
-  local dkey, policy, on_dep, ndeps = ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 11], tonumber(ARGV[pos + 13])
-  if not ndeps or ndeps < 0 or ndeps > 1000 then return redis.error_reply('RJ_INVALID dependency count') end
-  if id ~= '' then
-    if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-    if call('EXISTS', RJ.jkey(id)) == 1 or ids[id] then return redis.error_reply('RJ_EXISTS ' .. id) end
-    ids[id] = true
+  local ndeps = int(ARGV[pos + NDEPS], 0, 1000)
+  if not ndeps or pos + FIELDS + ndeps - 1 > #ARGV then return refuse('RJ_INVALID', 'malformed job record', n) end
+  local id, params, user, dkey = ARGV[pos + ID], ARGV[pos + PARAMS], ARGV[pos + USER], ARGV[pos + DEDUPE_KEY]
+  local run_at, delay = int(ARGV[pos + RUN_AT], 0, RJ.MAX_MS), int(ARGV[pos + DELAY], 0, 3153600000000)
+  if id ~= '' and not valid_name(id) then return refuse('RJ_INVALID', 'job id', n) end
+  if not valid_name(ARGV[pos + TYPE]) then return refuse('RJ_INVALID', 'job type', n) end
+  if #params > maxp then return refuse('RJ_INVALID', 'params larger than ' .. maxp .. ' bytes', n) end
+  if not int(ARGV[pos + PRIORITY], 1, 10) then return refuse('RJ_INVALID', 'priority must be an integer 1-10', n) end
+  if user ~= '' and not valid_name(user) then return refuse('RJ_INVALID', 'user id', n) end
+  if not run_at or not delay then return refuse('RJ_INVALID', 'run_at/delay must be integer ms in range', n) end
+  if not int(ARGV[pos + MAX_ATTEMPTS], 1, 1000) then return refuse('RJ_INVALID', 'max_attempts must be 1-1000', n) end
+  if dkey ~= '' and not RJ.valid_dedupe_key(dkey) then return refuse('RJ_INVALID', 'dedupe key', n) end
+  local policy, cancel_running = ARGV[pos + DEDUPE], ARGV[pos + CANCEL_RUNNING]
+  if (policy ~= 'keep' and policy ~= 'replace') or (cancel_running ~= '0' and cancel_running ~= '1') then
+    return refuse('RJ_INVALID', 'dedupe policy must be keep or replace, cancel_running 0 or 1', n)
   end
-  if not valid_name(jtype) then return redis.error_reply('RJ_INVALID job type') end
-  if not params or #params > maxp then return redis.error_reply('RJ_INVALID params larger than ' .. maxp .. ' bytes') end
-  if not priority or priority < 1 or priority > 10 or priority % 1 ~= 0 then
-    return redis.error_reply('RJ_INVALID priority must be an integer 1-10')
+  local on_dep, hold = ARGV[pos + ON_DEP_FAILURE], ARGV[pos + HOLD]
+  if (on_dep ~= 'fail' and on_dep ~= 'cancel') or (hold ~= '0' and hold ~= '1') then
+    return refuse('RJ_INVALID', 'on_dep_failure must be fail or cancel, hold 0 or 1', n)
   end
-  if user ~= '' and not valid_name(user) then return redis.error_reply('RJ_INVALID user id') end
-  if not run_at or not delay or run_at < 0 or delay < 0 then return redis.error_reply('RJ_INVALID run_at/delay') end
-  if not max_attempts or max_attempts < 1 or max_attempts > 1000 then
-    return redis.error_reply('RJ_INVALID max_attempts must be 1-1000')
+  if hold == '1' and m.initial == m.ready then
+    return refuse('RJ_INVALID', 'this machine cannot hold a job: its initial state is its ready state', n)
   end
-  if dkey ~= '' and not string.match(dkey, '^[%w_%.%-:/@=+]+$') then return redis.error_reply('RJ_INVALID dedupe key') end
-  if policy ~= 'keep' and policy ~= 'replace' then return redis.error_reply('RJ_INVALID dedupe policy') end
-  if on_dep ~= 'fail' and on_dep ~= 'cancel' then return redis.error_reply('RJ_INVALID on_dep_failure') end
-  local due = run_at
-  if delay > 0 then due = now + delay end
-  local pending = 0
-  for d = 1, ndeps do
-    local dep = ARGV[pos + 13 + d]
-    if not valid_name(dep) then return redis.error_reply('RJ_INVALID dependency id') end
-    local st = call('HGET', RJ.jkey(dep), 'status')
-    if not st then return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' not found') end
-    local fr = m.final_role[st]
-    if fr and fr ~= 'success' then
-      return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' already ended ' .. st)
-    end
-    if not fr then pending = pending + 1 end
+  local seen = {}
+  for d = pos + FIELDS, pos + FIELDS + ndeps - 1 do
+    local dep = ARGV[d]
+    if not valid_name(dep) then return refuse('RJ_INVALID', 'dependency id', n) end
+    if seen[dep] then return refuse('RJ_INVALID', 'dependency ' .. dep .. ' listed twice', n) end
+    seen[dep] = true
   end
-  if pending > 0 and role.waiting == '' then
-    return redis.error_reply('RJ_INVALID this machine has no waiting state for dependencies')
-  end
-  if due > now and pending == 0 and role.delayed == '' then
-    return redis.error_reply('RJ_INVALID this machine has no delayed state')
-  end
-  starts[n], dues[n], pendings[n] = pos, due, pending
-  pos = pos + 14 + ndeps
+  starts[n] = pos
+  dues[n] = delay > 0 and now + delay or run_at
+  pos = pos + FIELDS + ndeps
 end
 if pos ~= #ARGV + 1 then return redis.error_reply('RJ_INVALID malformed job records') end
 
--- The index adds queued by RJ.move (opts.batch): one ZADD per key, at most 2 x 1000 arguments
--- per call (Lua's unpack limit is ~8000).
-local function flush_zadds(batch)
-  for i = 1, #batch do
-    local key = batch[i]
-    local q = batch[key]
-    for s = 1, #q, 2000 do call('ZADD', key, unpack(q, s, math.min(s + 1999, #q))) end
-    batch[key] = nil
-    batch[i] = nil
+-- 2. Generated ids: server ms and the queue's sequence. One EXISTS checks that none is taken (an
+-- explicit id of an earlier call may look like one); a taken one gets a suffix.
+local seq0 = tonumber(RJ.read('GET', P .. 'seq')) or 0
+local gen, probe = {}, {}
+for n = 1, njobs do
+  if ARGV[starts[n] + ID] == '' then
+    gen[n] = string.format('%011x%05x', now, (seq0 + n) % 1048576)
+    local jk = RJ.jkey(gen[n])
+    probe[#probe + 1] = jk
+    probe[#probe + 1] = jk .. ':history'
   end
 end
+local taken = 0
+for s = 1, #probe, 1000 do taken = taken + redis.call('EXISTS', unpack(probe, s, math.min(s + 999, #probe))) end
+for _, k in ipairs(probe) do RJ.known[k] = true end
 
--- 2. Write. One INCRBY reserves a sequence number per record (a kept record leaves a gap: seq only
--- orders jobs). The ready set and state indexes are written as one ZADD per key at the end
--- (opts.batch); a replaced job's move reads them, so the batch is flushed before it.
-local out, batch = {}, njobs > 1 and {} or nil  -- one job: nothing to batch
-local qname = string.match(P, '^rjobs:{(.*)}:$') or ''
-local seq0 = call('INCRBY', P .. 'seq', njobs) - njobs
--- One HSET argument table and one options table for every record (RJ.move writes after opts.nf):
--- a table per job was a measurable share of a bulk enqueue. The creation fields ride on the
--- placement move's HSET (one write of the hash); fields at their defaults (zero counters, empty
--- strings) are not written: every reader treats a missing field as its default, and a smaller
--- hash is measurably cheaper to create.
-local fields = {'id', '', 'queue', qname, 'type', '', 'params', '', 'priority', 0, 'seq', 0, 'max_attempts', 0,
-  'created_ms', now}
-local opts = {event = 'created', actor = actor, fields = fields, batch = batch}
+-- 3. Decide every request in order.
+local out, holders, caches = {}, {}, {}
 for n = 1, njobs do
   pos = starts[n]
-  local due, pending = dues[n], pendings[n]
-  local id, dkey, ndeps = ARGV[pos], ARGV[pos + 8], tonumber(ARGV[pos + 13])
-  local prev, stale, cache_inv = '', 0, 0
-  local kept, rep_id, rep_st = false, nil, nil
+  local due = dues[n]
+  local dkey, ndeps = ARGV[pos + DEDUPE_KEY], tonumber(ARGV[pos + NDEPS])
+  local o = 6 * n - 6
+  -- the dedupe key: keep the live holder, or replace it
+  local prev, replace = '', nil
   if dkey ~= '' then
-    local dk = P .. 'dedupe:' .. dkey
-    prev = call('GET', dk) or ''
-    local pst = prev ~= '' and call('HGET', RJ.jkey(prev), 'status') or nil
-    if pst and not RJ.is_final(pst) then
-      if ARGV[pos + 9] == 'keep' then
-        local o = 6 * n - 6
-        out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = prev, 'kept', pst, prev, 0, 0
-        kept = true
-      elseif (not m.is_leased[pst] or ARGV[pos + 10] == '1') and RJ.allows(pst, role.cancelled) then
-        rep_id, rep_st = prev, pst
+    if holders[dkey] == nil then holders[dkey] = RJ.read('GET', P .. 'dedupe:' .. dkey) or false end
+    prev = holders[dkey] or ''
+    local h = prev ~= '' and RJ.load(prev) or nil
+    if h and h.status and not RJ.is_final(h.status) then
+      if ARGV[pos + DEDUPE] == 'keep' then
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = prev, 'kept', h.status, prev, 0, 0
+      elseif (not m.is_leased[h.status] or ARGV[pos + CANCEL_RUNNING] == '1') and RJ.allows(h.status, m.cancelled) then
+        replace = h
       end
     end
   end
-  if not kept then
-    local seq = seq0 + n
-    if id == '' then id = string.format('%011x%05x', now, seq % 1048576) end
-    if rep_id then
+  if out[o + 2] ~= 'kept' then
+    -- the id
+    local id = ARGV[pos + ID]
+    local rec
+    if id ~= '' then
+      rec = RJ.load(id)
+      if rec.status or rec.new then return refuse('RJ_EXISTS', id, n) end
+      rec.new = true
+    else
+      id = gen[n]
+      if taken > 0 then
+        local base, k = id, 0
+        while RJ.jobs[id] or redis.call('EXISTS', RJ.jkey(id), RJ.jkey(id) .. ':history') > 0 do
+          k = k + 1
+          if k > 16 then return refuse('RJ_EXISTS', base .. ' (every generated id is taken)', n) end
+          id = base .. '.' .. k
+        end
+      end
+      rec = RJ.new(id)
+    end
+    -- dependencies, on the state the earlier requests leave
+    local pending, deps = 0, {}
+    for d = pos + FIELDS, pos + FIELDS + ndeps - 1 do
+      local dep = ARGV[d]
+      local drec = RJ.load(dep)
+      local fr = drec.status and m.final_role[drec.status]
+      if drec == replace then
+        return refuse('RJ_DEPENDENCY', 'dependency ' .. dep .. ' is the job this request replaces', n)
+      end
+      if not drec.status then return refuse('RJ_DEPENDENCY', 'dependency ' .. dep .. ' not found', n) end
+      if fr and fr ~= 'success' then
+        return refuse('RJ_DEPENDENCY', 'dependency ' .. dep .. ' already ended ' .. drec.status, n)
+      end
+      if not fr then pending = pending + 1; deps[#deps + 1] = drec end
+    end
+    if pending > 0 and m.waiting == '' then
+      return refuse('RJ_INVALID', 'this machine has no waiting state for dependencies', n)
+    end
+    if due > now and pending == 0 and m.delayed == '' then
+      return refuse('RJ_INVALID', 'this machine has no delayed state', n)
+    end
+    -- the replaced job, then the key
+    local stale, cache_inv = 0, 0
+    if replace then
       local msg = 'replaced by ' .. id .. ' (dedupe ' .. dkey .. ')'
-      local e = '{"code":"replaced","message":"' .. msg .. '"}'
-      if batch then flush_zadds(batch) end
-      RJ.move(rep_id, rep_st, role.cancelled, {actor = actor, msg = msg, fields = {'error', e}})
+      RJ.hset(replace, 'error', '{"code":"replaced","message":' .. cjson.encode(msg) .. '}')
+      RJ.move(replace, m.cancelled, {actor = actor, msg = msg, operator = m.is_leased[replace.status] or nil})
       stale = 1
     end
     if dkey ~= '' then
-      if prev ~= '' then cache_inv = call('DEL', P .. 'cache:' .. dkey) end
-      call('SET', P .. 'dedupe:' .. dkey, id)
+      if prev ~= '' then
+        if caches[dkey] == nil then caches[dkey] = RJ.read('EXISTS', P .. 'cache:' .. dkey) == 1 end
+        if caches[dkey] then cache_inv = 1; caches[dkey] = false; RJ.op('DEL', P .. 'cache:' .. dkey) end
+      end
+      holders[dkey] = id
+      RJ.op('SET', P .. 'dedupe:' .. dkey, id)
     end
-    local priority, user = tonumber(ARGV[pos + 3]), ARGV[pos + 4]
-    fields[2], fields[6], fields[8], fields[10], fields[12], fields[14] = id, ARGV[pos + 1], ARGV[pos + 2], priority,
-      seq, tonumber(ARGV[pos + 7])
-    local k = 16
+    -- the job
+    local seq = seq0 + n
+    local user = ARGV[pos + USER]
+    local f = {'id', id, 'queue', string.sub(P, 8, -3), 'type', ARGV[pos + TYPE], 'params', ARGV[pos + PARAMS],
+      'priority', tonumber(ARGV[pos + PRIORITY]), 'seq', seq, 'max_attempts', tonumber(ARGV[pos + MAX_ATTEMPTS]),
+      'created_ms', now}
     if user ~= '' then
-      fields[k + 1] = 'user_id'; fields[k + 2] = user; k = k + 2
-      call('ZADD', P .. 'owner:' .. user, now, id)
+      f[#f + 1] = 'user_id'; f[#f + 1] = user
+      RJ.zset(P .. 'owner:' .. user, id, now)
     end
-    if dkey ~= '' then fields[k + 1] = 'dedupe_key'; fields[k + 2] = dkey; k = k + 2 end
+    if dkey ~= '' then
+      f[#f + 1] = 'dedupe_key'; f[#f + 1] = dkey
+      f[#f + 1] = 'dedupe_policy'; f[#f + 1] = ARGV[pos + DEDUPE]
+      if ARGV[pos + CANCEL_RUNNING] == '1' then f[#f + 1] = 'cancel_running'; f[#f + 1] = '1' end
+    end
     if ndeps > 0 then
-      fields[k + 1] = 'depends_on'; fields[k + 2] = table.concat(ARGV, ',', pos + 14, pos + 13 + ndeps)
-      fields[k + 3] = 'on_dep_failure'; fields[k + 4] = ARGV[pos + 11]
-      k = k + 4
-      if pending ~= 0 then fields[k + 1] = 'deps_pending'; fields[k + 2] = pending; k = k + 2 end
-      for d = pos + 14, pos + 13 + ndeps do
-        local dk = RJ.jkey(ARGV[d])
-        call('SADD', dk .. ':dependents', id)
-        call('HSET', dk, 'has_dependents', 1)
+      f[#f + 1] = 'depends_on'; f[#f + 1] = table.concat(ARGV, ',', pos + FIELDS, pos + FIELDS + ndeps - 1)
+      f[#f + 1] = 'on_dep_failure'; f[#f + 1] = ARGV[pos + ON_DEP_FAILURE]
+      if pending > 0 then f[#f + 1] = 'deps_pending'; f[#f + 1] = pending end
+      for _, drec in ipairs(deps) do
+        RJ.op('SADD', drec.jk .. ':dependents', id)
+        if drec.new then
+          drec.new_dependents = drec.new_dependents or {}
+          drec.new_dependents[#drec.new_dependents + 1] = id
+        end
+        if not drec.f.has_dependents or drec.f.has_dependents == '' then RJ.hset(drec, 'has_dependents', 1) end
       end
     end
-    local state = role.ready
-    opts.priority, opts.seq, opts.run_at, opts.msg = priority, seq, nil, nil
-    if due > 0 and (pending > 0 or due <= now) then
-      fields[k + 1] = 'scheduled_ms'; fields[k + 2] = due; k = k + 2
-    end
-    opts.nf = k
-    if pending > 0 then
-      state = role.waiting
-    elseif due > now then
-      state = role.delayed
-      opts.run_at = due
-    elseif ARGV[pos + 12] == '1' then
-      state = role.initial
-    end
-    if prev ~= '' then opts.msg = 'dedupe ' .. dkey .. ' previous ' .. prev end
-    RJ.move(id, '', state, opts)
-    local o = 6 * n - 6
+    if due > 0 and (pending > 0 or due <= now) then f[#f + 1] = 'scheduled_ms'; f[#f + 1] = due end
+    for i = 1, #f, 2 do RJ.hset(rec, f[i], f[i + 1]) end
+    local state = m.ready
+    if pending > 0 then state = m.waiting
+    elseif due > now then state = m.delayed
+    elseif ARGV[pos + HOLD] == '1' then state = m.initial end
+    RJ.move(rec, state, {event = 'created', actor = actor, run_at = due,
+      msg = prev ~= '' and ('dedupe ' .. dkey .. ' previous ' .. prev) or nil})
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = id, 'created', state, prev, stale, cache_inv
   end
 end
-if batch then flush_zadds(batch) end
-RJ.done()
+RJ.op('SET', P .. 'seq', seq0 + njobs)
+RJ.commit()
 return out

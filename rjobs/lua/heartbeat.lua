@@ -1,38 +1,44 @@
--- heartbeat.lua — renew every lease a worker holds in one call, and tell it per job whether to
--- go on, stop because the job was cancelled, or stop because the lease was lost.
--- Called by: Worker heartbeat loop (Scripts.heartbeat)
+-- heartbeat.lua — renew every lease a holder (a worker, or a Queue.hold) has in one call, and tell
+-- it per job whether to go on, stop because the job was cancelled, or stop because the lease was
+-- lost.
+-- Called by: Worker heartbeat loop (Scripts.heartbeat), Queue.hold
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  worker   worker id
--- ARGV[3]  lease_ms new lease length from now, in ms
--- ARGV[4]  n        number of (id, token) pairs that follow (0-10000)
--- ARGV[5..] pairs   job id, lease token (as issued by claim)
+-- ARGV[2]  holder   worker id or actor (charset A-Z a-z 0-9 _ . : @ -, <= 200)
+-- ARGV[3]  lease_ms new lease length from now, in ms (100 ms to 366 days)
+-- ARGV[4]  register 1 = a worker: list it in the workers zset; 0 = a manual holder
+-- ARGV[5]  n        number of (id, token) pairs that follow (0-10000)
+-- ARGV[6..] pairs   job id, lease token (as issued when the lease was taken)
 -- Builds   job:<id>, leases, workers
 -- Returns  one code per pair: 'ok' | 'cancel' | 'lost'
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/core.lua
+--!include lib/write.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local worker, lease_ms, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if not RJ.valid_name(worker, 200) then return redis.error_reply('RJ_INVALID worker id') end
-if not lease_ms or lease_ms < 100 then return redis.error_reply('RJ_INVALID lease_ms') end
-if not n or n < 0 or n > 10000 or #ARGV ~= 4 + 2 * n then return redis.error_reply('RJ_INVALID pairs') end
+local holder, lease_ms, register, n = ARGV[2], RJ.int(ARGV[3], 100, 366 * 86400000), ARGV[4],
+  RJ.int(ARGV[5], 0, 10000)
+if not RJ.valid_actor(holder) then return redis.error_reply('RJ_INVALID holder') end
+if not lease_ms then return redis.error_reply('RJ_INVALID lease_ms must be an integer 100 ms to 366 days') end
+if register ~= '0' and register ~= '1' then return redis.error_reply('RJ_INVALID register must be 0 or 1') end
+if not n or #ARGV ~= 5 + 2 * n then return redis.error_reply('RJ_INVALID pairs') end
 local m, P = RJ.m, RJ.P
 local deadline = RJ.now + lease_ms
-redis.call('ZADD', P .. 'workers', RJ.now, worker)
+if register == '1' then RJ.op('ZADD', P .. 'workers', RJ.now, holder) end
 local out = {}
 for i = 1, n do
-  local id, token = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
-  local f = RJ.valid_name(id) and redis.call('HMGET', RJ.jkey(id), 'status', 'token') or {}
-  if f[1] and f[2] == token and m.is_leased[f[1]] then
-    redis.call('ZADD', P .. 'leases', 'XX', deadline, id)
-    redis.call('HSET', RJ.jkey(id), 'lease_deadline_ms', deadline)
+  local id, token = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local rec = RJ.valid_name(id) and RJ.load(id) or nil
+  if rec and rec.status and rec.f.token == token and m.is_leased[rec.status] then
+    RJ.zset(P .. 'leases', id, deadline)
+    RJ.hset(rec, 'lease_deadline_ms', deadline)
     out[i] = 'ok'
-  elseif f[1] and f[2] == token and f[1] == m.role.cancelled then
+  elseif rec and rec.status and rec.f.token == token and rec.status == m.cancelled then
     out[i] = 'cancel'
   else
     out[i] = 'lost'
   end
 end
+RJ.commit()
 return out

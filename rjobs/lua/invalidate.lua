@@ -1,17 +1,14 @@
--- invalidate.lua — drop the cached result of a dedupe key (seed 002 cache invalidation).
+-- invalidate.lua — drop the cached result of a dedupe key.
 -- Called by: Queue.invalidate (Scripts.invalidate)
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  dedupe_key
+-- ARGV[2]  dedupe_key  (charset A-Z a-z 0-9 _ . - : / @ = +, 1-200)
 -- Builds   cache:<dedupe_key>
 -- Returns  1 when a cached result was dropped, else 0
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/core.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local key = ARGV[2]
-if not key or #key < 1 or #key > 200 or not string.match(key, '^[%w_%.%-:/@=+]+$') then
-  return redis.error_reply('RJ_INVALID dedupe key')
-end
-return redis.call('DEL', RJ.P .. 'cache:' .. key)
+if not RJ.valid_dedupe_key(ARGV[2]) then return redis.error_reply('RJ_INVALID dedupe key') end
+return redis.call('DEL', RJ.P .. 'cache:' .. ARGV[2])

@@ -1,40 +1,63 @@
 -- progress.lua — record progress (percent + named step) of a job held in a leased state, and
--- estimate the time left from the elapsed time. An unfenced late update for a job no longer leased
--- is ignored (seed 000) and reported back so the client can warn; a fenced one is RJ_LEASE_LOST.
+-- estimate the time left from the elapsed time. The job hash holds the latest progress; the
+-- history keeps one entry per step: an update with the same step as the entry just before it
+-- replaces that entry, and a job keeps at most 100 progress entries (docs/design.md, decision 1).
+-- Fencing: the holder presents its token (a stale one is RJ_LEASE_LOST); without a token a
+-- leased job needs operator = 1 (RJ_FENCED otherwise); an update without a token for a job that
+-- is no longer leased is ignored and reported back, so the client can warn.
 -- Called by: Queue.progress, JobContext.progress (Scripts.progress)
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  actor
+-- ARGV[2]  actor    (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  id
--- ARGV[4]  token    lease token ('' = not fenced)
--- ARGV[5]  percent  0-100 (number)
--- ARGV[6]  step     short text ('' = none)
--- Builds   job:<id>, job:<id>:events
+-- ARGV[4]  token    lease token ('' = none)
+-- ARGV[5]  percent  0-100 (a finite number)
+-- ARGV[6]  step     short text ('' = none, <= 200 bytes)
+-- ARGV[7]  operator 1 = act without the token on a leased job (recorded), else 0
+-- Builds   job:<id>, job:<id>:history
 -- Returns  {'ok', eta_ms (-1 = unknown)} | {'ignored', status}
--- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST <id> ...
+-- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST <id> ..., RJ_FENCED <id> ...
 --!include lib/core.lua
+--!include lib/write.lua
 local err = RJ.init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, id, token, percent, step = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local actor, id, token, percent, step, operator = ARGV[2], ARGV[3], ARGV[4], RJ.num(ARGV[5], 0, 100), ARGV[6],
+  ARGV[7]
+if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
 if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-if not percent or percent < 0 or percent > 100 then return redis.error_reply('RJ_INVALID percent must be 0-100') end
-if #step > 200 then return redis.error_reply('RJ_INVALID step longer than 200 characters') end
-local jk = RJ.jkey(id)
-local f = redis.call('HMGET', jk, 'status', 'token', 'started_ms', 'attempt')
-if not f[1] then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
-if token ~= '' and f[2] ~= token then
-  return redis.error_reply('RJ_LEASE_LOST ' .. id .. ' token ' .. token .. ' is not the lease of this job')
-end
-if not RJ.m.is_leased[f[1]] then
-  -- a lease holder whose job left the leased states (cancelled, reaped) has lost it; an unfenced
-  -- late update is only ignored, as seed 000 asks
-  if token ~= '' then return redis.error_reply('RJ_LEASE_LOST ' .. id .. ' is ' .. f[1] .. ', no longer leased') end
-  return {'ignored', f[1]}
-end
+if not percent then return redis.error_reply('RJ_INVALID percent must be a number 0-100') end
+if type(step) ~= 'string' or #step > 200 then return redis.error_reply('RJ_INVALID step longer than 200 bytes') end
+if operator ~= '0' and operator ~= '1' then return redis.error_reply('RJ_INVALID operator must be 0 or 1') end
+if token ~= '' and not RJ.int(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
+local rec = RJ.load(id, {'progress_events'})
+if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if token == '' and not RJ.m.is_leased[rec.status] then return {'ignored', rec.status} end
+local e = RJ.fence(rec, token, operator)
+if e then return redis.error_reply(e) end
 local eta = -1
-local started = tonumber(f[3])
+local started = tonumber(rec.f.started_ms)
 if started and percent > 0 then eta = math.floor((RJ.now - started) * (100 - percent) / percent) end
-redis.call('HSET', jk, 'progress', percent, 'step', step, 'eta_ms', eta, 'updated_ms', RJ.now)
-RJ.emit(id, jk, 'progress', nil, nil, actor, step, f[4], nil, tostring(percent))
+local shown = string.format('%.15g', percent)
+RJ.hset(rec, 'progress', shown)
+RJ.hset(rec, 'step', step)
+RJ.hset(rec, 'eta_ms', eta)
+RJ.hset(rec, 'updated_ms', RJ.now)
+-- the history: replace the entry just before when it is progress of the same step
+local last = RJ.read('LINDEX', rec.jk .. ':history', -1)
+local last_step = nil
+if last and string.find(last, '"ev":"progress"', 1, true) then
+  local ok, entry = pcall(cjson.decode, last)
+  if ok and type(entry) == 'table' then last_step = entry.msg or '' end
+end
+local count = tonumber(rec.f.progress_events) or 0
+RJ.log(rec, 'progress', nil, nil, actor, step, rec.f.attempt, nil, shown, token == '' or nil, false)
+if last_step == step or (count >= 100 and last_step) then
+  rec.hist_replace = table.remove(rec.hist)
+elseif count >= 100 then
+  rec.hist = {}  -- the cap is reached: the hash holds the latest progress
+else
+  RJ.hset(rec, 'progress_events', count + 1)
+end
+RJ.commit()
 return {'ok', eta}

@@ -1,18 +1,19 @@
 -- transition.lua — move one or more jobs along the queue's table (client side: transition,
--- bulk_transition, cancel, bulk_cancel, complete/fail/partial without a lease token).
--- Called by: Queue.transition / bulk_transition / cancel / bulk_cancel / complete / fail / partial
+-- bulk_transition, cancel, bulk_cancel, complete/fail/partial, hold).
+-- Called by: Queue.transition / bulk_transition / cancel / bulk_cancel / complete / fail / partial / hold
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
 -- ARGV[1]  prefix   "rjobs:{Q}:"
--- ARGV[2]  actor    who acts (worker id, user, or client name)
+-- ARGV[2]  actor    who acts (worker id, user, or client name; charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  n        number of requests (1-1000)
--- ARGV[4..] n requests of 8 fields (see lib/apply.lua)
--- Builds   job:<id>, job:<id>:events, job:<id>:dependents, ready, delayed, leases, expiring,
---          state:<s>, cache:<k>, wake
--- Returns  one outcome per request: 'ok' | 'already' | 'RJ_<CODE> ...' (per request, so a bulk
---          call reports each id; a rejected request wrote nothing)
+-- ARGV[4..] n requests of 10 fields (see lib/apply.lua)
+-- Builds   job:<id>, job:<id>:history, job:<id>:dependents, ready, delayed, leases, state:<s>,
+--          owner:<u>, dedupe:<k>, cache:<k>, wake (under the prefix)
+-- Returns  one outcome per request: 'ok' | 'already' | 'RJ_<CODE> ...' (a bulk call reports each
+--          id; a refused request wrote nothing)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
 --!include lib/core.lua
+--!include lib/write.lua
 --!include lib/move.lua
 --!include lib/purge.lua
 --!include lib/apply.lua

@@ -23,7 +23,7 @@ from rjobs import JobRequest
 from rjobs.machines import JOB
 from rjobs.server import LocalServer, find_valkey_binary
 from rjobs.sync import SyncQueue
-from tests.helpers import keyspace_fingerprint
+from tests.helpers import job_history, keyspace_fingerprint, lease_number
 from tests.invariants import assert_indexes_consistent
 from tests.workerapp import QUEUE
 
@@ -94,8 +94,8 @@ def held_by_a_worker(queue: SyncQueue, job_id: str) -> bool:
     return job.status == JOB.leased[-1] and job.token >= 1
 
 
-def successes(r: redis.Redis, queue: SyncQueue, job_id: str) -> list[dict[bytes, bytes]]:
-    return [f for _, f in r.xrange(queue.keys.job_events(job_id)) if f.get(b"to") == JOB.success.encode()]
+def successes(r: redis.Redis, queue: SyncQueue, job_id: str) -> list[dict[str, str]]:
+    return [e for e in job_history(r, queue.keys.prefix, job_id) if e.get("to") == JOB.success]
 
 
 def test_sigkill_mid_job_is_rerun_after_the_lease(workers: Workers, queue: SyncQueue, redis_sync: redis.Redis) -> None:
@@ -106,7 +106,7 @@ def test_sigkill_mid_job_is_rerun_after_the_lease(workers: Workers, queue: SyncQ
     a.wait(timeout=5)
     b = workers.spawn(lease=1)
     out = queue.wait(job.id, timeout=15)
-    assert out.success and out.output is not None and out.output["token"] == "2"
+    assert out.success and out.output is not None and lease_number(out.output["token"]) == 2
     final = queue.get(job.id)
     assert (final.attempt, final.executions, final.lease_losses) == (2, 2, 1)
     assert len(successes(redis_sync, queue, job.id)) == 1
@@ -125,7 +125,7 @@ def test_sigstop_past_the_lease_every_stale_write_is_rejected(
     a.send_signal(signal.SIGSTOP)
     workers.spawn(lease=1)
     out = queue.wait(job.id, timeout=15)
-    assert out.success and out.output is not None and out.output["token"] == "2"
+    assert out.success and out.output is not None and lease_number(out.output["token"]) == 2
     pattern = f"rjobs:{{{QUEUE}}}:job:*"
     before = keyspace_fingerprint(redis_sync, pattern)
 
@@ -138,7 +138,7 @@ def test_sigstop_past_the_lease_every_stale_write_is_rejected(
     time.sleep(0.5)  # its heartbeat, progress loop and finish have all had their chance by now
     assert keyspace_fingerprint(redis_sync, pattern) == before  # every write of A was rejected
     final = queue.get(job.id)
-    assert (final.status, final.token, final.worker) == (JOB.success, 2, out.output["worker"])
+    assert (final.status, lease_number(final.token), final.worker) == (JOB.success, 2, out.output["worker"])
     assert len(successes(redis_sync, queue, job.id)) == 1
     assert a.poll() is None  # A itself carries on
 
@@ -155,16 +155,12 @@ def test_sigterm_hands_jobs_back_at_once(workers: Workers, queue: SyncQueue, red
     out = queue.wait(job.id, timeout=8)
     took = time.monotonic() - t0
     assert a.wait(timeout=5) == 0
-    assert out.success and out.output is not None and out.output["token"] == "2"
+    assert out.success and out.output is not None and lease_number(out.output["token"]) == 2
     assert took < 5  # far sooner than A's 10 s lease could have expired
     final = queue.get(job.id)
     # The hand-back refunded A's attempt and is not a lease loss.
     assert (final.attempt, final.executions, final.lease_losses) == (1, 2, 0)
-    moves = [
-        (f[b"to"].decode(), f.get(b"msg", b"").decode())
-        for _, f in redis_sync.xrange(queue.keys.job_events(job.id))
-        if b"to" in f
-    ]
+    moves = [(e["to"], e.get("msg", "")) for e in job_history(redis_sync, queue.keys.prefix, job.id) if "to" in e]
     assert (JOB.ready, "handed back: worker shutting down") in moves
 
 

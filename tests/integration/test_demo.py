@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from rjobs.server import stop_embedded
+from tests.helpers import job_history
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -46,20 +47,20 @@ def check_in_redis(client: redis.Redis, queue: str) -> dict[str, str]:
     seen: dict[str, str] = {}
     for key in client.scan_iter(match=prefix + "job:*", count=1000):
         name = key.decode()
-        if name.count(":") != 3:  # job:<id>:events / :assets
+        if name.count(":") != 3:  # job:<id>:history / :assets
             continue
         job: Any = client.hgetall(key)
         kind, status = job[b"type"].decode(), job[b"status"].decode()
         seen[kind] = status
         if kind == "send_invoice":  # failed once, then succeeded on the retry
             assert job[b"attempt"] == b"2"
-            events = [e[1][b"event"] for e in client.xrange(name + ":events")]
-            assert events.count(b"processing") == 2 and events[-1] == b"completed"
+            events = [e["event"] for e in job_history(client, prefix, name.rsplit(":", 1)[1])]
+            assert events.count("processing") == 2 and events[-1] == "completed"
         if kind == "render_video":
             assert client.hlen(name + ":assets") == 2 and job[b"progress"] == b"100"
         if kind == "export_archive":  # it was running when the demo cancelled it
-            moves = [(e[1].get(b"from"), e[1].get(b"to")) for e in client.xrange(name + ":events")]
-            assert (b"processing", b"cancelled") in moves
+            moves = [(e.get("from"), e.get("to")) for e in job_history(client, prefix, name.rsplit(":", 1)[1])]
+            assert ("processing", "cancelled") in moves
     return seen
 
 

@@ -18,8 +18,8 @@ from rjobs import (
     JobNotFound,
     JobRequest,
     Queue,
+    StateConflict,
     SyncQueue,
-    ValidationError,
     WaitTimeout,
     machines,
 )
@@ -83,7 +83,7 @@ def test_change_priority_of_a_waiting_job(q: SyncQueue, redis_sync: redis.Redis)
     assert q.get(second).priority == 10
     assert [j.id for j in claim(q, 2)] == [second, first]
     before = keyspace_fingerprint(redis_sync)
-    with pytest.raises(ValidationError, match="processing"):
+    with pytest.raises(StateConflict, match="processing"):
         q.set_priority(second, "low")
     assert keyspace_fingerprint(redis_sync) == before
     assert [e.event for e in q.events(second)][1] == "priority"
@@ -218,7 +218,7 @@ async def test_wait_on_a_job_deleted_meanwhile_raises_not_found_within_a_second(
 
         async def delete() -> None:
             await anyio.sleep(0.1)
-            await q.client.delete(q.keys.job(job_id), q.keys.job_events(job_id))
+            await q.client.delete(q.keys.job(job_id), q.keys.job_history(job_id))
 
         started = time.monotonic()
         async with anyio.create_task_group() as tg:

@@ -20,7 +20,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from rjobs import InvalidTransition, SyncQueue, machines
+from rjobs import InvalidTransition, LeaseLost, LeaseRequired, SyncQueue, ValidationError, machines
 from rjobs.machine import StateMachine
 from tests.invariants import assert_indexes_consistent
 
@@ -48,6 +48,10 @@ class QueueModel(RuleBasedStateMachine):
 
     @rule(priority=st.sampled_from(["low", "normal", "high", 3, 10]), hold=st.booleans())
     def enqueue(self, priority: str | int, hold: bool) -> None:
+        if hold and self.machine.initial == self.machine.ready:
+            with pytest.raises(ValidationError):  # nothing to hold a job in
+                self.q.enqueue("t", {"n": 1}, priority=priority, hold=hold)
+            return
         out = self.q.enqueue("t", {"n": 1}, priority=priority, hold=hold)
         state = self.machine.initial if hold else self.machine.ready
         assert out.status == state
@@ -55,6 +59,7 @@ class QueueModel(RuleBasedStateMachine):
             "state": state,
             "seq": next(self.order),
             "token": None,
+            "old_tokens": [],
             "priority": self.q.get(out.id).priority,
         }
 
@@ -68,21 +73,41 @@ class QueueModel(RuleBasedStateMachine):
         got = self.q.runner.run(self.q.scripts.claim("w", n, 60_000)).jobs
         assert [j.id for j in got] == ready[:n], "claims follow priority, then FIFO"
         for j in got:
-            self.jobs[j.id].update(state=self.machine.leased[-1], token=j.token)
+            v = self.jobs[j.id]
+            assert j.token not in v["old_tokens"] and j.token != v["token"]  # type: ignore[operator]
+            if v["token"] is not None:
+                v["old_tokens"].append(v["token"])  # type: ignore[attr-defined]
+            v.update(state=self.machine.leased[-1], token=j.token)
 
     @precondition(lambda self: bool(getattr(self, "jobs", None)))
     @rule(data=st.data())
     def transition(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.jobs)))
         target = data.draw(st.sampled_from(self.machine.states))
-        current = str(self.jobs[job_id]["state"])
-        delay = 3600 if target == self.machine.delayed else None
-        if self.machine.allows(current, target):
-            assert self.q.transition(job_id, target, delay=delay).status == target
-            self.jobs[job_id]["state"] = target
+        v = self.jobs[job_id]
+        current = str(v["state"])
+        leased = self.machine.leased
+        how = data.draw(st.sampled_from(["token", "operator", "none"])) if current in leased else "none"
+        kwargs: dict[str, object] = {"delay": 3600 if target == self.machine.delayed else None}
+        if how == "token":
+            kwargs["token"] = v["token"]
+        elif how == "operator":
+            kwargs["operator"] = True
+        if how == "none" and current in leased:
+            with pytest.raises(LeaseRequired):  # a leased job moves only with its token or as an operator
+                self.q.transition(job_id, target, **kwargs)  # type: ignore[arg-type]
+        elif self.machine.allows(current, target):
+            job = self.q.transition(job_id, target, **kwargs)  # type: ignore[arg-type]
+            assert job.status == target
+            v["state"] = target
+            if target in leased and current not in leased:  # a new lease: a token never issued before
+                assert str(job.token) not in v["old_tokens"] and str(job.token) != v["token"]
+                if v["token"] is not None:
+                    v["old_tokens"].append(v["token"])  # type: ignore[attr-defined]
+                v["token"] = str(job.token)
         else:
             with pytest.raises(InvalidTransition):
-                self.q.transition(job_id, target, delay=delay)
+                self.q.transition(job_id, target, **kwargs)  # type: ignore[arg-type]
 
     @precondition(lambda self: bool(getattr(self, "jobs", None)))
     @rule(data=st.data())
@@ -91,13 +116,22 @@ class QueueModel(RuleBasedStateMachine):
         if not held:
             return
         job_id = data.draw(st.sampled_from(held))
-        current = str(self.jobs[job_id]["state"])
-        if current in self.machine.leased:
-            self.q.complete(job_id, {"ok": True}, token=str(self.jobs[job_id]["token"]))
-            self.jobs[job_id]["state"] = self.machine.success
+        v = self.jobs[job_id]
+        current = str(v["state"])
+        stale = v["old_tokens"] and data.draw(st.booleans())
+        if stale:
+            token = data.draw(st.sampled_from(v["old_tokens"]))  # type: ignore[arg-type]
+            with pytest.raises(LeaseLost):  # a lease that ended never writes again
+                self.q.complete(job_id, {"ok": True}, token=str(token))
+        elif current in self.machine.leased and self.machine.allows(current, self.machine.success):
+            self.q.complete(job_id, {"ok": True}, token=str(v["token"]))
+            v["state"] = self.machine.success
+        elif current in self.machine.leased:
+            with pytest.raises(InvalidTransition):
+                self.q.complete(job_id, {"ok": True}, token=str(v["token"]))
         elif current != self.machine.success:
-            with pytest.raises(Exception):  # noqa: B017 - LeaseLost or InvalidTransition, both reject
-                self.q.complete(job_id, {"ok": True}, token=str(self.jobs[job_id]["token"]))
+            with pytest.raises(LeaseLost):
+                self.q.complete(job_id, {"ok": True}, token=str(v["token"]))
 
     @precondition(lambda self: bool(getattr(self, "jobs", None)))
     @rule(data=st.data())
@@ -106,7 +140,7 @@ class QueueModel(RuleBasedStateMachine):
         current = self.jobs[job_id]["state"]
         if current in (self.machine.failure, self.machine.cancelled):
             assert self.q.retry(job_id).status == self.machine.ready
-            self.jobs[job_id].update(state=self.machine.ready, token=None)
+            self.jobs[job_id]["state"] = self.machine.ready
         else:
             with pytest.raises(InvalidTransition):
                 self.q.retry(job_id)

@@ -18,7 +18,9 @@ from tests.invariants import assert_indexes_consistent
 
 def placements(m: StateMachine) -> dict[str, dict[str, object]]:
     """Where enqueue can put a job directly, and the enqueue options that do it."""
-    out: dict[str, dict[str, object]] = {m.ready: {}, m.initial: {"hold": True}}
+    out: dict[str, dict[str, object]] = {m.ready: {}}
+    if m.initial != m.ready:
+        out[m.initial] = {"hold": True}
     if m.delayed:
         out[m.delayed] = {"delay": 3600}
     if m.waiting:
@@ -40,7 +42,9 @@ def paths(m: StateMachine) -> dict[str, tuple[str, list[str]]]:
     return found
 
 
-def reach(q: SyncQueue, state: str) -> str:
+def reach(q: SyncQueue, state: str) -> tuple[str, str | None]:
+    """A job in ``state`` and its lease token (None unless the state is leased): a manual move
+    into a leased state takes a lease, and moves out of it present the token."""
     m = q.machine
     start, path = paths(m)[state]
     opts = dict(placements(m)[start])
@@ -49,10 +53,12 @@ def reach(q: SyncQueue, state: str) -> str:
         opts["depends_on"] = [blocker.id]
     job = q.enqueue("work", {"n": 1}, **opts)  # type: ignore[arg-type]
     assert job.status == start
+    token: str | None = None
     for target in path:
-        q.transition(job.id, target, delay=3600 if target == m.delayed else None)
+        moved = q.transition(job.id, target, delay=3600 if target == m.delayed else None, token=token)
+        token = str(moved.token) if target in m.leased else None
     assert q.get(job.id).status == state
-    return job.id
+    return job.id, token
 
 
 def all_pairs(m: StateMachine) -> Iterator[tuple[str, str]]:
@@ -75,9 +81,10 @@ def test_transition(url: str, redis_sync: redis.Redis, machine: StateMachine, pa
     current, target = pair
     name = f"matrix-{machine.name}"
     with SyncQueue(name, url, machine=machine, actor="tester") as q:
-        job_id = reach(q, current)
+        job_id, token = reach(q, current)
+        delay = 3600 if target == machine.delayed else None
         if machine.allows(current, target):
-            job = q.transition(job_id, target, delay=3600 if target == machine.delayed else None, reason="test")
+            job = q.transition(job_id, target, delay=delay, reason="test", token=token)
             assert job.status == target
             last = q.events(job_id)[-1]
             assert (last.from_state, last.to_state, last.actor, last.message) == (current, target, "tester", "test")
@@ -86,7 +93,7 @@ def test_transition(url: str, redis_sync: redis.Redis, machine: StateMachine, pa
         else:
             before = keyspace_fingerprint(redis_sync)
             with pytest.raises(InvalidTransition) as info:
-                q.transition(job_id, target, delay=3600 if target == machine.delayed else None)
+                q.transition(job_id, target, delay=delay, token=token)
             assert (info.value.current, info.value.target, info.value.job_id) == (current, target, job_id)
             assert keyspace_fingerprint(redis_sync) == before
         assert_indexes_consistent(redis_sync, name, machine)

@@ -27,7 +27,7 @@ from rjobs.scripts import MoveRequest, outcome_error
 from rjobs.sync import SyncQueue
 from rjobs.worker import Worker, make_worker_id
 from rjobs.worker_cli import run_from_cli
-from tests.helpers import keyspace_fingerprint
+from tests.helpers import job_history, keyspace_fingerprint, lease_number
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -64,7 +64,7 @@ async def reaping(queue: Queue) -> AsyncIterator[None]:
 
 
 def job_events(r: redis.Redis, q: Queue, job_id: str) -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in r.xrange(q.keys.job_events(job_id))]
+    return job_history(r, q.keys.prefix, job_id)
 
 
 def to_states(events: list[dict[str, str]]) -> list[str]:
@@ -79,7 +79,8 @@ async def test_async_job_completes_with_history(queue: Queue, redis_sync: redis.
     w = Worker(queue, [add], lease=5)
     async with running(w):
         out = await queue.wait((await queue.enqueue("add", {"a": 2, "b": 3})).id, timeout=10)
-    assert out.success and out.output == {"sum": 5, "attempt": 1, "token": "1"}
+    token = out.output["token"]
+    assert out.success and out.output == {"sum": 5, "attempt": 1, "token": token} and lease_number(token) == 1
     h = redis_sync.hgetall(queue.keys.job(out.job_id))
     assert h[b"status"] == JOB.success.encode() and h[b"worker"] == w.worker_id.encode()
     assert msgspec.json.decode(h[b"result"]) == out.output and h[b"progress"] == b"100"
@@ -87,7 +88,7 @@ async def test_async_job_completes_with_history(queue: Queue, redis_sync: redis.
     assert to_states(events) == [JOB.ready, *JOB.leased, JOB.success]
     # The claim event carries the lease token; the success event names the worker that held it.
     # (finish.lua does not put the token on its event: see the report on issue 3.)
-    assert events[1]["token"] == "1" and events[-1]["actor"] == w.worker_id
+    assert events[1]["token"] == token and events[-1]["actor"] == w.worker_id
 
 
 async def test_sync_function_runs_in_a_thread_and_reports_progress(queue: Queue) -> None:
@@ -156,8 +157,7 @@ async def test_exceptions_are_retried_with_backoff_then_fail_with_traceback(
     events = job_events(redis_sync, queue, out.job_id)
     assert to_states(events).count(JOB.delayed) == 2
     # Backoff: each retry waited at least its ceiling (no jitter) before it became ready again.
-    entries = redis_sync.xrange(queue.keys.job_events(out.job_id))
-    moves = [(int(eid.split(b"-")[0]), f[b"to"].decode()) for eid, f in entries if b"to" in f]
+    moves = [(int(e["t"]), e["to"]) for e in job_events(redis_sync, queue, out.job_id) if "to" in e]
     scheduled = [t for t, state in moves if state == JOB.delayed]
     due = [t for t, state in moves if state == JOB.ready][1:]
     assert [b - a >= wait - 20 for a, b, wait in zip(scheduled, due, (50, 100))] == [True, True]
@@ -178,8 +178,7 @@ async def test_retry_and_retry_after_are_honoured(queue: Queue, redis_sync: redi
         outs = [await queue.wait(a.id, timeout=10), await queue.wait(b.id, timeout=10)]
     assert [o.output for o in outs] == [2, 2]
     for o, wait_ms in zip(outs, (200, 250)):
-        entries = redis_sync.xrange(queue.keys.job_events(o.job_id))
-        t = {f[b"to"].decode(): int(eid.split(b"-")[0]) for eid, f in entries if b"to" in f}
+        t = {e["to"]: int(e["t"]) for e in job_events(redis_sync, queue, o.job_id) if "to" in e}
         due = (await queue.get(o.job_id)).scheduled_ms
         assert due is not None and t[JOB.ready] >= due  # promoted no earlier than asked
         # run_at was set when the attempt failed, a moment before the move was recorded.
@@ -349,7 +348,7 @@ async def test_long_async_job_keeps_its_lease(queue: Queue) -> None:
     async with reaping(queue), running(Worker(queue, [long], lease=0.5)):
         out = await queue.wait((await queue.enqueue("long", None)).id, timeout=10)
     j = await queue.get(out.job_id)
-    assert out.output == "1" and (j.attempt, j.executions, j.lease_losses) == (1, 1, 0)
+    assert lease_number(out.output) == 1 and (j.attempt, j.executions, j.lease_losses) == (1, 1, 0)
 
 
 async def test_sync_cpu_bound_job_keeps_its_lease(queue: Queue) -> None:
@@ -406,7 +405,7 @@ async def test_lost_lease_cancels_the_job_and_its_result_is_rejected(queue: Queu
     async def work(ctx: JobContext, params: None) -> str:
         runs.append(ctx.token)
         first.set()
-        if ctx.token == "1":
+        if lease_number(ctx.token) == 1:
             with anyio.CancelScope(shield=True):  # ignores its cancel scope, like a blocking call
                 await release.wait()
         return ctx.token
@@ -428,11 +427,11 @@ async def test_lost_lease_cancels_the_job_and_its_result_is_rejected(queue: Queu
             out = await queue.wait(j.id, timeout=10)
             release.set()
             await anyio.sleep(0.3)
-    assert out.output == "2" and runs == ["1", "2"]
+    assert [lease_number(t) for t in runs] == [1, 2] and out.output == runs[1]
     # Exactly one success, recorded by the second lease; the first attempt's result was dropped.
     assert to_states(job_events(redis_sync, queue, j.id)).count(JOB.success) == 1
     done = await queue.get(j.id)
-    assert (done.status, done.result, done.token, done.lease_losses) == (JOB.success, "2", 2, 1)
+    assert (done.status, done.result, str(done.token), done.lease_losses) == (JOB.success, runs[1], runs[1], 1)
     assert w1.stats.lease_lost >= 1
 
 

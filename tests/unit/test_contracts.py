@@ -119,7 +119,7 @@ def test_compiled_machine_options_agree_between_python_and_lua() -> None:
     head = compile_machine(JOB, {})["compiled:head"]
     d = [str(v) for _, v in COMPILED_OPTIONS]
     roles = ",".join(JOB.role(r) or "" for r in COMPILED_ROLES)
-    assert head == f"rj2|{','.join(d[:3])}|{','.join(d[3:])}|{roles}|{','.join(JOB.leased)}|"
+    assert head == f"rj3|{','.join(d[:2])}|{','.join(d[2:])}|{roles}|{','.join(JOB.leased)}|"
 
 
 def test_every_script_includes_what_it_calls() -> None:

@@ -153,7 +153,7 @@ async def test_every_shipped_script_runs_on_fakeredis() -> None:
     b = (await q.enqueue("double", {"n": 1}, delay=60)).id
     await q.set_priority(b, "urgent")
     await q.comment(a, "hello", actor="tester")
-    await q.add_asset(a, "doc", "mem://a", user_id=None)
+    await q.add_asset(a, "doc", "mem://a", operator=True)
     await q.transition(b, "queued")
     await drain(q, FUNCTIONS)
     await q.invalidate("k")

@@ -1,8 +1,8 @@
--- lib/move.lua — moving jobs between states (included after lib/core.lua by the scripts that
--- move jobs): the edges and options of the compiled machine, RJ.move, the dependents of a job
--- that finished, and waking an idle worker.
+-- lib/move.lua — deciding moves (included after lib/core.lua and lib/write.lua by the scripts
+-- that move jobs): the edges and options of the compiled machine, RJ.move, and the dependents of
+-- a job that reached a final state. Nothing here writes; RJ.commit() does.
 
--- The options beyond the stream caps, as numbers: max_payload, cache_ttl_ms, keep[final role].
+-- The options after the stream caps, as numbers: max_payload, cache_ttl_ms, keep[final role].
 function RJ.opt()
   local m = RJ.m
   if not m.opt then
@@ -13,13 +13,10 @@ function RJ.opt()
   return m.opt
 end
 
--- max_payload alone (the first of the more options), for enqueue's hot path
-function RJ.max_payload() return tonumber(string.match(RJ.m.more, '^[^,]*')) end
-
 -- The states and edges of the compiled machine, read on first use.
 function RJ.edges()
   local m = RJ.m
-  if not m.edges then m.edges = call('HGET', RJ.machine_key, 'compiled:edges') or '' end
+  if not m.edges then m.edges = redis.call('HGET', RJ.machine_key, 'compiled:edges') or '' end
   return m.edges
 end
 
@@ -32,139 +29,130 @@ end
 -- A declared state (a token '|#state|'); the charset check keeps a crafted name from matching
 -- across tokens.
 function RJ.is_state(state)
-  return type(state) == 'string' and string.match(state, '^[%w_]+$') ~= nil and
+  return type(state) == 'string' and #state <= 32 and string.find(state, '^[%w_]+$') ~= nil and
     string.find(RJ.edges(), '|#' .. state .. '|', 1, true) ~= nil
 end
 
--- Index adds of a move: now, or (opts.batch, enqueue_many) queued per key in the batch table and
--- written by the caller as one ZADD per key before anything reads those sets (one call per member
--- costs more than the add itself).
-local function zadd(batch, key, score, member)
-  if not batch then return call('ZADD', key, score, member) end
-  local q = batch[key]
-  if not q then q = {}; batch[key] = q; batch[#batch + 1] = key end
-  q[#q + 1] = score
-  q[#q + 1] = member
+-- The due time of the earliest delayed job as this call will leave it (read once).
+local function delayed_head()
+  if RJ.dhead == nil then
+    local h = RJ.read('ZRANGE', RJ.P .. 'delayed', 0, 0, 'WITHSCORES')
+    RJ.dhead = h[2] and tonumber(h[2]) or false
+  end
+  return RJ.dhead
 end
 
-RJ.hs = {}  -- scratch HSET arguments for moves without caller fields (HSET runs before any nested move)
+-- A new lease token (docs/design.md, decision 2): server ms * 1000 + the job's lease count
+-- modulo 1000. Never issued twice for one job, even after lost writes: the clock moves on.
+local function new_token(rec)
+  local n = (tonumber(rec.f.token) or 0) % 1000 + 1
+  return string.format('%d', RJ.now * 1000 + n % 1000)
+end
 
--- Move a job from `from` ('' = a new job) to `to`: every index and role structure, the hash, and
--- one event. The caller has validated the edge. opts: actor, msg, event, run_at, deadline, fields
--- (extra HSET pairs fields[1..nf]; this function writes its own pairs after them, so a caller may
--- reuse one table across moves; no name may repeat one set here), nf (default #fields), priority,
--- seq, batch (see zadd above), started (started_ms if the caller read it), has_dependents, attempt, token, jk (the job's
--- key if the caller built it).
-function RJ.move(id, from, to, opts)
-  local P, m, now = RJ.P, RJ.m, RJ.now
-  local jk = opts.jk or RJ.jkey(id)
-  local role, is_leased = m.role, m.is_leased
-  local lease = is_leased[to] and opts.deadline
-  if from ~= '' then
-    if from == role.ready then call('ZREM', P .. 'ready', id)
-    elseif from == role.delayed then call('ZREM', P .. 'delayed', id) end
-    if is_leased[from] and not lease then call('ZREM', P .. 'leases', id) end
-    call('ZREM', P .. 'state:' .. from, id)
-  end
-  zadd(opts.batch, P .. 'state:' .. to, now, id)
-  local hset, n = opts.fields, opts.nf
-  if not hset then hset, n = RJ.hs, 0 elseif not n then n = #hset end
-  hset[n + 1] = 'status'; hset[n + 2] = to; hset[n + 3] = 'updated_ms'; hset[n + 4] = now
-  n = n + 4
-  if to == role.ready then
-    local pr, seq = opts.priority, opts.seq
-    if not pr or not seq then
-      local f = call('HMGET', jk, 'priority', 'seq')
-      pr, seq = pr or f[1], seq or f[2]
-    end
-    zadd(opts.batch, P .. 'ready', RJ.ready_score(pr, seq), id)
+-- Leave the indexes of `from`.
+local function leave(rec, from)
+  local m, P, id = RJ.m, RJ.P, rec.id
+  if from == m.ready then RJ.zset(P .. 'ready', id, false)
+  elseif from == m.delayed then RJ.zset(P .. 'delayed', id, false) end
+  if m.is_leased[from] then RJ.zset(P .. 'leases', id, false) end
+  RJ.zset(P .. 'state:' .. from, id, false)
+end
+
+-- Decide the move of a loaded job (rec.status; false = a new job) to `to`. The caller validated
+-- the edge. opts: actor, msg, event (default: the target state), run_at (delayed target),
+-- lease_ms and holder (entering a leased state from outside: a new token and lease), operator
+-- (a write to a leased job without its token), token (the lease the request presented).
+-- Updates rec in memory, queues index changes, the history entry and the queue event, and
+-- decides the dependents of a job reaching a final state.
+function RJ.move(rec, to, opts)
+  local m, P, now, id = RJ.m, RJ.P, RJ.now, rec.id
+  local from = rec.status
+  if from then leave(rec, from) end
+  RJ.zset(P .. 'state:' .. to, id, now)
+  RJ.hset(rec, 'status', to)
+  RJ.hset(rec, 'updated_ms', now)
+  rec.status = to
+  rec.moved = true
+  if to == m.ready then
+    RJ.zset(P .. 'ready', id, RJ.ready_score(rec.f.priority, rec.f.seq))
     RJ.wake = true
-  elseif to == role.delayed then
-    -- an idle worker sleeps until the head of the delayed set is due: wake it if this job is earlier
-    local head = call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
-    if not head[2] or tonumber(head[2]) > opts.run_at then RJ.wake = true end
-    call('ZADD', P .. 'delayed', opts.run_at, id)
-    hset[n + 1] = 'scheduled_ms'; hset[n + 2] = opts.run_at
-    n = n + 2
+  elseif to == m.delayed then
+    local head = delayed_head()
+    if not head or head > opts.run_at then RJ.wake = true; RJ.dhead = opts.run_at end
+    RJ.zset(P .. 'delayed', id, opts.run_at)
+    RJ.hset(rec, 'scheduled_ms', opts.run_at)
   end
-  if lease then
-    call('ZADD', P .. 'leases', lease, id)
-    hset[n + 1] = 'lease_deadline_ms'; hset[n + 2] = lease
-    n = n + 2
+  local token = opts.token
+  if m.is_leased[to] then
+    if not (from and m.is_leased[from]) then
+      -- entering the leased states: a new lease, a new token, an attempt
+      token = new_token(rec)
+      RJ.hset(rec, 'token', token)
+      RJ.hset(rec, 'worker', opts.holder)
+      RJ.hset(rec, 'started_ms', now)
+      RJ.hset(rec, 'attempt', (tonumber(rec.f.attempt) or 0) + 1)
+      RJ.hset(rec, 'executions', (tonumber(rec.f.executions) or 0) + 1)
+      RJ.hset(rec, 'lease_deadline_ms', now + opts.lease_ms)
+    end
+    RJ.zset(P .. 'leases', id, tonumber(rec.f.lease_deadline_ms))
   end
   local final = m.final_role[to]
   if final then
-    hset[n + 1] = 'completed_ms'; hset[n + 2] = now
-    n = n + 2
-    local started = opts.started  -- false: the caller read it and it is absent; nil: not read
-    if started == nil then started = call('HGET', jk, 'started_ms') end
-    started = tonumber(started)
-    if started then hset[n + 1] = 'duration_ms'; hset[n + 2] = now - started; n = n + 2 end
-    local keep = RJ.opt().keep[final]
-    if keep >= 0 then
-      call('ZADD', P .. 'expiring', now + keep, id)
-      hset[n + 1] = 'expire_ms'; hset[n + 2] = now + keep
-      n = n + 2
-    end
+    RJ.hset(rec, 'completed_ms', now)
+    local started = tonumber(rec.f.started_ms)
+    if started then RJ.hset(rec, 'duration_ms', now - started) end
   end
-  call('HSET', jk, unpack(hset, 1, n))
-  RJ.emit(id, jk, opts.event or to, from, to, opts.actor, opts.msg, opts.attempt, opts.token)
-  if final then
-    -- has_dependents is set by enqueue when a job gains a dependent: most jobs never do, and
-    -- skipping the set lookup is measurable on the hot path.
-    local deps = opts.has_dependents
-    if deps == nil then deps = call('HEXISTS', jk, 'has_dependents') == 1 end
-    if deps then RJ.settle_dependents(id, final) end
+  local attempt = rec.f.attempt
+  RJ.log(rec, opts.event or to, from, to, opts.actor, opts.msg, attempt and tostring(attempt) or nil,
+    token, nil, opts.operator, final ~= nil)
+  if final and (rec.new_dependents or (rec.f.has_dependents and rec.f.has_dependents ~= '')) then
+    RJ.settle_dependents(rec, final)
   end
 end
 
--- A job reached a final state: release or fail/cancel the jobs waiting for it. A worklist (not
--- recursion) bounds the work and keeps the Lua stack flat for long chains. Few jobs have
--- dependents, so the per-child step is a closure made only here, not on every call.
-function RJ.settle_dependents(id, final)
-  RJ.cascade[#RJ.cascade + 1] = {id, final}
+-- The fields a dependent's decision needs.
+local DEP_FIELDS = {'deps_pending', 'scheduled_ms', 'on_dep_failure'}
+
+-- A job reached a final state: release, fail or cancel the jobs waiting for it, along the whole
+-- chain. A worklist (not recursion) bounds the work and keeps the Lua stack flat.
+RJ.cascade, RJ.cascading = {}, false
+function RJ.settle_dependents(rec, final)
+  RJ.cascade[#RJ.cascade + 1] = {rec, final}
   if RJ.cascading then return end
   RJ.cascading = true
   local role = RJ.m.role
-  local function settle_child(child, dep_id, dep_final)
-    local ck = RJ.jkey(child)
-    local status = call('HGET', ck, 'status')
-    if not status or status ~= role.waiting then return end
-    if dep_final == 'success' then
-      local left = call('HINCRBY', ck, 'deps_pending', -1)
-      if left > 0 then return end
-      local due = tonumber(call('HGET', ck, 'scheduled_ms') or '0') or 0
-      if due > RJ.now and role.delayed ~= '' and RJ.allows(status, role.delayed) then
-        RJ.move(child, status, role.delayed, {run_at = due, actor = 'rjobs', msg = 'dependencies done'})
-      else
-        RJ.move(child, status, role.ready, {actor = 'rjobs', msg = 'dependencies done'})
-      end
-      return
-    end
-    local policy = call('HGET', ck, 'on_dep_failure')
-    local target = role.cancelled
-    if policy == 'fail' and RJ.allows(status, role.failure) then target = role.failure end
-    if not RJ.allows(status, target) then return end
-    local msg = 'dependency ' .. dep_id .. ' ended ' .. dep_final
-    local err = '{"code":"dependency_failed","message":"' .. msg .. '"}'
-    RJ.move(child, status, target, {actor = 'rjobs', msg = msg, fields = {'error', err}})
-  end
-  local i, guard = 1, 100000
-  while i <= #RJ.cascade and i <= guard do
-    local dep_id, dep_final = RJ.cascade[i][1], RJ.cascade[i][2]
+  local i = 1
+  while i <= #RJ.cascade and i <= 100000 do
+    local dep, dep_final = RJ.cascade[i][1], RJ.cascade[i][2]
     i = i + 1
-    local members = call('SMEMBERS', RJ.jkey(dep_id) .. ':dependents')
-    for _, child in ipairs(members) do settle_child(child, dep_id, dep_final) end
+    local children = dep.new and {} or RJ.read('SMEMBERS', dep.jk .. ':dependents')
+    for _, child in ipairs(dep.new_dependents or {}) do children[#children + 1] = child end
+    for _, child in ipairs(children) do
+      local c = RJ.load(child, DEP_FIELDS)
+      if c.status and c.status == role.waiting then
+        if dep_final == 'success' then
+          local left = (tonumber(c.f.deps_pending) or 1) - 1
+          RJ.hset(c, 'deps_pending', left)
+          if left <= 0 then
+            local due = tonumber(c.f.scheduled_ms) or 0
+            if due > RJ.now and role.delayed ~= '' and RJ.allows(c.status, role.delayed) then
+              RJ.move(c, role.delayed, {run_at = due, actor = 'rjobs', msg = 'dependencies done'})
+            else
+              RJ.move(c, role.ready, {actor = 'rjobs', msg = 'dependencies done'})
+            end
+          end
+        else
+          local target = role.cancelled
+          if c.f.on_dep_failure == 'fail' and RJ.allows(c.status, role.failure) then target = role.failure end
+          if RJ.allows(c.status, target) then
+            local msg = 'dependency ' .. dep.id .. ' ended ' .. dep_final
+            RJ.hset(c, 'error', '{"code":"dependency_failed","message":' .. cjson.encode(msg) .. '}')
+            RJ.move(c, target, {actor = 'rjobs', msg = msg})
+          end
+        end
+      end
+    end
   end
   RJ.cascade = {}
   RJ.cascading = false
-end
-
--- Wake one idle worker when something became claimable. The list holds at most one token: push
--- one only when it is empty (one LLEN instead of LPUSH + LTRIM when a token is already waiting).
-function RJ.done()
-  if RJ.wake then
-    local wk = RJ.P .. 'wake'
-    if call('LLEN', wk) == 0 then call('LPUSH', wk, '1') end
-  end
 end
