@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import hiredis
 import redis.asyncio as aredis
 import redis.exceptions
@@ -83,6 +84,7 @@ class WorkerStats:
     heartbeats: int = 0
     heartbeat_failures: int = 0
     reaped: int = 0
+    purged: int = 0
     handed_back: int = 0
 
 
@@ -352,7 +354,9 @@ class Reaper:
             await anyio.sleep(self.interval * random.uniform(0.8, 1.2))
 
     async def reap(self, queue: Queue) -> None:
-        """Reap one queue until a call comes back with less than a full batch."""
+        """Reap one queue until a call comes back with less than a full batch of expired leases
+        and of purged jobs: a backlog (a burst of finished jobs past their retention) is drained
+        at once, each call's work bounded by ``limit``."""
         call = queue.scripts.reap(self.limit, self.max_lease_losses, self.limit, self.worker_ttl_ms)
         while True:
             sent = time.time()
@@ -366,9 +370,11 @@ class Reaper:
                 log.error("reap failed: %s", reaped)
                 return
             self.clock.observe(now, sent, time.time())
-            requeued, failed, _ = reaped
+            requeued, failed, purged = reaped
             self.stats.reaped += requeued + failed
+            self.stats.purged += purged
             if requeued or failed:
                 log.info("reaper: %d expired lease(s) re-queued, %d failed", requeued, failed)
-            if requeued + failed < self.limit:
+            if requeued + failed < self.limit and purged < self.limit:
                 return
+            await anyio.lowlevel.checkpoint()  # a long drain must not starve the loop

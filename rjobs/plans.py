@@ -255,6 +255,18 @@ class QueuePlans(ReadPlans):
             )
         )
 
+    def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Plan[Job]:
+        """Hand a held job back to the ready state without spending its attempt (fenced)."""
+        jid = self._id(job_id)
+        req = MoveRequest(jid, self.machine.ready, token=_token(token), msg=_reason(reason or "released"), refund=True)
+        outcomes, raw = yield [self.scripts.finish(self._actor(actor), [req]), Cmd(("HGETALL", self.keys.job(jid)))]
+        if isinstance(outcomes, BaseException):
+            raise outcomes
+        err = outcome_error(outcomes[0])
+        if err is not None:
+            raise err
+        return self._job(raw, jid)
+
     def bulk_move(
         self,
         job_ids: Sequence[str],

@@ -12,6 +12,7 @@ import redis.asyncio as aredis
 
 from rjobs.config import QueueConfig, default_actor
 from rjobs.connect import async_client, close_async
+from rjobs.hold import Hold
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
@@ -285,6 +286,10 @@ class Queue:
             )
         )
 
+    async def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Job:
+        """Hand a job held under ``token`` back to the ready state without spending its attempt."""
+        return await self._drive(self.plans.release(job_id, token=token, actor=actor, reason=reason))
+
     async def retry(self, job_id: str, params: Any = _UNSET, *, actor: str | None = None) -> Job:
         """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
         return await self._drive(self.plans.retry(job_id, params, actor))
@@ -339,6 +344,23 @@ class Queue:
                 operator=operator,
             )
         )
+
+    def hold(
+        self,
+        job_id: str,
+        *,
+        state: str | None = None,
+        lease: float = 300.0,
+        actor: str | None = None,
+        heartbeat: float | None = None,
+    ) -> Hold:
+        """Hold a job by hand: ``async with q.hold(job_id, lease=600) as held:`` moves it into its first
+        leased state (or ``state``) under a lease of ``lease`` seconds and a new token, renews the
+        lease every ``heartbeat`` seconds (default ``lease / 3``) while the block runs, and ends it
+        with fenced writes (``held.complete(...)``, ``held.fail(...)``, ``held.progress(...)``...).
+        See :mod:`rjobs.hold` for what happens when the block raises, returns without an outcome,
+        or loses the lease."""
+        return Hold(self, job_id, state, lease, actor, heartbeat)
 
     async def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
         """Change a not-yet-running job's priority atomically; returns the previous one."""
