@@ -333,7 +333,7 @@ def test_history_keeps_every_state_change_and_comment_and_caps_progress(q: SyncQ
         q.comment(j, f"note {i}")
     for i in range(300):
         q.progress(j, i / 3, step=f"step {i % 150}", token=token)  # 300 updates, no two in a row alike
-    for i in range(50):
+    for _ in range(50):
         q.progress(j, 99, step="last", token=token)  # coalesced into one entry
     q.complete(j, "done", token=token)
     events = q.events(j)
