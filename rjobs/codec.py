@@ -3,6 +3,7 @@ hashes and stream entries are decoded into the models here. No pickle anywhere."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,20 +37,42 @@ def decode_json(data: bytes | str | None) -> Any:
     return _decoder.decode(data)
 
 
+def decode_stored(data: bytes | None) -> Any:
+    """Decode a payload read back from a job hash. A value that is not JSON (written by hand, or
+    nested past what a reader can decode) comes back as its raw text, so one bad job never makes
+    a read of the others fail."""
+    try:
+        return decode_json(data)
+    except (msgspec.DecodeError, RecursionError):
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
 def decode_error(data: bytes | str | None) -> JobError | None:
     """Decode a stored structured error."""
     if not data:
         return None
     try:
         return _error_decoder.decode(data)
-    except msgspec.ValidationError:
-        return JobError(code="error", message=str(decode_json(data)))
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return JobError(code="error", message=str(decode_stored(data))[:2000])
 
 
 def _int(v: bytes | None) -> int | None:
     if v is None or v == b"":
         return None
-    return int(float(v))
+    try:
+        n = float(v)
+        return int(n) if math.isfinite(n) else None
+    except ValueError:  # written by hand: not a number
+        return None
+
+
+def _float(v: bytes) -> float:
+    try:
+        n = float(v)
+    except ValueError:
+        return 0.0
+    return n if math.isfinite(n) else 0.0
 
 
 def _str(v: bytes | None) -> str | None:
@@ -68,11 +91,11 @@ def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         type=(g(b"type") or b"").decode(),
         status=(g(b"status") or b"").decode(),
         priority=_int(g(b"priority")) or 0,
-        params=decode_json(g(b"params")),
-        result=decode_json(g(b"result")),
+        params=decode_stored(g(b"params")),
+        result=decode_stored(g(b"result")),
         error=decode_error(g(b"error")),
         progress=Progress(
-            percent=float(percent) if percent else 0.0,
+            percent=_float(percent) if percent else 0.0,
             step=_str(g(b"step")),
             eta_ms=eta if eta is not None and eta >= 0 else None,
         ),
