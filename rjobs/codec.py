@@ -37,7 +37,7 @@ def decode_json(data: bytes | str | None) -> Any:
     return _decoder.decode(data)
 
 
-def decode_stored(data: bytes | None) -> Any:
+def decode_stored(data: bytes | str | None) -> Any:
     """Decode a payload read back from a job hash. A value that is not JSON (written by hand, or
     nested past what a reader can decode) comes back as its raw text, so one bad job never makes
     a read of the others fail."""
