@@ -296,6 +296,7 @@ async def test_waits_and_reads_without_a_link_wait_for_pooled_connections(url: s
             await q.bulk_cancel(ids)
         assert len(results) == 150 and {r.status for r in results.values()} == {"cancelled"}
     await client.aclose()
+    await pool.aclose()  # the client does not own it
 
 
 async def test_plain_reads_over_the_link_have_the_forms_redis_py_gives(url: str) -> None:
