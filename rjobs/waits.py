@@ -17,10 +17,10 @@ every job still waited on with one pipelined batch of HMGETs, which catches what
 tell: entries trimmed by ``MAXLEN ~`` (or a queue with the stream turned off), jobs deleted or
 purged (:class:`~rjobs.errors.JobNotFound`).
 
-Lifecycle: the reader starts with the first waiter of an event loop, stops (closing its
-connection) after :attr:`Waits.idle_stop` seconds without waiters, and starts again on demand. A
-connection error costs the waiters nothing: the reader reconnects with a back-off, continues from
-its position and re-checks every waited job. Each waiter has its own timeout
+Lifecycle: the reader starts with the first waiter of an event loop whose job is not final yet,
+stops (closing its connection) after :attr:`Waits.idle_stop` seconds without waiters, and starts
+again on demand. A connection error costs the waiters nothing: the reader reconnects with a
+back-off, continues from its position and re-checks every waited job. Each waiter has its own timeout
 (:class:`~rjobs.errors.WaitTimeout`); a cancelled waiter unregisters.
 """
 
@@ -118,13 +118,17 @@ class _Reader:
         self._last: Any = None  # the stream id read up to; None: no position yet
 
     def add(self, jid: str) -> _Waiter:
-        """Register a waiter for ``jid`` (before its status is read), starting the task if needed."""
+        """Register a waiter for ``jid``, before its status is read."""
         waiter = _Waiter(jid, self.loop.create_future())
         self.waiters.setdefault(jid, set()).add(waiter)
+        return waiter
+
+    def serve(self) -> None:
+        """Make sure the task runs: a registered waiter's job was not final. Starting only now is
+        safe: a new task re-checks every waiter registered before it took its position."""
         if self.task is None:
             self.task = self.loop.create_task(self._run(), name="rjobs-wait-reader")
         self._added.set()
-        return waiter
 
     def remove(self, waiter: _Waiter) -> None:
         """Unregister a waiter (resolved, timed out or cancelled)."""
@@ -184,6 +188,7 @@ class _Reader:
             self.fail_all(exc)
         finally:
             self.task = None
+            self._last = None
             await self.line.reset()
 
     async def _settle(self, jids: list[str]) -> None:
@@ -244,7 +249,7 @@ class Waits:
         jid = plans.wait_id(job_id, timeout)
         started = time.monotonic()
         reader = self._reader_here()
-        waiter = reader.add(jid)  # first: a move from now on reaches the waiter (see the module's doc)
+        waiter = reader.add(jid)  # first: from now on a final move reaches the waiter (module doc)
         try:
             fields = await self.runner.command(plans.wait_check(jid))
             outcome = plans.wait_settle(jid, fields)
@@ -253,9 +258,11 @@ class Waits:
             if waiter.status is None:
                 waiter.status = plans.wait_status(fields)
             if timeout is None:
+                reader.serve()
                 return await waiter.future
             remaining = timeout - (time.monotonic() - started)
             if remaining > 0:
+                reader.serve()
                 await asyncio.wait((waiter.future,), timeout=remaining)
             if waiter.future.done():
                 return waiter.future.result()

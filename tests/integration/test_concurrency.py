@@ -112,6 +112,7 @@ async def test_a_wait_on_a_job_that_is_already_final_returns_at_once(url: str) -
         assert outcome.status == "cancelled" and not outcome.success and outcome.error is not None
         assert (await q.wait(job.id, timeout=0)).status == "cancelled", "timeout 0 still looks once"
         assert time.monotonic() - started < 0.5
+        assert not q.waits.reading, "no reader was started for jobs that were final already"
 
 
 async def test_a_waiter_whose_job_is_deleted_gets_job_not_found_within_a_second(url: str) -> None:
