@@ -3,6 +3,7 @@ listing, events, assets, the dedupe cache, wait and stats. Reads never change Re
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any
@@ -175,8 +176,10 @@ class ReadPlans:
     def wait_id(self, job_id: str, timeout: float | None) -> str:
         """The validated job id of a wait (whose timeout must be None or >= 0 seconds)."""
         jid = self._id(job_id)
-        if timeout is not None and not timeout >= 0:
-            raise ValidationError("timeout must be >= 0 seconds")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf
+        ):
+            raise ValidationError("timeout must be a finite number of seconds >= 0, or None")
         return jid
 
     @staticmethod
@@ -229,6 +232,10 @@ class ReadPlans:
             now = time.monotonic()
             block = WAIT_BLOCK_MS if deadline is None else int((deadline - now) * 1000)
             if block <= 0:
+                if now - checked > 0.05:  # the status may be up to a second old: look once more
+                    fields = yield self.wait_check(jid)
+                    if (outcome := self.wait_settle(jid, fields)) is not None:
+                        return outcome
                 raise WaitTimeout(f"job {jid!r} still {_text(fields[0])} after {timeout} s")
             recheck = int((checked + WAIT_RECHECK - now) * 1000)
             entries = stream_entries((yield self.wait_read(after, min(block, WAIT_BLOCK_MS, max(1, recheck)))))

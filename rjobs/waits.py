@@ -266,6 +266,11 @@ class Waits:
                 await asyncio.wait((waiter.future,), timeout=remaining)
             if waiter.future.done():
                 return waiter.future.result()
+            if remaining > 0:  # the reader re-checks once a second: look once more at the deadline
+                fields = await self.runner.command(plans.wait_check(jid))
+                if (outcome := plans.wait_settle(jid, fields)) is not None:
+                    return outcome
+                waiter.status = plans.wait_status(fields)
             raise WaitTimeout(f"job {jid!r} still {waiter.status} after {timeout} s")
         finally:
             reader.remove(waiter)
