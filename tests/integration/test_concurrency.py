@@ -327,12 +327,14 @@ async def test_plain_reads_over_the_link_have_the_forms_redis_py_gives(url: str)
     async with Queue("forms", url) as q, admin_client(url) as admin:
         job = await q.enqueue("t", {"a": 1}, user_id="u1")
         await admin.zadd("z", {"m1": 1.5, "m2": 2})
+        await admin.rpush("l", "a", "b")
         k = q.keys
         commands = [
             ("HGETALL", k.job(job.id)),
             ("HMGET", k.job(job.id), "status", "nope"),
             ("HGET", k.job(job.id), "status"),
-            ("XRANGE", k.job_events(job.id), "-", "+"),
+            ("XRANGE", k.events, "-", "+"),
+            ("LRANGE", "l", 0, -1),
             ("XREVRANGE", k.events, "+", "-", "COUNT", 1),
             ("XREAD", "COUNT", 10, "STREAMS", k.events, "0-0"),
             ("XREAD", "COUNT", 10, "STREAMS", k.events, "$"),
