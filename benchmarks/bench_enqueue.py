@@ -63,6 +63,33 @@ def single_async(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     return _row("single_async", n, wall, cpu, server, queue_events)
 
 
+def single_get_async(url: str, n: int, raw: bool = False) -> dict[str, Any]:
+    """``await queue.get(id)`` n times, one at a time, on n waiting jobs; ``raw``: the same HGETALL
+    through the redis-py client instead (``await client.hgetall(key)``), for comparison."""
+    r = C.client(url)
+    C.fresh(r)
+
+    async def go() -> tuple[float, float]:
+        q = rjobs.Queue(C.QUEUE, url)
+        ids = [o.id for o in await q.enqueue_many([rjobs.JobRequest(type="noop", params={"i": i}) for i in range(n)])]
+        keys = [q.keys.job(i) for i in ids]
+        await q.get(ids[0])
+        await q.client.hgetall(keys[0])  # both paths connected before the clock starts
+        c0, t0 = time.process_time(), time.perf_counter()
+        if raw:
+            for key in keys:
+                await q.client.hgetall(key)
+        else:
+            for job_id in ids:
+                await q.get(job_id)
+        t1, c1 = time.perf_counter(), time.process_time()
+        await q.close()
+        return t1 - t0, c1 - c0
+
+    wall, cpu = asyncio.run(go())
+    return _row("hgetall_async_redis_py" if raw else "get_async", n, wall, cpu, 0.0, True)
+
+
 def single_sync(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     """``queue.enqueue("noop", {"i": i})`` on a SyncQueue, n times."""
     r = C.client(url)

@@ -13,6 +13,11 @@ The client asks the Sentinels for the current master whenever it connects, so af
 the next connection goes to the new master. A script call in flight when the master goes away
 fails with ``redis.ConnectionError`` and is not sent again (docs/transport.md): it ran on the old
 master or not at all.
+
+Clients made here from ``redis://``, ``rediss://`` and ``unix://`` URLs have a
+``BlockingConnectionPool`` (at most :data:`MAX_CONNECTIONS` connections; a call waits up to
+:data:`rjobs.wire.POOL_WAIT` s for a free one instead of failing with ``MaxConnectionsError``).
+Sentinel clients keep redis-py's Sentinel pool; rjobs' runners wait for its connections instead.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
 from rjobs.errors import ValidationError
+from rjobs.wire import POOL_WAIT
 
-__all__ = ["SENTINEL_SCHEMES", "async_client", "close_async", "close_sync", "sync_client"]
+__all__ = ["MAX_CONNECTIONS", "SENTINEL_SCHEMES", "async_client", "close_async", "close_sync", "sync_client"]
 
 #: URL schemes this module reads itself (everything else goes to redis-py's from_url).
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 _SENTINEL_PORT = 26379
 _FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+#: Size of the pools made here (redis-py's default pool size). Most calls do not use them: script
+#: calls and plain reads go over rjobs' links (docs/transport.md).
+MAX_CONNECTIONS = 100
 
 
 class SentinelURL:
@@ -101,10 +110,15 @@ def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0] in SENTINEL_SCHEMES
 
 
+def _pool_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"max_connections": MAX_CONNECTIONS, "timeout": POOL_WAIT, **kwargs}
+
+
 def async_client(url: str, **kwargs: Any) -> aredis.Redis:
-    """A ``redis.asyncio`` client for ``url`` (keyword arguments go to the client)."""
+    """A ``redis.asyncio`` client for ``url`` (keyword arguments go to the client's connections,
+    or ``max_connections`` / ``timeout`` to its blocking pool)."""
     if not is_sentinel_url(url):
-        return aredis.Redis.from_url(url, **kwargs)
+        return aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(url, **_pool_options(kwargs)))
     parsed = SentinelURL(url)
     sentinel = AsyncSentinel(parsed.hosts, sentinel_kwargs=parsed.sentinel_connection_kwargs())  # type: ignore[no-untyped-call]
     client: aredis.Redis = sentinel.master_for(parsed.service, redis_class=aredis.Redis,
@@ -113,9 +127,9 @@ def async_client(url: str, **kwargs: Any) -> aredis.Redis:
 
 
 def sync_client(url: str, **kwargs: Any) -> redis.Redis:
-    """A blocking ``redis`` client for ``url`` (keyword arguments go to the client)."""
+    """A blocking ``redis`` client for ``url`` (keyword arguments as for :func:`async_client`)."""
     if not is_sentinel_url(url):
-        return redis.Redis.from_url(url, **kwargs)
+        return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **_pool_options(kwargs)))
     parsed = SentinelURL(url)
     sentinel = Sentinel(parsed.hosts, sentinel_kwargs=parsed.sentinel_connection_kwargs())  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import os
 import select
 import socket
@@ -63,6 +64,13 @@ class LinkSettings:
         if conn.credential_provider is not None:
             return None
         return cls(conn)
+
+    def with_timeout(self, timeout: float | None) -> LinkSettings:
+        """The same server with another reply timeout: a link that blocks on purpose (the wait
+        reader's ``XREAD BLOCK``) must wait longer for a reply than the client's ``socket_timeout``."""
+        other = copy.copy(self)
+        other.timeout = timeout
+        return other
 
     def handshake(self) -> tuple[bytes, int]:
         """The commands sent before the first request, packed, and how many (0: none)."""

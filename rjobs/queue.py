@@ -19,6 +19,7 @@ from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome
 from rjobs.plans import _UNSET, QueuePlans
 from rjobs.reads import stats_plan
 from rjobs.runners import AsyncRunner, Plan, drive_async
+from rjobs.waits import Waits
 
 __all__ = ["Queue", "default_url"]
 
@@ -56,6 +57,7 @@ class Queue:
         self._own_client = client is None
         self.client: aredis.Redis = client if client is not None else async_client(url or default_url())
         self.runner = AsyncRunner(self.client)
+        self.waits = Waits(self.runner, self.plans)
         self._declared = False
 
     async def _drive(self, plan: Plan[T]) -> T:
@@ -71,7 +73,9 @@ class Queue:
         return result
 
     async def close(self) -> None:
-        """Close this queue's script connection, and the client if this queue created it."""
+        """Stop this queue's wait reader (pending waits fail) and close its links, and the client
+        if this queue created it."""
+        await self.waits.aclose()
         self.runner.close()
         if self._own_client:
             await close_async(self.client)
@@ -150,8 +154,12 @@ class Queue:
         return await self._drive(self.plans.queue_events(after, count, block_ms))
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
-        """Block until the job is final (XREAD BLOCK on its stream); WaitTimeout after ``timeout`` s."""
-        return await self._drive(self.plans.wait(job_id, timeout))
+        """Wait until the job is final; WaitTimeout after ``timeout`` s. Every wait of the queue in
+        this event loop is served by one blocking reader of the queue stream (rjobs.waits), so
+        waits hold no connection of their own."""
+        if not self._declared:
+            await self.declare()
+        return await self.waits.wait(job_id, timeout)
 
     async def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:
         """Assets of the job, with the ownership check."""

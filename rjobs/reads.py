@@ -19,9 +19,15 @@ from rjobs.models import Asset, Event, Job, JobOutcome
 from rjobs.runners import Plan
 from rjobs.scripts import Cmd, Op, Scripts
 
-__all__ = ["ReadPlans", "stats_plan"]
+__all__ = ["WAIT_BLOCK_MS", "WAIT_COUNT", "WAIT_RECHECK", "ReadPlans", "stats_plan", "stream_entries"]
 
 _ACTOR = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
+#: A wait blocks at most this long per read, so it looks at its deadline and re-checks on time.
+WAIT_BLOCK_MS = 1000
+#: A waited job's status is read again at least this often (seconds), whatever the stream says.
+WAIT_RECHECK = 1.0
+#: Entries per read of the queue stream (a busy stream is read in batches of this many).
+WAIT_COUNT = 1000
 
 
 class ReadPlans:
@@ -155,10 +161,7 @@ class ReadPlans:
             )
             return codec.events_from_entries(entries)
         reply = yield Cmd(("XREAD", "COUNT", count, "BLOCK", max(1, block_ms), "STREAMS", self.keys.events, after))
-        if not reply:
-            return []
-        streams = reply.values() if isinstance(reply, dict) else [r[1] for r in reply]
-        return [e for entries in streams for e in codec.events_from_entries(_flatten(entries))]
+        return codec.events_from_entries(stream_entries(reply))
 
     def assets(self, job_id: str, user_id: str | None = None) -> Plan[list[Asset]]:
         """Assets linked to the job, with the ownership check (seed 000 getJobAssets)."""
@@ -189,50 +192,81 @@ class ReadPlans:
         dropped: bool = yield self.scripts.invalidate(validate_dedupe_key(dedupe_key))
         return dropped
 
-    def wait(self, job_id: str, timeout: float | None) -> Plan[JobOutcome]:
-        """Block until the job reaches a final state, reading the queue stream (every move into a
-        final state is written there) with ``XREAD BLOCK``: no polling, and no key per job. The
-        stream's last id is read before the job's status, so no move between the two is missed;
-        the status is read again at least once a second (an entry trimmed by MAXLEN, a purged job)."""
+    # -- wait -------------------------------------------------------------------------------------
+    # What a wait reads and how it decides, shared by SyncQueue.wait (the plan below) and the async
+    # Queue's reader (rjobs.waits), which serves every waiter of an event loop with one XREAD.
+    def wait_id(self, job_id: str, timeout: float | None) -> str:
+        """The validated job id of a wait (whose timeout must be None or >= 0 seconds)."""
         jid = self._id(job_id)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf
         ):
             raise ValidationError("timeout must be a finite number of seconds >= 0, or None")
+        return jid
+
+    @staticmethod
+    def wait_status(fields: list[Any]) -> str | None:
+        """The status in :meth:`wait_check`'s fields (None: no such job)."""
+        return _text(fields[0])
+
+    def wait_check(self, jid: str) -> Cmd:
+        """The job's status and outcome fields."""
+        return Cmd(("HMGET", self.keys.job(jid), "status", "result", "error"))
+
+    def wait_settle(self, jid: str, fields: list[Any]) -> JobOutcome | None:
+        """The outcome when :meth:`wait_check`'s ``fields`` show a final state, None while the job
+        is not final; JobNotFound when it is gone (deleted, purged)."""
+        status = _text(fields[0])
+        if status is None:
+            raise JobNotFound(jid)
+        return self._outcome(jid, status, fields) if self.machine.is_final(status) else None
+
+    def wait_position(self) -> Cmd:
+        """The queue stream's newest entry: where a wait starts reading, taken before any status."""
+        return Cmd(("XREVRANGE", self.keys.events, "+", "-", "COUNT", 1))
+
+    def wait_read(self, after: Any, block_ms: int) -> Cmd:
+        """Entries of the queue stream after ``after``, blocking up to ``block_ms`` (>= 1) for one."""
+        return Cmd(("XREAD", "COUNT", WAIT_COUNT, "BLOCK", max(1, block_ms), "STREAMS", self.keys.events, after))
+
+    def wait_finals(self, entries: list[tuple[Any, Any]]) -> set[str]:
+        """Jobs that an entry moved into a final state (field ``to``; every final move writes one)."""
+        done = set()
+        for _, fields in entries:
+            to = _text(_field(fields, "to"))
+            if to is not None and self.machine.is_final(to):
+                job = _text(_field(fields, "job"))
+                if job is not None:
+                    done.add(job)
+        return done
+
+    def wait(self, job_id: str, timeout: float | None) -> Plan[JobOutcome]:
+        """Block until the job is final (SyncQueue): XREAD BLOCK on the queue stream from a position
+        read before the job's status, so no final move is missed; the status is read again when an
+        entry moves the job into a final state, and at least every :data:`WAIT_RECHECK` s (entries
+        trimmed by MAXLEN, the queue stream turned off, the job deleted or purged)."""
+        jid = self.wait_id(job_id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        jkey, skey = self.keys.job(jid), self.keys.events
-        last, fields = yield [
-            Cmd(("XREVRANGE", skey, "+", "-", "COUNT", 1)),
-            Cmd(("HMGET", jkey, "status", "result", "error")),
-        ]
+        last, fields = yield [self.wait_position(), self.wait_check(jid)]
         after = last[0][0] if last else b"0-0"
-        me = jid.encode()
-        while True:
-            if fields[0] is None:
-                raise JobNotFound(jid)
-            status = fields[0].decode()
-            if self.machine.is_final(status):
-                return self._outcome(jid, status, fields)
-            checked = time.monotonic()
-            while True:  # read the stream until this job shows up, or a second has passed
-                left = 1000 - int((time.monotonic() - checked) * 1000)
-                if deadline is not None:
-                    left = min(left, int((deadline - time.monotonic()) * 1000))
-                    if left <= 0 and time.monotonic() >= deadline:
-                        fields = yield Cmd(("HMGET", jkey, "status", "result", "error"))
-                        if fields[0] is not None and self.machine.is_final(fields[0].decode()):
-                            return self._outcome(jid, fields[0].decode(), fields)
-                        raise WaitTimeout(f"job {jid!r} still {status} after {timeout} s")
-                if left <= 0:
-                    break
-                reply = yield Cmd(("XREAD", "COUNT", 1000, "BLOCK", max(1, left), "STREAMS", skey, after))
-                if not reply:
-                    continue
-                entries = _flatten(next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1])
+        checked = time.monotonic()
+        while (outcome := self.wait_settle(jid, fields)) is None:
+            now = time.monotonic()
+            block = WAIT_BLOCK_MS if deadline is None else int((deadline - now) * 1000)
+            if block <= 0:
+                if now - checked > 0.05:  # the status may be up to a second old: look once more
+                    fields = yield self.wait_check(jid)
+                    if (outcome := self.wait_settle(jid, fields)) is not None:
+                        return outcome
+                raise WaitTimeout(f"job {jid!r} still {_text(fields[0])} after {timeout} s")
+            recheck = int((checked + WAIT_RECHECK - now) * 1000)
+            entries = stream_entries((yield self.wait_read(after, min(block, WAIT_BLOCK_MS, max(1, recheck)))))
+            if entries:
                 after = entries[-1][0]
-                if any(f.get(b"job") == me for _, f in entries):
-                    break
-            fields = yield Cmd(("HMGET", jkey, "status", "result", "error"))
+            if jid in self.wait_finals(entries) or time.monotonic() - checked >= WAIT_RECHECK:
+                fields = yield self.wait_check(jid)
+                checked = time.monotonic()
+        return outcome
 
     def _outcome(self, jid: str, status: str, fields: list[Any]) -> JobOutcome:
         return JobOutcome(
@@ -244,8 +278,23 @@ class ReadPlans:
         )
 
 
-def _flatten(entries: Any) -> list[tuple[Any, Any]]:
-    return [(e[0], e[1]) for e in entries]
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: Any, name: str) -> Any:
+    """A field of a parsed stream entry (bytes keys; str keys from a decode_responses client)."""
+    value = fields.get(name.encode())
+    return fields.get(name) if value is None else value
+
+
+def stream_entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The ``(id, fields)`` entries of an XREAD reply in any of redis-py's parsed forms (a list of
+    ``[stream, entries]``, or a dict by stream with RESP3), empty when it timed out."""
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else [r[1] for r in reply]
+    return [(e[0], e[1]) for entries in streams for e in entries]
 
 
 def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str, Any]]:

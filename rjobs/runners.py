@@ -14,7 +14,8 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, error_from_reply
 from rjobs.link import Each, Link, LinkSettings, SyncLink
-from rjobs.scripts import Arg, Call, Cmd, Op
+from rjobs.scripts import Call, Cmd, Op
+from rjobs.wire import PoolGate, blocks, fresh_async, fresh_sync, gate_sync, legacy_lua, pack, parse_reply, wire
 
 __all__ = ["AsyncRunner", "Plan", "SyncRunner", "drive_async", "drive_sync"]
 
@@ -39,26 +40,6 @@ def _is_noscript(reply: ResponseError) -> bool:
     return str(reply).startswith("NOSCRIPT")
 
 
-def _wire(op: Op, legacy: bool = False) -> tuple[Arg, ...]:
-    if isinstance(op, Call):
-        return ("EVALSHA", op.script.legacy_sha if legacy else op.script.sha, 2, *op.keys, *op.args)
-    return op.args
-
-
-def _legacy_lua(client: Any) -> bool:
-    """fakeredis (rjobs.testing) cannot read a script's shebang: it gets the scripts without one."""
-    pool = getattr(client, "connection_pool", None)
-    return type(client).__module__.startswith("fakeredis") or (
-        pool is not None and pool.connection_class.__module__.startswith("fakeredis")
-    )
-
-
-def _pack(commands: list[tuple[Arg, ...]]) -> bytes:
-    """RESP-encode commands with hiredis' C packer: redis-py's asyncio connections use a Python
-    packer that cost ~100 µs for one enqueue's arguments (measured)."""
-    return b"".join(hiredis.pack_command(command) for command in commands)  # type: ignore[arg-type]
-
-
 def _rerun(ops: Sequence[Op], missing: list[int]) -> list[int]:
     """After NOSCRIPT: the scripts that did not run, plus every plain read queued after the first
     of them (it ran before the script it was meant to observe). Scripts that ran are never re-sent."""
@@ -76,25 +57,30 @@ def _packed_each(ops: Sequence[Op], todo: list[int]) -> Iterator[bytes]:
     """Each call packed only when the link is ready to write it: the server runs the first script
     of a batch while the next one is being packed (enqueue_many: ~2 µs of client CPU per job)."""
     for i in todo:
-        yield hiredis.pack_command(_wire(ops[i]))  # type: ignore[arg-type]
+        yield hiredis.pack_command(wire(ops[i]))  # type: ignore[arg-type]
 
 
 def _decoder(ops: Sequence[Op], sent: list[int]) -> Each:
-    """Decode the j-th reply of an exchange that sent ops[sent[j]] (NOSCRIPT -> _NOT_RUN)."""
+    """Decode the j-th raw reply of an exchange that sent ops[sent[j]]: a script's NOSCRIPT is
+    _NOT_RUN, a plain command's reply is parsed as redis-py would, errors are values."""
 
     def decode(j: int, raw: Any) -> Any:
-        if isinstance(raw, ResponseError) and _is_noscript(raw):
-            return _NOT_RUN
-        return _decode_one(ops[sent[j]], raw)
+        op = ops[sent[j]]
+        if isinstance(op, Cmd):
+            return raw if isinstance(raw, ResponseError) else parse_reply(op, raw)
+        if isinstance(raw, ResponseError):
+            return _NOT_RUN if _is_noscript(raw) else _raise_reply(raw)
+        return op.decode(raw)
 
     return decode
 
 
 def _over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
-    """Script calls over a link, as a plan of (packed commands, count, per-reply decoder) exchanges:
-    calls the server had no script for (NOSCRIPT: they did not run) are sent again after their
-    scripts are loaded; calls that ran are never re-sent. Each reply is decoded as it arrives, so a
-    batch's first replies are decoded while the server still runs the later calls."""
+    """Ops over a link, as a plan of (packed commands, count, per-reply decoder) exchanges: calls
+    the server had no script for (NOSCRIPT: they did not run) are sent again after their scripts
+    are loaded, with every plain read queued after the first of them (:func:`_rerun`); calls that
+    ran are never re-sent. Each reply is decoded as it arrives, so a batch's first replies are
+    decoded while the server still runs the later calls."""
     results: list[Any] = [None] * len(ops)
     todo = list(range(len(ops)))
     for _ in range(2):
@@ -108,12 +94,21 @@ def _over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
         if not missing:
             return results
         scripts = list({op.script for i in missing if isinstance(op := ops[i], Call)})
-        loaded = yield _pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts), None
+        loaded = yield pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts), None
         for reply in loaded:
             if isinstance(reply, ResponseError):
                 raise RjobsError(f"script could not be loaded: {reply}")
-        todo = missing
+        todo = _rerun(ops, missing)
     raise RjobsError("scripts could not be loaded")
+
+
+def _reads_only(ops: Sequence[Op]) -> bool:
+    return all(isinstance(op, Cmd) for op in ops)
+
+
+def _linkable(ops: Sequence[Op]) -> bool:
+    """No blocking command: it would hold up every call queued behind it on a shared link."""
+    return not any(isinstance(op, Cmd) and blocks(op) for op in ops)
 
 
 # Why the runners talk to pooled connections directly instead of calling client.evalsha or
@@ -121,39 +116,21 @@ def _over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
 # default. A script may have run before the connection broke, so re-sending an enqueue would create
 # a second job and re-sending a transition would report InvalidTransition for a move that happened.
 # Script calls are therefore sent exactly once; a connection error reaches the caller. Plain reads
-# (Cmd alone) still go through redis-py and keep its retries: they are idempotent.
-
-
-def _fresh_sync(conn: Any) -> None:
-    """Reconnect a connection the server closed (restart, CLIENT KILL, timeout) before anything is
-    sent on it. redis-py 8 skips this check on checkout when maintenance notifications are on."""
-    try:
-        stale = conn.can_read()
-    except (ConnectionError, OSError, redis.ConnectionError):
-        stale = True
-    if stale:
-        conn.disconnect()
-
-
-async def _fresh_async(conn: Any) -> None:
-    """The asyncio twin of :func:`_fresh_sync`."""
-    try:
-        stale = await conn.can_read()
-    except (ConnectionError, OSError, redis.ConnectionError):
-        stale = True
-    if stale:
-        await conn.disconnect()
+# are idempotent: over a link an exchange of reads only is sent once more after a connection error;
+# on the pooled path a Cmd alone goes through redis-py and keeps its retries.
 
 
 class AsyncRunner:
-    """Sends operations to Redis from asyncio: script calls over a lean pipelined :class:`Link`
-    (one per event loop), plain commands and NOSCRIPT reloads over the redis.asyncio client's pool."""
+    """Sends operations to Redis from asyncio: script calls and plain reads over a lean pipelined
+    :class:`Link` (one per event loop); blocking commands, and everything where no link can be
+    used, over the redis.asyncio client's pool, waiting for a free connection (:class:`PoolGate`)."""
 
     def __init__(self, client: aredis.Redis) -> None:
         self.client = client
         self._settings = LinkSettings.of(client)
-        self._legacy = _legacy_lua(client)
+        self._legacy = legacy_lua(client)
         self._link: Link | None = None
+        self._gate = PoolGate(client.connection_pool)
 
     def _link_here(self) -> Link | None:
         if self._settings is None:
@@ -165,9 +142,9 @@ class AsyncRunner:
         """Send one script call exactly once; a Lua error code raises its exception."""
         link = self._link_here()
         if link is None:
-            result = (await self._pooled([op], [None], [0]))[0]
+            result = (await self._gate.run(lambda: self._pooled([op])))[0]
         else:
-            raw = (await link.exchange(hiredis.pack_command(_wire(op)), 1))[0]  # type: ignore[arg-type]
+            raw = (await link.exchange(hiredis.pack_command(wire(op)), 1))[0]  # type: ignore[arg-type]
             if not isinstance(raw, ResponseError):
                 return op.decode(raw)
             result = _decode_one(op, raw) if not _is_noscript(raw) else (await self._linked(link, [op]))[0]
@@ -176,14 +153,31 @@ class AsyncRunner:
         return cast(T, result)
 
     async def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command through redis-py."""
-        return await self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+        """Send one plain (idempotent) command; its reply parsed as redis-py parses it. Over the
+        link it is sent once more after a connection error; through redis-py (blocking commands,
+        no link) it keeps redis-py's retries."""
+        link = None if blocks(cmd) else self._link_here()
+        if link is None:
+            return await self._gate.run(lambda: self.client.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
+        packed = hiredis.pack_command(cmd.args)  # type: ignore[arg-type]
+        try:
+            raw = (await link.exchange(packed, 1))[0]
+        except redis.ConnectionError:
+            raw = (await link.exchange(packed, 1))[0]  # a read: safe to send again, on a new connection
+        if isinstance(raw, ResponseError):
+            raise raw
+        return parse_reply(cmd, raw)
 
     async def run_many(self, ops: Sequence[Op]) -> list[Any]:
         """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
-        link = self._link_here() if all(isinstance(op, Call) for op in ops) else None
+        link = self._link_here() if _linkable(ops) else None
         if link is None:
-            return await self._pooled(ops, [None] * len(ops), list(range(len(ops))))
+            return await self._gate.run(lambda: self._pooled(ops))
+        if _reads_only(ops):
+            try:
+                return await self._linked(link, ops)
+            except redis.ConnectionError:
+                pass  # reads only: safe to send again, on a new connection
         return await self._linked(link, ops)
 
     async def _linked(self, link: Link, ops: Sequence[Op]) -> list[Any]:
@@ -196,14 +190,18 @@ class AsyncRunner:
             results: list[Any] = done.value
             return results
 
-    async def _pooled(self, ops: Sequence[Op], results: list[Any], todo: list[int]) -> list[Any]:
-        """Send ops[todo] over a pooled redis-py connection, loading scripts the server lacks."""
+    async def _pooled(self, ops: Sequence[Op]) -> list[Any]:
+        """Send ops over one pooled redis-py connection, loading scripts the server lacks. The
+        connection is checked out once, first: a refused checkout (MaxConnectionsError) means that
+        nothing was sent, so PoolGate may try again."""
         pool = self.client.connection_pool
-        for _ in range(2):
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-            await _fresh_async(conn)
-            try:
-                await conn.send_packed_command([_pack([_wire(ops[i], self._legacy) for i in todo])], check_health=False)
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        results: list[Any] = [None] * len(ops)
+        todo = list(range(len(ops)))
+        try:
+            await fresh_async(conn)
+            for _ in range(2):
+                await conn.send_packed_command([pack([wire(ops[i], self._legacy) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
@@ -217,18 +215,17 @@ class AsyncRunner:
                     results[i] = _decode_one(op, raw)
                     if isinstance(raw, NoScriptError):
                         missing.append(i)
-                if missing:
-                    for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                        await conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
-                        await conn.read_response()
-            except BaseException:
-                await conn.disconnect()  # replies may be half read: this connection cannot be trusted
-                raise
-            finally:
-                await pool.release(conn)
-            if not missing:
-                return results
-            todo = _rerun(ops, missing)
+                if not missing:
+                    return results
+                for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
+                    await conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
+                    await conn.read_response()
+                todo = _rerun(ops, missing)
+        except BaseException:
+            await conn.disconnect()  # replies may be half read: this connection cannot be trusted
+            raise
+        finally:
+            await pool.release(conn)
         raise RjobsError("scripts could not be loaded")
 
     def close(self) -> None:
@@ -240,12 +237,13 @@ class AsyncRunner:
 
 class SyncRunner:
     """Sends operations to Redis from blocking code (the same scripts as AsyncRunner): script calls
-    over a :class:`SyncLink` this thread keeps, plain commands over the redis client's pool."""
+    and plain reads over a :class:`SyncLink` this thread keeps, blocking commands and everything
+    where no link can be used over the redis client's pool."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._settings = LinkSettings.of(client)
-        self._legacy = _legacy_lua(client)
+        self._legacy = legacy_lua(client)
         self._local = threading.local()
         self._links: dict[int, SyncLink] = {}  # by thread id, to close them all
         self._links_lock = threading.Lock()
@@ -272,7 +270,7 @@ class SyncRunner:
         if link is None:
             result = self.run_many([op])[0]
         else:
-            raw = link.exchange(hiredis.pack_command(_wire(op)), 1)[0]  # type: ignore[arg-type]
+            raw = link.exchange(hiredis.pack_command(wire(op)), 1)[0]  # type: ignore[arg-type]
             if not isinstance(raw, ResponseError):
                 return op.decode(raw)
             result = _decode_one(op, raw) if not _is_noscript(raw) else self._linked(link, [op])[0]
@@ -298,26 +296,41 @@ class SyncRunner:
             link.close()
 
     def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command through redis-py."""
-        return self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+        """Send one plain (idempotent) command; the same rules as :meth:`AsyncRunner.command`."""
+        link = None if blocks(cmd) else self._link_here()
+        if link is None:
+            return gate_sync(lambda: self.client.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
+        packed = hiredis.pack_command(cmd.args)  # type: ignore[arg-type]
+        try:
+            raw = link.exchange(packed, 1)[0]
+        except redis.ConnectionError:
+            raw = link.exchange(packed, 1)[0]  # a read: safe to send again, on a new connection
+        if isinstance(raw, ResponseError):
+            raise raw
+        return parse_reply(cmd, raw)
 
     def run_many(self, ops: Sequence[Op]) -> list[Any]:
         """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
-        link = self._link_here() if all(isinstance(op, Call) for op in ops) else None
-        if link is not None:
-            return self._linked(link, ops)
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        _fresh_sync(conn)
-        try:
-            return self._pooled(conn, ops, list(range(len(ops))), [None] * len(ops))
-        finally:
-            pool.release(conn)
-
-    def _pooled(self, conn: Any, ops: Sequence[Op], todo: list[int], results: list[Any]) -> list[Any]:
-        for _ in range(2):
+        link = self._link_here() if _linkable(ops) else None
+        if link is None:
+            return gate_sync(lambda: self._pooled(ops))
+        if _reads_only(ops):
             try:
-                conn.send_packed_command([_pack([_wire(ops[i], self._legacy) for i in todo])], check_health=False)
+                return self._linked(link, ops)
+            except redis.ConnectionError:
+                pass  # reads only: safe to send again, on a new connection
+        return self._linked(link, ops)
+
+    def _pooled(self, ops: Sequence[Op]) -> list[Any]:
+        """The blocking twin of :meth:`AsyncRunner._pooled` (one checkout, first)."""
+        pool = self.client.connection_pool
+        conn: Any = pool.get_connection()
+        results: list[Any] = [None] * len(ops)
+        todo = list(range(len(ops)))
+        try:
+            fresh_sync(conn)
+            for _ in range(2):
+                conn.send_packed_command([pack([wire(ops[i], self._legacy) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
@@ -331,15 +344,17 @@ class SyncRunner:
                     results[i] = _decode_one(op, raw)
                     if isinstance(raw, NoScriptError):
                         missing.append(i)
+                if not missing:
+                    return results
                 for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                     conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
                     conn.read_response()
-            except BaseException:
-                conn.disconnect()  # replies may be half read: this connection cannot be trusted
-                raise
-            if not missing:
-                return results
-            todo = _rerun(ops, missing)
+                todo = _rerun(ops, missing)
+        except BaseException:
+            conn.disconnect()  # replies may be half read: this connection cannot be trusted
+            raise
+        finally:
+            pool.release(conn)
         raise RjobsError("scripts could not be loaded")
 
 

@@ -146,7 +146,9 @@ class SyncQueue:
         return self._drive(self.plans.queue_events(after, count, block_ms))
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
-        """Block until the job is final (XREAD BLOCK on its stream); WaitTimeout after ``timeout`` s."""
+        """Block until the job is final; WaitTimeout after ``timeout`` s. The calling thread blocks on
+        the queue stream (XREAD BLOCK, at most 1 s at a time) and re-reads the job's status when
+        the job moves into a final state, and at least once a second."""
         return self._drive(self.plans.wait(job_id, timeout))
 
     def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:

@@ -90,7 +90,8 @@ class InMemoryQueue(Queue):
         return InMemoryQueue(name, machine=machine, config=config, server=self.server)
 
     async def close(self) -> None:
-        """Close the fake client (the in-memory data stays with the server)."""
+        """Stop the wait reader and close the fake client (the in-memory data stays with the server)."""
+        await super().close()
         await self.client.aclose()
 
 

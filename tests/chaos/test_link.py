@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import hiredis
 import pytest
 import redis
@@ -314,3 +315,49 @@ async def test_batch_with_one_script_missing_resends_only_that_call(url: str) ->
         first, beat, second = await q.runner.run_many(_mixed_batch(q))
         assert (first[0].status, beat, second[0].status) == ("queued", [], "queued")
         assert (await q.counts())["queued"] == 2, "the calls that ran were not sent again"
+
+
+@pytest.mark.anyio
+async def test_a_move_after_a_script_flush_returns_the_job_after_the_move(url: str) -> None:
+    """A move is [transition script, HGETALL] in one exchange over the link: after SCRIPT FLUSH
+    the script gets NOSCRIPT and the read after it ran first, so both are sent again (the script
+    once: it had not run) and the job returned is the one after the move."""
+    async with Queue("flushed", url) as q, aredis.Redis.from_url(url) as admin:
+        job = await q.enqueue("t")
+        await admin.script_flush()
+        moved = await q.cancel(job.id, "after a flush")
+        assert moved.status == "cancelled" and moved.error is not None
+        assert [e.event for e in await q.events(job.id)] == ["created", "cancelled"], "the move ran once"
+
+
+@pytest.mark.anyio
+async def test_plain_reads_share_the_link_and_a_cut_read_is_sent_again_a_cut_script_not(url: str) -> None:
+    async with Queue("reads", url) as q, aredis.Redis.from_url(url) as admin:
+        job = await q.enqueue("t")
+        assert [(await q.get(job.id)).id for _ in range(3)] == [job.id] * 3
+        clients = [c for c in await admin.client_list() if c["cmd"] in ("evalsha", "hgetall")]
+        assert [c["cmd"] for c in clients] == ["hgetall"], "the reads went over the script link"
+        got: list[Any] = []
+
+        async def cut_while_in_flight(call: Any) -> None:
+            link = q.runner._link
+            assert link is not None and link._proto is not None
+            proto = link._proto
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                while not proto.waiters:  # written, reply not read yet
+                    await anyio.lowlevel.checkpoint()
+                proto.abort(redis.ConnectionError("cut"))
+
+        async def get() -> None:
+            got.append(await q.get(job.id))
+
+        await cut_while_in_flight(get)
+        assert [j.id for j in got] == [job.id], "the read was sent again on a new connection"
+
+        async def enqueue() -> None:
+            with pytest.raises(redis.ConnectionError):
+                await q.enqueue("t")
+
+        await cut_while_in_flight(enqueue)
+        assert (await q.counts())["queued"] in (1, 2), "the script was not sent again"

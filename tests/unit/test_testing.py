@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import anyio
 import fakeredis
 import pytest
 
-from rjobs import InvalidTransition, JobNotFound, SyncQueue
+from rjobs import InvalidTransition, JobNotFound, JobRequest, SyncQueue
 from rjobs.machines import TASK
 from rjobs.outcomes import Fail, Partial
 from rjobs.scripts import load_script, script_names
@@ -130,6 +132,38 @@ async def test_dependencies_and_wait_on_the_in_memory_server() -> None:
         tg.start_soon(drain, q, FUNCTIONS)
         outcome = await q.wait(second, timeout=10)  # XREAD BLOCK on fakeredis, woken by the worker
     assert outcome.success and outcome.output == 4
+
+
+async def test_many_waits_share_one_blocking_reader_on_fakeredis() -> None:
+    """fakeredis' async XREAD BLOCK blocks without holding up the event loop, so the in-memory
+    queue uses the same reader as a real server's: woken by the stream, not by the 1 s re-check."""
+    q = memory_queue()
+    ids = [o.id for o in await q.enqueue_many([JobRequest(type="t") for _ in range(100)])]
+    results: dict[str, Any] = {}
+
+    async def wait(job_id: str) -> None:
+        results[job_id] = await q.wait(job_id, timeout=10)
+
+    async with anyio.create_task_group() as tg:
+        for job_id in ids:
+            tg.start_soon(wait, job_id)
+        await anyio.sleep(0.3)
+        assert q.waits.reading and len(results) == 0
+        cancelled = time.monotonic()
+        await q.bulk_cancel(ids)
+    assert time.monotonic() - cancelled < 0.6
+    assert len(results) == 100 and {r.status for r in results.values()} == {"cancelled"}
+    await q.close()
+    assert not q.waits.reading
+
+
+def test_sync_wait_on_fakeredis() -> None:
+    q = memory_sync_queue()
+    job_id = q.enqueue("t").id
+    timer = threading.Timer(0.2, lambda: q.cancel(job_id))
+    timer.start()
+    assert q.wait(job_id, timeout=5).status == "cancelled"
+    timer.join()
 
 
 async def test_custom_machine_runs_on_fakeredis() -> None:
