@@ -3,6 +3,7 @@ NOSCRIPT reloads) and the drivers that run a plan (rjobs.plans) on asyncio or a 
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, TypeVar, cast
@@ -10,9 +11,9 @@ from typing import Any, TypeVar, cast
 import hiredis
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 
-from rjobs.errors import RjobsError, error_from_reply
+from rjobs.errors import RjobsError, ServerRefused, error_from_reply, server_refusal
 from rjobs.link import Each, Link, LinkSettings, SyncLink
 from rjobs.scripts import Arg, Call, Cmd, Op
 
@@ -23,16 +24,29 @@ T = TypeVar("T")
 Plan = Generator[Op | list[Op], Any, T]
 
 
-def _raise_reply(exc: ResponseError) -> RjobsError:
-    return error_from_reply(str(exc))
+#: Error replies, read as one op's result (redis-py raises LOADING as BusyLoadingError, a
+#: ConnectionError; read with disconnect_on_error=False the connection stays usable).
+_REPLY_ERRORS = (ResponseError, BusyLoadingError)
 
 
 def _decode_one(op: Op, raw: Any) -> Any:
     if isinstance(raw, NoScriptError):
         return raw
-    if isinstance(raw, ResponseError):
-        return _raise_reply(raw) if isinstance(op, Call) else raw
+    if isinstance(raw, _REPLY_ERRORS):
+        if isinstance(op, Call):
+            return error_from_reply(raw)
+        return server_refusal(raw) or raw  # a read refused by the server's state: typed
     return op.decode(raw) if isinstance(op, Call) else raw
+
+
+def _load_failed(reply: BaseException) -> RjobsError:
+    return server_refusal(reply) or RjobsError(f"script could not be loaded: {reply}")
+
+
+def _callback(client: Any, op: Cmd, raw: Any) -> Any:
+    """What ``client.parse_response`` makes of a plain command's reply (its response callback)."""
+    callback = client.response_callbacks.get(str(op.args[0]))
+    return raw if callback is None else callback(raw)
 
 
 def _is_noscript(reply: ResponseError) -> bool:
@@ -111,7 +125,7 @@ def _over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
         loaded = yield _pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts), None
         for reply in loaded:
             if isinstance(reply, ResponseError):
-                raise RjobsError(f"script could not be loaded: {reply}")
+                raise _load_failed(reply)
         todo = missing
     raise RjobsError("scripts could not be loaded")
 
@@ -176,8 +190,11 @@ class AsyncRunner:
         return cast(T, result)
 
     async def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command through redis-py."""
-        return await self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+        """Send one plain (idempotent) command through redis-py; a refusal raises its typed error."""
+        try:
+            return await self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+        except _REPLY_ERRORS as exc:
+            raise (server_refusal(exc) or exc) from None
 
     async def run_many(self, ops: Sequence[Op]) -> list[Any]:
         """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
@@ -208,11 +225,11 @@ class AsyncRunner:
                 for i in todo:
                     op = ops[i]
                     try:
-                        if isinstance(op, Call):
-                            raw = await conn.read_response()
-                        else:
-                            raw = await self.client.parse_response(conn, str(op.args[0]))
-                    except ResponseError as exc:
+                        raw = await conn.read_response(disconnect_on_error=False)
+                        if isinstance(op, Cmd):
+                            raw = _callback(self.client, op, raw)
+                            raw = await raw if inspect.isawaitable(raw) else raw
+                    except _REPLY_ERRORS as exc:
                         raw = exc
                     results[i] = _decode_one(op, raw)
                     if isinstance(raw, NoScriptError):
@@ -220,7 +237,10 @@ class AsyncRunner:
                 if missing:
                     for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                         await conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
-                        await conn.read_response()
+                        try:
+                            await conn.read_response(disconnect_on_error=False)
+                        except _REPLY_ERRORS as exc:
+                            raise _load_failed(exc) from exc
             except BaseException:
                 await conn.disconnect()  # replies may be half read: this connection cannot be trusted
                 raise
@@ -298,8 +318,11 @@ class SyncRunner:
             link.close()
 
     def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command through redis-py."""
-        return self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+        """Send one plain (idempotent) command through redis-py; a refusal raises its typed error."""
+        try:
+            return self.client.execute_command(*cmd.args)  # type: ignore[no-untyped-call]
+        except _REPLY_ERRORS as exc:
+            raise (server_refusal(exc) or exc) from None
 
     def run_many(self, ops: Sequence[Op]) -> list[Any]:
         """Send ops in one round trip; each result is the decoded reply or the exception (not raised)."""
@@ -322,18 +345,20 @@ class SyncRunner:
                 for i in todo:
                     op = ops[i]
                     try:
-                        if isinstance(op, Call):
-                            raw = conn.read_response()
-                        else:
-                            raw = self.client.parse_response(conn, str(op.args[0]))  # type: ignore[no-untyped-call]
-                    except ResponseError as exc:
+                        raw = conn.read_response(disconnect_on_error=False)
+                        if isinstance(op, Cmd):
+                            raw = _callback(self.client, op, raw)
+                    except _REPLY_ERRORS as exc:
                         raw = exc
                     results[i] = _decode_one(op, raw)
                     if isinstance(raw, NoScriptError):
                         missing.append(i)
                 for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                     conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
-                    conn.read_response()
+                    try:
+                        conn.read_response(disconnect_on_error=False)
+                    except _REPLY_ERRORS as exc:
+                        raise _load_failed(exc) from exc
             except BaseException:
                 conn.disconnect()  # replies may be half read: this connection cannot be trusted
                 raise
@@ -343,19 +368,29 @@ class SyncRunner:
         raise RjobsError("scripts could not be loaded")
 
 
+def _refused_read(ops: Sequence[Op], results: list[Any]) -> None:
+    """Raise the typed refusal of a plain command of a round trip (plans check their script calls'
+    results themselves; a read refused by the server's state has no result to hand them)."""
+    for op, result in zip(ops, results):
+        if isinstance(result, ServerRefused) and isinstance(op, Cmd):
+            raise result
+
+
 async def drive_async(runner: AsyncRunner, plan: Plan[T]) -> T:
-    """Run a plan on asyncio; a single script call's error is thrown into the plan."""
+    """Run a plan on asyncio; the error of a single op (an rjobs error, or a redis-py error reply
+    of a plain command) and a refused read of a round trip are thrown into the plan."""
     try:
         op = next(plan)
         while True:
             try:
                 if isinstance(op, list):
                     result: Any = await runner.run_many(op)
+                    _refused_read(op, result)
                 elif isinstance(op, Call):
                     result = await runner.run(op)
                 else:
                     result = await runner.command(op)
-            except RjobsError as exc:
+            except (RjobsError, ResponseError) as exc:
                 op = plan.throw(exc)
                 continue
             op = plan.send(result)
@@ -372,11 +407,12 @@ def drive_sync(runner: SyncRunner, plan: Plan[T]) -> T:
             try:
                 if isinstance(op, list):
                     result: Any = runner.run_many(op)
+                    _refused_read(op, result)
                 elif isinstance(op, Call):
                     result = runner.run(op)
                 else:
                     result = runner.command(op)
-            except RjobsError as exc:
+            except (RjobsError, ResponseError) as exc:
                 op = plan.throw(exc)
                 continue
             op = plan.send(result)
