@@ -36,7 +36,8 @@ from rjobs.sync import SyncQueue
 __all__ = ["EXIT", "QueueNotFound", "main", "open_queue", "resolve_url"]
 
 #: Exit codes (docs/cli.md): watch maps the job's final role to ok / failed / partial.
-EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "interrupted": 130}
+EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "refused": 6,
+        "interrupted": 130}  # fmt: skip
 MACHINES = {"job": JOB, "task": TASK}
 
 
@@ -47,11 +48,15 @@ class QueueNotFound(RjobsError, LookupError):
 
 
 _USAGE = (errors.ValidationError, errors.InvalidTransition, errors.MachineConflict, errors.Unauthorized)
-#: What each expected error means for the exit code; anything else is a bug and keeps its traceback.
-_ERRORS: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
-    ((errors.JobNotFound, QueueNotFound), EXIT["not_found"]),
-    ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"]),
-    ((redis.ConnectionError, redis.TimeoutError, servers.ServerStartError), EXIT["connection"]),
+#: What each expected error means for the exit code, and the words before its message; anything
+#: else is a bug and keeps its traceback. The server's refusals: PermissionDenied (an ACL) is 4
+#: like a failed authentication; the ones that pass (busy, loading, out of memory, read-only) are 6.
+_ERRORS: tuple[tuple[tuple[type[Exception], ...], int, str], ...] = (
+    ((errors.JobNotFound, QueueNotFound), EXIT["not_found"], ""),
+    ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"], ""),
+    ((errors.PermissionDenied,), EXIT["connection"], ""),
+    ((errors.ServerRefused,), EXIT["refused"], ""),
+    ((redis.ConnectionError, redis.TimeoutError, servers.ServerStartError), EXIT["connection"], "cannot reach Redis: "),
 )
 
 
@@ -171,12 +176,15 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     stats = [q.stats() for q in queues]
     if out.json:
         out.json_doc(stats[0] if args.queue else stats)
-    elif args.queue:
+        return EXIT["ok"]
+    if args.queue:
         queue_stats(out.out, queues[0].machine, stats[0])
     elif stats:
         out.out.print(stats_table({q.name: q.machine for q in queues}, stats))
     else:
         out.notice("no queues yet: try `rjobs demo` or `rjobs enqueue QUEUE TYPE`")
+    for warning in dict.fromkeys(w for s in stats for w in s["warnings"]):  # the server's: once each
+        out.out.print(f"warning: {warning}", style="bold yellow", markup=False)
     return EXIT["ok"]
 
 
@@ -378,11 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT["interrupted"]
     except Exception as exc:
-        code = next((code for kinds, code in _ERRORS if isinstance(exc, kinds)), None)
-        if code is None:
+        # the CLI's own redis-py reads (not through a queue) get the same typed refusals
+        typed = errors.server_refusal(exc) if isinstance(exc, (redis.ResponseError, redis.BusyLoadingError)) else None
+        found = next(((code, words) for kinds, code, words in _ERRORS if isinstance(typed or exc, kinds)), None)
+        if found is None:
             raise
-        out.error(("cannot reach Redis: " if code == EXIT["connection"] else "") + str(exc))
-        return code
+        out.error(found[1] + str(typed or exc))
+        return found[0]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import ValidationError
 from rjobs.keys import validate_dedupe_key, validate_name
 from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
-from rjobs.reads import ReadPlans
+from rjobs.reads import ReadPlans, server_warnings
 from rjobs.runners import Plan
 from rjobs.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
 
@@ -70,6 +70,9 @@ class QueuePlans(ReadPlans):
         process using defaults never resets another's retention or limits."""
         status, stored = yield self.scripts.declare_machine(self.machine, self.config.redis_options(), write_options)
         self.config = QueueConfig.from_redis_options(stored).validate()
+        self.warnings = yield from server_warnings()
+        for warning in self.warnings:
+            log.warning("queue %s: %s", self.keys.name, warning)
         return str(status)
 
     # -- enqueue ----------------------------------------------------------------------------------
