@@ -1,8 +1,9 @@
 """The ``rjobs`` command: argument parsing, server choice and dispatch. Rendering lives in
 rjobs.cli_render, the demo in rjobs.demo. Reference: docs/cli.md.
 
-Server choice, everywhere: ``--url`` > ``REDIS_URL`` > the embedded valkey kept in ``RJOBS_HOME``
-(``~/.rjobs``), started on first use."""
+Server choice: ``--url`` > ``REDIS_URL`` > the default, which for the inspection commands is the
+embedded valkey kept in ``RJOBS_HOME`` (``~/.rjobs``), started on first use; ``rjobs worker`` uses
+its module's queues' own servers (``url=`` > ``REDIS_URL`` > localhost:6379) unless ``--url``."""
 
 from __future__ import annotations
 
@@ -253,10 +254,12 @@ def cmd_retry(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:
-    """Run the workers of a ``module:attr`` target (rjobs.worker.run_from_cli)."""
+    """Run the workers of a ``module:attr`` target (rjobs.worker.run_from_cli) on the servers its
+    queues name (``url=``, else REDIS_URL, else localhost:6379); ``--url`` replaces them all. Never
+    the embedded server: a worker that silently served another server would look healthy idle."""
     from rjobs.worker_cli import run_from_cli
 
-    url = resolve_url(args.url, out)
+    url = args.url or None
     return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))
 
 
@@ -307,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: an option given before the subcommand is not overwritten by the subcommand's default.
-    common.add_argument("--url", default=argparse.SUPPRESS, help="Redis URL (default: $REDIS_URL, else embedded)")
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="Redis URL (default: $REDIS_URL, else embedded; worker: its queues' own)",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="output JSON for scripts")
     parser = argparse.ArgumentParser(prog="rjobs", description="Redis-native job queue: inspect and drive queues.")
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)

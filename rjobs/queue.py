@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 
 from rjobs.config import QueueConfig, default_actor
-from rjobs.connect import async_client, close_async
+from rjobs.connect import async_client, close_async, resolve_url
 from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
@@ -27,15 +26,18 @@ T = TypeVar("T")
 
 
 def default_url() -> str:
-    """``REDIS_URL`` from the environment, else a local server on the default port."""
-    return os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    """``REDIS_URL`` from the environment, else ``redis://localhost:6379/0`` (see
+    :func:`rjobs.connect.resolve_url`)."""
+    return resolve_url(None)
 
 
 class Queue:
     """An async handle on one queue: enqueue, inspect and move jobs.
 
-    ``machine`` is declared in Redis on first use; a different machine already stored for the
-    queue raises :class:`rjobs.MachineConflict`. Pass ``client`` to share a redis.asyncio client.
+    The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
+    ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
+    Sentinel URL (:mod:`rjobs.connect`). ``machine`` is declared in Redis on first use; a different
+    machine already stored for the queue raises :class:`rjobs.MachineConflict`.
     """
 
     def __init__(
@@ -55,7 +57,7 @@ class Queue:
         self.keys = self.plans.keys
         self.scripts = self.plans.scripts
         self._own_client = client is None
-        self.client: aredis.Redis = client if client is not None else async_client(url or default_url())
+        self.client: aredis.Redis = client if client is not None else async_client(resolve_url(url))
         self.runner = AsyncRunner(self.client)
         self._declared = False
 

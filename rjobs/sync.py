@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 import redis
 
 from rjobs.config import QueueConfig, default_actor
-from rjobs.connect import close_sync, sync_client
+from rjobs.connect import close_sync, resolve_url, sync_client
 from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
 from rjobs.plans import _UNSET, QueuePlans
-from rjobs.queue import _request, default_url
+from rjobs.queue import _request
 from rjobs.reads import stats_plan
 from rjobs.runners import Plan, SyncRunner, drive_sync
 
@@ -30,8 +30,9 @@ class SyncQueue:
     """A blocking handle on one queue (Flask, Django, scripts): the same methods and semantics as
     :class:`rjobs.Queue`, driving the same plans over a blocking redis client.
 
-    ``machine`` is declared in Redis on first use; a different machine already stored for the
-    queue raises :class:`rjobs.MachineConflict`. Pass ``client`` to share a redis.Redis client.
+    The server: ``client`` when given (a shared redis.Redis client), else ``url``, else
+    ``REDIS_URL``, else ``redis://localhost:6379/0``. ``machine`` is declared in Redis on first use;
+    a different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class SyncQueue:
         self.keys = self.plans.keys
         self.scripts = self.plans.scripts
         self._own_client = client is None
-        self.client: redis.Redis = client if client is not None else sync_client(url or default_url())
+        self.client: redis.Redis = client if client is not None else sync_client(resolve_url(url))
         self.runner = SyncRunner(self.client)
         self._declared = False
 

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from rjobs.connect import server_label
 from rjobs.errors import ServerRefused
 from rjobs.held import HeldState, Pulse
 from rjobs.keys import validate_name
@@ -260,8 +261,9 @@ class Worker:
         )
         self._jobs = jobs = JobSlots(self.concurrency, self._served, self._runner, self._book, self._pulse)
         log.info(
-            "worker %s: queues %s, functions %s, concurrency %d, lease %.1f s",
+            "worker %s: server %s, queues %s, functions %s, concurrency %d, lease %.1f s",
             self.worker_id,
+            " ".join(dict.fromkeys(server_label(q.client) for q in self.queues)),
             ",".join(q.name for q in self.queues),
             ",".join(sorted(self.functions)) or "-",
             self.concurrency,

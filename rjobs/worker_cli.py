@@ -65,9 +65,11 @@ def run_from_cli(
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
-    ``url`` / ``queues`` / ``concurrency`` override the worker's own settings when given (queues
-    not defined by the worker take the first queue's machine and config); ``burst`` turns burst
-    mode on. 0 = stopped normally, 1 = could not start or crashed, 130 = interrupted at start-up.
+    The worker serves its queues on the servers they name (``Queue(url=...)``, else REDIS_URL,
+    else localhost:6379). ``url`` / ``queues`` / ``concurrency`` override the worker's own settings
+    when given: ``url`` moves every queue to that server; queues not defined by the worker take
+    the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
+    normally, 1 = could not start or crashed, 130 = interrupted at start-up.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
