@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from rjobs import codec
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import ValidationError
@@ -26,23 +28,39 @@ __all__ = ["QueuePlans", "to_job_error"]
 log = logging.getLogger("rjobs")
 _UNSET: Any = object()
 BULK_CHUNK = 500
+_MAX_SECONDS = 253_402_300_799  # 9999-12-31, as epoch seconds: NaN and infinity fail the range test
 T = TypeVar("T")
 
 
 def to_job_error(error: str | BaseException | JobError | dict[str, Any]) -> JobError:
-    """Normalise what a caller passes as an error into the structured form."""
+    """Normalise what a caller passes as an error into the structured form, checked: a non-empty
+    code, a message, ``retry_after_ms`` a non-negative integer or None."""
     if isinstance(error, JobError):
-        return error
+        return _checked(error)
     if isinstance(error, BaseException):
         return JobError(code=type(error).__name__, message=str(error)[:2000])
     if isinstance(error, dict):
+        unknown = set(error) - set(JobError.__struct_fields__)
+        if unknown:
+            raise ValidationError(f"error dict has unknown fields {sorted(unknown)}")
         try:
-            return JobError(**error)
-        except TypeError as exc:
+            return _checked(msgspec.convert(error, JobError))
+        except msgspec.ValidationError as exc:
             raise ValidationError(f"error dict needs code and message: {exc}") from None
     if isinstance(error, str):
         return JobError(code="error", message=error[:2000])
     raise ValidationError(f"error must be a str, exception, dict or JobError, not {type(error).__name__}")
+
+
+def _checked(error: JobError) -> JobError:
+    after = error.retry_after_ms
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        raise ValidationError(f"retry_after_ms must be a non-negative integer of milliseconds, not {after!r}")
+    if not isinstance(error.code, str) or not error.code or not isinstance(error.message, str):
+        raise ValidationError("an error needs a non-empty code and a message (text)")
+    if error.traceback is not None and not isinstance(error.traceback, str):
+        raise ValidationError("an error's traceback must be text")
+    return error
 
 
 def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, what: str) -> int:
@@ -56,8 +74,8 @@ def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, 
         return int(value.timestamp() * 1000)
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValidationError(f"{what} must be a non-negative number of seconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _MAX_SECONDS:
+        raise ValidationError(f"{what} must be a non-negative, finite number of seconds (up to year 9999)")
     return int(value * 1000)
 
 
@@ -224,6 +242,7 @@ class QueuePlans(ReadPlans):
             raise ValidationError("percent must be a number 0-100")
         if step is not None and (not isinstance(step, str) or len(step) > 200):
             raise ValidationError("step must be text of at most 200 characters")
+        codec.check_text(step or "", "step")
         jid = self._id(job_id)
         kind, eta = yield self.scripts.progress(self._actor(actor), jid, _token(token), percent, step or "")
         if kind != "ok":
@@ -235,6 +254,7 @@ class QueuePlans(ReadPlans):
         """Add a comment by ``actor`` to the job's history (seed 003 addComment)."""
         if not isinstance(text, str) or not 1 <= len(text) <= 1000:
             raise ValidationError("comment must be 1-1000 characters")
+        codec.check_text(text, "comment")
         yield self.scripts.comment(self._actor(actor), self._id(job_id), _token(token), text)
         return None
 
@@ -292,7 +312,7 @@ def _token(token: str | int | None) -> str:
 def _reason(reason: str) -> str:
     if not isinstance(reason, str) or len(reason) > 1000:
         raise ValidationError("reason must be text of at most 1000 characters")
-    return reason
+    return codec.check_text(reason, "reason")
 
 
 def _in_chunks(items: Sequence[T], call: Callable[[Sequence[T]], Op]) -> Plan[list[Any]]:

@@ -27,7 +27,7 @@ from rjobs.context import JobContext
 from rjobs.errors import LeaseLost, RjobsError, ValidationError
 from rjobs.lease import FINAL_WRITE_TIMEOUT, Held, HeldState, LeaseBook, Pulse, ServerClock, transient
 from rjobs.machine import StateMachine
-from rjobs.models import ClaimedJob, JobError
+from rjobs.models import ClaimedJob, JobError, Undecodable
 from rjobs.outcomes import JobFunction, Partial, describe_error, retry_after, retryable
 from rjobs.plans import to_job_error
 from rjobs.retry import RetryPolicy
@@ -126,6 +126,10 @@ class JobRunner:
             msg = f"no function registered for job type {job.type!r} on worker {self.worker_id} (known: {known})"
             log.error("job %s: %s", job.id, msg)
             return moves.fail(job, JobError(code="unknown_function", message=msg))
+        if isinstance(job.params, Undecodable):
+            msg = f"params of {job.type!r} cannot be decoded: {job.params.reason}"
+            log.warning("job %s: %s", job.id, msg)
+            return moves.fail(job, JobError(code="invalid_params", message=msg))
         try:
             params = fn.convert_params(job.params)
         except msgspec.ValidationError as exc:
