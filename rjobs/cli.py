@@ -49,9 +49,8 @@ class QueueNotFound(RjobsError, LookupError):
 
 
 _USAGE = (errors.ValidationError, errors.InvalidTransition, errors.MachineConflict, errors.Unauthorized)
-#: What each expected error means for the exit code, and the words before its message; anything
-#: else is a bug and keeps its traceback. The server's refusals: PermissionDenied (an ACL) is 4
-#: like a failed authentication; the ones that pass (busy, loading, out of memory, read-only) are 6.
+#: Exit code and words before the message per expected error; anything else is a bug and keeps its
+#: traceback. An ACL refusal is 4 like a failed AUTH; refusals that pass (busy, out of memory...) 6.
 _ERRORS: tuple[tuple[tuple[type[Exception], ...], int, str], ...] = (
     ((errors.JobNotFound, QueueNotFound), EXIT["not_found"], ""),
     ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"], ""),
@@ -254,9 +253,8 @@ def cmd_retry(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:
-    """Run the workers of a ``module:attr`` target (rjobs.worker.run_from_cli) on the servers its
-    queues name (``url=``, else REDIS_URL, else localhost:6379); ``--url`` replaces them all. Never
-    the embedded server: a worker that silently served another server would look healthy idle."""
+    """Run the workers of a ``module:attr`` target (rjobs.worker_cli) on the servers its queues
+    name, or on ``--url``; never the embedded server (an idle worker on it would look healthy)."""
     from rjobs.worker_cli import run_from_cli
 
     url = args.url or None

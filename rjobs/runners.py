@@ -369,8 +369,7 @@ class SyncRunner:
 
 
 def _refused_read(ops: Sequence[Op], results: list[Any]) -> None:
-    """Raise the typed refusal of a plain command of a round trip (plans check their script calls'
-    results themselves; a read refused by the server's state has no result to hand them)."""
+    """Raise a plain read's refusal (a script call's error is a result: plans check it)."""
     for op, result in zip(ops, results):
         if isinstance(result, ServerRefused) and isinstance(op, Cmd):
             raise result
@@ -392,8 +391,8 @@ async def drive_async(runner: AsyncRunner, plan: Plan[T]) -> T:
                     result = await runner.command(op)
             except (RjobsError, ResponseError) as exc:
                 op = plan.throw(exc)
-                continue
-            op = plan.send(result)
+            else:
+                op = plan.send(result)
     except StopIteration as stop:
         value: T = stop.value
         return value
@@ -414,8 +413,8 @@ def drive_sync(runner: SyncRunner, plan: Plan[T]) -> T:
                     result = runner.command(op)
             except (RjobsError, ResponseError) as exc:
                 op = plan.throw(exc)
-                continue
-            op = plan.send(result)
+            else:
+                op = plan.send(result)
     except StopIteration as stop:
         value: T = stop.value
         return value
