@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 import anyio
+import redis
 
+from rjobs.errors import RjobsError
 from rjobs.queue import Queue
 from rjobs.worker import Worker
 
@@ -85,6 +87,9 @@ def run_from_cli(
         anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
     except KeyboardInterrupt:
         code = 130
+    except (RjobsError, redis.ConnectionError, redis.TimeoutError) as exc:  # expected: one line, no traceback
+        log.error("worker %s stopped: %s: %s", worker.worker_id, type(exc).__name__, exc)
+        code = 1
     except Exception:
         log.exception("worker %s crashed", worker.worker_id)
         code = 1

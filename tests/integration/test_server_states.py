@@ -257,9 +257,14 @@ def test_an_evicting_maxmemory_policy_is_warned_about(own: LocalServer, admin: r
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``rjobs ARGS...`` as a user runs it."""
+    """``rjobs ARGS...`` as a user runs it, in ``home`` (so a worker module there is importable)."""
     return subprocess.run(
-        [sys.executable, "-m", "rjobs.cli", *args], capture_output=True, text=True, timeout=60, env=cli_env(home)
+        [sys.executable, "-m", "rjobs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(home),
+        cwd=home,
     )
 
 
@@ -286,6 +291,9 @@ def test_cli_says_what_the_server_refused_in_one_line(own: LocalServer, admin: r
     for args in (("enqueue", "c", "t"), ("enqueue", "new", "t"), ("show", job, "-q", "c"), ("stats",)):
         denied = cli(tmp_path, *args, "--url", limited)
         assert denied.returncode == 4 and "NOPERM" in one_error_line(denied), args
+    (tmp_path / "aclworker.py").write_text("import rjobs\nworker = rjobs.Worker('c', functions={'t': print})\n")
+    worker = cli(tmp_path, "worker", "aclworker:worker", "--burst", "--url", limited)
+    assert worker.returncode == 1 and "PermissionDenied" in worker.stderr and "Traceback" not in worker.stderr
     assert keyspace_fingerprint(admin, "*") == before
 
     admin.config_set("maxmemory-policy", "allkeys-lru")
