@@ -53,7 +53,7 @@ def encode_json(value: Any, *, limit: int | None = None, what: str = "payload") 
     # Both checks below look at the value only when the cheap test on the bytes says they must.
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and json_depth(data) > MAX_DEPTH:
         raise ValidationError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-    if b"null" in data and _has_non_finite(msgspec.to_builtins(value)):
+    if value is not None and b"null" in data and _has_non_finite(msgspec.to_builtins(value)):
         raise ValidationError(f"{what} holds NaN or infinity, which JSON cannot carry")
     return data
 
