@@ -1,8 +1,9 @@
 """The ``rjobs`` command: argument parsing, server choice and dispatch. Rendering lives in
 rjobs.cli_render, the demo in rjobs.demo. Reference: docs/cli.md.
 
-Server choice, everywhere: ``--url`` > ``REDIS_URL`` > the embedded valkey kept in ``RJOBS_HOME``
-(``~/.rjobs``), started on first use."""
+Server choice: ``--url`` > ``REDIS_URL`` > the default, which for the inspection commands is the
+embedded valkey kept in ``RJOBS_HOME`` (``~/.rjobs``), started on first use; ``rjobs worker`` uses
+its module's queues' own servers (``url=`` > ``REDIS_URL`` > localhost:6379) unless ``--url``."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from rjobs.sync import SyncQueue
 __all__ = ["EXIT", "QueueNotFound", "main", "open_queue", "resolve_url"]
 
 #: Exit codes (docs/cli.md): watch maps the job's final role to ok / failed / partial.
-EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "interrupted": 130}
+EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "refused": 6,
+        "interrupted": 130}  # fmt: skip
 MACHINES = {"job": JOB, "task": TASK}
 
 
@@ -47,11 +49,14 @@ class QueueNotFound(RjobsError, LookupError):
 
 
 _USAGE = (errors.ValidationError, errors.InvalidTransition, errors.MachineConflict, errors.Unauthorized)
-#: What each expected error means for the exit code; anything else is a bug and keeps its traceback.
-_ERRORS: tuple[tuple[tuple[type[Exception], ...], int], ...] = (
-    ((errors.JobNotFound, QueueNotFound), EXIT["not_found"]),
-    ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"]),
-    ((redis.ConnectionError, redis.TimeoutError, servers.ServerStartError), EXIT["connection"]),
+#: Exit code and words before the message per expected error; anything else is a bug and keeps its
+#: traceback. An ACL refusal is 4 like a failed AUTH; refusals that pass (busy, out of memory...) 6.
+_ERRORS: tuple[tuple[tuple[type[Exception], ...], int, str], ...] = (
+    ((errors.JobNotFound, QueueNotFound), EXIT["not_found"], ""),
+    ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"], ""),
+    ((errors.PermissionDenied,), EXIT["connection"], ""),
+    ((errors.ServerRefused,), EXIT["refused"], ""),
+    ((redis.ConnectionError, redis.TimeoutError, servers.ServerStartError), EXIT["connection"], "cannot reach Redis: "),
 )
 
 
@@ -171,12 +176,15 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     stats = [q.stats() for q in queues]
     if out.json:
         out.json_doc(stats[0] if args.queue else stats)
-    elif args.queue:
+        return EXIT["ok"]
+    if args.queue:
         queue_stats(out.out, queues[0].machine, stats[0])
     elif stats:
         out.out.print(stats_table({q.name: q.machine for q in queues}, stats))
     else:
         out.notice("no queues yet: try `rjobs demo` or `rjobs enqueue QUEUE TYPE`")
+    for warning in dict.fromkeys(w for s in stats for w in s["warnings"]):  # the server's: once each
+        out.out.print(f"warning: {warning}", style="bold yellow", markup=False)
     return EXIT["ok"]
 
 
@@ -247,10 +255,11 @@ def cmd_retry(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:
-    """Run the workers of a ``module:attr`` target (rjobs.worker.run_from_cli)."""
+    """Run the workers of a ``module:attr`` target (rjobs.worker_cli) on the servers its queues
+    name, or on ``--url``; never the embedded server (an idle worker on it would look healthy)."""
     from rjobs.worker_cli import run_from_cli
 
-    url = resolve_url(args.url, out)
+    url = args.url or None
     return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))
 
 
@@ -301,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: an option given before the subcommand is not overwritten by the subcommand's default.
-    common.add_argument("--url", default=argparse.SUPPRESS, help="Redis URL (default: $REDIS_URL, else embedded)")
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="Redis URL (default: $REDIS_URL, else embedded; worker: its queues' own)",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="output JSON for scripts")
     parser = argparse.ArgumentParser(prog="rjobs", description="Redis-native job queue: inspect and drive queues.")
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
@@ -380,11 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT["interrupted"]
     except Exception as exc:
-        code = next((code for kinds, code in _ERRORS if isinstance(exc, kinds)), None)
-        if code is None:
+        # the CLI's own redis-py reads (not through a queue) get the same typed refusals
+        typed = errors.server_refusal(exc) if isinstance(exc, (redis.ResponseError, redis.BusyLoadingError)) else None
+        found = next(((code, words) for kinds, code, words in _ERRORS if isinstance(typed or exc, kinds)), None)
+        if found is None:
             raise
-        out.error(("cannot reach Redis: " if code == EXIT["connection"] else "") + str(exc))
-        return code
+        out.error(found[1] + str(typed or exc))
+        return found[0]
 
 
 if __name__ == "__main__":

@@ -4,30 +4,98 @@ hashes and stream entries are decoded into the models here. No pickle anywhere."
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 import msgspec
 
 from rjobs.errors import ValidationError
-from rjobs.models import Asset, Event, Job, JobError, Progress
+from rjobs.models import Asset, Event, Job, JobError, Progress, Undecodable
 
-__all__ = ["decode_json", "encode_json", "event_from_entry", "job_from_hash"]
+__all__ = [
+    "MAX_DEPTH",
+    "check_text",
+    "decode_json",
+    "decode_stored",
+    "encode_json",
+    "event_from_entry",
+    "job_from_hash",
+    "json_depth",
+]
+
+#: How deeply a payload (params, result, error, asset meta) may nest lists and objects.
+MAX_DEPTH = 64
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 _error_decoder = msgspec.json.Decoder(JobError)
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')  # JSON strings may hold brackets: not nesting
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = [1 if c in b"[{" else -1 for c in range(256)]
 
 
 def encode_json(value: Any, *, limit: int | None = None, what: str = "payload") -> bytes:
-    """Encode ``value`` as JSON; raise ValidationError if it cannot be or is over ``limit`` bytes."""
+    """Encode ``value`` as JSON; raise ValidationError if it cannot be, is over ``limit`` bytes,
+    nests deeper than :data:`MAX_DEPTH`, holds NaN or infinity (msgspec would write ``null``) or
+    text that is not valid Unicode (a lone surrogate)."""
     try:
         data = _encoder.encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
         raise ValidationError(f"{what} is not JSON-encodable: {exc}") from None
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     if limit is not None and len(data) > limit:
         raise ValidationError(f"{what} is {len(data)} bytes, over the limit of {limit}")
+    # Both checks below look at the value only when the cheap test on the bytes says they must.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and json_depth(data) > MAX_DEPTH:
+        raise ValidationError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    if value is not None and b"null" in data and _has_non_finite(msgspec.to_builtins(value)):
+        raise ValidationError(f"{what} holds NaN or infinity, which JSON cannot carry")
     return data
+
+
+def check_text(text: str, what: str) -> str:
+    """``text``, or ValidationError when it cannot be sent as UTF-8 (a lone surrogate)."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValidationError(f"{what} holds text that is not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+def json_depth(data: bytes) -> int:
+    """How deeply the JSON text ``data`` nests lists and objects (brackets inside strings aside)."""
+    brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def decode_stored(data: bytes | str | None) -> Any:
+    """Decode a stored payload (params, result) that someone may have written around the client:
+    what is not JSON or nests deeper than :data:`MAX_DEPTH` comes back as :class:`Undecodable`
+    (never a RecursionError), so one bad job cannot break a claim or a read of many."""
+    if isinstance(data, str):
+        data = data.encode()
+    if data and data.count(b"[") + data.count(b"{") > MAX_DEPTH and json_depth(data) > MAX_DEPTH:
+        return Undecodable(reason=f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        return decode_json(data)
+    except Exception as exc:  # whatever it is, it is this payload's alone
+        return Undecodable(reason=f"not valid JSON ({type(exc).__name__}: {exc})"[:500])
 
 
 def decode_json(data: bytes | str | None) -> Any:
@@ -37,23 +105,13 @@ def decode_json(data: bytes | str | None) -> Any:
     return _decoder.decode(data)
 
 
-def decode_stored(data: bytes | str | None) -> Any:
-    """Decode a payload read back from a job hash. A value that is not JSON (written by hand, or
-    nested past what a reader can decode) comes back as its raw text, so one bad job never makes
-    a read of the others fail."""
-    try:
-        return decode_json(data)
-    except (msgspec.DecodeError, RecursionError):
-        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-
-
 def decode_error(data: bytes | str | None) -> JobError | None:
     """Decode a stored structured error."""
     if not data:
         return None
     try:
         return _error_decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # not a structured error: its text
         return JobError(code="error", message=str(decode_stored(data))[:2000])
 
 

@@ -22,6 +22,7 @@ Sentinel clients keep redis-py's Sentinel pool; rjobs' runners wait for its conn
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -33,7 +34,20 @@ from redis.sentinel import Sentinel
 from rjobs.errors import ValidationError
 from rjobs.wire import POOL_WAIT
 
-__all__ = ["MAX_CONNECTIONS", "SENTINEL_SCHEMES", "async_client", "close_async", "close_sync", "sync_client"]
+__all__ = [
+    "DEFAULT_URL",
+    "MAX_CONNECTIONS",
+    "SENTINEL_SCHEMES",
+    "async_client",
+    "close_async",
+    "close_sync",
+    "resolve_url",
+    "server_label",
+    "sync_client",
+]
+
+#: The library's default server, when neither ``url=`` nor ``REDIS_URL`` names one.
+DEFAULT_URL = "redis://localhost:6379/0"
 
 #: URL schemes this module reads itself (everything else goes to redis-py's from_url).
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -103,6 +117,37 @@ def _host_port(item: str, url: str) -> tuple[str, int]:
         return host, int(port) if sep else _SENTINEL_PORT
     except ValueError:
         raise ValidationError(f"Sentinel URL {url!r}: bad port in {item!r}") from None
+
+
+def resolve_url(url: str | None) -> str:
+    """The server a queue uses, in the one order rjobs follows everywhere: the explicit ``url``
+    (``url=`` in code, ``--url`` on the command line), else ``REDIS_URL``, else :data:`DEFAULT_URL`
+    (the CLI's inspection commands default to their embedded server instead; docs/cli.md)."""
+    return url or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def server_label(client: Any) -> str:
+    """Where a client connects, for logs: a URL without credentials (``redis://host:port/db``,
+    ``unix:///path?db=N``, ``redis+sentinel://s1:26379,s2:26379/service/db``)."""
+    pool = getattr(client, "connection_pool", None)
+    kw: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
+    db = kw.get("db") or 0
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        sentinels = getattr(getattr(pool, "sentinel_manager", None), "sentinels", [])
+        hosts = ",".join(_host_of(s.connection_pool.connection_kwargs) for s in sentinels)
+        return f"{'rediss' if kw.get('ssl') else 'redis'}+sentinel://{hosts}/{service}/{db}"
+    if kw.get("path"):
+        return f"unix://{kw['path']}?db={db}"
+    if "host" in kw or "port" in kw:
+        tls = "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "")
+        return f"{'rediss' if tls else 'redis'}://{_host_of(kw)}/{db}"
+    return type(client).__module__.split(".")[0]  # fakeredis, or a client rjobs does not know
+
+
+def _host_of(kw: dict[str, Any]) -> str:
+    host = str(kw.get("host") or "localhost")
+    return f"[{host}]:{kw.get('port') or 6379}" if ":" in host else f"{host}:{kw.get('port') or 6379}"
 
 
 def is_sentinel_url(url: str) -> bool:

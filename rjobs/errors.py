@@ -1,4 +1,5 @@
-"""The one error tree of rjobs, and the table that maps Lua error codes to it."""
+"""The one error tree of rjobs, and the one place that maps error replies to it: the Lua
+scripts' ``RJ_<CODE>`` replies and the server's own refusals (LOADING, OOM, NOPERM, ...)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,32 @@ __all__ = [
     "LeaseRequired",
     "MachineConflict",
     "MachineError",
+    "OutOfMemory",
+    "PermissionDenied",
+    "ReadOnly",
     "RjobsError",
     "ScriptError",
+    "ServerBusy",
+    "ServerRefused",
     "StateConflict",
     "Unauthorized",
     "ValidationError",
     "WaitTimeout",
     "error_from_reply",
+    "reply_text",
+    "server_refusal",
 ]
 
 
 class RjobsError(Exception):
-    """Base of every error rjobs raises on purpose."""
+    """Base of every error rjobs raises on purpose.
+
+    ``retryable`` tells whether the very same call may succeed if simply made again later (a
+    transient server state, a timeout); the worker retries a job function that raised an rjobs
+    error only when it is true."""
 
     code = "rjobs_error"
+    retryable = False
 
 
 class ValidationError(RjobsError, ValueError):
@@ -122,6 +135,48 @@ class WaitTimeout(RjobsError, TimeoutError):
     """wait() gave up before the job reached a final state."""
 
     code = "timeout"
+    retryable = True
+
+
+class ServerRefused(RjobsError):
+    """The server refused the command because of its own state or settings; the command did not
+    run, so nothing was written. ``reply`` is the server's error reply as it came."""
+
+    code = "server_refused"
+
+    def __init__(self, reply: str, summary: str = "") -> None:
+        super().__init__(f"{summary}: {reply}" if summary else reply)
+        self.reply = reply
+
+
+class ServerBusy(ServerRefused):
+    """The server cannot serve commands for now: loading its dataset after a restart (LOADING),
+    running a long script (BUSY), a replica without its master (MASTERDOWN), TRYAGAIN."""
+
+    code = "server_busy"
+    retryable = True
+
+
+class OutOfMemory(ServerRefused):
+    """The server reached ``maxmemory`` (with ``noeviction``) and refuses writes (OOM); reads work."""
+
+    code = "out_of_memory"
+    retryable = True
+
+
+class ReadOnly(ServerRefused):
+    """The server takes no writes: a replica or a demoted master (READONLY), or a master that
+    cannot persist to disk (MISCONF)."""
+
+    code = "read_only"
+    retryable = True
+
+
+class PermissionDenied(ServerRefused, PermissionError):
+    """The server's ACL refuses this user the command or the queue's keys (NOPERM), or it requires
+    authentication (NOAUTH). Trying again does not help: the user's permissions must change."""
+
+    code = "permission_denied"
 
 
 class ScriptError(RjobsError):
@@ -130,8 +185,42 @@ class ScriptError(RjobsError):
     code = "script"
 
 
-def error_from_reply(message: str) -> RjobsError:
-    """Map a Lua error reply ``"RJ_<CODE> arg1 arg2..."`` to the matching exception."""
+#: The server's error reply prefixes that are a state of the server, not a bug: the class and
+#: what the reply means, for people.
+SERVER_STATES: dict[str, tuple[type[ServerRefused], str]] = {
+    "LOADING": (ServerBusy, "Redis is loading its dataset (after a restart)"),
+    "BUSY": (ServerBusy, "Redis is busy running a long script"),
+    "MASTERDOWN": (ServerBusy, "the replica has lost its master"),
+    "TRYAGAIN": (ServerBusy, "Redis asks to try again"),
+    "CLUSTERDOWN": (ServerBusy, "the cluster is down"),
+    "OOM": (OutOfMemory, "Redis is out of memory (maxmemory reached): writes are refused, nothing was written"),
+    "READONLY": (ReadOnly, "Redis takes no writes (a read-only replica)"),
+    "MISCONF": (ReadOnly, "Redis cannot persist to disk and refuses writes"),
+    "NOPERM": (PermissionDenied, "the Redis user lacks a permission (ACL)"),
+    "NOAUTH": (PermissionDenied, "Redis requires authentication"),
+}
+
+
+def reply_text(error: BaseException | str) -> str:
+    """An error reply as the server sent it: redis-py's exceptions keep its first word apart, in
+    ``status_code``, for the codes it knows (LOADING, OOM, NOPERM, ...)."""
+    text = str(error)
+    status = getattr(error, "status_code", None)
+    return f"{status} {text}" if isinstance(status, str) and status and not text.startswith(status) else text
+
+
+def server_refusal(error: BaseException | str) -> ServerRefused | None:
+    """The typed error of a server refusal (an error reply, as text or as a redis-py exception),
+    or None when the reply is not one."""
+    text = reply_text(error)
+    found = SERVER_STATES.get(text.split(" ", 1)[0])
+    return found[0](text, found[1]) if found is not None else None
+
+
+def error_from_reply(reply: BaseException | str) -> RjobsError:
+    """Map an error reply of a script to the matching exception: the scripts' own ``"RJ_<CODE>
+    arg1 arg2..."``, a server refusal (:data:`SERVER_STATES`), else :class:`ScriptError`."""
+    message = reply_text(reply)
     parts = message.split(" ")
     code = parts[0]
     args = parts[1:]
@@ -151,5 +240,7 @@ def error_from_reply(message: str) -> RjobsError:
         "RJ_STATE": StateConflict,
         "RJ_DEDUPE": DedupeConflict,
     }
-    cls = simple.get(code, ScriptError)
-    return cls(" ".join(args) if cls is not ScriptError else message)
+    cls = simple.get(code)
+    if cls is not None:
+        return cls(" ".join(args))
+    return server_refusal(message) or ScriptError(message)

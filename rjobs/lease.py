@@ -39,7 +39,7 @@ import hiredis
 import redis.asyncio as aredis
 import redis.exceptions
 
-from rjobs.errors import RjobsError
+from rjobs.errors import RjobsError, server_refusal
 from rjobs.held import Held, HeldState, Pulse
 from rjobs.link import Link, LinkSettings
 from rjobs.scripts import Cmd
@@ -59,6 +59,7 @@ __all__ = [
     "ServerClock",
     "Waker",
     "WorkerStats",
+    "transient",
 ]
 
 log = logging.getLogger("rjobs.worker")
@@ -67,8 +68,15 @@ log = logging.getLogger("rjobs.worker")
 REDIS_DOWN: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 #: REDIS_DOWN or a script refusing the call: log, wait, try again.
 RETRYABLE: tuple[type[BaseException], ...] = (*REDIS_DOWN, RjobsError)
-#: Final writes (finish, hand-back) are shielded from cancellation but never wait longer than this.
+#: Final writes (finish, hand-back) are shielded from cancellation and wait at least this long;
+#: while Redis is down or refuses for now, the worker keeps trying until the jobs' leases run out.
 FINAL_WRITE_TIMEOUT = 5.0
+
+
+def transient(exc: BaseException) -> bool:
+    """True when the same call may succeed later: Redis unreachable, or refusing for now (loading,
+    busy, out of memory, read-only: :class:`rjobs.ServerRefused` with ``retryable``)."""
+    return isinstance(exc, REDIS_DOWN) or (isinstance(exc, RjobsError) and exc.retryable)
 
 
 @dataclass
@@ -192,7 +200,10 @@ class _WakeLine:
     async def blpop(self, block: float) -> None:
         timeout = max(0.001, round(block, 3))
         if self._client is not None:
-            await self._client.blpop(self.keys, timeout=timeout)
+            try:
+                await self._client.blpop(self.keys, timeout=timeout)
+            except (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError) as exc:
+                raise (server_refusal(exc) or exc) from None
             return
         assert self._settings is not None
         self._link = Link.current(self._link, self._settings)
@@ -204,7 +215,7 @@ class _WakeLine:
             self._link.close()
             raise
         if isinstance(reply, redis.exceptions.ResponseError):
-            raise reply
+            raise server_refusal(reply) or reply
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -363,11 +374,12 @@ class Reaper:
             try:
                 # TIME rides along to keep the server clock estimate fresh at no extra round trip.
                 reaped, now = await queue.runner.run_many([call, Cmd(("TIME",))])
-            except REDIS_DOWN as exc:
-                log.warning("reap failed (%s: %s)", type(exc).__name__, exc)
-                return
-            if isinstance(reaped, BaseException):
-                log.error("reap failed: %s", reaped)
+                failed_with = next((r for r in (reaped, now) if isinstance(r, BaseException)), None)
+            except RETRYABLE as exc:
+                failed_with = exc
+            if failed_with is not None:  # one line, no traceback: the next round tries again
+                level = logging.WARNING if transient(failed_with) else logging.ERROR
+                log.log(level, "reap failed (%s: %s)", type(failed_with).__name__, failed_with)
                 return
             self.clock.observe(now, sent, time.time())
             requeued, failed, purged = reaped

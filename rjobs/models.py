@@ -16,6 +16,7 @@ __all__ = [
     "JobOutcome",
     "JobRequest",
     "Progress",
+    "Undecodable",
 ]
 
 
@@ -129,6 +130,14 @@ class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
     retry_count: int
     created_ms: int
     lease_deadline_ms: int
+
+
+class Undecodable(msgspec.Struct, frozen=True, tag=True):
+    """Stands for a stored payload (params, result) that could not be decoded: written around the
+    client, not JSON or nested too deep. A worker that claims a job with such params fails it with
+    code ``invalid_params``; reads show the job with this in place of the payload."""
+
+    reason: str
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -62,8 +62,10 @@ class Retry(Exception):
     code = "retry"
 
     def __init__(self, after: float | None = None, reason: str = "") -> None:
-        if after is not None and (isinstance(after, bool) or not isinstance(after, (int, float)) or after < 0):
-            raise ValueError("Retry(after=...) must be a non-negative number of seconds or None")
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, (int, float)) or not 0 <= after < math.inf
+        ):
+            raise ValueError("Retry(after=...) must be a non-negative, finite number of seconds or None")
         super().__init__(reason or (f"retry requested in {after} s" if after is not None else "retry requested"))
         self.after = after
         self.reason = reason
@@ -217,11 +219,17 @@ def describe_error(exc: BaseException, *, code: str | None = None, traceback: st
     """A structured error for an exception: its code, message and (optional) traceback."""
     after = retry_after(exc)
     return JobError(
-        code=code or error_code(exc),
-        message=(str(exc) or type(exc).__name__)[:2000],
+        code=_sendable(code or error_code(exc)),
+        message=_sendable((str(exc) or type(exc).__name__)[:2000]),
         retry_after_ms=int(after * 1000) if after is not None else None,
-        traceback=traceback,
+        traceback=_sendable(traceback) if traceback is not None else None,
     )
+
+
+def _sendable(text: str) -> str:
+    """Text as UTF-8 can carry it: an exception's message may hold lone surrogates (escaped here,
+    or the job's failure could not be recorded)."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from rjobs import codec
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
 from rjobs.keys import validate_dedupe_key, validate_name
 from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
-from rjobs.reads import ReadPlans
+from rjobs.reads import ReadPlans, server_warnings
 from rjobs.runners import Plan
 from rjobs.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
 
@@ -32,15 +34,19 @@ T = TypeVar("T")
 
 
 def to_job_error(error: str | BaseException | JobError | dict[str, Any]) -> JobError:
-    """Normalise what a caller passes as an error into the structured form."""
+    """Normalise what a caller passes as an error into the structured form, checked: a non-empty
+    code, a message, ``retry_after_ms`` a non-negative integer or None."""
     if isinstance(error, JobError):
-        return error
+        return _checked(error)
     if isinstance(error, BaseException):
         return JobError(code=type(error).__name__, message=str(error)[:2000])
     if isinstance(error, dict):
+        unknown = set(error) - set(JobError.__struct_fields__)
+        if unknown:
+            raise ValidationError(f"error dict has unknown fields {sorted(unknown)}")
         try:
-            return JobError(**error)
-        except TypeError as exc:
+            return _checked(msgspec.convert(error, JobError))
+        except msgspec.ValidationError as exc:
             raise ValidationError(f"error dict needs code and message: {exc}") from None
     if isinstance(error, str):
         return JobError(code="error", message=error[:2000])
@@ -51,6 +57,17 @@ def to_job_error(error: str | BaseException | JobError | dict[str, Any]) -> JobE
 MAX_MS = 253_402_300_799_999
 #: The longest delay (100 years, ms).
 MAX_DELAY_MS = 3_153_600_000_000
+
+
+def _checked(error: JobError) -> JobError:
+    after = error.retry_after_ms
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        raise ValidationError(f"retry_after_ms must be a non-negative integer of milliseconds, not {after!r}")
+    if not isinstance(error.code, str) or not error.code or not isinstance(error.message, str):
+        raise ValidationError("an error needs a non-empty code and a message (text)")
+    if error.traceback is not None and not isinstance(error.traceback, str):
+        raise ValidationError("an error's traceback must be text")
+    return error
 
 
 def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, what: str) -> int:
@@ -64,12 +81,13 @@ def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, 
         value = value.timestamp()
     if isinstance(value, dt.timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValidationError(f"{what} must be a finite, non-negative number of seconds")
-    ms = int(value * 1000)
-    if ms > (MAX_MS if absolute else MAX_DELAY_MS):
-        raise ValidationError(f"{what} is too far in the future")
-    return ms
+    limit = (MAX_MS if absolute else MAX_DELAY_MS) / 1000
+    # NaN fails both comparisons, infinity and huge integers the second
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+        raise ValidationError(
+            f"{what} must be a finite, non-negative number of seconds (up to year 9999; delays up to 100 years)"
+        )
+    return int(value * 1000)
 
 
 class QueuePlans(ReadPlans):
@@ -81,6 +99,9 @@ class QueuePlans(ReadPlans):
         process using defaults never resets another's retention or limits."""
         status, stored = yield self.scripts.declare_machine(self.machine, self.config.redis_options(), write_options)
         self.config = QueueConfig.from_redis_options(stored).validate()
+        self.warnings = yield from server_warnings()
+        for warning in self.warnings:
+            log.warning("queue %s: %s", self.keys.name, warning)
         return str(status)
 
     # -- enqueue ----------------------------------------------------------------------------------
@@ -133,8 +154,9 @@ class QueuePlans(ReadPlans):
         """Create many jobs in one round trip. Every request is validated before anything is sent.
         Up to BULK_CHUNK requests are one script call, all or nothing: an error is raised and
         nothing was written. More take one call per chunk, which cannot be atomic together, so the
-        call never raises once a chunk may have been written: it returns one outcome per request,
-        ``refused`` (with its reason) for every request of a chunk the server refused."""
+        call never raises once a chunk was written: it returns one outcome per request, ``refused``
+        (with its reason) for every request of a chunk the server refused. When every chunk was
+        refused, nothing was written and the first refusal is raised."""
         specs = [self.spec(r) for r in reqs]
         seen: set[str] = set()
         for spec in specs:
@@ -150,6 +172,8 @@ class QueuePlans(ReadPlans):
             return outcomes
         starts = range(0, len(specs), BULK_CHUNK)
         replies: list[Any] = yield [self.scripts.enqueue(who, specs[i : i + BULK_CHUNK]) for i in starts]
+        if all(isinstance(reply, BaseException) for reply in replies):
+            raise replies[0]  # nothing was written: the call fails as one
         out: list[EnqueueOutcome] = []
         for start, reply in zip(starts, replies):
             chunk = specs[start : start + BULK_CHUNK]
@@ -324,7 +348,7 @@ class QueuePlans(ReadPlans):
             or not 0 <= percent <= 100
         ):
             raise ValidationError("percent must be a number 0-100")
-        if step is not None and (not isinstance(step, str) or len(step.encode("utf-8", "surrogatepass")) > 200):
+        if step is not None and (not isinstance(step, str) or len(codec.check_text(step, "step").encode()) > 200):
             raise ValidationError("step must be text of at most 200 bytes")
         jid = self._id(job_id)
         kind, eta = yield self.scripts.progress(
@@ -332,7 +356,7 @@ class QueuePlans(ReadPlans):
             jid,
             _token(token),
             float(percent),
-            _text(step or "", "step"),
+            codec.check_text(step or "", "step"),
             _flag(operator, "operator"),
         )
         if kind != "ok":
@@ -342,7 +366,7 @@ class QueuePlans(ReadPlans):
 
     def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> Plan[None]:
         """Add a comment by ``actor`` to the job's history (never trimmed)."""
-        if not isinstance(text, str) or not 1 <= len(_text(text, "comment").encode()) <= 1000:
+        if not isinstance(text, str) or not 1 <= len(codec.check_text(text, "comment").encode()) <= 1000:
             raise ValidationError("comment must be 1-1000 bytes")
         yield self.scripts.comment(self._actor(actor), self._id(job_id), _token(token), text)
         return None
@@ -417,15 +441,6 @@ def _flag(value: object, what: str) -> bool:
     return value
 
 
-def _text(value: str, what: str) -> str:
-    """Text that encodes as UTF-8 (a lone surrogate does not)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise ValidationError(f"{what} is not valid text (a lone surrogate?)") from None
-    return value
-
-
 def _lease_ms(lease: float | None) -> int:
     seconds = MANUAL_LEASE if lease is None else lease
     if (
@@ -459,7 +474,7 @@ def _token(token: str | int | None) -> str:
 
 
 def _reason(reason: str) -> str:
-    if not isinstance(reason, str) or len(_text(reason, "reason").encode()) > 1000:
+    if not isinstance(reason, str) or len(codec.check_text(reason, "reason").encode()) > 1000:
         raise ValidationError("reason must be text of at most 1000 bytes")
     return reason
 

@@ -3,15 +3,16 @@ twin in rjobs.sync drives the very same plans."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 
 from rjobs.config import QueueConfig, default_actor
-from rjobs.connect import async_client, close_async
+from rjobs.connect import async_client, close_async, resolve_url
+from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.hold import Hold
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
@@ -27,15 +28,18 @@ T = TypeVar("T")
 
 
 def default_url() -> str:
-    """``REDIS_URL`` from the environment, else a local server on the default port."""
-    return os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    """``REDIS_URL`` from the environment, else ``redis://localhost:6379/0`` (see
+    :func:`rjobs.connect.resolve_url`)."""
+    return resolve_url(None)
 
 
 class Queue:
     """An async handle on one queue: enqueue, inspect and move jobs.
 
-    ``machine`` is declared in Redis on first use; a different machine already stored for the
-    queue raises :class:`rjobs.MachineConflict`. Pass ``client`` to share a redis.asyncio client.
+    The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
+    ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
+    Sentinel URL (:mod:`rjobs.connect`). ``machine`` is declared in Redis on first use; a different
+    machine already stored for the queue raises :class:`rjobs.MachineConflict`.
     """
 
     def __init__(
@@ -55,7 +59,7 @@ class Queue:
         self.keys = self.plans.keys
         self.scripts = self.plans.scripts
         self._own_client = client is None
-        self.client: aredis.Redis = client if client is not None else async_client(url or default_url())
+        self.client: aredis.Redis = client if client is not None else async_client(resolve_url(url))
         self.runner = AsyncRunner(self.client)
         self.waits = Waits(self.runner, self.plans)
         self._declared = False
@@ -64,6 +68,14 @@ class Queue:
         if not self._declared:
             await drive_async(self.runner, self.plans.declare(self._explicit_config))
             self._declared = True
+        return await drive_async(self.runner, plan)
+
+    async def _read(self, plan: Plan[T]) -> T:
+        # A server that refuses writes (out of memory, a replica) still answers reads: a declare it
+        # refuses does not stop them (declared with the next call that writes).
+        if not self._declared:
+            with contextlib.suppress(OutOfMemory, ReadOnly):
+                await self.declare()
         return await drive_async(self.runner, plan)
 
     async def declare(self) -> str:
@@ -135,43 +147,44 @@ class Queue:
     # -- reads ------------------------------------------------------------------------------------
     async def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
-        return await self._drive(self.plans.get(job_id, user_id))
+        return await self._read(self.plans.get(job_id, user_id))
 
     async def counts(self) -> dict[str, int]:
         """Jobs per state."""
-        return await self._drive(self.plans.counts())
+        return await self._read(self.plans.counts())
 
     async def stats(self) -> dict[str, Any]:
         """Counts, live workers and the age of the oldest ready job."""
-        return await self._drive(stats_plan(self.plans))
+        return await self._read(stats_plan(self.plans))
 
     async def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
         """The job's history, oldest first."""
-        return await self._drive(self.plans.events(job_id, after, count))
+        return await self._read(self.plans.events(job_id, after, count))
 
     async def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> list[Event]:
         """Queue-wide events after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
-        return await self._drive(self.plans.queue_events(after, count, block_ms))
+        return await self._read(self.plans.queue_events(after, count, block_ms))
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
         """Wait until the job is final; WaitTimeout after ``timeout`` s. Every wait of the queue in
         this event loop is served by one blocking reader of the queue stream (rjobs.waits), so
         waits hold no connection of their own."""
         if not self._declared:
-            await self.declare()
+            with contextlib.suppress(OutOfMemory, ReadOnly):  # a read: see _read
+                await self.declare()
         return await self.waits.wait(job_id, timeout)
 
     async def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:
         """Assets of the job, with the ownership check."""
-        return await self._drive(self.plans.assets(job_id, user_id))
+        return await self._read(self.plans.assets(job_id, user_id))
 
     async def cached_result(self, dedupe_key: str) -> Any:
         """The cached result of the dedupe key's last successful job, or None."""
-        return await self._drive(self.plans.cached_result(dedupe_key))
+        return await self._read(self.plans.cached_result(dedupe_key))
 
     async def dedupe_holder(self, dedupe_key: str) -> str | None:
         """Id of the job currently holding ``dedupe_key``, or None."""
-        return await self._drive(self.plans.dedupe_holder(dedupe_key))
+        return await self._read(self.plans.dedupe_holder(dedupe_key))
 
     # -- moves ------------------------------------------------------------------------------------
     async def transition(
@@ -380,7 +393,7 @@ class Queue:
 
     async def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first, by state and/or owner."""
-        return await self._drive(self.plans.list_jobs(state, user_id, limit))
+        return await self._read(self.plans.list_jobs(state, user_id, limit))
 
 
 def _request(

@@ -9,17 +9,26 @@ import time
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from rjobs import codec
 from rjobs.config import QueueConfig
-from rjobs.errors import JobNotFound, Unauthorized, ValidationError, WaitTimeout
+from rjobs.errors import JobNotFound, RjobsError, Unauthorized, ValidationError, WaitTimeout
 from rjobs.keys import QueueKeys, validate_dedupe_key, validate_name
 from rjobs.machine import StateMachine
 from rjobs.models import Asset, Event, Job, JobOutcome
 from rjobs.runners import Plan
 from rjobs.scripts import Cmd, Op, Scripts
 
-__all__ = ["WAIT_BLOCK_MS", "WAIT_COUNT", "WAIT_RECHECK", "ReadPlans", "stats_plan", "stream_entries"]
+__all__ = [
+    "WAIT_BLOCK_MS",
+    "WAIT_COUNT",
+    "WAIT_RECHECK",
+    "ReadPlans",
+    "server_warnings",
+    "stats_plan",
+    "stream_entries",
+]
 
 _ACTOR = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
 #: A wait blocks at most this long per read, so it looks at its deadline and re-checks on time.
@@ -39,6 +48,7 @@ class ReadPlans:
         self.machine = machine
         self.config = config.validate()
         self.actor = validate_name("actor", actor, pattern=_ACTOR) if actor else actor
+        self.warnings: list[str] = []  # about the server's settings, found by the last declare
 
     # -- helpers ----------------------------------------------------------------------------------
     def _actor(self, actor: str | None) -> str:
@@ -297,8 +307,40 @@ def stream_entries(reply: Any) -> list[tuple[Any, Any]]:
     return [(e[0], e[1]) for entries in streams for e in entries]
 
 
+def server_warnings() -> Plan[list[str]]:
+    """What in the server's settings puts the queues at risk: a ``maxmemory-policy`` that evicts
+    keys (acknowledged jobs, a queue's machine), or memory full. Nothing when the server does not
+    tell (CONFIG and INFO refused by an ACL, or renamed on a managed server)."""
+    try:
+        config, info = yield [Cmd(("CONFIG", "GET", "maxmemory-policy")), Cmd(("INFO", "memory"))]
+    except (RjobsError, ResponseError):
+        return []
+    out: list[str] = []
+    if not isinstance(config, BaseException):
+        pairs = list(config.items()) if isinstance(config, dict) else list(zip(config[::2], config[1::2]))
+        policy = next((_as_str(v) for k, v in pairs if _as_str(k) == "maxmemory-policy"), "noeviction")
+        if policy != "noeviction":
+            out.append(
+                f"maxmemory-policy is {policy}: at maxmemory Redis evicts keys, acknowledged jobs and queue "
+                "machines among them; set it to noeviction"
+            )
+    if not isinstance(info, BaseException):
+        fields = info if isinstance(info, dict) else dict(
+            line.split(":", 1) for line in _as_str(info).splitlines() if ":" in line
+        )  # fmt: skip
+        used, limit = int(fields.get("used_memory", 0)), int(fields.get("maxmemory", 0))
+        if limit and used >= limit:
+            out.append(f"Redis is out of memory ({used} of maxmemory {limit} bytes): writes are refused")
+    return out
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str, Any]]:
-    """Counts per state, workers seen within the window, and the oldest ready job's age."""
+    """Counts per state, workers seen within the window, the oldest ready job's age and warnings
+    about the server's settings (:func:`server_warnings`)."""
     k = plans.keys
     states = plans.machine.states
     ops: list[Op] = [Cmd(("ZCARD", k.state(s))) for s in states]
@@ -313,6 +355,7 @@ def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str
     now = int(now_s) * 1000 + int(now_us) // 1000
     workers = [w.decode() for w, seen in raw[len(states) + 1] if now - seen <= alive_window_ms]
     oldest = raw[len(states) + 2]
+    plans.warnings = yield from server_warnings()
     return {
         "queue": k.name,
         "machine": plans.machine.name,
@@ -320,4 +363,5 @@ def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str
         "workers": workers,
         "oldest_ready_age_ms": now - int(oldest[0][1]) if oldest else None,
         "server_time_ms": now,
+        "warnings": plans.warnings,
     }

@@ -25,9 +25,9 @@ import msgspec
 from rjobs import codec
 from rjobs.context import JobContext
 from rjobs.errors import LeaseLost, RjobsError, ValidationError
-from rjobs.lease import FINAL_WRITE_TIMEOUT, REDIS_DOWN, Held, HeldState, LeaseBook, Pulse, ServerClock
+from rjobs.lease import FINAL_WRITE_TIMEOUT, Held, HeldState, LeaseBook, Pulse, ServerClock, transient
 from rjobs.machine import StateMachine
-from rjobs.models import ClaimedJob, JobError
+from rjobs.models import ClaimedJob, JobError, Undecodable
 from rjobs.outcomes import JobFunction, Partial, describe_error, retry_after, retryable
 from rjobs.plans import to_job_error
 from rjobs.retry import RetryPolicy
@@ -126,6 +126,10 @@ class JobRunner:
             msg = f"no function registered for job type {job.type!r} on worker {self.worker_id} (known: {known})"
             log.error("job %s: %s", job.id, msg)
             return moves.fail(job, JobError(code="unknown_function", message=msg))
+        if isinstance(job.params, Undecodable):
+            msg = f"params of {job.type!r} cannot be decoded: {job.params.reason}"
+            log.warning("job %s: %s", job.id, msg)
+            return moves.fail(job, JobError(code="invalid_params", message=msg))
         try:
             params = fn.convert_params(job.params)
         except msgspec.ValidationError as exc:
@@ -243,6 +247,8 @@ class Finisher:
         self._items: list[tuple[Held, MoveRequest]] = []
         self._inflight = 0
         self._pulse = Pulse()
+        self._abandon = False  # a forced stop: no more retries
+        self._failure: BaseException | None = None  # why the last try failed, for the give-up line
 
     @property
     def idle(self) -> bool:
@@ -290,6 +296,11 @@ class Finisher:
             self._inflight -= 1
             self._pulse.notify()
 
+    def abandon(self) -> None:
+        """Stop retrying failed writes (a forced stop): what cannot be written now is left to the
+        leases and the reaper."""
+        self._abandon = True
+
     async def flush(self) -> None:
         """Send everything still buffered now (used on the way out)."""
         while self._items:
@@ -304,19 +315,21 @@ class Finisher:
         if not live:
             return
         outcomes: list[str] | None = None
-        error: BaseException | None = None
-        # one scope, shielded, with its own deadline (cheaper than shield + move_on_after)
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + FINAL_WRITE_TIMEOUT):
+        self._failure = None
+        # one scope, shielded, with its own deadline (cheaper than shield + move_on_after); _finish
+        # moves the deadline out to the leases' end while Redis is down or refuses for now
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + FINAL_WRITE_TIMEOUT) as scope:
             try:
-                outcomes = await self._finish([r for _, r in live])
+                outcomes = await self._finish(live, scope)
             except RjobsError as exc:
-                error = exc
+                self._failure = exc
         if outcomes is None:
+            failure = self._failure
             log.error(
                 "could not record the outcome of %d job(s) (%s); their leases will expire and the reaper "
                 "will retry or fail them",
                 len(live),
-                error or "Redis unreachable",
+                f"{type(failure).__name__}: {failure}" if failure is not None else "no answer from Redis",
             )
             for h, _ in live:
                 self.book.remove(h)
@@ -324,15 +337,23 @@ class Finisher:
         for (h, req), outcome in zip(live, outcomes):
             self._settle(h, req, outcome)
 
-    async def _finish(self, requests: list[MoveRequest]) -> list[str]:
-        call = self.queue.scripts.finish(self.worker_id, requests)
+    async def _finish(self, live: list[tuple[Held, MoveRequest]], scope: anyio.CancelScope) -> list[str] | None:
+        call = self.queue.scripts.finish(self.worker_id, [r for _, r in live])
         delay = 0.05
         while True:
             try:
                 self.stats.finish_calls += 1
                 return await self.queue.runner.run(call)
-            except REDIS_DOWN as exc:  # the call is fenced and idempotent enough to resend
-                log.warning("finish call failed (%s: %s); retrying", type(exc).__name__, exc)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                # Sent again, the fenced call writes only what it had not: worth trying while the
+                # leases may hold (a refused call did not run; a broken connection may have run it).
+                self._failure = exc
+                if self._abandon:
+                    return None
+                scope.deadline = max(scope.deadline, max(h.safe_until for h, _ in live))
+                log.warning("finish of %d job(s) failed (%s: %s); retrying", len(live), type(exc).__name__, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

@@ -3,6 +3,7 @@ NOSCRIPT reloads) and the drivers that run a plan (rjobs.plans) on asyncio or a 
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, TypeVar, cast
@@ -10,9 +11,9 @@ from typing import Any, TypeVar, cast
 import hiredis
 import redis
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 
-from rjobs.errors import RjobsError, error_from_reply
+from rjobs.errors import RjobsError, ServerRefused, error_from_reply, server_refusal
 from rjobs.link import Each, Link, LinkSettings, SyncLink
 from rjobs.scripts import Call, Cmd, Op
 from rjobs.wire import PoolGate, blocks, fresh_async, fresh_sync, gate_sync, legacy_lua, pack, parse_reply, wire
@@ -24,16 +25,29 @@ T = TypeVar("T")
 Plan = Generator[Op | list[Op], Any, T]
 
 
-def _raise_reply(exc: ResponseError) -> RjobsError:
-    return error_from_reply(str(exc))
+#: Error replies, read as one op's result (redis-py raises LOADING as BusyLoadingError, a
+#: ConnectionError; read with disconnect_on_error=False the connection stays usable).
+_REPLY_ERRORS = (ResponseError, BusyLoadingError)
 
 
 def _decode_one(op: Op, raw: Any) -> Any:
     if isinstance(raw, NoScriptError):
         return raw
-    if isinstance(raw, ResponseError):
-        return _raise_reply(raw) if isinstance(op, Call) else raw
+    if isinstance(raw, _REPLY_ERRORS):
+        if isinstance(op, Call):
+            return error_from_reply(raw)
+        return server_refusal(raw) or raw  # a read refused by the server's state: typed
     return op.decode(raw) if isinstance(op, Call) else raw
+
+
+def _load_failed(reply: BaseException) -> RjobsError:
+    return server_refusal(reply) or RjobsError(f"script could not be loaded: {reply}")
+
+
+def _callback(client: Any, op: Cmd, raw: Any) -> Any:
+    """What ``client.parse_response`` makes of a plain command's reply (its response callback)."""
+    callback = client.response_callbacks.get(str(op.args[0]))
+    return raw if callback is None else callback(raw)
 
 
 def _is_noscript(reply: ResponseError) -> bool:
@@ -67,9 +81,9 @@ def _decoder(ops: Sequence[Op], sent: list[int]) -> Each:
     def decode(j: int, raw: Any) -> Any:
         op = ops[sent[j]]
         if isinstance(op, Cmd):
-            return raw if isinstance(raw, ResponseError) else parse_reply(op, raw)
+            return (server_refusal(raw) or raw) if isinstance(raw, ResponseError) else parse_reply(op, raw)
         if isinstance(raw, ResponseError):
-            return _NOT_RUN if _is_noscript(raw) else _raise_reply(raw)
+            return _NOT_RUN if _is_noscript(raw) else error_from_reply(raw)
         return op.decode(raw)
 
     return decode
@@ -97,7 +111,7 @@ def _over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
         loaded = yield pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts), None
         for reply in loaded:
             if isinstance(reply, ResponseError):
-                raise RjobsError(f"script could not be loaded: {reply}")
+                raise _load_failed(reply)
         todo = _rerun(ops, missing)
     raise RjobsError("scripts could not be loaded")
 
@@ -153,19 +167,22 @@ class AsyncRunner:
         return cast(T, result)
 
     async def command(self, cmd: Cmd) -> Any:
-        """Send one plain (idempotent) command; its reply parsed as redis-py parses it. Over the
-        link it is sent once more after a connection error; through redis-py (blocking commands,
-        no link) it keeps redis-py's retries."""
+        """Send one plain (idempotent) command; its reply parsed as redis-py parses it, a refusal by
+        the server's state raised as its typed error. Over the link it is sent once more after a
+        connection error; through redis-py (blocking commands, no link) it keeps redis-py's retries."""
         link = None if blocks(cmd) else self._link_here()
         if link is None:
-            return await self._gate.run(lambda: self.client.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
+            try:
+                return await self._gate.run(lambda: self.client.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
+            except _REPLY_ERRORS as exc:
+                raise (server_refusal(exc) or exc) from None
         packed = hiredis.pack_command(cmd.args)  # type: ignore[arg-type]
         try:
             raw = (await link.exchange(packed, 1))[0]
         except redis.ConnectionError:
             raw = (await link.exchange(packed, 1))[0]  # a read: safe to send again, on a new connection
         if isinstance(raw, ResponseError):
-            raise raw
+            raise server_refusal(raw) or raw
         return parse_reply(cmd, raw)
 
     async def run_many(self, ops: Sequence[Op]) -> list[Any]:
@@ -206,11 +223,11 @@ class AsyncRunner:
                 for i in todo:
                     op = ops[i]
                     try:
-                        if isinstance(op, Call):
-                            raw = await conn.read_response()
-                        else:
-                            raw = await self.client.parse_response(conn, str(op.args[0]))
-                    except ResponseError as exc:
+                        raw = await conn.read_response(disconnect_on_error=False)
+                        if isinstance(op, Cmd):
+                            raw = _callback(self.client, op, raw)
+                            raw = await raw if inspect.isawaitable(raw) else raw
+                    except _REPLY_ERRORS as exc:
                         raw = exc
                     results[i] = _decode_one(op, raw)
                     if isinstance(raw, NoScriptError):
@@ -219,7 +236,10 @@ class AsyncRunner:
                     return results
                 for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                     await conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
-                    await conn.read_response()
+                    try:
+                        await conn.read_response(disconnect_on_error=False)
+                    except _REPLY_ERRORS as exc:
+                        raise _load_failed(exc) from exc
                 todo = _rerun(ops, missing)
         except BaseException:
             await conn.disconnect()  # replies may be half read: this connection cannot be trusted
@@ -299,14 +319,17 @@ class SyncRunner:
         """Send one plain (idempotent) command; the same rules as :meth:`AsyncRunner.command`."""
         link = None if blocks(cmd) else self._link_here()
         if link is None:
-            return gate_sync(lambda: self.client.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
+            try:
+                return gate_sync(lambda: self.client.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
+            except _REPLY_ERRORS as exc:
+                raise (server_refusal(exc) or exc) from None
         packed = hiredis.pack_command(cmd.args)  # type: ignore[arg-type]
         try:
             raw = link.exchange(packed, 1)[0]
         except redis.ConnectionError:
             raw = link.exchange(packed, 1)[0]  # a read: safe to send again, on a new connection
         if isinstance(raw, ResponseError):
-            raise raw
+            raise server_refusal(raw) or raw
         return parse_reply(cmd, raw)
 
     def run_many(self, ops: Sequence[Op]) -> list[Any]:
@@ -335,11 +358,10 @@ class SyncRunner:
                 for i in todo:
                     op = ops[i]
                     try:
-                        if isinstance(op, Call):
-                            raw = conn.read_response()
-                        else:
-                            raw = self.client.parse_response(conn, str(op.args[0]))  # type: ignore[no-untyped-call]
-                    except ResponseError as exc:
+                        raw = conn.read_response(disconnect_on_error=False)
+                        if isinstance(op, Cmd):
+                            raw = _callback(self.client, op, raw)
+                    except _REPLY_ERRORS as exc:
                         raw = exc
                     results[i] = _decode_one(op, raw)
                     if isinstance(raw, NoScriptError):
@@ -348,7 +370,10 @@ class SyncRunner:
                     return results
                 for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
                     conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
-                    conn.read_response()
+                    try:
+                        conn.read_response(disconnect_on_error=False)
+                    except _REPLY_ERRORS as exc:
+                        raise _load_failed(exc) from exc
                 todo = _rerun(ops, missing)
         except BaseException:
             conn.disconnect()  # replies may be half read: this connection cannot be trusted
@@ -358,22 +383,31 @@ class SyncRunner:
         raise RjobsError("scripts could not be loaded")
 
 
+def _refused_read(ops: Sequence[Op], results: list[Any]) -> None:
+    """Raise a plain read's refusal (a script call's error is a result: plans check it)."""
+    for op, result in zip(ops, results):
+        if isinstance(result, ServerRefused) and isinstance(op, Cmd):
+            raise result
+
+
 async def drive_async(runner: AsyncRunner, plan: Plan[T]) -> T:
-    """Run a plan on asyncio; a single script call's error is thrown into the plan."""
+    """Run a plan on asyncio; the error of a single op (an rjobs error, or a redis-py error reply
+    of a plain command) and a refused read of a round trip are thrown into the plan."""
     try:
         op = next(plan)
         while True:
             try:
                 if isinstance(op, list):
                     result: Any = await runner.run_many(op)
+                    _refused_read(op, result)
                 elif isinstance(op, Call):
                     result = await runner.run(op)
                 else:
                     result = await runner.command(op)
-            except RjobsError as exc:
+            except (RjobsError, ResponseError) as exc:
                 op = plan.throw(exc)
-                continue
-            op = plan.send(result)
+            else:
+                op = plan.send(result)
     except StopIteration as stop:
         value: T = stop.value
         return value
@@ -387,14 +421,15 @@ def drive_sync(runner: SyncRunner, plan: Plan[T]) -> T:
             try:
                 if isinstance(op, list):
                     result: Any = runner.run_many(op)
+                    _refused_read(op, result)
                 elif isinstance(op, Call):
                     result = runner.run(op)
                 else:
                     result = runner.command(op)
-            except RjobsError as exc:
+            except (RjobsError, ResponseError) as exc:
                 op = plan.throw(exc)
-                continue
-            op = plan.send(result)
+            else:
+                op = plan.send(result)
     except StopIteration as stop:
         value: T = stop.value
         return value

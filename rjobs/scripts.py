@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from rjobs.codec import decode_json
+from rjobs.codec import decode_stored
 from rjobs.errors import RjobsError, error_from_reply
 from rjobs.keys import QueueKeys
 from rjobs.machine import StateMachine
@@ -210,21 +210,12 @@ def _decode_enqueue(raw: list[Any]) -> list[EnqueueOutcome]:
     ]
 
 
-def _params(raw: bytes) -> Any:
-    """Decode one job's params; bytes that are not JSON (written by hand) come through raw, so the
-    worker fails that one job with invalid_params instead of the whole claim failing."""
-    try:
-        return decode_json(raw)
-    except msgspec.DecodeError:
-        return raw
-
-
 def _decode_claim(raw: list[Any]) -> ClaimResult:
     jobs = [
         ClaimedJob(
             id=_s(j[0]),
             type=_s(j[1]),
-            params=_params(j[2]),
+            params=decode_stored(j[2]),  # Undecodable: that job fails alone (invalid_params)
             attempt=int(j[3]),
             max_attempts=int(j[4]),
             token=_s(j[5]),

@@ -3,6 +3,7 @@ over a blocking redis client — for Flask, Django and scripts."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -10,13 +11,14 @@ from typing import Any, TypeVar
 import redis
 
 from rjobs.config import QueueConfig, default_actor
-from rjobs.connect import close_sync, sync_client
+from rjobs.connect import close_sync, resolve_url, sync_client
+from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.hold import SyncHold
 from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
 from rjobs.plans import _UNSET, QueuePlans
-from rjobs.queue import _request, default_url
+from rjobs.queue import _request
 from rjobs.reads import stats_plan
 from rjobs.runners import Plan, SyncRunner, drive_sync
 
@@ -29,8 +31,9 @@ class SyncQueue:
     """A blocking handle on one queue (Flask, Django, scripts): the same methods and semantics as
     :class:`rjobs.Queue`, driving the same plans over a blocking redis client.
 
-    ``machine`` is declared in Redis on first use; a different machine already stored for the
-    queue raises :class:`rjobs.MachineConflict`. Pass ``client`` to share a redis.Redis client.
+    The server: ``client`` when given (a shared redis.Redis client), else ``url``, else
+    ``REDIS_URL``, else ``redis://localhost:6379/0``. ``machine`` is declared in Redis on first use;
+    a different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
     """
 
     def __init__(
@@ -50,7 +53,7 @@ class SyncQueue:
         self.keys = self.plans.keys
         self.scripts = self.plans.scripts
         self._own_client = client is None
-        self.client: redis.Redis = client if client is not None else sync_client(url or default_url())
+        self.client: redis.Redis = client if client is not None else sync_client(resolve_url(url))
         self.runner = SyncRunner(self.client)
         self._declared = False
 
@@ -58,6 +61,14 @@ class SyncQueue:
         if not self._declared:
             drive_sync(self.runner, self.plans.declare(self._explicit_config))
             self._declared = True
+        return drive_sync(self.runner, plan)
+
+    def _read(self, plan: Plan[T]) -> T:
+        # A server that refuses writes (out of memory, a replica) still answers reads: a declare it
+        # refuses does not stop them (declared with the next call that writes).
+        if not self._declared:
+            with contextlib.suppress(OutOfMemory, ReadOnly):
+                self.declare()
         return drive_sync(self.runner, plan)
 
     def declare(self) -> str:
@@ -127,41 +138,41 @@ class SyncQueue:
     # -- reads ------------------------------------------------------------------------------------
     def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
-        return self._drive(self.plans.get(job_id, user_id))
+        return self._read(self.plans.get(job_id, user_id))
 
     def counts(self) -> dict[str, int]:
         """Jobs per state."""
-        return self._drive(self.plans.counts())
+        return self._read(self.plans.counts())
 
     def stats(self) -> dict[str, Any]:
         """Counts, live workers and the age of the oldest ready job."""
-        return self._drive(stats_plan(self.plans))
+        return self._read(stats_plan(self.plans))
 
     def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
         """The job's history, oldest first."""
-        return self._drive(self.plans.events(job_id, after, count))
+        return self._read(self.plans.events(job_id, after, count))
 
     def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> list[Event]:
         """Queue-wide events after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
-        return self._drive(self.plans.queue_events(after, count, block_ms))
+        return self._read(self.plans.queue_events(after, count, block_ms))
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
         """Block until the job is final; WaitTimeout after ``timeout`` s. The calling thread blocks on
         the queue stream (XREAD BLOCK, at most 1 s at a time) and re-reads the job's status when
         the job moves into a final state, and at least once a second."""
-        return self._drive(self.plans.wait(job_id, timeout))
+        return self._read(self.plans.wait(job_id, timeout))
 
     def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:
         """Assets of the job, with the ownership check."""
-        return self._drive(self.plans.assets(job_id, user_id))
+        return self._read(self.plans.assets(job_id, user_id))
 
     def cached_result(self, dedupe_key: str) -> Any:
         """The cached result of the dedupe key's last successful job, or None."""
-        return self._drive(self.plans.cached_result(dedupe_key))
+        return self._read(self.plans.cached_result(dedupe_key))
 
     def dedupe_holder(self, dedupe_key: str) -> str | None:
         """Id of the job currently holding ``dedupe_key``, or None."""
-        return self._drive(self.plans.dedupe_holder(dedupe_key))
+        return self._read(self.plans.dedupe_holder(dedupe_key))
 
     # -- moves ------------------------------------------------------------------------------------
     def transition(
@@ -364,4 +375,4 @@ class SyncQueue:
 
     def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first, by state and/or owner."""
-        return self._drive(self.plans.list_jobs(state, user_id, limit))
+        return self._read(self.plans.list_jobs(state, user_id, limit))

@@ -40,9 +40,11 @@ from collections.abc import Sequence
 
 import anyio
 
+from rjobs.connect import server_label
+from rjobs.errors import ServerRefused
 from rjobs.held import HeldState, Pulse
 from rjobs.keys import validate_name
-from rjobs.lease import REDIS_DOWN, RETRYABLE, LeaseBook, LeaseKeeper, Reaper, ServerClock, Waker, WorkerStats
+from rjobs.lease import RETRYABLE, LeaseBook, LeaseKeeper, Reaper, ServerClock, Waker, WorkerStats
 from rjobs.outcomes import Functions, registry
 from rjobs.queue import Queue
 from rjobs.retry import RetryPolicy
@@ -165,6 +167,9 @@ class Worker:
         for scope in (self._idle_scope, self._grace_scope if force else None):
             if scope is not None:
                 scope.cancel()
+        if force:
+            for served in self._served:
+                served.finisher.abandon()
         self._pulse.notify()
 
     @property
@@ -179,7 +184,9 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         waker = Waker(self.queues)
         try:
-            jobs = await self._setup()
+            if not await self._start():
+                return  # stopped while waiting for the server
+            jobs = self._setup()
             async with anyio.create_task_group() as services:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
@@ -207,12 +214,30 @@ class Worker:
             self._stopping = self._force = False
             log.info("worker %s stopped (%s)", self.worker_id, self.stats)
 
-    async def _setup(self) -> JobSlots:
-        for q in self.queues:
-            await q.declare()
-        sent = time.time()
-        reply = await self.queues[0].runner.command(Cmd(("TIME",)))
-        self._clock.observe(reply, sent, time.time())
+    async def _start(self) -> bool:
+        """Declare the queues and read the server's clock. While the server refuses for now
+        (loading its data, out of memory...) wait and try again, one log line per try; False when
+        stopped meanwhile."""
+        failures = 0
+        while True:
+            try:
+                for q in self.queues:
+                    await q.declare()
+                sent = time.time()
+                reply = await self.queues[0].runner.command(Cmd(("TIME",)))
+                self._clock.observe(reply, sent, time.time())
+                return True
+            except ServerRefused as exc:
+                if not exc.retryable:
+                    raise
+                failures += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                log.warning("worker %s cannot start yet (%s); trying again in %.1f s", self.worker_id, exc, delay)
+                await self._idle(delay, None)
+                if self._stopping:
+                    return False
+
+    def _setup(self) -> JobSlots:
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats, on_empty=self._book_emptied)
         self._served = [
@@ -236,8 +261,9 @@ class Worker:
         )
         self._jobs = jobs = JobSlots(self.concurrency, self._served, self._runner, self._book, self._pulse)
         log.info(
-            "worker %s: queues %s, functions %s, concurrency %d, lease %.1f s",
+            "worker %s: server %s, queues %s, functions %s, concurrency %d, lease %.1f s",
             self.worker_id,
+            " ".join(dict.fromkeys(server_label(q.client) for q in self.queues)),
             ",".join(q.name for q in self.queues),
             ",".join(sorted(self.functions)) or "-",
             self.concurrency,
@@ -257,11 +283,12 @@ class Worker:
                 failures = 0
             except Exception as exc:  # Redis down, or a reply that cannot be decoded: never die here
                 failures += 1
+                delay = min(5.0, 0.05 * 2**failures)
                 if isinstance(exc, RETRYABLE):
-                    log.warning("claim failed (%s: %s); retrying", type(exc).__name__, exc)
+                    log.warning("claim failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
                 else:
                     log.exception("claim failed; retrying")
-                await self._idle(min(5.0, 0.05 * 2**failures), None)
+                await self._idle(delay, None)
                 continue
             if claimed >= free or more:
                 continue
@@ -307,7 +334,7 @@ class Worker:
                     return
                 try:
                     await waker.wait(block)
-                except REDIS_DOWN as exc:
+                except RETRYABLE as exc:
                     log.warning("waiting for jobs failed (%s: %s)", type(exc).__name__, exc)
                     await anyio.sleep(min(block, 0.5))
             finally:

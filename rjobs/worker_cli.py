@@ -12,7 +12,9 @@ import time
 from typing import Any
 
 import anyio
+import redis
 
+from rjobs.errors import RjobsError
 from rjobs.queue import Queue
 from rjobs.worker import Worker
 
@@ -65,9 +67,11 @@ def run_from_cli(
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
-    ``url`` / ``queues`` / ``concurrency`` override the worker's own settings when given (queues
-    not defined by the worker take the first queue's machine and config); ``burst`` turns burst
-    mode on. 0 = stopped normally, 1 = could not start or crashed, 130 = interrupted at start-up.
+    The worker serves its queues on the servers they name (``Queue(url=...)``, else REDIS_URL,
+    else localhost:6379). ``url`` / ``queues`` / ``concurrency`` override the worker's own settings
+    when given: ``url`` moves every queue to that server; queues not defined by the worker take
+    the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
+    normally, 1 = could not start or crashed, 130 = interrupted at start-up.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,6 +87,9 @@ def run_from_cli(
         anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
     except KeyboardInterrupt:
         code = 130
+    except (RjobsError, redis.ConnectionError, redis.TimeoutError) as exc:  # expected: one line, no traceback
+        log.error("worker %s stopped: %s: %s", worker.worker_id, type(exc).__name__, exc)
+        code = 1
     except Exception:
         log.exception("worker %s crashed", worker.worker_id)
         code = 1

@@ -65,3 +65,36 @@ def test_the_cli_reports_a_bad_sentinel_url_as_a_usage_error(capsys: pytest.Capt
 
     assert main(["stats", "--url", "redis+sentinel://h:port/svc"]) == EXIT["usage"]
     assert "bad port in 'h:port'" in capsys.readouterr().err
+
+
+def test_one_resolution_order_explicit_then_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rjobs.connect import DEFAULT_URL, resolve_url
+    from rjobs.queue import Queue
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert resolve_url(None) == DEFAULT_URL == "redis://localhost:6379/0"
+    monkeypatch.setenv("REDIS_URL", "redis://env:6380/1")
+    assert resolve_url(None) == "redis://env:6380/1"
+    assert resolve_url("redis://code:6381/2") == "redis://code:6381/2"  # explicit in code wins
+    q = Queue("q")
+    assert q.client.connection_pool.connection_kwargs["host"] == "env"
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        ("redis://alice:s3cret@10.0.0.5:6380/2", "redis://10.0.0.5:6380/2"),
+        ("redis://:s3cret@localhost", "redis://localhost:6379/0"),
+        ("rediss://u:s3cret@cache.example:6390/1", "rediss://cache.example:6390/1"),
+        ("unix://:s3cret@/run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
+        (
+            "redis+sentinel://u:s3cret@s1:26379,s2/mymaster/4?sentinel_password=s3cret",
+            "redis+sentinel://s1:26379,s2:26379/mymaster/4",
+        ),
+    ],
+)
+def test_server_labels_name_the_server_without_credentials(url: str, label: str) -> None:
+    from rjobs.connect import server_label
+
+    for client in (sync_client(url), async_client(url)):
+        assert server_label(client) == label and "s3cret" not in server_label(client)

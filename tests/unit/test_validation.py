@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
+import msgspec
 import pytest
 
+from rjobs.codec import MAX_DEPTH, decode_stored, encode_json, json_depth
 from rjobs.config import PRIORITIES, QueueConfig, Retention, parse_priority
 from rjobs.errors import ValidationError
 from rjobs.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key, validate_dedupe_key, validate_name
 from rjobs.machines import JOB
-from rjobs.models import JobRequest
-from rjobs.plans import QueuePlans
+from rjobs.models import JobError, JobRequest, Undecodable
+from rjobs.plans import QueuePlans, to_job_error
 
 FORGERIES = ["a}b", "a{b", "x:y", "*", "a b", "line\nbreak", "x" * 300, "", "ü", "a?b", "[ab]"]
 
@@ -84,3 +88,82 @@ def test_queue_names_round_trip_through_the_machine_key() -> None:
     assert queue_of_machine_key(QueueKeys("img.v2").machine) == "img.v2"
     assert queue_of_machine_key("rjobs:{}:machine") is None and queue_of_machine_key("other:{q}:machine") is None
     assert MACHINE_PATTERN.replace("*", "q") == QueueKeys("q").machine
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+class Point(msgspec.Struct):
+    x: float
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        math.nan,
+        {"a": [1, None, math.inf]},
+        [Point(-math.inf)],
+        {"deep": _nested(MAX_DEPTH)},  # one level too many
+        _nested(5000),  # would be a RecursionError
+        {"text": "lone \ud800 surrogate"},
+        {"\udfff": 1},
+        object(),
+    ],
+)
+def test_payloads_json_cannot_carry_faithfully_are_refused(bad: object) -> None:
+    with pytest.raises(ValidationError):
+        encode_json(bad)
+    with pytest.raises(ValidationError):
+        plans().spec(JobRequest(type="t", params=bad))
+
+
+def test_payloads_at_the_bounds_and_brackets_in_text_are_fine() -> None:
+    assert json_depth(encode_json(_nested(MAX_DEPTH))) == MAX_DEPTH
+    assert encode_json({"s": "[" * 500 + "{" * 500, "n": None, "x": 1.5}).startswith(b"{")
+    assert encode_json({"k": "é ünïcode ✓"}) == '{"k":"é ünïcode ✓"}'.encode()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e300, 10**400, -1])
+def test_delays_and_times_must_be_finite_and_in_range(value: float) -> None:
+    with pytest.raises(ValidationError):
+        plans().spec(JobRequest(type="t", delay=value))
+    with pytest.raises(ValidationError):
+        plans().spec(JobRequest(type="t", run_at=value))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"code": "E", "message": "m", "retry_after_ms": -1},
+        {"code": "E", "message": "m", "retry_after_ms": True},
+        {"code": "E", "message": "m", "retry_after_ms": "soon"},
+        {"code": "E", "message": "m", "extra": 1},
+        {"code": "", "message": "m"},
+        {"message": "m"},
+        JobError(code="E", message="m", retry_after_ms=-5),
+    ],
+)
+def test_structured_errors_from_callers_are_checked(error: object) -> None:
+    with pytest.raises(ValidationError):
+        to_job_error(error)  # type: ignore[arg-type]
+
+
+def test_a_good_error_dict_passes() -> None:
+    assert to_job_error({"code": "RATE", "message": "m", "retry_after_ms": 0}).retry_after_ms == 0
+
+
+def test_stored_payloads_that_cannot_be_decoded_are_marked_not_raised() -> None:
+    for raw in (b"[" * 990 + b"]" * 990, b"not json", b"\xff\xfe"):
+        assert isinstance(decode_stored(raw), Undecodable)
+    assert decode_stored(b'{"a": [1]}') == {"a": [1]} and decode_stored(None) is None
+
+
+def test_exception_text_with_lone_surrogates_can_still_be_recorded() -> None:
+    from rjobs.outcomes import describe_error
+
+    err = describe_error(ValueError("bad \ud800 byte"), traceback="tb \udc80")
+    assert b"\\ud800" in encode_json(err) and "\\udc80" in (err.traceback or "")
