@@ -71,6 +71,8 @@ class _HoldBase:
             raise LeaseLost(f"job {self.job_id}: {self.lost}")
 
     def _beat_reply(self, reply: str) -> None:
+        if self.ended:  # the block wrote the outcome: the lease ended with it
+            return
         if reply == "cancel":
             self.lost = "the job was cancelled"
         elif reply != "ok":
@@ -105,7 +107,7 @@ class Hold(_HoldBase):
         await self._tg.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await self._settle(None if swallowed else exc)
-        if self.lost is not None and (swallowed or exc is None):
+        if self.lost is not None and not self.ended and (swallowed or exc is None):
             raise LeaseLost(f"job {self.job_id}: {self.lost}")
         return bool(swallowed)
 

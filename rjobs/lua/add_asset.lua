@@ -19,29 +19,30 @@
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST, RJ_UNAUTHORIZED
 --!include lib/core.lua
 --!include lib/write.lua
-local err = RJ.init(KEYS, ARGV[1])
+--!include lib/checks.lua
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local actor, id, token, user, asset_id, asset, label, operator = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
   ARGV[7], ARGV[8], ARGV[9]
-if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not RJ.valid_name(id) or not RJ.valid_name(asset_id) then return redis.error_reply('RJ_INVALID id') end
+if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+if not valid_name(id) or not valid_name(asset_id) then return redis.error_reply('RJ_INVALID id') end
 if type(asset) ~= 'string' or #asset < 2 or #asset > 65536 then return redis.error_reply('RJ_INVALID asset size') end
-if not RJ.valid_name(label) then return redis.error_reply('RJ_INVALID asset type') end
-if user ~= '' and not RJ.valid_name(user) then return redis.error_reply('RJ_INVALID user id') end
+if not valid_name(label) then return redis.error_reply('RJ_INVALID asset type') end
+if user ~= '' and not valid_name(user) then return redis.error_reply('RJ_INVALID user id') end
 if operator ~= '0' and operator ~= '1' then return redis.error_reply('RJ_INVALID operator must be 0 or 1') end
-if token ~= '' and not RJ.int(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
-local rec = RJ.load(id)
+if token ~= '' and not int_arg(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
+local rec = load_job(id)
 if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
 if token ~= '' then
-  local e = RJ.check_token(rec, token)
+  local e = check_token(rec, token)
   if e then return redis.error_reply(e) end
 elseif user ~= '' then
-  if rec.f.user_id ~= user then return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ' belongs to another user') end
+  if field(rec, 'user_id') ~= user then return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ' belongs to another user') end
 elseif operator ~= '1' then
   return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ': an asset needs the lease token, the owner\'s ' ..
     'user_id, or an operator')
 end
-RJ.op('HSET', rec.jk .. ':assets', asset_id, asset)
-RJ.log(rec, 'asset', nil, nil, actor, label, rec.f.attempt, nil, asset_id, (token == '' and user == '') or nil, false)
-RJ.commit()
+op('HSET', rec.jk .. ':assets', asset_id, asset)
+log_event(rec, 'asset', nil, nil, actor, label, field(rec, 'attempt'), nil, asset_id, (token == '' and user == '') or nil, false)
+commit()
 return asset_id

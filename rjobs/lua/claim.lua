@@ -15,70 +15,78 @@
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/move.lua
-local err = RJ.init(KEYS, ARGV[1])
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local worker = ARGV[2]
-local max_jobs, lease_ms, promote = RJ.int(ARGV[3], 0, 1000), RJ.int(ARGV[4], 100, 366 * 86400000),
-  RJ.int(ARGV[5], 0, 10000)
-if not RJ.valid_name(worker, 200) then return redis.error_reply('RJ_INVALID worker id') end
+local max_jobs, lease_ms, promote = int_arg(ARGV[3], 0, 1000), int_arg(ARGV[4], 100, 366 * 86400000),
+  int_arg(ARGV[5], 0, 10000)
+if not valid_name(worker, 200) then return redis.error_reply('RJ_INVALID worker id') end
 if not max_jobs then return redis.error_reply('RJ_INVALID max_jobs must be an integer 0-1000') end
 if not lease_ms then return redis.error_reply('RJ_INVALID lease_ms must be an integer 100 ms to 366 days') end
 if not promote then return redis.error_reply('RJ_INVALID promote must be an integer 0-10000') end
-local m, P, now = RJ.m, RJ.P, RJ.now
+local m, P, now = M, P, NOW
 local ready, delayed = m.ready, m.delayed
-local CLAIM_FIELDS = {'type', 'params', 'retry_count', 'created_ms'}
+local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',
+  'priority', 'seq', 'retry_count', 'created_ms'}
+local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
+  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12}
 
 -- 1. Due delayed jobs become ready; they may be claimed by this very call.
-local candidates, left = {}, RJ.read('ZCARD', P .. 'ready')
+local promoted, left = {}, read('ZCARD', P .. 'ready')  -- promoted: {score, id}, few
 local skipped = 0  -- delayed members read, promoted or stale
-if delayed ~= '' and promote > 0 then
-  local due = RJ.read('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)
+local head = read('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
+  local due = read('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, promote)
   skipped = #due
   for _, id in ipairs(due) do
-    local rec = RJ.load(id, CLAIM_FIELDS)
+    local rec = load_job(id, CLAIM_FIELDS, CLAIM_IX)
     if rec.status == delayed then
-      RJ.move(rec, ready, {actor = 'rjobs', msg = 'due'})
-      candidates[#candidates + 1] = {RJ.ready_score(rec.f.priority, rec.f.seq), id}
+      move(rec, ready, {actor = 'rjobs', msg = 'due'})
+      promoted[#promoted + 1] = {ready_score(field(rec, 'priority'), field(rec, 'seq')), id}
       left = left + 1
     else
-      RJ.zset(P .. 'delayed', id, false)  -- stale member; the hash is authoritative
+      zset(P .. 'delayed', id, false)  -- stale member; the hash is authoritative
     end
   end
 end
-local head = RJ.read('ZRANGE', P .. 'delayed', skipped, skipped, 'WITHSCORES')
+if skipped > 0 then head = read('ZRANGE', P .. 'delayed', skipped, skipped, 'WITHSCORES') end
 
 -- 2. The best max_jobs of the ready set and the promoted jobs, by ready score.
 local out = {head[2] and tonumber(head[2]) or -1, 0}
-RJ.op('ZADD', P .. 'workers', now, worker)
+op('ZADD', P .. 'workers', now, worker)
 if max_jobs > 0 then
-  local best = RJ.read('ZRANGE', P .. 'ready', 0, max_jobs - 1, 'WITHSCORES')
-  for i = 1, #best, 2 do candidates[#candidates + 1] = {tonumber(best[i + 1]), best[i]} end
-  if #candidates > #best / 2 then table.sort(candidates, function(a, b) return a[1] < b[1] end) end
-  local claimed = 0
+  -- the ready set's best (id, score pairs, in order) merged with the promoted jobs
+  local best = read('ZRANGE', P .. 'ready', 0, max_jobs - 1, 'WITHSCORES')
+  if #promoted > 1 then table.sort(promoted, function(a, b) return a[1] < b[1] end) end
+  local claimed, b, p = 0, 1, 1
   local opts = {lease_ms = lease_ms, holder = worker, actor = worker}
-  for _, c in ipairs(candidates) do
-    if claimed >= max_jobs then break end
-    local id = c[2]
-    local rec = RJ.load(id, CLAIM_FIELDS)
+  while claimed < max_jobs and (b < #best or p <= #promoted) do
+    local id
+    if p <= #promoted and (b >= #best or promoted[p][1] < tonumber(best[b + 1])) then
+      id = promoted[p][2]; p = p + 1
+    else
+      id = best[b]; b = b + 2
+    end
+    local rec = load_job(id, CLAIM_FIELDS, CLAIM_IX)
     if rec.status ~= ready then
-      RJ.zset(P .. 'ready', id, false)  -- stale member; the hash is authoritative
+      zset(P .. 'ready', id, false)  -- stale member; the hash is authoritative
       left = left - 1
     else
       for i, st in ipairs(m.chain) do
-        opts.token = i > 1 and rec.f.token or nil
-        RJ.move(rec, st, opts)
+        opts.token = i > 1 and field(rec, 'token') or nil
+        move(rec, st, opts)
       end
       claimed = claimed + 1
       left = left - 1
-      local f = rec.f
+      local g = field
       -- never put a nil in a reply array (Lua would cut the array short there)
-      out[#out + 1] = {id, f.type or '', f.params or '', tonumber(f.attempt), tonumber(f.max_attempts) or 1,
-        f.token, f.user_id or '', tonumber(f.priority) or 0, tonumber(f.retry_count) or 0,
-        tonumber(f.created_ms) or 0, tonumber(f.lease_deadline_ms)}
+      out[#out + 1] = {id, g(rec, 'type') or '', g(rec, 'params') or '', tonumber(g(rec, 'attempt')),
+        tonumber(g(rec, 'max_attempts')) or 1, g(rec, 'token'), g(rec, 'user_id') or '', tonumber(g(rec, 'priority')) or 0,
+        tonumber(g(rec, 'retry_count')) or 0, tonumber(g(rec, 'created_ms')) or 0, tonumber(g(rec, 'lease_deadline_ms'))}
     end
   end
 end
 out[2] = left
-if left > 0 then RJ.wake = true end
-RJ.commit()
+if left > 0 then WAKE = true end
+commit()
 return out

@@ -13,20 +13,21 @@
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST
 --!include lib/core.lua
 --!include lib/write.lua
-local err = RJ.init(KEYS, ARGV[1])
+--!include lib/checks.lua
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local actor, id, token, text = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
 if type(text) ~= 'string' or #text < 1 or #text > 1000 then
   return redis.error_reply('RJ_INVALID comment must be 1-1000 bytes')
 end
-local rec = RJ.load(id)
+local rec = load_job(id)
 if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
 if token ~= '' then
-  local e = RJ.check_token(rec, token)
+  local e = check_token(rec, token)
   if e then return redis.error_reply(e) end
 end
-RJ.log(rec, 'comment', nil, nil, actor, text, rec.f.attempt, nil, nil, nil, false)
-RJ.commit()
+log_event(rec, 'comment', nil, nil, actor, text, field(rec, 'attempt'), nil, nil, nil, false)
+commit()
 return 'ok'

@@ -19,18 +19,32 @@
 --          one request ends with "(request <n>)", n counting from 1 within the call
 --!include lib/core.lua
 --!include lib/write.lua
+--!include lib/checks.lua
 --!include lib/move.lua
 local ID, TYPE, PARAMS, PRIORITY, USER, RUN_AT, DELAY, MAX_ATTEMPTS, DEDUPE_KEY, DEDUPE, CANCEL_RUNNING,
   ON_DEP_FAILURE, HOLD, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
 local FIELDS = 14
-local err = RJ.init(KEYS, ARGV[1])
+
+-- A job this call creates (its keys were checked to be free by the caller); `fields` is its flat
+-- field/value list (the creation HSET).
+-- where the creation fields below keep their values (the first eight, always present)
+local NEW_IX = {id = 2, queue = 4, type = 6, params = 8, priority = 10, seq = 12, max_attempts = 14, created_ms = 16}
+local function new_job(id, fields, findable)
+  local jk = P .. 'job:' .. id
+  local rec = {id = id, jk = jk, status = false, set = fields, v = fields, ix = NEW_IX, new = true}
+  if KNOWN then KNOWN[jk] = true end
+  if findable then JOBS[id] = rec end  -- a later request may name it (its dedupe key)
+  ORDER[#ORDER + 1] = rec
+  return rec
+end
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, njobs = ARGV[2], RJ.int(ARGV[3], 1, 10000)
-local m, P, now = RJ.m, RJ.P, RJ.now
-local valid_name, int = RJ.valid_name, RJ.int
+local actor, njobs = ARGV[2], int_arg(ARGV[3], 1, 10000)
+local m, P, now = M, P, NOW
+local int = int_arg
 if not njobs then return redis.error_reply('RJ_INVALID njobs must be an integer 1-10000') end
-if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-local maxp = RJ.opt().max_payload
+if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+local maxp = opt().max_payload
 local function refuse(code, text, n) return redis.error_reply(code .. ' ' .. text .. ' (request ' .. n .. ')') end
 
 -- 1. Validate every record (no reads yet). A record stays in ARGV; later steps read it in place.
@@ -39,7 +53,7 @@ for n = 1, njobs do
   local ndeps = int(ARGV[pos + NDEPS], 0, 1000)
   if not ndeps or pos + FIELDS + ndeps - 1 > #ARGV then return refuse('RJ_INVALID', 'malformed job record', n) end
   local id, params, user, dkey = ARGV[pos + ID], ARGV[pos + PARAMS], ARGV[pos + USER], ARGV[pos + DEDUPE_KEY]
-  local run_at, delay = int(ARGV[pos + RUN_AT], 0, RJ.MAX_MS), int(ARGV[pos + DELAY], 0, 3153600000000)
+  local run_at, delay = int(ARGV[pos + RUN_AT], 0, MAX_MS), int(ARGV[pos + DELAY], 0, 3153600000000)
   if id ~= '' and not valid_name(id) then return refuse('RJ_INVALID', 'job id', n) end
   if not valid_name(ARGV[pos + TYPE]) then return refuse('RJ_INVALID', 'job type', n) end
   if #params > maxp then return refuse('RJ_INVALID', 'params larger than ' .. maxp .. ' bytes', n) end
@@ -47,7 +61,7 @@ for n = 1, njobs do
   if user ~= '' and not valid_name(user) then return refuse('RJ_INVALID', 'user id', n) end
   if not run_at or not delay then return refuse('RJ_INVALID', 'run_at/delay must be integer ms in range', n) end
   if not int(ARGV[pos + MAX_ATTEMPTS], 1, 1000) then return refuse('RJ_INVALID', 'max_attempts must be 1-1000', n) end
-  if dkey ~= '' and not RJ.valid_dedupe_key(dkey) then return refuse('RJ_INVALID', 'dedupe key', n) end
+  if dkey ~= '' and not valid_dedupe_key(dkey) then return refuse('RJ_INVALID', 'dedupe key', n) end
   local policy, cancel_running = ARGV[pos + DEDUPE], ARGV[pos + CANCEL_RUNNING]
   if (policy ~= 'keep' and policy ~= 'replace') or (cancel_running ~= '0' and cancel_running ~= '1') then
     return refuse('RJ_INVALID', 'dedupe policy must be keep or replace, cancel_running 0 or 1', n)
@@ -74,19 +88,19 @@ if pos ~= #ARGV + 1 then return redis.error_reply('RJ_INVALID malformed job reco
 
 -- 2. Generated ids: server ms and the queue's sequence. One EXISTS checks that none is taken (an
 -- explicit id of an earlier call may look like one); a taken one gets a suffix.
-local seq0 = tonumber(RJ.read('GET', P .. 'seq')) or 0
+local seq0 = tonumber(read('GET', P .. 'seq')) or 0
 local gen, probe = {}, {}
 for n = 1, njobs do
   if ARGV[starts[n] + ID] == '' then
     gen[n] = string.format('%011x%05x', now, (seq0 + n) % 1048576)
-    local jk = RJ.jkey(gen[n])
+    local jk = P .. 'job:' .. gen[n]
     probe[#probe + 1] = jk
     probe[#probe + 1] = jk .. ':history'
   end
 end
 local taken = 0
 for s = 1, #probe, 1000 do taken = taken + redis.call('EXISTS', unpack(probe, s, math.min(s + 999, #probe))) end
-for _, k in ipairs(probe) do RJ.known[k] = true end
+if KNOWN then for _, k in ipairs(probe) do KNOWN[k] = true end end
 
 -- 3. Decide every request in order.
 local out, holders, caches = {}, {}, {}
@@ -98,13 +112,13 @@ for n = 1, njobs do
   -- the dedupe key: keep the live holder, or replace it
   local prev, replace = '', nil
   if dkey ~= '' then
-    if holders[dkey] == nil then holders[dkey] = RJ.read('GET', P .. 'dedupe:' .. dkey) or false end
+    if holders[dkey] == nil then holders[dkey] = read('GET', P .. 'dedupe:' .. dkey) or false end
     prev = holders[dkey] or ''
-    local h = prev ~= '' and RJ.load(prev) or nil
-    if h and h.status and not RJ.is_final(h.status) then
+    local h = prev ~= '' and load_job(prev) or nil
+    if h and h.status and not M.final_role[h.status] then
       if ARGV[pos + DEDUPE] == 'keep' then
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = prev, 'kept', h.status, prev, 0, 0
-      elseif (not m.is_leased[h.status] or ARGV[pos + CANCEL_RUNNING] == '1') and RJ.allows(h.status, m.cancelled) then
+      elseif (not m.is_leased[h.status] or ARGV[pos + CANCEL_RUNNING] == '1') and allows(h.status, m.cancelled) then
         replace = h
       end
     end
@@ -112,28 +126,25 @@ for n = 1, njobs do
   if out[o + 2] ~= 'kept' then
     -- the id
     local id = ARGV[pos + ID]
-    local rec
     if id ~= '' then
-      rec = RJ.load(id)
-      if rec.status or rec.new then return refuse('RJ_EXISTS', id, n) end
-      rec.new = true
+      local old = load_job(id, {'status'})
+      if old.status or old.new then return refuse('RJ_EXISTS', id, n) end
     else
       id = gen[n]
       if taken > 0 then
         local base, k = id, 0
-        while RJ.jobs[id] or redis.call('EXISTS', RJ.jkey(id), RJ.jkey(id) .. ':history') > 0 do
+        while JOBS[id] or redis.call('EXISTS', P .. 'job:' .. id, P .. 'job:' .. id .. ':history') > 0 do
           k = k + 1
           if k > 16 then return refuse('RJ_EXISTS', base .. ' (every generated id is taken)', n) end
           id = base .. '.' .. k
         end
       end
-      rec = RJ.new(id)
     end
     -- dependencies, on the state the earlier requests leave
     local pending, deps = 0, {}
     for d = pos + FIELDS, pos + FIELDS + ndeps - 1 do
       local dep = ARGV[d]
-      local drec = RJ.load(dep)
+      local drec = load_job(dep)
       local fr = drec.status and m.final_role[drec.status]
       if drec == replace then
         return refuse('RJ_DEPENDENCY', 'dependency ' .. dep .. ' is the job this request replaces', n)
@@ -154,17 +165,17 @@ for n = 1, njobs do
     local stale, cache_inv = 0, 0
     if replace then
       local msg = 'replaced by ' .. id .. ' (dedupe ' .. dkey .. ')'
-      RJ.hset(replace, 'error', '{"code":"replaced","message":' .. cjson.encode(msg) .. '}')
-      RJ.move(replace, m.cancelled, {actor = actor, msg = msg, operator = m.is_leased[replace.status] or nil})
+      hset(replace, 'error', '{"code":"replaced","message":' .. cjson.encode(msg) .. '}')
+      move(replace, m.cancelled, {actor = actor, msg = msg, operator = m.is_leased[replace.status] or nil})
       stale = 1
     end
     if dkey ~= '' then
       if prev ~= '' then
-        if caches[dkey] == nil then caches[dkey] = RJ.read('EXISTS', P .. 'cache:' .. dkey) == 1 end
-        if caches[dkey] then cache_inv = 1; caches[dkey] = false; RJ.op('DEL', P .. 'cache:' .. dkey) end
+        if caches[dkey] == nil then caches[dkey] = read('EXISTS', P .. 'cache:' .. dkey) == 1 end
+        if caches[dkey] then cache_inv = 1; caches[dkey] = false; op('DEL', P .. 'cache:' .. dkey) end
       end
       holders[dkey] = id
-      RJ.op('SET', P .. 'dedupe:' .. dkey, id)
+      op('SET', P .. 'dedupe:' .. dkey, id)
     end
     -- the job
     local seq = seq0 + n
@@ -174,7 +185,7 @@ for n = 1, njobs do
       'created_ms', now}
     if user ~= '' then
       f[#f + 1] = 'user_id'; f[#f + 1] = user
-      RJ.zset(P .. 'owner:' .. user, id, now)
+      zset(P .. 'owner:' .. user, id, now)
     end
     if dkey ~= '' then
       f[#f + 1] = 'dedupe_key'; f[#f + 1] = dkey
@@ -186,25 +197,30 @@ for n = 1, njobs do
       f[#f + 1] = 'on_dep_failure'; f[#f + 1] = ARGV[pos + ON_DEP_FAILURE]
       if pending > 0 then f[#f + 1] = 'deps_pending'; f[#f + 1] = pending end
       for _, drec in ipairs(deps) do
-        RJ.op('SADD', drec.jk .. ':dependents', id)
+        op('SADD', drec.jk .. ':dependents', id)
         if drec.new then
           drec.new_dependents = drec.new_dependents or {}
           drec.new_dependents[#drec.new_dependents + 1] = id
         end
-        if not drec.f.has_dependents or drec.f.has_dependents == '' then RJ.hset(drec, 'has_dependents', 1) end
+        if not field(drec, 'has_dependents') or field(drec, 'has_dependents') == '' then hset(drec, 'has_dependents', 1) end
       end
     end
     if due > 0 and (pending > 0 or due <= now) then f[#f + 1] = 'scheduled_ms'; f[#f + 1] = due end
-    for i = 1, #f, 2 do RJ.hset(rec, f[i], f[i + 1]) end
+    local rec = JOBS[id]
+    if rec then  -- an explicit id: the record of its existence check becomes the new job
+      rec.new, rec.set, rec.v, rec.ix = true, f, f, NEW_IX
+    else
+      rec = new_job(id, f, dkey ~= '')
+    end
     local state = m.ready
     if pending > 0 then state = m.waiting
     elseif due > now then state = m.delayed
     elseif ARGV[pos + HOLD] == '1' then state = m.initial end
-    RJ.move(rec, state, {event = 'created', actor = actor, run_at = due,
+    move(rec, state, {event = 'created', actor = actor, run_at = due,
       msg = prev ~= '' and ('dedupe ' .. dkey .. ' previous ' .. prev) or nil})
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = id, 'created', state, prev, stale, cache_inv
   end
 end
-RJ.op('SET', P .. 'seq', seq0 + njobs)
-RJ.commit()
+op('SET', P .. 'seq', seq0 + njobs)
+commit()
 return out

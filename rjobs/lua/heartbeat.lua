@@ -15,30 +15,31 @@
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/core.lua
 --!include lib/write.lua
-local err = RJ.init(KEYS, ARGV[1])
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local holder, lease_ms, register, n = ARGV[2], RJ.int(ARGV[3], 100, 366 * 86400000), ARGV[4],
-  RJ.int(ARGV[5], 0, 10000)
-if not RJ.valid_actor(holder) then return redis.error_reply('RJ_INVALID holder') end
+local holder, lease_ms, register, n = ARGV[2], int_arg(ARGV[3], 100, 366 * 86400000), ARGV[4],
+  int_arg(ARGV[5], 0, 10000)
+if not valid_actor(holder) then return redis.error_reply('RJ_INVALID holder') end
 if not lease_ms then return redis.error_reply('RJ_INVALID lease_ms must be an integer 100 ms to 366 days') end
 if register ~= '0' and register ~= '1' then return redis.error_reply('RJ_INVALID register must be 0 or 1') end
 if not n or #ARGV ~= 5 + 2 * n then return redis.error_reply('RJ_INVALID pairs') end
-local m, P = RJ.m, RJ.P
-local deadline = RJ.now + lease_ms
-if register == '1' then RJ.op('ZADD', P .. 'workers', RJ.now, holder) end
+local m, P = M, P
+local deadline = NOW + lease_ms
+if register == '1' then op('ZADD', P .. 'workers', NOW, holder) end
 local out = {}
+local FIELDS, IX = {'status', 'token'}, {status = 1, token = 2}
 for i = 1, n do
   local id, token = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
-  local rec = RJ.valid_name(id) and RJ.load(id) or nil
-  if rec and rec.status and rec.f.token == token and m.is_leased[rec.status] then
-    RJ.zset(P .. 'leases', id, deadline)
-    RJ.hset(rec, 'lease_deadline_ms', deadline)
+  local rec = valid_name(id) and load_job(id, FIELDS, IX) or nil
+  if rec and rec.status and field(rec, 'token') == token and m.is_leased[rec.status] then
+    zset(P .. 'leases', id, deadline)
+    hset(rec, 'lease_deadline_ms', deadline)
     out[i] = 'ok'
-  elseif rec and rec.status and rec.f.token == token and rec.status == m.cancelled then
+  elseif rec and rec.status and field(rec, 'token') == token and rec.status == m.cancelled then
     out[i] = 'cancel'
   else
     out[i] = 'lost'
   end
 end
-RJ.commit()
+commit()
 return out

@@ -8,7 +8,8 @@
 -- Returns  1 when a cached result was dropped, else 0
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/core.lua
-local err = RJ.init(KEYS, ARGV[1])
+--!include lib/checks.lua
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-if not RJ.valid_dedupe_key(ARGV[2]) then return redis.error_reply('RJ_INVALID dedupe key') end
-return redis.call('DEL', RJ.P .. 'cache:' .. ARGV[2])
+if not valid_dedupe_key(ARGV[2]) then return redis.error_reply('RJ_INVALID dedupe key') end
+return redis.call('DEL', P .. 'cache:' .. ARGV[2])

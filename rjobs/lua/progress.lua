@@ -20,44 +20,45 @@
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST <id> ..., RJ_FENCED <id> ...
 --!include lib/core.lua
 --!include lib/write.lua
-local err = RJ.init(KEYS, ARGV[1])
+--!include lib/checks.lua
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, id, token, percent, step, operator = ARGV[2], ARGV[3], ARGV[4], RJ.num(ARGV[5], 0, 100), ARGV[6],
+local actor, id, token, percent, step, operator = ARGV[2], ARGV[3], ARGV[4], num_arg(ARGV[5], 0, 100), ARGV[6],
   ARGV[7]
-if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
 if not percent then return redis.error_reply('RJ_INVALID percent must be a number 0-100') end
 if type(step) ~= 'string' or #step > 200 then return redis.error_reply('RJ_INVALID step longer than 200 bytes') end
 if operator ~= '0' and operator ~= '1' then return redis.error_reply('RJ_INVALID operator must be 0 or 1') end
-if token ~= '' and not RJ.int(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
-local rec = RJ.load(id, {'progress_events'})
+if token ~= '' and not int_arg(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
+local rec = load_job(id, {'status', 'token', 'started_ms', 'attempt', 'progress_events'})
 if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
-if token == '' and not RJ.m.is_leased[rec.status] then return {'ignored', rec.status} end
-local e = RJ.fence(rec, token, operator)
+if token == '' and not M.is_leased[rec.status] then return {'ignored', rec.status} end
+local e = fence(rec, token, operator)
 if e then return redis.error_reply(e) end
 local eta = -1
-local started = tonumber(rec.f.started_ms)
-if started and percent > 0 then eta = math.floor((RJ.now - started) * (100 - percent) / percent) end
+local started = tonumber(field(rec, 'started_ms'))
+if started and percent > 0 then eta = math.floor((NOW - started) * (100 - percent) / percent) end
 local shown = string.format('%.15g', percent)
-RJ.hset(rec, 'progress', shown)
-RJ.hset(rec, 'step', step)
-RJ.hset(rec, 'eta_ms', eta)
-RJ.hset(rec, 'updated_ms', RJ.now)
+hset(rec, 'progress', shown)
+hset(rec, 'step', step)
+hset(rec, 'eta_ms', eta)
+hset(rec, 'updated_ms', NOW)
 -- the history: replace the entry just before when it is progress of the same step
-local last = RJ.read('LINDEX', rec.jk .. ':history', -1)
+local last = read('LINDEX', rec.jk .. ':history', -1)
 local last_step = nil
 if last and string.find(last, '"ev":"progress"', 1, true) then
   local ok, entry = pcall(cjson.decode, last)
   if ok and type(entry) == 'table' then last_step = entry.msg or '' end
 end
-local count = tonumber(rec.f.progress_events) or 0
-RJ.log(rec, 'progress', nil, nil, actor, step, rec.f.attempt, nil, shown, token == '' or nil, false)
+local count = tonumber(field(rec, 'progress_events')) or 0
+log_event(rec, 'progress', nil, nil, actor, step, field(rec, 'attempt'), nil, shown, token == '' or nil, false)
 if last_step == step or (count >= 100 and last_step) then
-  rec.hist_replace = table.remove(rec.hist)
+  rec.hist_replace, rec.hist = rec.hist, {}
 elseif count >= 100 then
   rec.hist = {}  -- the cap is reached: the hash holds the latest progress
 else
-  RJ.hset(rec, 'progress_events', count + 1)
+  hset(rec, 'progress_events', count + 1)
 end
-RJ.commit()
+commit()
 return {'ok', eta}

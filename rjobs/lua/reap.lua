@@ -20,41 +20,45 @@
 --!include lib/write.lua
 --!include lib/move.lua
 --!include lib/purge.lua
-local err = RJ.init(KEYS, ARGV[1])
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local limit, max_losses = RJ.int(ARGV[2], 1, 10000), RJ.int(ARGV[3], 1, 1000)
-local purge, worker_ttl = RJ.int(ARGV[4], 0, 10000), RJ.int(ARGV[5], 1000, 366 * 86400000)
+local limit, max_losses = int_arg(ARGV[2], 1, 10000), int_arg(ARGV[3], 1, 1000)
+local purge_max, worker_ttl = int_arg(ARGV[4], 0, 10000), int_arg(ARGV[5], 1000, 366 * 86400000)
 if not limit then return redis.error_reply('RJ_INVALID limit must be an integer 1-10000') end
 if not max_losses then return redis.error_reply('RJ_INVALID max_lease_losses must be an integer 1-1000') end
-if not purge then return redis.error_reply('RJ_INVALID purge must be an integer 0-10000') end
+if not purge_max then return redis.error_reply('RJ_INVALID purge must be an integer 0-10000') end
 if not worker_ttl then return redis.error_reply('RJ_INVALID worker_ttl_ms must be 1 s to 366 days in ms') end
-local m, P, now = RJ.m, RJ.P, RJ.now
+local m, P, now = M, P, NOW
 local requeued, failed = 0, 0
-for _, id in ipairs(RJ.read('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
-  local rec = RJ.load(id, {'lease_losses'})
+local FIELDS = {'status', 'token', 'attempt', 'max_attempts', 'lease_losses', 'worker', 'priority', 'seq',
+  'started_ms', 'has_dependents', 'lease_deadline_ms'}
+local IX = {status = 1, token = 2, attempt = 3, max_attempts = 4, lease_losses = 5, worker = 6, priority = 7, seq = 8,
+  started_ms = 9, has_dependents = 10, lease_deadline_ms = 11}
+for _, id in ipairs(read('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
+  local rec = load_job(id, FIELDS, IX)
   local st = rec.status
   if not st or not m.is_leased[st] then
-    RJ.zset(P .. 'leases', id, false)  -- stale member; the hash is authoritative
+    zset(P .. 'leases', id, false)  -- stale member; the hash is authoritative
   else
-    local losses = (tonumber(rec.f.lease_losses) or 0) + 1
-    RJ.hset(rec, 'lease_losses', losses)
-    local attempt, max_attempts = tonumber(rec.f.attempt) or 0, tonumber(rec.f.max_attempts) or 1
-    local msg = 'lease of ' .. (rec.f.worker or '?') .. ' (token ' .. (rec.f.token or '?') .. ') expired'
-    if attempt < max_attempts and losses < max_losses and RJ.allows(st, m.ready) then
-      RJ.move(rec, m.ready, {actor = 'reaper', msg = msg, event = 'lease_expired'})
+    local losses = (tonumber(field(rec, 'lease_losses')) or 0) + 1
+    hset(rec, 'lease_losses', losses)
+    local attempt, max_attempts = tonumber(field(rec, 'attempt')) or 0, tonumber(field(rec, 'max_attempts')) or 1
+    local msg = 'lease of ' .. (field(rec, 'worker') or '?') .. ' (token ' .. (field(rec, 'token') or '?') .. ') expired'
+    if attempt < max_attempts and losses < max_losses and allows(st, m.ready) then
+      move(rec, m.ready, {actor = 'reaper', msg = msg, event = 'lease_expired'})
       requeued = requeued + 1
     else
       local code = losses >= max_losses and 'poison_pill' or 'lease_expired'
       local text = msg .. ' after ' .. attempt .. ' attempt(s)'
-      RJ.hset(rec, 'error', '{"code":"' .. code .. '","message":' .. cjson.encode(text) .. '}')
+      hset(rec, 'error', '{"code":"' .. code .. '","message":' .. cjson.encode(text) .. '}')
       local target = m.failure
-      if not RJ.allows(st, target) then target = m.cancelled end
-      RJ.move(rec, target, {actor = 'reaper', msg = msg, event = 'lease_expired'})
+      if not allows(st, target) then target = m.cancelled end
+      move(rec, target, {actor = 'reaper', msg = msg, event = 'lease_expired'})
       failed = failed + 1
     end
   end
 end
-RJ.op('ZREMRANGEBYSCORE', P .. 'workers', '-inf', now - worker_ttl)
-local purged = RJ.purge(purge)
-RJ.commit()
+op('ZREMRANGEBYSCORE', P .. 'workers', '-inf', now - worker_ttl)
+local purged = purge(purge_max)
+commit()
 return {requeued, failed, purged}

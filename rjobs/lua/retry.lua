@@ -20,16 +20,16 @@
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/move.lua
-local err = RJ.init(KEYS, ARGV[1])
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
 local actor, id, params = ARGV[2], ARGV[3], ARGV[4]
-local m, P = RJ.m, RJ.P
-if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-if type(params) ~= 'string' or #params > RJ.opt().max_payload then
-  return redis.error_reply('RJ_INVALID params larger than ' .. RJ.opt().max_payload .. ' bytes')
+local m, P = M, P
+if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+if type(params) ~= 'string' or #params > opt().max_payload then
+  return redis.error_reply('RJ_INVALID params larger than ' .. opt().max_payload .. ' bytes')
 end
-local rec = RJ.load(id, {'depends_on', 'dedupe_policy', 'cancel_running', 'retry_count'})
+local rec = load_job(id)
 if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
 local role = m.final_role[rec.status]
 if role ~= 'failure' and role ~= 'cancelled' then
@@ -37,9 +37,9 @@ if role ~= 'failure' and role ~= 'cancelled' then
 end
 -- dependencies: still pending ones make the job wait again
 local pending, deps = 0, {}
-if rec.f.depends_on then
-  for dep in string.gmatch(rec.f.depends_on, '[^,]+') do
-    local d = RJ.load(dep)
+if field(rec, 'depends_on') then
+  for dep in string.gmatch(field(rec, 'depends_on'), '[^,]+') do
+    local d = load_job(dep)
     local fr = d.status and m.final_role[d.status]
     if d.status and fr and fr ~= 'success' then
       return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' ended ' .. d.status .. ': retry it first')
@@ -51,18 +51,18 @@ if pending > 0 and m.waiting == '' then
   return redis.error_reply('RJ_INVALID this machine has no waiting state for dependencies')
 end
 -- the dedupe key
-local dkey = rec.f.dedupe_key
+local dkey = field(rec, 'dedupe_key')
 local take, replace = false, nil
 if dkey and dkey ~= '' then
-  local holder = RJ.read('GET', P .. 'dedupe:' .. dkey)
-  local h = holder and holder ~= id and RJ.load(holder) or nil
-  if h and h.status and not RJ.is_final(h.status) then
-    if rec.f.dedupe_policy ~= 'replace' then
+  local holder = read('GET', P .. 'dedupe:' .. dkey)
+  local h = holder and holder ~= id and load_job(holder) or nil
+  if h and h.status and not M.final_role[h.status] then
+    if field(rec, 'dedupe_policy') ~= 'replace' then
       return redis.error_reply('RJ_DEDUPE ' .. holder .. ' holds dedupe key ' .. dkey ..
         ' (policy keep): cancel it or wait for it before retrying ' .. id)
     end
     take = true
-    if (not m.is_leased[h.status] or rec.f.cancel_running == '1') and RJ.allows(h.status, m.cancelled) then
+    if (not m.is_leased[h.status] or field(rec, 'cancel_running') == '1') and allows(h.status, m.cancelled) then
       replace = h
     end
   else
@@ -70,30 +70,30 @@ if dkey and dkey ~= '' then
   end
 end
 -- write
-for name in string.gmatch('completed_ms duration_ms result error step eta_ms', '%S+') do RJ.hdel(rec, name) end
-RJ.hset(rec, 'retry_count', (tonumber(rec.f.retry_count) or 0) + 1)
-RJ.hset(rec, 'attempt', 0)
-RJ.hset(rec, 'progress', 0)
-RJ.hset(rec, 'lease_losses', 0)
-if params ~= '' then RJ.hset(rec, 'params', params) end
+for name in string.gmatch('completed_ms duration_ms result error step eta_ms', '%S+') do hdel(rec, name) end
+hset(rec, 'retry_count', (tonumber(field(rec, 'retry_count')) or 0) + 1)
+hset(rec, 'attempt', 0)
+hset(rec, 'progress', 0)
+hset(rec, 'lease_losses', 0)
+if params ~= '' then hset(rec, 'params', params) end
 if replace then
   local msg = 'replaced by ' .. id .. ' (dedupe ' .. dkey .. ', retried)'
-  RJ.hset(replace, 'error', '{"code":"replaced","message":' .. cjson.encode(msg) .. '}')
-  RJ.move(replace, m.cancelled, {actor = actor, msg = msg, operator = m.is_leased[replace.status] or nil})
+  hset(replace, 'error', '{"code":"replaced","message":' .. cjson.encode(msg) .. '}')
+  move(replace, m.cancelled, {actor = actor, msg = msg, operator = m.is_leased[replace.status] or nil})
 end
 if take then
-  RJ.op('SET', P .. 'dedupe:' .. dkey, id)
-  RJ.op('DEL', P .. 'cache:' .. dkey)
+  op('SET', P .. 'dedupe:' .. dkey, id)
+  op('DEL', P .. 'cache:' .. dkey)
 end
 local target, msg = m.ready, params ~= '' and 'retried with new params' or 'retried'
 if pending > 0 then
   target = m.waiting
-  RJ.hset(rec, 'deps_pending', pending)
+  hset(rec, 'deps_pending', pending)
   for _, d in ipairs(deps) do
-    RJ.op('SADD', d.jk .. ':dependents', id)
-    if not d.f.has_dependents or d.f.has_dependents == '' then RJ.hset(d, 'has_dependents', 1) end
+    op('SADD', d.jk .. ':dependents', id)
+    if not field(d, 'has_dependents') or field(d, 'has_dependents') == '' then hset(d, 'has_dependents', 1) end
   end
 end
-RJ.move(rec, target, {event = 'retried', actor = actor, msg = msg})
-RJ.commit()
+move(rec, target, {event = 'retried', actor = actor, msg = msg})
+commit()
 return target

@@ -12,22 +12,23 @@
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_STATE <id> <status> (running or finished)
 --!include lib/core.lua
 --!include lib/write.lua
-local err = RJ.init(KEYS, ARGV[1])
+--!include lib/move.lua
+local err = init(KEYS, ARGV[1])
 if err then return redis.error_reply(err) end
-local actor, id, priority = ARGV[2], ARGV[3], RJ.int(ARGV[4], 1, 10)
-if not RJ.valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not RJ.valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+local actor, id, priority = ARGV[2], ARGV[3], int_arg(ARGV[4], 1, 10)
+if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
 if not priority then return redis.error_reply('RJ_INVALID priority must be an integer 1-10') end
-local rec = RJ.load(id)
+local rec = load_job(id)
 if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
-if RJ.m.is_leased[rec.status] or RJ.is_final(rec.status) then
+if M.is_leased[rec.status] or M.final_role[rec.status] then
   return redis.error_reply('RJ_STATE ' .. id .. ' ' .. rec.status .. ' the priority of a ' .. rec.status ..
     ' job can no longer change')
 end
-local previous = rec.f.priority
-RJ.hset(rec, 'priority', priority)
-RJ.hset(rec, 'updated_ms', RJ.now)
-if rec.status == RJ.m.ready then RJ.zset(RJ.P .. 'ready', id, RJ.ready_score(priority, rec.f.seq)) end
-RJ.log(rec, 'priority', nil, nil, actor, tostring(previous) .. ' -> ' .. priority, nil, nil, nil, nil, false)
-RJ.commit()
+local previous = field(rec, 'priority')
+hset(rec, 'priority', priority)
+hset(rec, 'updated_ms', NOW)
+if rec.status == M.ready then zset(P .. 'ready', id, ready_score(priority, field(rec, 'seq'))) end
+log_event(rec, 'priority', nil, nil, actor, tostring(previous) .. ' -> ' .. priority, nil, nil, nil, nil, false)
+commit()
 return tonumber(previous)

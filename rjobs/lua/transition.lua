@@ -14,9 +14,10 @@
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
 --!include lib/core.lua
 --!include lib/write.lua
+--!include lib/checks.lua
 --!include lib/move.lua
 --!include lib/purge.lua
 --!include lib/apply.lua
-local err = RJ.init(KEYS, ARGV[1], true)
+local err = init(KEYS, ARGV[1], true)
 if err then return redis.error_reply(err) end
-return RJ.apply_call(ARGV, false)
+return apply_call(ARGV, false)

@@ -358,3 +358,29 @@ def test_bulk_outcomes_are_exact_and_documented(q: SyncQueue, redis_sync: redis.
     assert q.bulk_transition([c], JOB.ready) == {c: "lease_required"}
     assert q.bulk_transition([c], JOB.ready, operator=True) == {c: "done"}
     assert_indexes_consistent(redis_sync, "edges", JOB)
+
+
+@pytest.mark.anyio
+async def test_async_hold_cancels_its_block_when_the_lease_is_lost(url: str, redis_sync: redis.Redis) -> None:
+    import anyio
+
+    from rjobs import Queue
+
+    async with Queue("aholds", url, actor="svc") as aq:
+        j = (await aq.enqueue("t")).id
+        reached = False
+        with pytest.raises(LeaseLost, match="cancelled"):
+            async with aq.hold(j, lease=0.6, actor="svc"):
+                await aq.cancel(j, "an operator stopped it")  # the next heartbeat learns it
+                await anyio.sleep(5)
+                reached = True
+        assert not reached, "the block was cancelled at its next await"
+        assert (await aq.get(j)).status == JOB.cancelled
+        k = (await aq.enqueue("t")).id
+        async with aq.hold(k, lease=0.6, actor="svc") as held:
+            await anyio.sleep(1.0)  # the heartbeat keeps the lease
+            await held.progress(50, "half")
+            await held.complete({"ok": 1})
+        done = await aq.get(k)
+        assert (done.status, done.result, done.worker) == (JOB.success, {"ok": 1}, "svc")
+        assert_indexes_consistent(redis_sync, "aholds", JOB)

@@ -3,11 +3,20 @@
 --   ARGV[1] is the queue prefix "rjobs:{Q}:"; KEYS[1] must be prefix.."machine", KEYS[2]
 --   prefix.."events". Every other key is built from the prefix, so it shares the queue's hash tag.
 --   A script validates its arguments, reads everything it needs and decides every change in Lua
---   memory (prepare, decide), and only then writes (lib/write.lua): a refused call writes nothing,
---   and on a cluster a key that migrated aborts the script before its first write.
+--   memory (prepare, decide), and only then writes (lib/write.lua: commit): a refused call writes
+--   nothing, and on a cluster a key that migrated aborts the script before its first write.
 --   Errors are returned as "RJ_<CODE> text", mapped to exceptions by rjobs/errors.py.
-local RJ = {}
+-- Style, for cost: every call runs the whole script again, and every allocation (a table, a
+-- closure, a new field in a table) is a good share of a small call. So the shared state and the
+-- helpers are locals of the script (no table of functions to grow), each helper file is
+-- included only by the scripts that use it, and the helpers few calls need are made on first use.
 local call = redis.call
+
+-- The call's state, set by init.
+local P, EVENTS_KEY, MACHINE_KEY, NOW, NOW_S, M  -- prefix, keys, server time (number, text), machine
+local CLUSTER = false  -- the client declared the queue's keys beyond the two fixed ones
+local KNOWN = false  -- on a cluster: the keys read (so served here), see lib/write.lua
+local JOBS, ORDER = {}, {}  -- loaded jobs by id, and in load order
 
 -- The compiled machine, written by declare_machine.lua into two fields of the machine hash:
 --   compiled:head   rj3|<qev>,<smax>|<max_payload>,<cache_ttl_ms>,<keep_success_ms>,
@@ -15,21 +24,21 @@ local call = redis.call
 --   compiled:edges  |#<state>|<from>><to>|...|  (every state, then its edges)
 -- Roles in order: initial, ready, delayed, waiting, review, success, partial, failure, cancelled
 -- ('' = none). The layout is defined once, in rjobs/scripts.py (COMPILED_OPTIONS, COMPILED_ROLES).
-local HEAD = '^rj3|([^,]*),([^|]*)|([^|]*)|([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),' ..
-  '([^,]*),([^|]*)|([^|]+)|$'
+local HEAD = '^rj3|([^,]*),([^|]*)|([^|]*)|([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^|]*)|([^|]+)|$'
 
 -- Check the keys, read the server time and the machine. with_edges: read the edges too (calls
 -- that check an edge anyway). Returns an error string, or nil.
-function RJ.init(keys, prefix, with_edges)
-  if type(prefix) ~= 'string' or not string.match(prefix, '^rjobs:{[%w_%.%-]+}:$') or
+local function init(keys, prefix, with_edges)
+  if type(prefix) ~= 'string' or not string.find(prefix, '^rjobs:{[%w_%.%-]+}:$') or
     keys[1] ~= prefix .. 'machine' or keys[2] ~= prefix .. 'events' then
     return 'RJ_INVALID keys do not match the queue prefix'
   end
-  RJ.P = prefix
-  RJ.events_key = keys[2]
-  RJ.machine_key = keys[1]
-  local t = redis.call('TIME')
-  RJ.now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  P, MACHINE_KEY, EVENTS_KEY = prefix, keys[1], keys[2]
+  CLUSTER = keys[3] ~= nil
+  if CLUSTER then KNOWN = {[keys[1]] = true} end
+  local t = call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  NOW_S = string.format('%d', NOW)  -- formatted once: a number in a string costs a sprintf
   local head, edges
   if with_edges then
     local r = call('HMGET', keys[1], 'compiled:head', 'compiled:edges')
@@ -50,135 +59,90 @@ function RJ.init(keys, prefix, with_edges)
   end
   local final_role = {[success] = 'success', [failure] = 'failure', [cancelled] = 'cancelled'}
   if partial ~= '' then final_role[partial] = 'partial' end
-  local is_leased, chain = {}, {}
-  for st in string.gmatch(leased, '[^,]+') do is_leased[st] = true; chain[#chain + 1] = st end
-  -- m.role is m itself (one table less per call): m.role.ready == m.ready
-  local m = {leased = leased, chain = chain, is_leased = is_leased, final_role = final_role, qev = qev,
-    smax = smax, more = more, initial = initial, ready = ready, delayed = delayed, waiting = waiting,
+  local is_leased, chain = {[leased] = true}, {leased}
+  if string.find(leased, ',', 1, true) then
+    is_leased, chain = {}, {}
+    for st in string.gmatch(leased, '[^,]+') do is_leased[st] = true; chain[#chain + 1] = st end
+  end
+  M = {leased = leased, chain = chain, is_leased = is_leased, final_role = final_role, qev = qev, smax = smax,
+    more = more, edges = edges, initial = initial, ready = ready, delayed = delayed, waiting = waiting,
     review = review, success = success, partial = partial, failure = failure, cancelled = cancelled}
-  m.role = m
-  m.edges = edges
-  RJ.m = m
-  RJ.known = {[keys[1]] = true}  -- keys this call has read: known to be served here (lib/write.lua)
   return nil
 end
 
--- Numbers from ARGV. RJ.int: a decimal integer in [lo, hi]; RJ.num: a finite number in [lo, hi]
--- (plain decimal or exponent notation: no hex, no spaces, no nan/inf). Lua's tonumber('nan')
--- passes every `x < lo or x > hi` test, so nothing else may parse a number from ARGV.
-function RJ.int(v, lo, hi)
-  local n
-  if type(v) == 'number' then n = v
-  elseif type(v) == 'string' and #v <= 20 and string.find(v, '^%-?%d+$') then n = tonumber(v)
-  else return nil end
-  if n ~= n or n < lo or n > hi or n % 1 ~= 0 then return nil end
+-- Numbers from ARGV: an integer in [lo, hi]. Lua's tonumber('nan') passes every
+-- `x < lo or x > hi` test, so nothing else may parse a number from ARGV (lib/checks.lua has the
+-- finite-number twin). Other spellings of a number ('1e3', '0x10') are that number.
+local function int_arg(v, lo, hi)
+  local n = tonumber(v)
+  if not n or n ~= n or n < lo or n > hi or n % 1 ~= 0 then return nil end
   return n
 end
 
-function RJ.num(v, lo, hi)
-  local n
-  if type(v) == 'number' then n = v
-  elseif type(v) == 'string' and #v <= 40 and string.find(v, '^[%-+]?[%d%.]+[eE]?[%-+]?%d*$') then n = tonumber(v)
-  else return nil end
-  if not n or n ~= n or n < lo or n > hi then return nil end
-  return n
-end
-
-RJ.MAX_MS = 253402300799999  -- 9999-12-31: the largest epoch ms a job may be due at
+local MAX_MS = 253402300799999  -- 9999-12-31: the largest epoch ms a job may be due at
 
 -- Names that become part of a key (ids, types, users): the charset of rjobs/keys.py.
-function RJ.valid_name(s, maxlen)
+local function valid_name(s, maxlen)
   return type(s) == 'string' and #s >= 1 and #s <= (maxlen or 128) and string.find(s, '^[%w_%.%-]+$') ~= nil
 end
 
 -- Who acts (a worker id, a client, a person): the charset of rjobs.plans' actor rule, so it goes
 -- into a history entry without escaping.
-function RJ.valid_actor(s)
+local function valid_actor(s)
   return type(s) == 'string' and #s >= 1 and #s <= 200 and string.find(s, '^[%w_%.:@%-]+$') ~= nil
 end
 
-function RJ.valid_dedupe_key(s)
-  return type(s) == 'string' and #s >= 1 and #s <= 200 and string.find(s, '^[%w_%.%-:/@=+]+$') ~= nil
-end
-
-function RJ.jkey(id) return RJ.P .. 'job:' .. id end
-
-function RJ.is_final(state) return RJ.m.final_role[state] ~= nil end
-
-function RJ.ready_score(priority, seq)
-  return (10 - tonumber(priority)) * 1e13 + tonumber(seq)
-end
-
--- A read of one key that also records the key as known to be served here.
-function RJ.read(cmd, key, ...)
-  RJ.known[key] = true
+-- A read of one key that also records the key as read (served here).
+local function read(cmd, key, ...)
+  if KNOWN then KNOWN[key] = true end
   return call(cmd, key, ...)
 end
 
--- The fields every loaded job record holds (more with RJ.load's `extra`).
-RJ.BASE = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents', 'dedupe_key',
-  'user_id', 'max_attempts', 'worker', 'executions', 'lease_deadline_ms'}
-RJ.jobs = {}   -- loaded records by id: every decision of the call sees the planned state
-RJ.order = {}  -- records in load order (writes follow it)
+-- Jobs. A record: id, jk (its key), status (false: no such job), v (the fields read, at the
+-- positions ix gives, kept current by hset/hdel), set (the field/value pairs to write, in order:
+-- HSET keeps the last of a name), del (fields to delete), new (created by this call). field()
+-- reads a field as the moves planned so far leave it.
+local MOVE = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents', 'lease_deadline_ms',
+  'dedupe_key', 'executions'}
+local MOVE_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
+  lease_deadline_ms = 8, dedupe_key = 9, executions = 10}
 
--- Load a job once per call: rec.status is false when it does not exist. rec.f holds its fields
--- as they will be after the moves planned so far; rec.set / rec.del the net changes to write.
-function RJ.load(id, extra)
-  local rec = RJ.jobs[id]
-  if rec then
-    if extra then
-      local need = {}
-      for _, name in ipairs(extra) do if rec.f[name] == nil then need[#need + 1] = name end end
-      if #need > 0 and not rec.new then
-        local v = call('HMGET', rec.jk, unpack(need))
-        for i, name in ipairs(need) do rec.f[name] = v[i] end
-      end
-    end
-    return rec
-  end
-  local jk = RJ.jkey(id)
-  local names = RJ.BASE
-  if extra then
-    names = {unpack(RJ.BASE)}
-    for _, name in ipairs(extra) do names[#names + 1] = name end
+-- Load a job once per call: the fields `names` (names[1] must be 'status'), `ix` giving each
+-- one's position (default: MOVE).
+local function load_job(id, names, ix)
+  local rec = JOBS[id]
+  if rec then return rec end
+  local jk = P .. 'job:' .. id
+  if not names then
+    names, ix = MOVE, MOVE_IX
+  elseif not ix then
+    ix = {}
+    for i = 1, #names do ix[names[i]] = i end
   end
   local v = call('HMGET', jk, unpack(names))
-  local f = {}
-  for i, name in ipairs(names) do f[name] = v[i] end
-  rec = {id = id, jk = jk, f = f, status = f.status, orig = f.status, set = {}, del = {}}
-  RJ.known[jk] = true
-  RJ.jobs[id] = rec
-  RJ.order[#RJ.order + 1] = rec
+  rec = {id = id, jk = jk, v = v, ix = ix, status = v[1], set = {}}
+  if KNOWN then KNOWN[jk] = true end
+  JOBS[id] = rec
+  ORDER[#ORDER + 1] = rec
   return rec
 end
 
--- A job this call creates: its keys were checked to be free (and served here) by the caller.
-function RJ.new(id)
-  local jk = RJ.jkey(id)
-  local rec = {id = id, jk = jk, f = {}, status = false, orig = false, set = {}, del = {}, new = true}
-  RJ.known[jk] = true
-  RJ.jobs[id] = rec
-  RJ.order[#RJ.order + 1] = rec
-  return rec
-end
-
--- A lease holder's token check: nil when `token` is the job's current one in a leased state.
-function RJ.check_token(rec, token)
-  if rec.f.token ~= token or not RJ.m.is_leased[rec.status] then
-    return 'RJ_LEASE_LOST ' .. rec.id .. ' token ' .. token .. ' is not the lease of this job (now ' ..
-      tostring(rec.status) .. ')'
+-- A field of a job as the moves planned so far leave it (false: absent). A field not loaded is
+-- read on first use (reads come before the first write: call this only while deciding).
+local function field(rec, name)
+  local ix = rec.ix
+  local i = ix and ix[name]
+  if i then return rec.v[i] end  -- hset and hdel keep the loaded values current
+  local set = rec.set
+  for j = #set - 1, 1, -2 do
+    if set[j] == name then return set[j + 1] end
   end
-  return nil
-end
-
--- Fencing (docs/design.md, decision 2): a write to a leased job presents its token, or the
--- caller says it acts as an operator. A token presented for a job that is no longer leased by
--- it is a lost lease. Returns an error string, or nil.
-function RJ.fence(rec, token, operator)
-  if token ~= '' then return RJ.check_token(rec, token) end
-  if RJ.m.is_leased[rec.status] and operator ~= '1' then
-    return 'RJ_FENCED ' .. rec.id .. ' is ' .. rec.status .. ' under a lease: pass its lease token, ' ..
-      'or act as an operator'
-  end
-  return nil
+  if rec.del and rec.del[name] then return false end
+  if rec.new then return false end
+  local lz = rec.lz
+  if lz and lz[name] ~= nil then return lz[name] end
+  local v = call('HGET', rec.jk, name)
+  if not lz then lz = {}; rec.lz = lz end
+  lz[name] = v
+  return v
 end

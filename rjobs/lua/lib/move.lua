@@ -1,158 +1,157 @@
 -- lib/move.lua — deciding moves (included after lib/core.lua and lib/write.lua by the scripts
--- that move jobs): the edges and options of the compiled machine, RJ.move, and the dependents of
--- a job that reached a final state. Nothing here writes; RJ.commit() does.
+-- that move jobs): the edges and options of the compiled machine, move(), and the dependents of a
+-- job that reached a final state. Nothing here writes; commit() does.
 
 -- The options after the stream caps, as numbers: max_payload, cache_ttl_ms, keep[final role].
-function RJ.opt()
-  local m = RJ.m
-  if not m.opt then
-    local mp, ttl, ks, kp, kf, kc = string.match(m.more, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
-    m.opt = {max_payload = tonumber(mp), cache_ttl_ms = tonumber(ttl), keep = {success = tonumber(ks),
+local function opt()
+  if not M.opt then
+    local mp, ttl, ks, kp, kf, kc = string.match(M.more, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+    M.opt = {max_payload = tonumber(mp), cache_ttl_ms = tonumber(ttl), keep = {success = tonumber(ks),
       partial = tonumber(kp), failure = tonumber(kf), cancelled = tonumber(kc)}}
   end
-  return m.opt
+  return M.opt
 end
 
--- The states and edges of the compiled machine, read on first use.
-function RJ.edges()
-  local m = RJ.m
-  if not m.edges then m.edges = redis.call('HGET', RJ.machine_key, 'compiled:edges') or '' end
-  return m.edges
-end
-
--- The table stored in Redis has the edge from -> to (a token '|from>to|' of the compiled machine).
-function RJ.allows(from, to)
+-- The table stored in Redis has the edge from -> to (a token '|from>to|' of the compiled machine;
+-- the edges are read on first use).
+local function allows(from, to)
+  if not M.edges then M.edges = call('HGET', MACHINE_KEY, 'compiled:edges') or '' end
   return type(from) == 'string' and type(to) == 'string' and
-    string.find(RJ.edges(), '|' .. from .. '>' .. to .. '|', 1, true) ~= nil
+    string.find(M.edges, '|' .. from .. '>' .. to .. '|', 1, true) ~= nil
 end
 
 -- A declared state (a token '|#state|'); the charset check keeps a crafted name from matching
 -- across tokens.
-function RJ.is_state(state)
+local function is_state(state)
+  if not M.edges then M.edges = call('HGET', MACHINE_KEY, 'compiled:edges') or '' end
   return type(state) == 'string' and #state <= 32 and string.find(state, '^[%w_]+$') ~= nil and
-    string.find(RJ.edges(), '|#' .. state .. '|', 1, true) ~= nil
+    string.find(M.edges, '|#' .. state .. '|', 1, true) ~= nil
 end
 
--- The due time of the earliest delayed job as this call will leave it (read once).
-local function delayed_head()
-  if RJ.dhead == nil then
-    local h = RJ.read('ZRANGE', RJ.P .. 'delayed', 0, 0, 'WITHSCORES')
-    RJ.dhead = h[2] and tonumber(h[2]) or false
-  end
-  return RJ.dhead
+-- A ready job's rank: priority band, then FIFO by sequence.
+local function ready_score(priority, seq)
+  return (10 - tonumber(priority)) * 1e13 + tonumber(seq)
 end
 
--- A new lease token (docs/design.md, decision 2): server ms * 1000 + the job's lease count
--- modulo 1000. Never issued twice for one job, even after lost writes: the clock moves on.
-local function new_token(rec)
-  local n = (tonumber(rec.f.token) or 0) % 1000 + 1
-  return string.format('%d', RJ.now * 1000 + n % 1000)
-end
-
--- Leave the indexes of `from`.
-local function leave(rec, from)
-  local m, P, id = RJ.m, RJ.P, rec.id
-  if from == m.ready then RJ.zset(P .. 'ready', id, false)
-  elseif from == m.delayed then RJ.zset(P .. 'delayed', id, false) end
-  if m.is_leased[from] then RJ.zset(P .. 'leases', id, false) end
-  RJ.zset(P .. 'state:' .. from, id, false)
-end
+local dhead, dhead_read = false, false  -- the earliest delayed job's due time, as this call leaves it
+local settle_dependents  -- made on first use (few jobs have dependents): see define_settle below
+local define_settle
 
 -- Decide the move of a loaded job (rec.status; false = a new job) to `to`. The caller validated
 -- the edge. opts: actor, msg, event (default: the target state), run_at (delayed target),
--- lease_ms and holder (entering a leased state from outside: a new token and lease), operator
--- (a write to a leased job without its token), token (the lease the request presented).
--- Updates rec in memory, queues index changes, the history entry and the queue event, and
--- decides the dependents of a job reaching a final state.
-function RJ.move(rec, to, opts)
-  local m, P, now, id = RJ.m, RJ.P, RJ.now, rec.id
+-- lease_ms and holder (entering a leased state from outside: a new token and lease), operator (a
+-- write to a leased job without its token), token (the lease the request presented). Updates rec
+-- in memory, queues index changes, the history entry and the queue event, and decides the
+-- dependents of a job reaching a final state.
+local function move(rec, to, opts)
+  local id = rec.id
   local from = rec.status
-  if from then leave(rec, from) end
-  RJ.zset(P .. 'state:' .. to, id, now)
-  RJ.hset(rec, 'status', to)
-  RJ.hset(rec, 'updated_ms', now)
+  if from then  -- leave the indexes of `from`
+    if from == M.ready then zset(P .. 'ready', id, false)
+    elseif from == M.delayed then zset(P .. 'delayed', id, false) end
+    if M.is_leased[from] then zset(P .. 'leases', id, false) end
+    zset(P .. 'state:' .. from, id, false)
+  end
+  zset(P .. 'state:' .. to, id, NOW)
+  hset(rec, 'status', to)
+  hset(rec, 'updated_ms', NOW_S)
   rec.status = to
   rec.moved = true
-  if to == m.ready then
-    RJ.zset(P .. 'ready', id, RJ.ready_score(rec.f.priority, rec.f.seq))
-    RJ.wake = true
-  elseif to == m.delayed then
-    local head = delayed_head()
-    if not head or head > opts.run_at then RJ.wake = true; RJ.dhead = opts.run_at end
-    RJ.zset(P .. 'delayed', id, opts.run_at)
-    RJ.hset(rec, 'scheduled_ms', opts.run_at)
+  if to == M.ready then
+    zset(P .. 'ready', id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
+    WAKE = true
+  elseif to == M.delayed then
+    -- an idle worker sleeps until the earliest delayed job is due: wake it if this one is earlier
+    if not dhead_read then
+      local h = read('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+      dhead, dhead_read = h[2] and tonumber(h[2]) or false, true
+    end
+    if not dhead or dhead > opts.run_at then WAKE = true; dhead = opts.run_at end
+    zset(P .. 'delayed', id, opts.run_at)
+    hset(rec, 'scheduled_ms', opts.run_at)
   end
   local token = opts.token
-  if m.is_leased[to] then
-    if not (from and m.is_leased[from]) then
+  local attempt = field(rec, 'attempt')
+  if M.is_leased[to] then
+    local deadline
+    if not (from and M.is_leased[from]) then
       -- entering the leased states: a new lease, a new token, an attempt
-      token = new_token(rec)
-      RJ.hset(rec, 'token', token)
-      RJ.hset(rec, 'worker', opts.holder)
-      RJ.hset(rec, 'started_ms', now)
-      RJ.hset(rec, 'attempt', (tonumber(rec.f.attempt) or 0) + 1)
-      RJ.hset(rec, 'executions', (tonumber(rec.f.executions) or 0) + 1)
-      RJ.hset(rec, 'lease_deadline_ms', now + opts.lease_ms)
+      -- the token (docs/design.md, decision 2): server ms * 1000 + the job's lease count modulo
+      -- 1000; never issued twice for one job, even after lost writes: the clock moves on
+      token = string.format('%d', NOW * 1000 + ((tonumber(field(rec, 'token')) or 0) % 1000 + 1) % 1000)
+      attempt = (tonumber(attempt) or 0) + 1
+      deadline = NOW + opts.lease_ms
+      hset(rec, 'token', token)
+      hset(rec, 'worker', opts.holder)
+      hset(rec, 'started_ms', NOW_S)
+      hset(rec, 'attempt', attempt)
+      hset(rec, 'executions', (tonumber(field(rec, 'executions')) or 0) + 1)
+      hset(rec, 'lease_deadline_ms', deadline)
+    else
+      deadline = tonumber(field(rec, 'lease_deadline_ms'))
     end
-    RJ.zset(P .. 'leases', id, tonumber(rec.f.lease_deadline_ms))
+    zset(P .. 'leases', id, deadline)
   end
-  local final = m.final_role[to]
+  local final = M.final_role[to]
   if final then
-    RJ.hset(rec, 'completed_ms', now)
-    local started = tonumber(rec.f.started_ms)
-    if started then RJ.hset(rec, 'duration_ms', now - started) end
+    hset(rec, 'completed_ms', NOW_S)
+    local started = tonumber(field(rec, 'started_ms'))
+    if started then hset(rec, 'duration_ms', NOW - started) end
   end
-  local attempt = rec.f.attempt
-  RJ.log(rec, opts.event or to, from, to, opts.actor, opts.msg, attempt and tostring(attempt) or nil,
-    token, nil, opts.operator, final ~= nil)
-  if final and (rec.new_dependents or (rec.f.has_dependents and rec.f.has_dependents ~= '')) then
-    RJ.settle_dependents(rec, final)
+  log_event(rec, opts.event or to, from, to, opts.actor, opts.msg, attempt, token, nil, opts.operator, final ~= nil)
+  if final then
+    local deps = field(rec, 'has_dependents')
+    if rec.new_dependents or (deps and deps ~= '') then
+      if not settle_dependents then define_settle() end
+      settle_dependents(rec, final)
+    end
   end
 end
 
--- The fields a dependent's decision needs.
-local DEP_FIELDS = {'deps_pending', 'scheduled_ms', 'on_dep_failure'}
+function define_settle()
+  -- The fields a dependent's decision needs.
+  local DEP_FIELDS = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents',
+    'lease_deadline_ms', 'deps_pending', 'scheduled_ms', 'on_dep_failure'}
+  local cascade, cascading = {}, false
 
--- A job reached a final state: release, fail or cancel the jobs waiting for it, along the whole
--- chain. A worklist (not recursion) bounds the work and keeps the Lua stack flat.
-RJ.cascade, RJ.cascading = {}, false
-function RJ.settle_dependents(rec, final)
-  RJ.cascade[#RJ.cascade + 1] = {rec, final}
-  if RJ.cascading then return end
-  RJ.cascading = true
-  local role = RJ.m.role
-  local i = 1
-  while i <= #RJ.cascade and i <= 100000 do
-    local dep, dep_final = RJ.cascade[i][1], RJ.cascade[i][2]
-    i = i + 1
-    local children = dep.new and {} or RJ.read('SMEMBERS', dep.jk .. ':dependents')
-    for _, child in ipairs(dep.new_dependents or {}) do children[#children + 1] = child end
-    for _, child in ipairs(children) do
-      local c = RJ.load(child, DEP_FIELDS)
-      if c.status and c.status == role.waiting then
-        if dep_final == 'success' then
-          local left = (tonumber(c.f.deps_pending) or 1) - 1
-          RJ.hset(c, 'deps_pending', left)
-          if left <= 0 then
-            local due = tonumber(c.f.scheduled_ms) or 0
-            if due > RJ.now and role.delayed ~= '' and RJ.allows(c.status, role.delayed) then
-              RJ.move(c, role.delayed, {run_at = due, actor = 'rjobs', msg = 'dependencies done'})
-            else
-              RJ.move(c, role.ready, {actor = 'rjobs', msg = 'dependencies done'})
+  -- A job reached a final state: release, fail or cancel the jobs waiting for it, along the whole
+  -- chain. A worklist (not recursion) bounds the work and keeps the Lua stack flat.
+  settle_dependents = function(rec, final)
+    cascade[#cascade + 1] = {rec, final}
+    if cascading then return end
+    cascading = true
+    local i = 1
+    while i <= #cascade and i <= 100000 do
+      local dep, dep_final = cascade[i][1], cascade[i][2]
+      i = i + 1
+      local children = dep.new and {} or read('SMEMBERS', dep.jk .. ':dependents')
+      for _, child in ipairs(dep.new_dependents or {}) do children[#children + 1] = child end
+      for _, child in ipairs(children) do
+        local c = load_job(child, DEP_FIELDS)
+        if c.status and c.status == M.waiting then
+          if dep_final == 'success' then
+            local left = (tonumber(field(c, 'deps_pending')) or 1) - 1
+            hset(c, 'deps_pending', left)
+            if left <= 0 then
+              local due = tonumber(field(c, 'scheduled_ms')) or 0
+              if due > NOW and M.delayed ~= '' and allows(c.status, M.delayed) then
+                move(c, M.delayed, {run_at = due, actor = 'rjobs', msg = 'dependencies done'})
+              else
+                move(c, M.ready, {actor = 'rjobs', msg = 'dependencies done'})
+              end
             end
-          end
-        else
-          local target = role.cancelled
-          if c.f.on_dep_failure == 'fail' and RJ.allows(c.status, role.failure) then target = role.failure end
-          if RJ.allows(c.status, target) then
-            local msg = 'dependency ' .. dep.id .. ' ended ' .. dep_final
-            RJ.hset(c, 'error', '{"code":"dependency_failed","message":' .. cjson.encode(msg) .. '}')
-            RJ.move(c, target, {actor = 'rjobs', msg = msg})
+          else
+            local target = M.cancelled
+            if field(c, 'on_dep_failure') == 'fail' and allows(c.status, M.failure) then target = M.failure end
+            if allows(c.status, target) then
+              local msg = 'dependency ' .. dep.id .. ' ended ' .. dep_final
+              hset(c, 'error', '{"code":"dependency_failed","message":' .. cjson.encode(msg) .. '}')
+              move(c, target, {actor = 'rjobs', msg = msg})
+            end
           end
         end
       end
     end
+    cascade, cascading = {}, false
   end
-  RJ.cascade = {}
-  RJ.cascading = false
 end

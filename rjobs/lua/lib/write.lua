@@ -1,140 +1,155 @@
 -- lib/write.lua — the write step (docs/design.md, decision 3). The decide step records every
--- change here; RJ.commit() first makes sure every key it will write is served here (one EXISTS
--- over the keys the call has not read: on a cluster, a key that migrated aborts the script now,
--- before anything is written), then writes each job once (HDEL, HSET, RPUSH of its history),
--- every index as one ZREM and one ZADD per key, the queue stream, the other commands in the
--- order they were recorded, and the wake token.
+-- change here; commit() first, on a cluster, makes sure every key it will write is served here
+-- (one EXISTS over the keys the call has not read: a key that migrated aborts the script now,
+-- before anything is written; on one server every key is, and the check is skipped), then writes
+-- each job once (HDEL, HSET, RPUSH of its history), every index as one ZREM and one ZADD per key,
+-- the queue stream, the other commands in the order they were recorded, and the wake token.
+-- Made on first use: Z (index key -> {member -> score | false}) and ZKEYS (those keys in order),
+-- OPS (other writes in order: {cmd, key, args...}), QEV (queue stream entries, flat: n, then n XADD
+-- arguments).
+local Z, ZKEYS, OPS, QEV = false, false, false, false
+local WAKE = false  -- something became claimable: wake an idle worker
 
-RJ.z, RJ.zkeys = {}, {}  -- index key -> {member -> score | false (remove)}, keys in first-use order
-RJ.ops = {}              -- other writes in order: {cmd, key, args...}
-RJ.qev = {}              -- queue stream entries (argument arrays for XADD)
-RJ.drops = {}            -- records to delete with every key they own (purge)
-RJ.wake = false
-
-function RJ.hset(rec, name, value)
-  rec.f[name] = value
-  rec.set[name] = value
-  rec.del[name] = nil
+local function hset(rec, name, value)
+  local set = rec.set
+  set[#set + 1] = name
+  set[#set + 1] = value
+  local ix = rec.ix
+  local i = ix and ix[name]
+  if i then rec.v[i] = value end
+  if rec.del then rec.del[name] = nil end
   rec.dirty = true
 end
 
-function RJ.hdel(rec, name)
-  rec.f[name] = false
-  rec.set[name] = nil
+local function hdel(rec, name)
+  local set, kept = rec.set, {}
+  for i = 1, #set, 2 do
+    if set[i] ~= name then kept[#kept + 1] = set[i]; kept[#kept + 1] = set[i + 1] end
+  end
+  rec.set = kept
+  local i = rec.ix and rec.ix[name]
+  if i then rec.v[i] = false end
+  rec.del = rec.del or {}
   rec.del[name] = true
   rec.dirty = true
 end
 
 -- Membership of `member` in the index `key`: a score, or false to remove it. The last word wins,
 -- so a job moved twice in one call ends in exactly the indexes of its last state.
-function RJ.zset(key, member, score)
-  local t = RJ.z[key]
+local function zset(key, member, score)
+  if not Z then Z, ZKEYS = {}, {} end
+  local t = Z[key]
   if not t then
     t = {}
-    RJ.z[key] = t
-    RJ.zkeys[#RJ.zkeys + 1] = key
+    Z[key] = t
+    ZKEYS[#ZKEYS + 1] = key
   end
   t[member] = score
 end
 
-function RJ.op(...)
-  RJ.ops[#RJ.ops + 1] = {...}
+local function op(...)
+  if not OPS then OPS = {} end
+  OPS[#OPS + 1] = {...}
 end
 
 -- One history entry of a job (docs/design.md, decision 1) and, per the queue's option, the same
 -- event on the queue stream (final moves always: waits read them). Values are from validated
--- charsets except msg, which is JSON-escaped. `final`: the move reached a final state.
-function RJ.log(rec, event, from, to, actor, msg, attempt, token, data, operator, final)
-  local e = '{"t":' .. RJ.now .. ',"ev":"' .. event .. '"'
-  if from and from ~= '' then e = e .. ',"from":"' .. from .. '"' end
-  if to and to ~= '' then e = e .. ',"to":"' .. to .. '"' end
-  if actor and actor ~= '' then e = e .. ',"by":"' .. actor .. '"' end
-  if operator then e = e .. ',"op":1' end
-  if attempt and attempt ~= '' then e = e .. ',"n":' .. attempt end
-  if token and token ~= '' then e = e .. ',"tok":"' .. token .. '"' end
-  if msg and msg ~= '' then e = e .. ',"msg":' .. cjson.encode(msg) end
-  if data and data ~= '' then e = e .. ',"data":' .. cjson.encode(data) end
-  local h = rec.hist
-  if not h then h = {}; rec.hist = h end
-  h[#h + 1] = e .. '}'
-  if RJ.m.qev == '1' or final then
-    local a = {'event', event, 'job', rec.id}
-    if from and from ~= '' then a[#a + 1] = 'from'; a[#a + 1] = from end
-    if to and to ~= '' then a[#a + 1] = 'to'; a[#a + 1] = to end
-    if actor and actor ~= '' then a[#a + 1] = 'actor'; a[#a + 1] = actor end
-    if operator then a[#a + 1] = 'op'; a[#a + 1] = '1' end
-    if msg and msg ~= '' then a[#a + 1] = 'msg'; a[#a + 1] = msg end
-    if attempt and attempt ~= '' then a[#a + 1] = 'attempt'; a[#a + 1] = attempt end
-    if token and token ~= '' then a[#a + 1] = 'token'; a[#a + 1] = token end
-    if data and data ~= '' then a[#a + 1] = 'data'; a[#a + 1] = data end
-    RJ.qev[#RJ.qev + 1] = a
+-- charsets except msg and data, which are JSON-escaped. `final`: the move reached a final state.
+local function log_event(rec, event, from, to, actor, msg, attempt, token, data, operator, final)
+  if attempt then attempt = tostring(attempt) end
+  local e = '{"t":' .. NOW_S .. ',"ev":"' .. event ..
+    ((from and from ~= '') and ('","from":"' .. from) or '') ..
+    ((to and to ~= '') and ('","to":"' .. to) or '') ..
+    ((actor and actor ~= '') and ('","by":"' .. actor) or '') .. '"' ..
+    (operator and ',"op":1' or '') ..
+    ((attempt and attempt ~= '') and (',"n":' .. attempt) or '') ..
+    ((token and token ~= '') and (',"tok":"' .. token .. '"') or '') ..
+    ((msg and msg ~= '') and (',"msg":' .. cjson.encode(msg)) or '') ..
+    ((data and data ~= '') and (',"data":' .. cjson.encode(data)) or '') .. '}'
+  local h = rec.hist  -- one entry: the string itself (no table for the common case)
+  if not h then rec.hist = e
+  elseif type(h) == 'string' then rec.hist = {h, e}
+  else h[#h + 1] = e end
+  if M.qev == '1' or final then
+    if not QEV then QEV = {} end
+    local q = QEV
+    local at = #q + 1
+    q[at + 1] = 'event'; q[at + 2] = event; q[at + 3] = 'job'; q[at + 4] = rec.id
+    q[at + 5] = 'from'; q[at + 6] = from or ''; q[at + 7] = 'to'; q[at + 8] = to or ''
+    q[at + 9] = 'actor'; q[at + 10] = actor or ''
+    local n = 10
+    if operator then q[at + n + 1] = 'op'; q[at + n + 2] = '1'; n = n + 2 end
+    if msg and msg ~= '' then q[at + n + 1] = 'msg'; q[at + n + 2] = msg; n = n + 2 end
+    if attempt and attempt ~= '' then q[at + n + 1] = 'attempt'; q[at + n + 2] = attempt; n = n + 2 end
+    if token and token ~= '' then q[at + n + 1] = 'token'; q[at + n + 2] = token; n = n + 2 end
+    if data and data ~= '' then q[at + n + 1] = 'data'; q[at + n + 2] = data; n = n + 2 end
+    q[at] = n
   end
 end
 
--- Delete a job with every key it owns; the caller has removed its index entries.
-function RJ.drop(rec)
-  rec.dropped = true
-  RJ.drops[#RJ.drops + 1] = rec
-end
-
-local function chunks(cmd, key, args)
-  for s = 1, #args, 4000 do call(cmd, key, unpack(args, s, math.min(s + 3999, #args))) end
-end
-
--- Every key the writes below touch that this call has not read yet.
-local function unread()
-  local known, out = RJ.known, {}
-  local function want(k) if not known[k] then known[k] = true; out[#out + 1] = k end end
-  for _, rec in ipairs(RJ.order) do
-    if rec.dirty then want(rec.jk) end
-    if rec.hist then want(rec.jk .. ':history') end
-    if rec.dropped then
-      want(rec.jk .. ':history'); want(rec.jk .. ':assets'); want(rec.jk .. ':dependents')
+local function commit()
+  if CLUSTER then
+    -- touch every key the writes need that the call has not read: one EXISTS
+    local keys, n = {}, 0
+    local function want(k)
+      if not KNOWN[k] then KNOWN[k] = true; n = n + 1; keys[n] = k end
     end
+    for i = 1, #ORDER do
+      local rec = ORDER[i]
+      if rec.hist or rec.dropped then want(rec.jk .. ':history') end
+      if rec.dropped then want(rec.jk .. ':assets'); want(rec.jk .. ':dependents') end
+    end
+    for i = 1, ZKEYS and #ZKEYS or 0 do want(ZKEYS[i]) end
+    for i = 1, OPS and #OPS or 0 do want(OPS[i][2]) end
+    if QEV then want(EVENTS_KEY) end
+    if WAKE then want(P .. 'wake') end
+    for s = 1, n, 1000 do call('EXISTS', unpack(keys, s, math.min(s + 999, n))) end
   end
-  for _, k in ipairs(RJ.zkeys) do want(k) end
-  for _, o in ipairs(RJ.ops) do want(o[2]) end
-  if #RJ.qev > 0 then want(RJ.events_key) end
-  if RJ.wake then want(RJ.P .. 'wake') end
-  return out
-end
-
-function RJ.commit()
-  local keys = unread()
-  for s = 1, #keys, 1000 do call('EXISTS', unpack(keys, s, math.min(s + 999, #keys))) end
   -- from here on: writes only
-  for _, rec in ipairs(RJ.order) do
+  for i = 1, #ORDER do
+    local rec = ORDER[i]
+    local jk = rec.jk
     if rec.dropped then
-      call('DEL', rec.jk, rec.jk .. ':history', rec.jk .. ':assets', rec.jk .. ':dependents')
+      call('DEL', jk, jk .. ':history', jk .. ':assets', jk .. ':dependents')
     else
       if rec.dirty then
-        local d, s = {}, {}
-        for name in pairs(rec.del) do d[#d + 1] = name end
-        for name, value in pairs(rec.set) do s[#s + 1] = name; s[#s + 1] = value end
-        if #d > 0 and not rec.new then call('HDEL', rec.jk, unpack(d)) end
-        if #s > 0 then call('HSET', rec.jk, unpack(s)) end
+        if rec.del and not rec.new then
+          local d = {}
+          for name in pairs(rec.del) do d[#d + 1] = name end
+          if #d > 0 then call('HDEL', jk, unpack(d)) end
+        end
+        if #rec.set > 0 then call('HSET', jk, unpack(rec.set)) end
       end
-      if rec.hist then
-        if rec.hist_replace then call('LSET', rec.jk .. ':history', -1, rec.hist_replace) end
-        if #rec.hist > 0 then call('RPUSH', rec.jk .. ':history', unpack(rec.hist)) end
+      local h = rec.hist
+      if h then
+        if rec.hist_replace then call('LSET', jk .. ':history', -1, rec.hist_replace) end
+        if type(h) == 'string' then call('RPUSH', jk .. ':history', h)
+        elseif #h > 0 then call('RPUSH', jk .. ':history', unpack(h)) end
       end
     end
   end
-  for _, key in ipairs(RJ.zkeys) do
-    local rem, add = {}, {}
-    for member, score in pairs(RJ.z[key]) do
-      if score then add[#add + 1] = score; add[#add + 1] = member else rem[#rem + 1] = member end
+  local rem, add = ZKEYS and {}, ZKEYS and {}
+  for i = 1, ZKEYS and #ZKEYS or 0 do
+    local key = ZKEYS[i]
+    local nr, na = 0, 0
+    for member, score in pairs(Z[key]) do
+      if score then add[na + 1] = score; add[na + 2] = member; na = na + 2 else nr = nr + 1; rem[nr] = member end
     end
-    if #rem > 0 then chunks('ZREM', key, rem) end
-    if #add > 0 then chunks('ZADD', key, add) end
+    for s = 1, nr, 4000 do call('ZREM', key, unpack(rem, s, math.min(s + 3999, nr))) end
+    for s = 1, na, 4000 do call('ZADD', key, unpack(add, s, math.min(s + 3999, na))) end
   end
-  for _, o in ipairs(RJ.ops) do call(unpack(o)) end
-  local m = RJ.m
-  for _, a in ipairs(RJ.qev) do
-    call('XADD', RJ.events_key, 'MAXLEN', '~', m.smax, '*', unpack(a))
+  for i = 1, OPS and #OPS or 0 do call(unpack(OPS[i])) end
+  if QEV then
+    local q, smax = QEV, M.smax
+    local at = 1
+    while at <= #q do
+      local n = q[at]
+      call('XADD', EVENTS_KEY, 'MAXLEN', '~', smax, '*', unpack(q, at + 1, at + n))
+      at = at + n + 1
+    end
   end
-  if RJ.wake then
-    local wk = RJ.P .. 'wake'
+  if WAKE then
+    local wk = P .. 'wake'
     if call('LLEN', wk) == 0 then call('LPUSH', wk, '1') end
   end
 end

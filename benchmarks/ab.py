@@ -1,12 +1,15 @@
-"""Interleaved A/B of single async enqueue and get between two copies of rjobs.
+"""Interleaved A/B of the hot paths between two copies of rjobs.
 
-    python3 benchmarks/ab_single.py /path/to/A /path/to/B [--reps 5] [--n 5000]
+    python3 benchmarks/ab.py /path/to/A /path/to/B [--reps 5] [--n 5000] [--kinds enqueue,sync,bulk,process10]
 
-Each path is a directory holding an ``rjobs/`` package (e.g. ``git archive main | tar -x -C A``).
+Each path is a directory holding an ``rjobs/`` package (e.g. ``git archive main rjobs | tar -x -C A``).
 One redis-server is started for the whole run; every measurement runs in a fresh process with
-``RJOBS_SRC`` set to one copy, alternating A, B, A, B... so machine drift hits both alike. Prints
-every run and the medians (jobs/s, client CPU µs per call). ``get_async`` is ``await q.get(id)``;
-``hgetall_async_redis_py`` the same read through the redis-py client, for reference.
+``RJOBS_SRC`` set to one copy (a spawned worker inherits it), alternating A, B, A, B... so machine
+drift hits both alike. Prints every run and the medians (jobs/s; client CPU µs per call, or the
+worker's CPU µs per job for ``process*``). Kinds: ``enqueue`` (single async), ``sync`` (single
+blocking), ``bulk`` (``enqueue_many``), ``get`` (``await q.get(id)``), ``raw`` (the same read
+through redis-py, for reference), ``process10`` / ``process100`` (one worker process draining N
+no-op jobs at that concurrency; steady jobs/s).
 """
 
 from __future__ import annotations
@@ -28,8 +31,17 @@ import bench_enqueue as B
 kind, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if kind == "enqueue":
     row = B.single_async(url, n)
+elif kind == "sync":
+    row = B.single_sync(url, n)
+elif kind == "bulk":
+    row = B.bulk(url, n)
 elif kind == "get":
     row = B.single_get_async(url, n)
+elif kind.startswith("process"):
+    import bench_process as P
+    row = P.measure(url, n, int(kind[len("process"):]))
+    row["client_cpu_us_per_job"] = row["worker_cpu_us_per_job"]
+    row["jobs_per_s"] = row["steady_jobs_per_s"]
 else:
     row = B.single_get_async(url, n, raw=True)
 print(json.dumps(row))
@@ -53,13 +65,14 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--wait-quiet", type=float, default=20.0, help="wait up to S s for < 25 %% busy CPU")
+    p.add_argument("--kinds", default="enqueue,get,raw", help="comma-separated, see the module docstring")
     args = p.parse_args()
     C.WAIT_QUIET = (25.0, args.wait_quiet)
     srcs = {"A": str(Path(args.a).resolve()), "B": str(Path(args.b).resolve())}
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     with C.redis_server() as server:
         for rep in range(args.reps):
-            for kind in ("enqueue", "get", "raw"):
+            for kind in args.kinds.split(","):
                 for label, src in srcs.items():
                     if kind == "raw" and label == "A":
                         continue  # the redis-py path does not depend on the copy
