@@ -384,7 +384,7 @@ class JobWatch:
             self.out.out.print(f"watching {job.type} {job.id}: {job.status} {_percent(job)}", markup=False)
 
     def event(self, ev: Event) -> None:
-        """A new event of the job's stream."""
+        """A new event of the job (from the queue stream)."""
         if self.out.json:
             self.out.json_doc({"event": ev})
         elif not self.bars:
