@@ -25,7 +25,7 @@ def _usage(r: Any, key: str) -> int:
 def _breakdown(r: Any, prefix: str, job_id: str, n: int, shared: list[str]) -> dict[str, float]:
     out: dict[str, float] = {
         "job hash": _usage(r, f"{prefix}job:{job_id}"),
-        "job history stream": _usage(r, f"{prefix}job:{job_id}:events"),
+        "job history": _usage(r, f"{prefix}job:{job_id}:history"),
     }
     for name in shared:
         out[f"{name} (per job)"] = round(_usage(r, prefix + name) / n, 1)
@@ -45,7 +45,7 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     jobs = RT.claim_all(q, n, 100)
     RT.finish_all(q, jobs, 100)
     finished = C.memory_used(r)
-    finished_parts = _breakdown(r, prefix, first, n, ["state:completed", "expiring", "events"])
+    finished_parts = _breakdown(r, prefix, first, n, ["state:completed", "events"])
     sample = {k.decode(): v.decode() for k, v in r.hgetall(f"{prefix}job:{first}").items()}
     q.close()
     return {
@@ -56,13 +56,13 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
         "waiting_breakdown": waiting_parts,
         "finished_breakdown": finished_parts,
         "finished_job_hash_fields": len(sample),
-        "finished_job_history_entries": r.xlen(f"{prefix}job:{first}:events"),
+        "finished_job_history_entries": r.llen(f"{prefix}job:{first}:history"),
     }
 
 
 def measure_tuned(url: str, n: int) -> dict[str, Any]:
     """As measure(), on a server set up like rjobs' embedded one (rjobs.server.TUNING:
-    stream-node-max-bytes 512, so a job's short history stream is not a 4 KiB node)."""
+    stream-node-max-bytes 512; it mattered while each job's history was a stream of its own)."""
     r = C.client(url)
     default = r.config_get("stream-node-max-bytes")["stream-node-max-bytes"]
     r.config_set("stream-node-max-bytes", 512)

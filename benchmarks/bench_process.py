@@ -39,7 +39,14 @@ class WorkerProcess:
     """The spawned worker, in its own session so its CPU (and any child) is counted as a group."""
 
     def __init__(
-        self, url: str, concurrency: int, mode: str, queue_events: bool, tag: str, prefix: tuple[str, ...] = ()
+        self,
+        url: str,
+        concurrency: int,
+        mode: str,
+        queue_events: bool,
+        tag: str,
+        prefix: tuple[str, ...] = (),
+        keep: float | None = None,
     ) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.stats_path = Path(tempfile.mkstemp(prefix="rjbench-stats-", suffix=".json")[1])
@@ -59,6 +66,8 @@ class WorkerProcess:
             str(int(queue_events)),
             "--stats",
             str(self.stats_path),
+            "--keep",
+            str(-1.0 if keep is None else keep),
         ]
         self.t_spawn = time.time()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -92,8 +101,17 @@ class WorkerProcess:
 
 
 def measure(
-    url: str, n: int, concurrency: int, queue_events: bool = True, mode: str = "noop", timeout: float = 120.0
+    url: str,
+    n: int,
+    concurrency: int,
+    queue_events: bool = True,
+    mode: str = "noop",
+    timeout: float = 120.0,
+    keep: float | None = None,
 ) -> dict[str, Any]:
+    """One drain of n jobs. ``keep``: the queue purges finished jobs this many seconds after they
+    end (retention active during the run): progress is then read as the jobs no longer ready or
+    running, since the finished ones are being purged."""
     r = C.client(url)
     C.fresh(r)
     q = RT.sync_queue(url, queue_events)
@@ -103,14 +121,19 @@ def measure(
     spid = C.server_pid(r)
     polls = 0
 
+    running_key = q.keys.state(q.machine.leased[-1])
+
     def done() -> int:
         nonlocal polls
         polls += 1
+        if keep is not None:
+            polls += 1
+            return n - int(r.zcard(q.keys.ready)) - int(r.zcard(running_key))
         return int(r.zcard(completed_key))
 
     s0 = C.commandstats(r)
-    tag = f"process-{mode}-c{concurrency}-{'ev' if queue_events else 'noev'}"
-    w = WorkerProcess(url, concurrency, mode, queue_events, tag)
+    tag = f"process-{mode}-c{concurrency}-{'ev' if queue_events else 'noev'}{'' if keep is None else '-keep'}"
+    w = WorkerProcess(url, concurrency, mode, queue_events, tag, keep=keep)
     try:
         deadline = time.time() + timeout
         while done() == 0:
@@ -118,6 +141,7 @@ def measure(
                 raise RuntimeError(f"worker did not start a job:\n{w.tail()}")
             time.sleep(0.001)
         d0 = done()
+        t_first = time.time()
         wc0, sc0 = C.cpu_seconds(w.pid, group=True), C.cpu_seconds(spid)
         while (d := done()) < n:
             if not w.alive() or time.time() > deadline:
@@ -127,7 +151,11 @@ def measure(
         wc1, sc1 = C.cpu_seconds(w.pid, group=True), C.cpu_seconds(spid)
         time.sleep(0.3)
         final = done()
-        first = r.zrange(completed_key, 0, 0, withscores=True)[0][1] / 1000.0
+        if keep is None:
+            first = r.zrange(completed_key, 0, 0, withscores=True)[0][1] / 1000.0
+        else:  # finished jobs are being purged: the first completion as the harness saw it
+            first = t_first
+        finished_left = int(r.zcard(completed_key))
         delta = C.stats_delta(s0, C.commandstats(r))
     finally:
         stats = w.stop()
@@ -150,6 +178,8 @@ def measure(
         "script_server_us_per_job": round(ev["usec"] / n, 2),
         "completed": final,
         "duplicates": final - n,
+        "retention_s": keep,
+        "finished_still_stored": finished_left,
         "client_commands": client_cmds,
         "worker_stats": stats,
     }
@@ -167,4 +197,8 @@ def run(url: str, n: int, reps: int) -> dict[str, Any]:
             tag = f"noop_c{c}_{'events_on' if qe else 'events_off'}"
             out[tag] = C.repeat(lambda c=c, qe=qe: measure(url, n, c, qe), reps, f"process {tag}")
         out[f"incr_c{c}_events_on"] = C.repeat(lambda c=c: measure(url, n, c, True, "incr"), reps, f"process incr c{c}")
+        # retention active during the run: finished jobs are purged 1 s after they end
+        out[f"noop_c{c}_keep1s"] = C.repeat(
+            lambda c=c: measure(url, n, c, True, keep=1.0), reps, f"process noop c{c} retention 1 s"
+        )
     return out

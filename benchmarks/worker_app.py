@@ -71,10 +71,15 @@ def main() -> None:
     p.add_argument("--mode", choices=list(FUNCTIONS), default="noop")
     p.add_argument("--queue-events", type=int, default=1)
     p.add_argument("--stats", default=None)
+    p.add_argument("--keep", type=float, default=-1.0, help="retention of finished jobs, s (-1: the default)")
     a = p.parse_args()
     os.environ["RJBENCH_URL"] = a.url
     logging.basicConfig(level=logging.WARNING)
-    queue = rjobs.Queue(QUEUE, a.url, config=rjobs.QueueConfig(queue_events=bool(a.queue_events)))
+    config = rjobs.QueueConfig(queue_events=bool(a.queue_events))
+    if a.keep >= 0:
+        keep = rjobs.Retention(success=a.keep, partial=a.keep, failure=a.keep, cancelled=a.keep)
+        config = rjobs.QueueConfig(queue_events=bool(a.queue_events), retention=keep)
+    queue = rjobs.Queue(QUEUE, a.url, config=config)
     worker = Worker(queue, functions={"noop": FUNCTIONS[a.mode]}, concurrency=a.concurrency, lease=30.0)
 
     async def go() -> None:
