@@ -61,7 +61,7 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
 
 
 def measure_tuned(url: str, n: int) -> dict[str, Any]:
-    """As measure(), on a server set up like rjobs' embedded one (rjobs.server.TUNING:
+    """As measure(), on a server set up like rjobs' embedded one (rjobs.cli.server.TUNING:
     stream-node-max-bytes 512; it mattered while each job's history was a stream of its own)."""
     r = C.client(url)
     default = r.config_get("stream-node-max-bytes")["stream-node-max-bytes"]

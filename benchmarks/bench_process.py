@@ -1,4 +1,4 @@
-"""Processing throughput of ONE worker process (rjobs.worker.Worker on asyncio) at concurrency
+"""Processing throughput of ONE worker process (rjobs.Worker on asyncio) at concurrency
 10 and 100, job history on (always), the queue-wide stream on and off.
 
 Method (peerbench's process mode): fresh server, N jobs pre-enqueued with ``enqueue_many``,

@@ -25,7 +25,7 @@ import common as C
 
 import rjobs
 from rjobs.models import ClaimedJob
-from rjobs.scripts import MoveRequest
+from rjobs.store.scripts import MoveRequest
 
 WORKER_ID = "bench-worker"
 LEASE_MS = 30_000

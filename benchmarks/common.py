@@ -63,7 +63,10 @@ sys.path.insert(0, RJOBS_SRC)
 
 import redis  # noqa: E402
 
-from rjobs.server import LocalServer, find_redis_server  # noqa: E402
+try:  # the layout after the redesign; A/B runs may load an older snapshot
+    from rjobs.cli.server import LocalServer, find_redis_server
+except ImportError:  # pragma: no cover
+    from rjobs.server import LocalServer, find_redis_server  # type: ignore[no-redef]
 
 QUEUE = "bench"
 

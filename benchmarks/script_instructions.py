@@ -29,8 +29,8 @@ if os.environ.get("RJOBS_SRC"):
 import redis
 
 from rjobs import JobRequest, SyncQueue
-from rjobs.scripts import MoveRequest
-from rjobs.server import find_redis_server, find_valkey_binary, free_port
+from rjobs.cli.server import find_redis_server, find_valkey_binary, free_port
+from rjobs.store.scripts import MoveRequest
 
 
 def _server(binary: str) -> tuple[subprocess.Popen[bytes], str, str]:

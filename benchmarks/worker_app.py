@@ -1,4 +1,4 @@
-"""The worker process the rjobs benchmarks spawn (one process, rjobs.worker.Worker, asyncio).
+"""The worker process the rjobs benchmarks spawn (one process, rjobs.Worker, asyncio).
 
     python benchmarks/worker_app.py --url URL -c 10 [--mode noop|incr|record] [--queue-events 0|1]
                                     [--stats FILE]
@@ -31,7 +31,7 @@ import anyio
 import redis.asyncio as aredis
 
 import rjobs
-from rjobs.worker import Worker
+from rjobs import Worker
 
 QUEUE = "bench"
 STARTS = "rjbench:starts"

@@ -4,8 +4,9 @@ Every state change is one Lua script checked against the queue's state machine s
 """
 
 from rjobs import machines
+from rjobs.client.queue import Queue
+from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import PRIORITIES, QueueConfig, Retention
-from rjobs.context import JobContext
 from rjobs.errors import (
     DedupeConflict,
     DependencyError,
@@ -28,13 +29,13 @@ from rjobs.errors import (
     ValidationError,
     WaitTimeout,
 )
-from rjobs.machine import StateMachine
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.outcomes import Fail, JobFunction, Partial, Retry, job
-from rjobs.queue import Queue
-from rjobs.retry import RetryPolicy
-from rjobs.sync import SyncQueue
-from rjobs.worker import Worker, WorkerStats
+from rjobs.statemachine import StateMachine
+from rjobs.worker.context import JobContext
+from rjobs.worker.functions import Fail, JobFunction, Partial, Retry, job
+from rjobs.worker.loop import Worker
+from rjobs.worker.retry import RetryPolicy
+from rjobs.worker.stats import WorkerStats
 
 __version__ = "0.1.0"
 

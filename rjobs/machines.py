@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rjobs.machine import StateMachine
+from rjobs.statemachine import StateMachine
 
 __all__ = ["JOB", "TASK"]
 

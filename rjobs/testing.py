@@ -3,7 +3,7 @@
 The queues are the real :class:`rjobs.Queue` / :class:`rjobs.SyncQueue`; only the client is a
 fakeredis one (with Lua through ``lupa``), so the very same Lua scripts run against the very same
 state machine tables. :func:`drain` runs the queued jobs to completion with the real
-:class:`rjobs.worker.Worker` in burst mode, inside the test (like Celery's eager mode or Dramatiq's
+:class:`rjobs.Worker` in burst mode, inside the test (like Celery's eager mode or Dramatiq's
 StubBroker, but through the real code path).
 
 ::
@@ -30,11 +30,11 @@ from typing import Any
 
 import anyio
 
+from rjobs.client.queue import Queue
+from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import QueueConfig
-from rjobs.machine import StateMachine
 from rjobs.machines import JOB
-from rjobs.queue import Queue
-from rjobs.sync import SyncQueue
+from rjobs.statemachine import StateMachine
 
 try:
     import fakeredis
@@ -144,8 +144,8 @@ async def drain(
     ``delay=``/``run_at=`` — are moved to the ready state at once instead of waited for, so retries
     happen inside the test. Jobs waiting on dependencies run when those succeed. ``timeout``
     bounds the whole drain (a job that hangs fails the test instead of hanging it);
-    ``worker_options`` go to :class:`rjobs.worker.Worker` (e.g. ``lease=``)."""
-    from rjobs.worker import Worker
+    ``worker_options`` go to :class:`rjobs.Worker` (e.g. ``lease=``)."""
+    from rjobs.worker.loop import Worker
 
     delayed = queue.machine.delayed
     with anyio.fail_after(timeout if timeout > 0 else None):

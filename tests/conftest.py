@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from rjobs.server import LocalServer, find_valkey_binary
+from rjobs.cli.server import LocalServer, find_valkey_binary
 from tests.helpers import SERVER_KINDS, server_binary
 
 

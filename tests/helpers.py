@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from rjobs.server import find_redis_server, find_valkey_binary
+from rjobs.cli.server import find_redis_server, find_valkey_binary
 
 #: Server kinds the suite runs against: valkey always, Debian's redis-server when it is on PATH.
 SERVER_KINDS: list[str] = ["valkey", *(["redis"] if find_redis_server() else [])]

@@ -19,8 +19,8 @@ from __future__ import annotations
 import msgspec
 import redis
 
-from rjobs.keys import QueueKeys
-from rjobs.machine import StateMachine
+from rjobs.statemachine import StateMachine
+from rjobs.store.keys import QueueKeys
 
 
 def _s(v: bytes | None) -> str:

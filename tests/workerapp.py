@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 
-from rjobs.context import JobContext
-from rjobs.worker import Worker
+from rjobs.worker.context import JobContext
+from rjobs.worker.loop import Worker
 
 QUEUE = "chaos"
 

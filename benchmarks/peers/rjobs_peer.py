@@ -9,7 +9,7 @@ share one interpreter, redis-py and hiredis. The job body is peerbench's: ``mark
 ``peers/_common.py``, imported from the peerbench checkout by path (never copied).
 
 Worker: the ``rjobs worker`` CLI, one process: ``rjobs worker rjobs_peer:make_worker --url URL
--c C`` (rjobs.worker.Worker on asyncio, lease 30 s, every other setting at its default; the CLI's
+-c C`` (rjobs.Worker on asyncio, lease 30 s, every other setting at its default; the CLI's
 INFO lifecycle logging is lowered to WARNING like every peer's). Variant ``noevents`` runs the
 queue with ``QueueConfig(queue_events=False)`` (per-job history stays on).
 
@@ -39,7 +39,7 @@ from typing import Any  # noqa: E402
 from peers import _common as C  # noqa: E402
 
 import rjobs  # noqa: E402
-from rjobs.worker import Worker  # noqa: E402
+from rjobs import Worker  # noqa: E402
 
 QUEUE = "peerbench"
 RESULTS = os.environ.get("RJOBS_PEERBENCH_RESULTS", os.path.join(os.path.dirname(HERE), "results"))

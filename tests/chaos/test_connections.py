@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from rjobs import Queue, SyncQueue
-from rjobs.server import LocalServer
+from rjobs.cli.server import LocalServer
 
 pytestmark = pytest.mark.chaos
 

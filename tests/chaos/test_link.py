@@ -1,4 +1,4 @@
-"""The lean script connection (rjobs.link): pipelining, cancellation, timeouts, cut connections,
+"""The lean script connection (rjobs.store.connection): pipelining, cancellation, timeouts, cut connections,
 credentials. Every test checks that a script ran exactly once."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import redis
 import redis.asyncio as aredis
 
 from rjobs import JobRequest, Queue, SyncQueue
-from rjobs.link import Link, LinkSettings, SyncLink
-from rjobs.scripts import load_script
-from rjobs.server import LocalServer
+from rjobs.cli.server import LocalServer
+from rjobs.store.connection import Link, LinkSettings, SyncLink
+from rjobs.store.scripts import load_script
 
 pytestmark = pytest.mark.chaos
 
@@ -214,7 +214,7 @@ def test_sync_password_and_database(fresh_server: LocalServer) -> None:
 
 @pytest.mark.anyio
 async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_the_next(url: str) -> None:
-    from rjobs.lease import Waker
+    from rjobs.worker.wake import Waker
 
     async with Queue("wake", url) as q, aredis.Redis.from_url(url) as admin:
         waker = Waker([q])
@@ -233,7 +233,7 @@ async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_th
 
 @pytest.mark.anyio
 async def test_no_server_is_a_connection_error_as_with_redis_py() -> None:
-    from rjobs.server import free_port
+    from rjobs.cli.server import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     client = aredis.Redis.from_url(url)

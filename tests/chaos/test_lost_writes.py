@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from rjobs import JobRequest, LeaseLost, SyncQueue, machines
-from rjobs.server import LocalServer
+from rjobs.cli.server import LocalServer
 from tests.helpers import SERVER_KINDS, keyspace_fingerprint, lease_number, server_binary
 from tests.invariants import assert_indexes_consistent
 

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from rjobs import JobContext, Queue, SyncQueue, Worker
-from rjobs.cli import main as cli_main
-from rjobs.server import LocalServer, find_valkey_binary, free_port
+from rjobs.cli.main import main as cli_main
+from rjobs.cli.server import LocalServer, find_valkey_binary, free_port
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 SERVICE = "rjobs-main"

@@ -20,9 +20,9 @@ import pytest
 import redis
 
 from rjobs import JobRequest
+from rjobs.cli.server import LocalServer, find_valkey_binary
+from rjobs.client.sync_queue import SyncQueue
 from rjobs.machines import JOB
-from rjobs.server import LocalServer, find_valkey_binary
-from rjobs.sync import SyncQueue
 from tests.helpers import job_history, keyspace_fingerprint, lease_number
 from tests.invariants import assert_indexes_consistent
 from tests.workerapp import QUEUE
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = (
-    "import sys; from rjobs.worker_cli import run_from_cli; "
+    "import sys; from rjobs.cli.worker import run_from_cli; "
     "sys.exit(run_from_cli('tests.workerapp:make_worker', url=sys.argv[1], queues=None, concurrency=None, "
     "burst=False))"
 )

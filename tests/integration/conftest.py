@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from rjobs.queue import Queue
+from rjobs.client.queue import Queue
 
 
 @pytest.fixture

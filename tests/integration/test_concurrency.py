@@ -16,9 +16,9 @@ import redis
 import redis.asyncio as aredis
 
 from rjobs import JobNotFound, Queue, QueueConfig, RjobsError, SyncQueue, WaitTimeout
-from rjobs.context import JobContext
-from rjobs.scripts import Cmd
-from rjobs.worker import Worker
+from rjobs.store.scripts import Cmd
+from rjobs.worker.context import JobContext
+from rjobs.worker.loop import Worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

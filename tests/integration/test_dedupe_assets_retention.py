@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from rjobs import JobNotFound, JobRequest, QueueConfig, Retention, SyncQueue, Unauthorized, machines
-from rjobs.keys import QueueKeys
+from rjobs.store.keys import QueueKeys
 from tests.invariants import assert_indexes_consistent
 
 

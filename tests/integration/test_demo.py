@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from rjobs.server import stop_embedded
+from rjobs.cli.server import stop_embedded
 from tests.helpers import job_history
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["RJOBS_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "rjobs.cli", "demo", *args],
+        [sys.executable, "-m", "rjobs", "demo", *args],
         capture_output=True,
         text=True,
         timeout=60,

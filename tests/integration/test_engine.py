@@ -26,9 +26,9 @@ from rjobs import (
     ValidationError,
     machines,
 )
-from rjobs.keys import QueueKeys
 from rjobs.models import Undecodable
-from rjobs.scripts import Call, compile_machine
+from rjobs.store.keys import QueueKeys
+from rjobs.store.scripts import Call, compile_machine
 from tests.helpers import job_history, keyspace_fingerprint, lease_number
 from tests.invariants import assert_indexes_consistent
 
@@ -139,11 +139,15 @@ def test_fenced_writes_with_a_stale_token_change_nothing(q: SyncQueue, redis_syn
         q.comment(job_id, "stale", token=first.token)
     with pytest.raises(LeaseLost):
         q.add_asset(job_id, "image", "s3://x", token=first.token)
-    outcomes = q.runner.run(q.scripts.finish("w1", [rjobs.scripts.MoveRequest(job_id, "completed", token=first.token)]))
+    outcomes = q.runner.run(
+        q.scripts.finish("w1", [rjobs.store.scripts.MoveRequest(job_id, "completed", token=first.token)])
+    )
     assert outcomes[0].startswith("RJ_LEASE_LOST")
     assert keyspace_fingerprint(redis_sync) == before
     q.complete(job_id, "fresh", token=second.token)
-    again = q.runner.run(q.scripts.finish("w2", [rjobs.scripts.MoveRequest(job_id, "completed", token=second.token)]))
+    again = q.runner.run(
+        q.scripts.finish("w2", [rjobs.store.scripts.MoveRequest(job_id, "completed", token=second.token)])
+    )
     assert again == ["already"], "finishing twice with the same token is idempotent"
 
 
@@ -257,7 +261,7 @@ def test_raw_evalsha_cannot_forge_keys(q: SyncQueue, redis_sync: redis.Redis) ->
     """The scripts re-validate names, so even redis-cli callers cannot escape the queue's keys."""
     q.enqueue("t")
     before = keyspace_fingerprint(redis_sync, "*")
-    call = q.scripts.transition("x", [rjobs.scripts.MoveRequest("a}b:c", "processing")])
+    call = q.scripts.transition("x", [rjobs.store.scripts.MoveRequest("a}b:c", "processing")])
     assert q.runner.run(call)[0].startswith("RJ_INVALID")
     claim = q.scripts.claim("w", 1, 30_000).script
     redis_sync.script_load(claim.source)
@@ -360,7 +364,7 @@ def test_fenced_progress_on_a_cancelled_job_is_lease_lost(q: SyncQueue) -> None:
 def test_success_clears_an_earlier_attempts_error_and_events_carry_the_token(q: SyncQueue) -> None:
     job_id = q.enqueue("t").id
     first = lease(q)
-    retry = rjobs.scripts.MoveRequest(
+    retry = rjobs.store.scripts.MoveRequest(
         job_id, "scheduled", token=first.token, error=b'{"code":"x","message":"y"}', run_at_ms=-1
     )
     assert q.runner.run(q.scripts.finish("w1", [retry])) == ["ok"]

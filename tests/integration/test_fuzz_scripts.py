@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rjobs import JobRequest, SyncQueue, machines
-from rjobs.scripts import load_script, script_names
+from rjobs.store.scripts import load_script, script_names
 from tests.helpers import keyspace_fingerprint
 from tests.invariants import assert_indexes_consistent
 

@@ -23,7 +23,7 @@ from rjobs import (
     WaitTimeout,
     machines,
 )
-from rjobs.scripts import MoveRequest
+from rjobs.store.scripts import MoveRequest
 from tests.helpers import keyspace_fingerprint
 from tests.invariants import assert_indexes_consistent
 

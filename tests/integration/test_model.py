@@ -21,7 +21,7 @@ from hypothesis.stateful import (
 )
 
 from rjobs import InvalidTransition, LeaseLost, LeaseRequired, SyncQueue, ValidationError, machines
-from rjobs.machine import StateMachine
+from rjobs.statemachine import StateMachine
 from tests.invariants import assert_indexes_consistent
 
 _names = itertools.count()

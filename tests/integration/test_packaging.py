@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rjobs.scripts import script_names
+from rjobs.store.scripts import script_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def test_wheel_contains_and_loads_every_script(tmp_path: Path) -> None:
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = (
-        f"import rjobs, rjobs.scripts as s; assert rjobs.__file__.startswith({str(target)!r}); "
+        f"import rjobs, rjobs.store.scripts as s; assert rjobs.__file__.startswith({str(target)!r}); "
         "print(len([s.load_script(n) for n in s.script_names()]))"
     )
     done = subprocess.run(

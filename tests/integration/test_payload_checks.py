@@ -1,5 +1,5 @@
 """What JSON cannot carry faithfully is refused before Redis is touched (NaN and infinity, lone
-surrogates, nesting past rjobs.codec.MAX_DEPTH, out-of-range times, bad structured errors); and on
+surrogates, nesting past rjobs.store.codec.MAX_DEPTH, out-of-range times, bad structured errors); and on
 the worker's side, one job whose params cannot be decoded fails alone."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from rjobs import Fail, JobRequest, Queue, SyncQueue, ValidationError
-from rjobs.codec import MAX_DEPTH
 from rjobs.models import Undecodable
-from rjobs.worker import Worker
+from rjobs.store.codec import MAX_DEPTH
+from rjobs.worker.loop import Worker
 from tests.helpers import keyspace_fingerprint
 
 

@@ -24,7 +24,7 @@ from rjobs import (
     Unauthorized,
     machines,
 )
-from rjobs.scripts import MoveRequest
+from rjobs.store.scripts import MoveRequest
 from tests.helpers import job_history, keyspace_fingerprint, lease_number
 from tests.invariants import assert_indexes_consistent
 

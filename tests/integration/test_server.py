@@ -1,4 +1,4 @@
-"""rjobs.server against real valkey-server and redis-server processes."""
+"""rjobs.cli.server against real valkey-server and redis-server processes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from rjobs import JobRequest, SyncQueue
-from rjobs import server as server_mod
-from rjobs.server import (
+from rjobs.cli import server as server_mod
+from rjobs.cli.server import (
     LocalServer,
     ServerStartError,
     ServerUnavailable,
@@ -218,7 +218,7 @@ def test_stop_embedded_without_state_dir(tmp_path: Path) -> None:
 
 
 def test_default_state_dir_honours_rjobs_home(tmp_path: Path) -> None:
-    code = "from rjobs.server import DEFAULT_STATE_DIR; print(DEFAULT_STATE_DIR)"
+    code = "from rjobs.cli.server import DEFAULT_STATE_DIR; print(DEFAULT_STATE_DIR)"
     root = str(Path(__file__).resolve().parents[2])  # rjobs may not be installed, only checked out
     env = {**os.environ, "RJOBS_HOME": str(tmp_path), "PYTHONPATH": root}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

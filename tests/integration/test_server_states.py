@@ -24,8 +24,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rjobs import JobRequest, OutOfMemory, PermissionDenied, Queue, ServerBusy, SyncQueue
-from rjobs.server import LocalServer
-from rjobs.worker import Worker
+from rjobs.cli.server import LocalServer
+from rjobs.worker.loop import Worker
 from tests.helpers import SERVER_KINDS, keyspace_fingerprint, server_binary
 from tests.integration.test_cli import cli_env
 
@@ -259,7 +259,7 @@ def test_an_evicting_maxmemory_policy_is_warned_about(own: LocalServer, admin: r
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``rjobs ARGS...`` as a user runs it, in ``home`` (so a worker module there is importable)."""
     return subprocess.run(
-        [sys.executable, "-m", "rjobs.cli", *args],
+        [sys.executable, "-m", "rjobs", *args],
         capture_output=True,
         text=True,
         timeout=60,

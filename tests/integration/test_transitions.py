@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from rjobs import InvalidTransition, SyncQueue, machines
-from rjobs.machine import StateMachine
+from rjobs.statemachine import StateMachine
 from tests.helpers import keyspace_fingerprint
 from tests.invariants import assert_indexes_consistent
 

@@ -15,18 +15,19 @@ import msgspec
 import pytest
 import redis
 
-from rjobs.context import JobContext
+from rjobs.cli.worker import run_from_cli
+from rjobs.client.queue import Queue
+from rjobs.client.sync_queue import SyncQueue
 from rjobs.errors import LeaseLost
-from rjobs.lease import Held, LeaseKeeper
 from rjobs.machines import JOB, TASK
 from rjobs.models import JobRequest
-from rjobs.outcomes import Fail, JobFunction, Partial, Retry, job
-from rjobs.queue import Queue
-from rjobs.retry import RetryPolicy
-from rjobs.scripts import MoveRequest, outcome_error
-from rjobs.sync import SyncQueue
-from rjobs.worker import Worker, make_worker_id
-from rjobs.worker_cli import run_from_cli
+from rjobs.store.scripts import MoveRequest, outcome_error
+from rjobs.worker.context import JobContext
+from rjobs.worker.functions import Fail, JobFunction, Partial, Retry, job
+from rjobs.worker.held import Held
+from rjobs.worker.leases import LeaseKeeper
+from rjobs.worker.loop import Worker, make_worker_id
+from rjobs.worker.retry import RetryPolicy
 from tests.helpers import job_history, keyspace_fingerprint, lease_number
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -18,16 +18,19 @@ import anyio.abc
 import pytest
 import redis
 
-from rjobs.context import JobContext
-from rjobs.held import Flag, Held, HeldState, Pulse
-from rjobs.lease import LeaseBook, WorkerStats
+from rjobs.client.queue import Queue
 from rjobs.machines import JOB
 from rjobs.models import ClaimedJob, JobRequest
-from rjobs.outcomes import job
-from rjobs.queue import Queue
-from rjobs.runner import Finisher, JobRunner, Moves
-from rjobs.slots import JobSlots, Served, SlotPool
-from rjobs.worker import Worker
+from rjobs.worker.context import JobContext
+from rjobs.worker.execution import JobRunner, Moves
+from rjobs.worker.finisher import Finisher
+from rjobs.worker.functions import job
+from rjobs.worker.held import Held, HeldState
+from rjobs.worker.leases import LeaseBook
+from rjobs.worker.loop import Worker
+from rjobs.worker.pool import JobSlots, Served, SlotPool
+from rjobs.worker.signals import Flag, Pulse
+from rjobs.worker.stats import WorkerStats
 from tests.integration.test_worker import FAST, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

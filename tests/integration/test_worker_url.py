@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from rjobs import SyncQueue
-from rjobs.server import LocalServer
+from rjobs.cli.server import LocalServer
 from tests.helpers import server_binary
 from tests.integration.test_cli import ROOT, cli_env
 
@@ -51,7 +51,7 @@ def run_worker(tmp_path: Path, module_url: str | None, *args: str, **env: str) -
     environ = cli_env(tmp_path / "home", **env)
     environ["PYTHONPATH"] = os.pathsep.join([str(tmp_path), environ["PYTHONPATH"]])
     return subprocess.run(
-        [sys.executable, "-m", "rjobs.cli", "worker", "urljobs:worker", "--burst", *args],
+        [sys.executable, "-m", "rjobs", "worker", "urljobs:worker", "--burst", *args],
         capture_output=True,
         text=True,
         timeout=60,

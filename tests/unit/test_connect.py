@@ -1,4 +1,4 @@
-"""Sentinel URLs (rjobs.connect): parsing, and bad URLs as typed errors. No server needed."""
+"""Sentinel URLs (rjobs.store.clients): parsing, and bad URLs as typed errors. No server needed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import redis
 import redis.asyncio as aredis
 
 from rjobs import ValidationError
-from rjobs.connect import SentinelURL, async_client, is_sentinel_url, sync_client
+from rjobs.store.clients import SentinelURL, async_client, is_sentinel_url, sync_client
 
 
 def test_hosts_service_db_and_credentials() -> None:
@@ -61,15 +61,15 @@ def test_a_sentinel_client_is_made_without_connecting() -> None:
 
 
 def test_the_cli_reports_a_bad_sentinel_url_as_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from rjobs.cli import EXIT, main
+    from rjobs.cli.main import EXIT, main
 
     assert main(["stats", "--url", "redis+sentinel://h:port/svc"]) == EXIT["usage"]
     assert "bad port in 'h:port'" in capsys.readouterr().err
 
 
 def test_one_resolution_order_explicit_then_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rjobs.connect import DEFAULT_URL, resolve_url
-    from rjobs.queue import Queue
+    from rjobs.client.queue import Queue
+    from rjobs.store.clients import DEFAULT_URL, resolve_url
 
     monkeypatch.delenv("REDIS_URL", raising=False)
     assert resolve_url(None) == DEFAULT_URL == "redis://localhost:6379/0"
@@ -94,7 +94,7 @@ def test_one_resolution_order_explicit_then_environment_then_default(monkeypatch
     ],
 )
 def test_server_labels_name_the_server_without_credentials(url: str, label: str) -> None:
-    from rjobs.connect import server_label
+    from rjobs.store.clients import server_label
 
     for client in (sync_client(url), async_client(url)):
         assert server_label(client) == label and "s3cret" not in server_label(client)

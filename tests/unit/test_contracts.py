@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from rjobs.errors import ScriptError, error_from_reply
-from rjobs.keys import QueueKeys
 from rjobs.machines import JOB
-from rjobs.scripts import Call, EnqueueSpec, MoveRequest, Scripts, load_script, script_names
+from rjobs.store.keys import QueueKeys
+from rjobs.store.scripts import Call, EnqueueSpec, MoveRequest, Scripts, load_script, script_names
 
 S = Scripts(QueueKeys("q"))
 
@@ -108,9 +108,9 @@ def test_time_comes_from_redis() -> None:
 
 def test_compiled_machine_options_agree_between_python_and_lua() -> None:
     """declare_machine.lua builds the options part of compiled:head in the order lib/core.lua
-    reads it; rjobs.scripts.COMPILED_OPTIONS is that order, and covers every stored option."""
+    reads it; rjobs.store.scripts.COMPILED_OPTIONS is that order, and covers every stored option."""
     from rjobs.config import QueueConfig
-    from rjobs.scripts import COMPILED_OPTIONS, COMPILED_ROLES, compile_machine
+    from rjobs.store.scripts import COMPILED_OPTIONS, COMPILED_ROLES, compile_machine
 
     declare = load_script("declare_machine").source
     lua_order = re.findall(r"\{'(\w+)', (-?\d+)\}", declare)

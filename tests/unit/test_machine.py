@@ -8,7 +8,7 @@ import pytest
 
 from rjobs import machines
 from rjobs.errors import MachineError
-from rjobs.machine import StateMachine
+from rjobs.statemachine import StateMachine
 
 BASE: dict[str, Any] = {
     "edges": {"ready": ("run",), "run": ("ok", "bad", "gone"), "ok": (), "bad": (), "gone": ()},

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rjobs.retry import RetryPolicy
+from rjobs.worker.retry import RetryPolicy
 
 bases = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 factors = st.floats(min_value=1, max_value=100, allow_nan=False)

@@ -12,8 +12,7 @@ import pytest
 
 from rjobs import InvalidTransition, JobNotFound, JobRequest, SyncQueue
 from rjobs.machines import TASK
-from rjobs.outcomes import Fail, Partial
-from rjobs.scripts import load_script, script_names
+from rjobs.store.scripts import load_script, script_names
 from rjobs.testing import (
     InMemoryQueue,
     drain,
@@ -25,6 +24,7 @@ from rjobs.testing import (
     rjobs_sync_queue,  # noqa: F401
     run_until_empty,
 )
+from rjobs.worker.functions import Fail, Partial
 
 pytestmark = pytest.mark.anyio
 

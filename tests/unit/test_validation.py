@@ -7,13 +7,13 @@ import math
 import msgspec
 import pytest
 
-from rjobs.codec import MAX_DEPTH, decode_stored, encode_json, json_depth
+from rjobs.client.operations import QueuePlans, to_job_error
 from rjobs.config import PRIORITIES, QueueConfig, Retention, parse_priority
 from rjobs.errors import ValidationError
-from rjobs.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key, validate_dedupe_key, validate_name
 from rjobs.machines import JOB
 from rjobs.models import JobError, JobRequest, Undecodable
-from rjobs.plans import QueuePlans, to_job_error
+from rjobs.store.codec import MAX_DEPTH, decode_stored, encode_json, json_depth
+from rjobs.store.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key, validate_dedupe_key, validate_name
 
 FORGERIES = ["a}b", "a{b", "x:y", "*", "a b", "line\nbreak", "x" * 300, "", "ü", "a?b", "[ab]"]
 
@@ -163,7 +163,7 @@ def test_stored_payloads_that_cannot_be_decoded_are_marked_not_raised() -> None:
 
 
 def test_exception_text_with_lone_surrogates_can_still_be_recorded() -> None:
-    from rjobs.outcomes import describe_error
+    from rjobs.worker.functions import describe_error
 
     err = describe_error(ValueError("bad \ud800 byte"), traceback="tb \udc80")
     assert b"\\ud800" in encode_json(err) and "\\udc80" in (err.traceback or "")

@@ -23,9 +23,9 @@ from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
-from rjobs.keys import validate_name
 from rjobs.models import JobError
-from rjobs.retry import RetryPolicy
+from rjobs.store.keys import validate_name
+from rjobs.worker.retry import RetryPolicy
 
 __all__ = [
     "Fail",

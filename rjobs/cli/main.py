@@ -1,5 +1,5 @@
 """The ``rjobs`` command: argument parsing, server choice and dispatch. Rendering lives in
-rjobs.cli_render, the demo in rjobs.demo. Reference: docs/cli.md.
+rjobs.cli.render, the demo in rjobs.cli.demo. Reference: docs/cli.md.
 
 Server choice: ``--url`` > ``REDIS_URL`` > the default, which for the inspection commands is the
 embedded valkey kept in ``RJOBS_HOME`` (``~/.rjobs``), started on first use; ``rjobs worker`` uses
@@ -22,17 +22,18 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from rjobs import codec, errors
-from rjobs import server as servers
-from rjobs.cli_render import JobWatch, Output, history_table, jobs_table, queue_stats, show_job, stats_table
+from rjobs import errors
+from rjobs.cli import server as servers
+from rjobs.cli.render import JobWatch, Output, history_table, jobs_table, queue_stats, show_job, stats_table
+from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import default_actor
-from rjobs.connect import sync_client
 from rjobs.errors import JobNotFound, MachineConflict, RjobsError, ValidationError
-from rjobs.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key
-from rjobs.machine import StateMachine
 from rjobs.machines import JOB, TASK
 from rjobs.models import Job
-from rjobs.sync import SyncQueue
+from rjobs.statemachine import StateMachine
+from rjobs.store import codec
+from rjobs.store.clients import sync_client
+from rjobs.store.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key
 
 __all__ = ["EXIT", "QueueNotFound", "main", "open_queue", "resolve_url"]
 
@@ -255,9 +256,9 @@ def cmd_retry(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:
-    """Run the workers of a ``module:attr`` target (rjobs.worker_cli) on the servers its queues
+    """Run the workers of a ``module:attr`` target (rjobs.cli.worker) on the servers its queues
     name, or on ``--url``; never the embedded server (an idle worker on it would look healthy)."""
-    from rjobs.worker_cli import run_from_cli
+    from rjobs.cli.worker import run_from_cli
 
     url = args.url or None
     return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))
@@ -299,8 +300,8 @@ def cmd_server(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    """Run the guided demo (rjobs.demo)."""
-    from rjobs.demo import run_demo
+    """Run the guided demo (rjobs.cli.demo)."""
+    from rjobs.cli.demo import run_demo
 
     return run_demo(resolve_url(args.url, out), out)
 

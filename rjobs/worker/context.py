@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.from_thread
 
-from rjobs import codec
 from rjobs.errors import LeaseLost, ValidationError
-from rjobs.lease import FINAL_WRITE_TIMEOUT, Held, HeldState
 from rjobs.models import Asset, ClaimedJob, Progress
-from rjobs.scripts import MoveRequest, outcome_error
+from rjobs.store import codec
+from rjobs.store.scripts import MoveRequest, outcome_error
+from rjobs.worker.held import Held, HeldState
+from rjobs.worker.leases import FINAL_WRITE_TIMEOUT
 
 if TYPE_CHECKING:
-    from rjobs.queue import Queue
+    from rjobs.client.queue import Queue
 
 __all__ = ["JobContext"]
 

@@ -1,6 +1,6 @@
 """The worker's job slots: ``concurrency`` long-lived tasks, started once in the worker's task
 group, that take claimed jobs from a local backlog and run them one after another, each job under
-its own cancel scope (:meth:`rjobs.runner.JobRunner.execute`).
+its own cancel scope (:meth:`rjobs.worker.execution.JobRunner.execute`).
 
 Why not one task per job: spawning an anyio task per claimed job was ~21 us of a no-op job's worker
 CPU, a quarter of it at c=100 (benchmarks/README.md). A slot costs a future and one wake-up per job.
@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio.abc
 
-from rjobs.held import Held, HeldState, Pulse, scope_factory
-from rjobs.lease import LeaseBook
 from rjobs.models import ClaimedJob, JobError
+from rjobs.worker.held import Held, HeldState
+from rjobs.worker.leases import LeaseBook
+from rjobs.worker.signals import Pulse, scope_factory
 
-if TYPE_CHECKING:  # rjobs.runner uses SlotPool for its finisher's senders
-    from rjobs.queue import Queue
-    from rjobs.runner import Finisher, JobRunner, Moves
-    from rjobs.scripts import MoveRequest
+if TYPE_CHECKING:  # rjobs.worker.execution uses SlotPool for its finisher's senders
+    from rjobs.client.queue import Queue
+    from rjobs.store.scripts import MoveRequest
+    from rjobs.worker.execution import JobRunner, Moves
+    from rjobs.worker.finisher import Finisher
 
 __all__ = ["JobSlots", "Served", "SlotPool"]
 

@@ -2,7 +2,7 @@
 reply read off a link, which commands block the connection they are sent on, and waiting for a
 free pooled connection where redis-py would refuse one.
 
-Links speak RESP2 and hand back raw replies; a plain command (:class:`~rjobs.scripts.Cmd`) sent
+Links speak RESP2 and hand back raw replies; a plain command (:class:`~rjobs.store.scripts.Cmd`) sent
 over a link gets redis-py's RESP2 response callback for its command name, so plans receive the
 forms they get through redis-py (HGETALL a dict, XRANGE/XREAD ``(id, {field: value})`` entries,
 TIME a tuple of ints, ZRANGE ... WITHSCORES ``(member, score)`` pairs).
@@ -21,7 +21,7 @@ import redis.asyncio as aredis
 from redis._parsers import helpers
 from redis.exceptions import MaxConnectionsError
 
-from rjobs.scripts import Arg, Call, Cmd, Op
+from rjobs.store.scripts import Arg, Call, Cmd, Op
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
-"""The async client. Every method drives a plan from rjobs.plans over redis.asyncio; the blocking
-twin in rjobs.sync drives the very same plans."""
+"""The async client. Every method drives a plan from rjobs.client.operations over redis.asyncio; the blocking
+twin in rjobs.client.sync_queue drives the very same plans."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 
+from rjobs.client.hold import Hold
+from rjobs.client.operations import _UNSET, QueuePlans
+from rjobs.client.queries import stats_plan
+from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
-from rjobs.connect import async_client, close_async, resolve_url
 from rjobs.errors import OutOfMemory, ReadOnly
-from rjobs.hold import Hold
-from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.plans import _UNSET, QueuePlans
-from rjobs.reads import stats_plan
-from rjobs.runners import AsyncRunner, Plan, drive_async
-from rjobs.waits import Waits
+from rjobs.statemachine import StateMachine
+from rjobs.store.clients import async_client, close_async, resolve_url
+from rjobs.store.transport import AsyncRunner, Plan, drive_async
 
 __all__ = ["Queue", "default_url"]
 
@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 def default_url() -> str:
     """``REDIS_URL`` from the environment, else ``redis://localhost:6379/0`` (see
-    :func:`rjobs.connect.resolve_url`)."""
+    :func:`rjobs.store.clients.resolve_url`)."""
     return resolve_url(None)
 
 
@@ -38,7 +38,7 @@ class Queue:
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
     ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
-    Sentinel URL (:mod:`rjobs.connect`). ``machine`` is declared in Redis on first use; a different
+    Sentinel URL (:mod:`rjobs.store.clients`). ``machine`` is declared in Redis on first use; a different
     machine already stored for the queue raises :class:`rjobs.MachineConflict`.
     """
 
@@ -167,7 +167,7 @@ class Queue:
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
         """Wait until the job is final; WaitTimeout after ``timeout`` s. Every wait of the queue in
-        this event loop is served by one blocking reader of the queue stream (rjobs.waits), so
+        this event loop is served by one blocking reader of the queue stream (rjobs.client.waits), so
         waits hold no connection of their own."""
         if not self._declared:
             with contextlib.suppress(OutOfMemory, ReadOnly):  # a read: see _read
@@ -280,7 +280,7 @@ class Queue:
         self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None
     ) -> dict[str, str]:
         """Cancel many jobs (running ones too, as an operator); one outcome per distinct id:
-        'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.plans.BULK_OUTCOMES`)."""
+        'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.client.operations.BULK_OUTCOMES`)."""
         err = JobError(code="cancelled", message=reason or "cancelled")
         target = self.machine.cancelled
         return await self._drive(
@@ -300,7 +300,7 @@ class Queue:
     ) -> dict[str, str]:
         """Move many jobs to ``target``; one outcome per distinct id: 'done', 'not_found',
         'invalid_transition', 'lease_required', 'lease_lost' or 'invalid' (see
-        :data:`rjobs.plans.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
+        :data:`rjobs.client.operations.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
         return await self._drive(
             self.plans.bulk_move(
                 job_ids, target, actor=actor, reason=reason, run_at=run_at, delay=delay, operator=operator
@@ -379,7 +379,7 @@ class Queue:
         leased state (or ``state``) under a lease of ``lease`` seconds and a new token, renews the
         lease every ``heartbeat`` seconds (default ``lease / 3``) while the block runs, and ends it
         with fenced writes (``held.complete(...)``, ``held.fail(...)``, ``held.progress(...)``...).
-        See :mod:`rjobs.hold` for what happens when the block raises, returns without an outcome,
+        See :mod:`rjobs.client.hold` for what happens when the block raises, returns without an outcome,
         or loses the lease."""
         return Hold(self, job_id, state, lease, actor, heartbeat)
 

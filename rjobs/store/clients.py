@@ -16,7 +16,7 @@ master or not at all.
 
 Clients made here from ``redis://``, ``rediss://`` and ``unix://`` URLs have a
 ``BlockingConnectionPool`` (at most :data:`MAX_CONNECTIONS` connections; a call waits up to
-:data:`rjobs.wire.POOL_WAIT` s for a free one instead of failing with ``MaxConnectionsError``).
+:data:`rjobs.store.wire.POOL_WAIT` s for a free one instead of failing with ``MaxConnectionsError``).
 Sentinel clients keep redis-py's Sentinel pool; rjobs' runners wait for its connections instead.
 """
 
@@ -32,7 +32,7 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
 from rjobs.errors import ValidationError
-from rjobs.wire import POOL_WAIT
+from rjobs.store.wire import POOL_WAIT
 
 __all__ = [
     "DEFAULT_URL",

@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import redis
 
+from rjobs.client.queue import Queue
 from rjobs.errors import RjobsError
-from rjobs.queue import Queue
-from rjobs.worker import Worker
+from rjobs.worker.loop import Worker
 
 __all__ = ["load_target", "run_from_cli"]
 

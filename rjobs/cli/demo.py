@@ -6,8 +6,8 @@ The demo jobs and how they must end (the command exits 0 only if every one did):
 
 - ``render_video``: named steps with progress and ETA, links two assets -> success;
 - ``send_invoice``: its first attempt raises, the retry succeeds -> success after 2 attempts;
-- ``import_contacts``: returns :class:`rjobs.outcomes.Partial` -> partial;
-- ``charge_card``: raises :class:`rjobs.outcomes.Fail` -> failure at once, no retry;
+- ``import_contacts``: returns :class:`rjobs.worker.functions.Partial` -> partial;
+- ``charge_card``: raises :class:`rjobs.worker.functions.Fail` -> failure at once, no retry;
 - ``export_archive``: runs long; the demo cancels it once it has started -> cancelled.
 """
 
@@ -28,12 +28,12 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from rjobs.cli_render import JobBars, Output, age, event_line, state_style
+from rjobs.cli.render import JobBars, Output, age, event_line, state_style
+from rjobs.client.queue import Queue
 from rjobs.machines import JOB
 from rjobs.models import Job
-from rjobs.outcomes import Fail, Partial, job
-from rjobs.queue import Queue
-from rjobs.retry import RetryPolicy
+from rjobs.worker.functions import Fail, Partial, job
+from rjobs.worker.retry import RetryPolicy
 
 __all__ = ["DEMO_JOBS", "DemoJob", "run_demo"]
 
@@ -161,7 +161,7 @@ class _Demo:
         self.steps: dict[str, str | None] = {}
 
     async def run(self) -> int:
-        from rjobs.worker import Worker
+        from rjobs.worker.loop import Worker
 
         q = self.queue
         functions = {d.type: d.fn for d in DEMO_JOBS}

@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from rjobs import codec
+from rjobs.client.queries import ReadPlans, server_warnings
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
-from rjobs.keys import validate_dedupe_key, validate_name
 from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
-from rjobs.reads import ReadPlans, server_warnings
-from rjobs.runners import Plan
-from rjobs.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
+from rjobs.store import codec
+from rjobs.store.keys import validate_dedupe_key, validate_name
+from rjobs.store.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
+from rjobs.store.transport import Plan
 
 __all__ = ["QueuePlans", "to_job_error"]
 

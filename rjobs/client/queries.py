@@ -1,4 +1,4 @@
-"""Read plans and the validation helpers every plan shares (see rjobs.plans): get, counts,
+"""Read plans and the validation helpers every plan shares (see rjobs.client.operations): get, counts,
 listing, events, assets, the dedupe cache, wait and stats. Reads never change Redis."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from rjobs import codec
 from rjobs.config import QueueConfig
 from rjobs.errors import JobNotFound, RjobsError, Unauthorized, ValidationError, WaitTimeout
-from rjobs.keys import QueueKeys, validate_dedupe_key, validate_name
-from rjobs.machine import StateMachine
 from rjobs.models import Asset, Event, Job, JobOutcome
-from rjobs.runners import Plan
-from rjobs.scripts import Cmd, Op, Scripts
+from rjobs.statemachine import StateMachine
+from rjobs.store import codec
+from rjobs.store.keys import QueueKeys, validate_dedupe_key, validate_name
+from rjobs.store.scripts import Cmd, Op, Scripts
+from rjobs.store.transport import Plan
 
 __all__ = [
     "WAIT_BLOCK_MS",
@@ -204,7 +204,7 @@ class ReadPlans:
 
     # -- wait -------------------------------------------------------------------------------------
     # What a wait reads and how it decides, shared by SyncQueue.wait (the plan below) and the async
-    # Queue's reader (rjobs.waits), which serves every waiter of an event loop with one XREAD.
+    # Queue's reader (rjobs.client.waits), which serves every waiter of an event loop with one XREAD.
     def wait_id(self, job_id: str, timeout: float | None) -> str:
         """The validated job id of a wait (whose timeout must be None or >= 0 seconds)."""
         jid = self._id(job_id)

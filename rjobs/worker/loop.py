@@ -8,13 +8,13 @@ Loop (one anyio task group on asyncio):
   once. With nothing to claim it blocks on ``BLPOP`` of the queues' wake lists over a dedicated
   connection, for at most min(time to the next delayed job, 1 s, reaper interval): enqueue and
   claim push a wake token, so an idle worker starts a new job within a round trip. No polling.
-- **run**: ``concurrency`` long-lived slot tasks (:mod:`rjobs.slots`) take the claimed jobs and run
-  them one after another, each job under its own cancel scope (see :mod:`rjobs.runner`); async
+- **run**: ``concurrency`` long-lived slot tasks (:mod:`rjobs.worker.pool`) take the claimed jobs and run
+  them one after another, each job under its own cancel scope (see :mod:`rjobs.worker.execution`); async
   functions run in the loop, sync ones in threads behind a ``CapacityLimiter(concurrency)``. Call
   convention: ``fn(ctx, params)``.
-- **finish**: outcomes go through a :class:`rjobs.runner.Finisher` per queue: one fenced ``finish``
+- **finish**: outcomes go through a :class:`rjobs.worker.execution.Finisher` per queue: one fenced ``finish``
   call per batch.
-- **heartbeat**: :class:`rjobs.lease.LeaseKeeper` — see :mod:`rjobs.lease` for how heartbeats
+- **heartbeat**: :class:`rjobs.worker.leases.LeaseKeeper` — see :mod:`rjobs.worker.leases` for how heartbeats
   survive a busy loop or a GIL-hogging job.
 - **reaper**: every worker runs ``reap`` every ``lease / 2`` (+-20% jitter) for a bounded batch;
   the script is safe to run from many workers at once.
@@ -40,17 +40,23 @@ from collections.abc import Sequence
 
 import anyio
 
-from rjobs.connect import server_label
+from rjobs.client.queue import Queue
 from rjobs.errors import ServerRefused
-from rjobs.held import HeldState, Pulse
-from rjobs.keys import validate_name
-from rjobs.lease import RETRYABLE, LeaseBook, LeaseKeeper, Reaper, ServerClock, Waker, WorkerStats
-from rjobs.outcomes import Functions, registry
-from rjobs.queue import Queue
-from rjobs.retry import RetryPolicy
-from rjobs.runner import Finisher, JobRunner, Moves
-from rjobs.scripts import Cmd
-from rjobs.slots import JobSlots, Served
+from rjobs.store.clients import server_label
+from rjobs.store.keys import validate_name
+from rjobs.store.scripts import Cmd
+from rjobs.worker.clock import ServerClock
+from rjobs.worker.execution import JobRunner, Moves
+from rjobs.worker.finisher import Finisher
+from rjobs.worker.functions import Functions, registry
+from rjobs.worker.held import HeldState
+from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
+from rjobs.worker.pool import JobSlots, Served
+from rjobs.worker.reaper import Reaper
+from rjobs.worker.retry import RetryPolicy
+from rjobs.worker.signals import Pulse
+from rjobs.worker.stats import WorkerStats
+from rjobs.worker.wake import Waker
 
 __all__ = ["Worker", "WorkerStats", "make_worker_id"]
 

@@ -1,5 +1,5 @@
 """Human and JSON output of the CLI: rich tables, progress bars, event lines. Nothing here talks to
-Redis; rjobs.cli and rjobs.demo hand it models and it prints them."""
+Redis; rjobs.cli.main and rjobs.cli.demo hand it models and it prints them."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tas
 from rich.table import Table
 from rich.text import Text
 
-from rjobs.machine import StateMachine
 from rjobs.models import Asset, Event, Job
+from rjobs.statemachine import StateMachine
 
 __all__ = [
     "JobBars",

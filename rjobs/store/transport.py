@@ -1,5 +1,5 @@
 """Sending operations to Redis: the runners (script calls sent exactly once, pipelined batches,
-NOSCRIPT reloads) and the drivers that run a plan (rjobs.plans) on asyncio or a blocking client."""
+NOSCRIPT reloads) and the drivers that run a plan (rjobs.client.operations) on asyncio or a blocking client."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import redis.asyncio as aredis
 from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, ServerRefused, error_from_reply, server_refusal
-from rjobs.link import Each, Link, LinkSettings, SyncLink
-from rjobs.scripts import Call, Cmd, Op
-from rjobs.wire import PoolGate, blocks, fresh_async, fresh_sync, gate_sync, legacy_lua, pack, parse_reply, wire
+from rjobs.store.connection import Each, Link, LinkSettings, SyncLink
+from rjobs.store.scripts import Call, Cmd, Op
+from rjobs.store.wire import PoolGate, blocks, fresh_async, fresh_sync, gate_sync, legacy_lua, pack, parse_reply, wire
 
 __all__ = ["AsyncRunner", "Plan", "SyncRunner", "drive_async", "drive_sync"]
 

@@ -3,7 +3,7 @@
 redis-py's asyncio connection costs 120-160 µs of CPU per awaited call (stream reader, pool
 checkout, Python-level parsing), which is more than the server spends running an enqueue script.
 A :class:`Link` is one ``asyncio.Protocol`` connection per event loop, shared by every caller of
-an :class:`~rjobs.runners.AsyncRunner`: requests are written as soon as they are made, replies are
+an :class:`~rjobs.store.transport.AsyncRunner`: requests are written as soon as they are made, replies are
 parsed by hiredis and handed to the waiting futures in order (measured: ~35 µs of CPU per call).
 
 Script calls stay exactly-once: nothing is ever re-sent here. A connection that breaks fails every

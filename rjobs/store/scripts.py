@@ -1,5 +1,5 @@
 """The Lua bridge: loads ``lua/`` (expanding ``--!include``) and has one typed method per script
-that builds the call and decodes its reply. Sending calls is rjobs.runners' job; Lua error codes
+that builds the call and decodes its reply. Sending calls is rjobs.store.transport' job; Lua error codes
 become exceptions through rjobs.errors."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from rjobs.codec import decode_stored
 from rjobs.errors import RjobsError, error_from_reply
-from rjobs.keys import QueueKeys
-from rjobs.machine import StateMachine
 from rjobs.models import ClaimedJob, EnqueueOutcome
+from rjobs.statemachine import StateMachine
+from rjobs.store.codec import decode_stored
+from rjobs.store.keys import QueueKeys
 
 __all__ = [
     "COMPILED_OPTIONS",

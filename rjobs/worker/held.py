@@ -10,65 +10,14 @@ These objects are made once per job or signalled several times per job, so they 
 
 from __future__ import annotations
 
-import asyncio
 import enum
-from collections.abc import Callable
 
 import anyio
 
 from rjobs.models import ClaimedJob
+from rjobs.worker.signals import Flag
 
-__all__ = ["Flag", "Held", "HeldState", "Pulse", "scope_factory"]
-
-
-def scope_factory() -> Callable[[], anyio.CancelScope]:
-    """The running backend's cancel scope class, to make one per job without ``anyio.CancelScope()``
-    looking the backend up on every call (0.7 of its 1 us). Call it inside the event loop."""
-    return type(anyio.CancelScope())
-
-
-class Pulse:
-    """Wakes every task currently waiting on it; waiters re-check their condition in a loop.
-
-    The event is made by the first waiter and dropped by ``notify()``, so a notify nobody waits
-    for (the usual case: once or twice per finished job) costs one attribute check."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def notify(self) -> None:
-        """Wake the current waiters."""
-        event = self._event
-        if event is not None:
-            self._event = None
-            event.set()
-
-    async def wait(self) -> None:
-        """Wait for the next notify()."""
-        event = self._event
-        if event is None:
-            event = self._event = asyncio.Event()
-        await event.wait()
-
-
-class Flag:
-    """A set-once flag that threads may poll: one bool attribute (reads and writes of it are
-    atomic under the GIL), without ``threading.Event``'s lock and condition."""
-
-    __slots__ = ("_set",)
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        """Raise the flag (for good)."""
-        self._set = True
-
-    def is_set(self) -> bool:
-        """True once :meth:`set` was called."""
-        return self._set
+__all__ = ["Held", "HeldState"]
 
 
 class HeldState(enum.Enum):

@@ -3,7 +3,7 @@
 A wait does not block a connection of its own. :meth:`Waits.wait` registers the waiter, then reads
 the job's status (HMGET over the queue's shared link); a job already final returns at once. Else
 the waiter sleeps on a future that the queue's reader resolves. The reader is one task with a
-dedicated connection (a :class:`~rjobs.link.Link`, or a single-connection redis-py client where
+dedicated connection (a :class:`~rjobs.store.connection.Link`, or a single-connection redis-py client where
 no link can be used) doing ``XREAD BLOCK`` (at most 1 s) on the queue-wide stream
 ``rjobs:{Q}:events``, and hands each entry that moves a waited job into a final state (field
 ``to``; every final move writes one) to that job's waiters, after one pipelined HMGET of the jobs
@@ -37,15 +37,15 @@ import redis.asyncio as aredis
 import redis.exceptions
 from redis.exceptions import ResponseError
 
+from rjobs.client.queries import WAIT_BLOCK_MS, WAIT_COUNT, WAIT_RECHECK, ReadPlans, stream_entries
 from rjobs.errors import JobNotFound, RjobsError, WaitTimeout
-from rjobs.link import Link, LinkSettings
-from rjobs.reads import WAIT_BLOCK_MS, WAIT_COUNT, WAIT_RECHECK, ReadPlans, stream_entries
-from rjobs.scripts import Cmd
-from rjobs.wire import parse_reply
+from rjobs.store.connection import Link, LinkSettings
+from rjobs.store.scripts import Cmd
+from rjobs.store.wire import parse_reply
 
 if TYPE_CHECKING:
     from rjobs.models import JobOutcome
-    from rjobs.runners import AsyncRunner
+    from rjobs.store.transport import AsyncRunner
 
 __all__ = ["Waits"]
 

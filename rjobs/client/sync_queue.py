@@ -1,4 +1,4 @@
-"""The blocking client: the same surface as rjobs.Queue, driving the same plans (rjobs.plans)
+"""The blocking client: the same surface as rjobs.Queue, driving the same plans (rjobs.client.operations)
 over a blocking redis client — for Flask, Django and scripts."""
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from typing import Any, TypeVar
 
 import redis
 
+from rjobs.client.operations import _UNSET, QueuePlans
+from rjobs.client.queries import stats_plan
+from rjobs.client.queue import _request
+from rjobs.client.sync_hold import SyncHold
 from rjobs.config import QueueConfig, default_actor
-from rjobs.connect import close_sync, resolve_url, sync_client
 from rjobs.errors import OutOfMemory, ReadOnly
-from rjobs.hold import SyncHold
-from rjobs.machine import StateMachine
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
-from rjobs.plans import _UNSET, QueuePlans
-from rjobs.queue import _request
-from rjobs.reads import stats_plan
-from rjobs.runners import Plan, SyncRunner, drive_sync
+from rjobs.statemachine import StateMachine
+from rjobs.store.clients import close_sync, resolve_url, sync_client
+from rjobs.store.transport import Plan, SyncRunner, drive_sync
 
 __all__ = ["SyncQueue"]
 
@@ -266,7 +266,7 @@ class SyncQueue:
 
     def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None) -> dict[str, str]:
         """Cancel many jobs (running ones too, as an operator); one outcome per distinct id:
-        'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.plans.BULK_OUTCOMES`)."""
+        'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.client.operations.BULK_OUTCOMES`)."""
         err = JobError(code="cancelled", message=reason or "cancelled")
         target = self.machine.cancelled
         return self._drive(self.plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason, operator=True))
@@ -284,7 +284,7 @@ class SyncQueue:
     ) -> dict[str, str]:
         """Move many jobs to ``target``; one outcome per distinct id: 'done', 'not_found',
         'invalid_transition', 'lease_required', 'lease_lost' or 'invalid' (see
-        :data:`rjobs.plans.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
+        :data:`rjobs.client.operations.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
         return self._drive(
             self.plans.bulk_move(
                 job_ids, target, actor=actor, reason=reason, run_at=run_at, delay=delay, operator=operator
@@ -361,7 +361,7 @@ class SyncQueue:
         leased state (or ``state``) under a lease of ``lease`` seconds and a new token, renews the
         lease every ``heartbeat`` seconds (default ``lease / 3``) while the block runs, and ends it
         with fenced writes (``held.complete(...)``, ``held.fail(...)``, ``held.progress(...)``...).
-        See :mod:`rjobs.hold` for what happens when the block raises, returns without an outcome,
+        See :mod:`rjobs.client.hold` for what happens when the block raises, returns without an outcome,
         or loses the lease."""
         return SyncHold(self, job_id, state, lease, actor, heartbeat)
 

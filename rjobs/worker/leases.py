@@ -27,40 +27,22 @@ What keeps it on time:
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
-import hiredis
-import redis.asyncio as aredis
 import redis.exceptions
 
-from rjobs.errors import RjobsError, server_refusal
-from rjobs.held import Held, HeldState, Pulse
-from rjobs.link import Link, LinkSettings
-from rjobs.scripts import Cmd
+from rjobs.errors import RjobsError
+from rjobs.worker.held import Held, HeldState
+from rjobs.worker.signals import Pulse
+from rjobs.worker.stats import WorkerStats
 
 if TYPE_CHECKING:
-    from rjobs.queue import Queue
+    from rjobs.client.queue import Queue
 
-__all__ = [
-    "REDIS_DOWN",
-    "RETRYABLE",
-    "Held",
-    "HeldState",
-    "LeaseBook",
-    "LeaseKeeper",
-    "Pulse",
-    "Reaper",
-    "ServerClock",
-    "Waker",
-    "WorkerStats",
-    "transient",
-]
+__all__ = ["FINAL_WRITE_TIMEOUT", "REDIS_DOWN", "RETRYABLE", "LeaseBook", "LeaseKeeper", "transient"]
 
 log = logging.getLogger("rjobs.worker")
 
@@ -77,41 +59,6 @@ def transient(exc: BaseException) -> bool:
     """True when the same call may succeed later: Redis unreachable, or refusing for now (loading,
     busy, out of memory, read-only: :class:`rjobs.ServerRefused` with ``retryable``)."""
     return isinstance(exc, REDIS_DOWN) or (isinstance(exc, RjobsError) and exc.retryable)
-
-
-@dataclass
-class WorkerStats:
-    """Counters of one worker's round trips and outcomes (for tests, logs and benchmarks)."""
-
-    claim_calls: int = 0
-    claimed: int = 0
-    finish_calls: int = 0
-    finished: int = 0
-    lease_lost: int = 0
-    cancelled: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    reaped: int = 0
-    purged: int = 0
-    handed_back: int = 0
-
-
-class ServerClock:
-    """Redis server time as seen from here: an offset measured with ``TIME``, so run-at and due
-    times are computed on the server's clock, never on this host's."""
-
-    def __init__(self) -> None:
-        self.offset_ms = 0.0
-
-    def observe(self, server_time: Any, sent_wall: float, received_wall: float) -> None:
-        """Record a ``TIME`` reply (seconds, microseconds) sent/received at these wall times."""
-        seconds, micros = int(server_time[0]), int(server_time[1])
-        server_ms = seconds * 1000 + micros / 1000
-        self.offset_ms = server_ms - (sent_wall + received_wall) * 500  # midpoint, in ms
-
-    def now_ms(self) -> int:
-        """Estimated server time, epoch ms."""
-        return int(time.time() * 1000 + self.offset_ms)
 
 
 class LeaseBook:
@@ -152,76 +99,6 @@ class LeaseBook:
     def live(self, slot: int) -> list[Held]:
         """The jobs of a queue whose leases need renewing."""
         return [h for h in self._held.values() if h.slot == slot and h.live]
-
-
-class Waker:
-    """How an idle worker waits for leases to take: BLPOP on the queues' wake lists (enqueue and
-    claim push a token there), over one dedicated connection per Redis client so the blocking
-    call never holds a pooled connection other calls need. Cancelling a wait drops (and later
-    re-opens) that connection; a token it had already popped is lost, which costs another idle
-    worker at most its 1 s cap."""
-
-    def __init__(self, queues: Sequence[Queue]) -> None:
-        groups: dict[int, tuple[aredis.Redis, list[str]]] = {}
-        for q in queues:
-            groups.setdefault(id(q.client), (q.client, []))[1].append(q.keys.wake)
-        self._groups = [_WakeLine(client, keys) for client, keys in groups.values()]
-
-    async def wait(self, block: float) -> None:
-        """Return when a wake token arrives or after ``block`` seconds."""
-        if len(self._groups) == 1:
-            await self._groups[0].blpop(block)
-            return
-        async with anyio.create_task_group() as tg:
-            for line in self._groups:
-                tg.start_soon(self._first, tg.cancel_scope, line, block)
-
-    @staticmethod
-    async def _first(scope: anyio.CancelScope, line: _WakeLine, block: float) -> None:
-        await line.blpop(block)
-        scope.cancel()
-
-    async def aclose(self) -> None:
-        """Release the dedicated connections."""
-        for line in self._groups:
-            await line.aclose()
-
-
-class _WakeLine:
-    """The dedicated connection of one Redis client's wake lists: a lean :class:`Link` where the
-    client allows one (the token then reaches the worker ~0.1 ms sooner), else a redis-py client."""
-
-    def __init__(self, client: aredis.Redis, keys: list[str]) -> None:
-        self.keys = keys
-        self._settings = LinkSettings.of(client)
-        self._client = client.client() if self._settings is None else None
-        self._link: Link | None = None
-
-    async def blpop(self, block: float) -> None:
-        timeout = max(0.001, round(block, 3))
-        if self._client is not None:
-            try:
-                await self._client.blpop(self.keys, timeout=timeout)
-            except (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError) as exc:
-                raise (server_refusal(exc) or exc) from None
-            return
-        assert self._settings is not None
-        self._link = Link.current(self._link, self._settings)
-        try:
-            command: tuple[Any, ...] = ("BLPOP", *self.keys, timeout)
-            reply = (await self._link.exchange(hiredis.pack_command(command), 1))[0]
-        except BaseException:
-            # A cancelled BLPOP still blocks its connection: drop it rather than queue behind it.
-            self._link.close()
-            raise
-        if isinstance(reply, redis.exceptions.ResponseError):
-            raise server_refusal(reply) or reply
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-        if self._link is not None:
-            self._link.close()
 
 
 class LeaseKeeper:
@@ -331,62 +208,3 @@ class LeaseKeeper:
             if h.state is HeldState.RUNNING and h.safe_until <= horizon:
                 log.warning("job %s: lease could not be renewed before it expires (%s): stopping it", h.job.id, why)
                 h.stop(HeldState.LOST, f"lease could not be renewed ({why})")
-
-
-class Reaper:
-    """Every worker's reaper: recovers expired leases (and purges expired finished jobs) of each
-    queue every ``interval`` seconds, +-20% jitter so workers started together spread out. The
-    script re-reads every job it touches, so any number of workers may reap at once."""
-
-    def __init__(
-        self,
-        queues: Sequence[Queue],
-        stats: WorkerStats,
-        clock: ServerClock,
-        *,
-        lease: float,
-        max_lease_losses: int,
-        limit: int,
-    ) -> None:
-        self.queues = queues
-        self.stats = stats
-        self.clock = clock
-        self.interval = lease / 2
-        self.max_lease_losses = max_lease_losses
-        self.limit = limit
-        # Workers are listed while they heartbeat (every lease / 3); forget them after a few leases.
-        self.worker_ttl_ms = max(5000, int(lease * 3000))
-
-    async def run(self) -> None:
-        """Reap at once, then on the jittered timer, until cancelled."""
-        while True:
-            for queue in self.queues:
-                await self.reap(queue)
-            await anyio.sleep(self.interval * random.uniform(0.8, 1.2))
-
-    async def reap(self, queue: Queue) -> None:
-        """Reap one queue until a call comes back with less than a full batch of expired leases
-        and of purged jobs: a backlog (a burst of finished jobs past their retention) is drained
-        at once, each call's work bounded by ``limit``."""
-        call = queue.scripts.reap(self.limit, self.max_lease_losses, self.limit, self.worker_ttl_ms)
-        while True:
-            sent = time.time()
-            try:
-                # TIME rides along to keep the server clock estimate fresh at no extra round trip.
-                reaped, now = await queue.runner.run_many([call, Cmd(("TIME",))])
-                failed_with = next((r for r in (reaped, now) if isinstance(r, BaseException)), None)
-            except RETRYABLE as exc:
-                failed_with = exc
-            if failed_with is not None:  # one line, no traceback: the next round tries again
-                level = logging.WARNING if transient(failed_with) else logging.ERROR
-                log.log(level, "reap failed (%s: %s)", type(failed_with).__name__, failed_with)
-                return
-            self.clock.observe(now, sent, time.time())
-            requeued, failed, purged = reaped
-            self.stats.reaped += requeued + failed
-            self.stats.purged += purged
-            if requeued or failed:
-                log.info("reaper: %d expired lease(s) re-queued, %d failed", requeued, failed)
-            if requeued + failed < self.limit and purged < self.limit:
-                return
-            await anyio.lowlevel.checkpoint()  # a long drain must not starve the loop
