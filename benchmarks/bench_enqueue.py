@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import common as C
+import compat
 
 import rjobs
 
@@ -72,7 +73,7 @@ def single_get_async(url: str, n: int, raw: bool = False) -> dict[str, Any]:
     async def go() -> tuple[float, float]:
         q = rjobs.Queue(C.QUEUE, url)
         ids = [o.id for o in await q.enqueue_many([rjobs.JobRequest(type="noop", params={"i": i}) for i in range(n)])]
-        keys = [q.keys.job(i) for i in ids]
+        keys = [compat.backend(q).keys.job(i) for i in ids]
         await q.get(ids[0])
         await q.client.hgetall(keys[0])  # both paths connected before the clock starts
         c0, t0 = time.process_time(), time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any
 
 import bench_roundtrips as RT
 import common as C
+import compat
 
 
 def _usage(r: Any, key: str) -> int:
@@ -36,7 +37,7 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     r = C.client(url)
     C.fresh(r)
     q = RT.sync_queue(url, queue_events)
-    prefix = q.keys.prefix
+    prefix = compat.backend(q).keys.prefix
     base = C.memory_used(r)
     RT.preload(q, n)
     waiting = C.memory_used(r)

@@ -30,6 +30,7 @@ from typing import Any
 
 import bench_roundtrips as RT
 import common as C
+import compat
 
 APP = Path(__file__).resolve().parent / "worker_app.py"
 LOGS = C.RESULTS_DIR / "logs"
@@ -116,19 +117,19 @@ def measure(
     C.fresh(r)
     q = RT.sync_queue(url, queue_events)
     RT.preload(q, n)
-    completed_key = q.keys.state(q.machine.success or "completed")
+    completed_key = compat.backend(q).keys.state(q.machine.success or "completed")
     q.close()
     spid = C.server_pid(r)
     polls = 0
 
-    running_key = q.keys.state(q.machine.leased[-1])
+    running_key = compat.backend(q).keys.state(q.machine.leased[-1])
 
     def done() -> int:
         nonlocal polls
         polls += 1
         if keep is not None:
             polls += 1
-            return n - int(r.zcard(q.keys.ready)) - int(r.zcard(running_key))
+            return n - int(r.zcard(compat.backend(q).keys.ready)) - int(r.zcard(running_key))
         return int(r.zcard(completed_key))
 
     s0 = C.commandstats(r)

@@ -22,10 +22,15 @@ from __future__ import annotations
 from typing import Any
 
 import common as C
+import compat
 
 import rjobs
 from rjobs.models import ClaimedJob
-from rjobs.store.scripts import MoveRequest
+
+try:
+    from rjobs.store.scripts import MoveRequest
+except ImportError:  # a snapshot from before the redesign
+    from rjobs.scripts import MoveRequest  # type: ignore[no-redef]
 
 WORKER_ID = "bench-worker"
 LEASE_MS = 30_000
@@ -47,7 +52,7 @@ def claim_all(q: rjobs.SyncQueue, n: int, batch: int) -> list[ClaimedJob]:
     """Lease every ready job, ``batch`` per claim call (the Worker's claim call)."""
     jobs: list[ClaimedJob] = []
     while len(jobs) < n:
-        got = q.runner.run(q.scripts.claim(WORKER_ID, min(batch, n - len(jobs)), LEASE_MS))
+        got = compat.backend(q).run(compat.backend(q).scripts.claim(WORKER_ID, min(batch, n - len(jobs)), LEASE_MS))
         if not got.jobs:
             break
         jobs += got.jobs
@@ -58,14 +63,14 @@ def finish_all(q: rjobs.SyncQueue, jobs: list[ClaimedJob], batch: int) -> None:
     """Complete every job with result ``null``, ``batch`` per finish call (the Worker's request)."""
     for s in range(0, len(jobs), batch):
         reqs = [MoveRequest(j.id, q.machine.success or "", token=j.token, result=b"null") for j in jobs[s : s + batch]]
-        outcomes = q.runner.run(q.scripts.finish(WORKER_ID, reqs))
+        outcomes = compat.backend(q).run(compat.backend(q).scripts.finish(WORKER_ID, reqs))
         assert all(o == "ok" for o in outcomes), outcomes[:3]
 
 
 def heartbeat(q: rjobs.SyncQueue, jobs: list[ClaimedJob], batch: int, calls: int) -> None:
     pairs = [(j.id, j.token) for j in jobs[:batch]]
     for _ in range(calls):
-        replies = q.runner.run(q.scripts.heartbeat(WORKER_ID, LEASE_MS, pairs))
+        replies = compat.backend(q).run(compat.backend(q).scripts.heartbeat(WORKER_ID, LEASE_MS, pairs))
         assert all(x == "ok" for x in replies)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import bench_process as P
 import bench_roundtrips as RT
 import common as C
+import compat
 
 import rjobs
 
@@ -71,7 +72,7 @@ def profile_worker(url: str, n: int, concurrency: int, pyspy: str | None) -> dic
     C.fresh(r)
     q = RT.sync_queue(url)
     RT.preload(q, n)
-    key = q.keys.state("completed")
+    key = compat.backend(q).keys.state("completed")
     raw = OUT / f"worker-c{concurrency}.raw"
     raw.unlink(missing_ok=True)
     # py-spy cannot attach to a running process here (ptrace is limited to descendants): it spawns
@@ -157,8 +158,8 @@ def server_costs(url: str) -> dict[str, Any]:
     C.fresh(r)
     q = RT.sync_queue(url)
     fixed = {}
-    for name, call in (("claim max_jobs=0", q.scripts.claim("w", 0, 30000)),
-                       ("heartbeat 0 leases", q.scripts.heartbeat("w", 30000, []))):  # fmt: skip
+    for name, call in (("claim max_jobs=0", compat.backend(q).scripts.claim("w", 0, 30000)),
+                       ("heartbeat 0 leases", compat.backend(q).scripts.heartbeat("w", 30000, []))):  # fmt: skip
         sha = r.script_load(call.script.source)
         r.config_resetstat()
         pipe = r.pipeline(transaction=False)

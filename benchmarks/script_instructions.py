@@ -26,11 +26,17 @@ from typing import Any
 if os.environ.get("RJOBS_SRC"):
     sys.path.insert(0, os.environ["RJOBS_SRC"])
 
+import compat
 import redis
 
 from rjobs import JobRequest, SyncQueue
-from rjobs.cli.server import find_redis_server, find_valkey_binary, free_port
-from rjobs.store.scripts import MoveRequest
+
+try:
+    from rjobs.cli.server import find_redis_server, find_valkey_binary, free_port
+    from rjobs.store.scripts import MoveRequest
+except ImportError:  # a snapshot from before the redesign
+    from rjobs.scripts import MoveRequest  # type: ignore[no-redef]
+    from rjobs.server import find_redis_server, find_valkey_binary, free_port  # type: ignore[no-redef]
 
 
 def _server(binary: str) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -84,37 +90,41 @@ def main() -> None:
     n = a.n
 
     def spec(q: SyncQueue, i: int) -> Any:
-        return q.plans.spec(JobRequest(type="t", params={"i": i}))
+        return compat.plans(q).spec(JobRequest(type="t", params={"i": i}))
 
     def ready(q: SyncQueue) -> None:
-        q.runner.run(q.scripts.enqueue("a1", [spec(q, i) for i in range(n)]))
+        compat.backend(q).run(compat.backend(q).scripts.enqueue("a1", [spec(q, i) for i in range(n)]))
 
     def leased(q: SyncQueue) -> list[Any]:
         ready(q)
-        return [j for _ in range(0, n, 100) for j in q.runner.run(q.scripts.claim("w1", 100, 30000)).jobs]
+        return [
+            j
+            for _ in range(0, n, 100)
+            for j in compat.backend(q).run(compat.backend(q).scripts.claim("w1", 100, 30000)).jobs
+        ]
 
     def finish(q: SyncQueue, jobs: list[Any], batch: int) -> None:
         for i in range(0, len(jobs), batch):
             reqs = [MoveRequest(j.id, "completed", token=j.token, result=b"1") for j in jobs[i : i + batch]]
-            q.runner.run(q.scripts.finish("w1", reqs))
+            compat.backend(q).run(compat.backend(q).scripts.finish("w1", reqs))
 
     def enqueue_1(q: SyncQueue, s: Any) -> None:
         for i in range(n):
-            q.runner.run(q.scripts.enqueue("a1", [spec(q, i)]))
+            compat.backend(q).run(compat.backend(q).scripts.enqueue("a1", [spec(q, i)]))
 
     def enqueue_500(q: SyncQueue, s: Any) -> None:
-        q.runner.run(q.scripts.enqueue("a1", [spec(q, i) for i in range(500)]))
+        compat.backend(q).run(compat.backend(q).scripts.enqueue("a1", [spec(q, i) for i in range(500)]))
 
     def claim(batch: int) -> Callable[[SyncQueue, Any], None]:
         def work(q: SyncQueue, s: Any) -> None:
             for _ in range(0, n, batch):
-                q.runner.run(q.scripts.claim("w1", batch, 30000))
+                compat.backend(q).run(compat.backend(q).scripts.claim("w1", batch, 30000))
 
         return work
 
     def heartbeat(q: SyncQueue, jobs: list[Any]) -> None:
         for j in jobs:
-            q.runner.run(q.scripts.heartbeat("w1", 30000, [(j.id, j.token)]))
+            compat.backend(q).run(compat.backend(q).scripts.heartbeat("w1", 30000, [(j.id, j.token)]))
 
     rows: dict[str, tuple[Callable[[SyncQueue], Any], Callable[[SyncQueue, Any], None], int]] = {
         "enqueue, 1 per call": (lambda q: None, enqueue_1, n),

@@ -83,7 +83,7 @@ class InMemoryQueue(Queue):
 
     def sync(self) -> SyncQueue:
         """A :class:`rjobs.SyncQueue` for the same queue on the same in-memory server."""
-        return memory_sync_queue(self.name, machine=self.machine, config=self.plans.config, server=self.server)
+        return memory_sync_queue(self.name, machine=self.machine, config=self.config, server=self.server)
 
     def sibling(self, name: str, *, machine: StateMachine = JOB, config: QueueConfig | None = None) -> InMemoryQueue:
         """Another queue on the same in-memory server (e.g. a second queue of your app)."""
@@ -175,7 +175,7 @@ def run_until_empty(
     else:
         raise RuntimeError("run_until_empty() blocks: inside async code use `await rjobs.testing.drain(queue, ...)`")
     server = _server_of(queue)
-    name, machine, config = queue.name, queue.machine, queue.plans.config
+    name, machine, config = queue.name, queue.machine, queue.config
 
     async def run() -> dict[str, int]:
         # A fresh client for this event loop: an async client may be bound to another test's loop.

@@ -28,7 +28,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from rjobs.cli.render import JobBars, Output, age, event_line, state_style
+from rjobs.cli.live import JobBars
+from rjobs.cli.render import Output, age, event_line, state_style
 from rjobs.client.queue import Queue
 from rjobs.machines import JOB
 from rjobs.models import Job
@@ -139,7 +140,7 @@ def _redis_cli(url: str) -> str:
 
 def inspect_commands(url: str, queue: Queue, job_id: str) -> list[str]:
     """Copy-pasteable redis-cli commands showing a job, its history and the queue's stream."""
-    cli, k = _redis_cli(url), queue.keys
+    cli, k = _redis_cli(url), queue.backend.keys
     return [
         f"{cli} HGETALL '{k.job(job_id)}'",
         f"{cli} LRANGE '{k.job_history(job_id)}' 0 -1",

@@ -1,309 +1,34 @@
-"""The ``rjobs`` command: argument parsing, server choice and dispatch. Rendering lives in
-rjobs.cli.render, the demo in rjobs.cli.demo. Reference: docs/cli.md.
-
-Server choice: ``--url`` > ``REDIS_URL`` > the default, which for the inspection commands is the
-embedded valkey kept in ``RJOBS_HOME`` (``~/.rjobs``), started on first use; ``rjobs worker`` uses
-its module's queues' own servers (``url=`` > ``REDIS_URL`` > localhost:6379) unless ``--url``."""
+"""The ``rjobs`` command: the argument parser and the dispatch to rjobs.cli.commands, with one
+exit code and one line per expected error. Reference: docs/cli.md."""
 
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
-import msgspec
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from rjobs import errors
-from rjobs.cli import server as servers
-from rjobs.cli.render import JobWatch, Output, history_table, jobs_table, queue_stats, show_job, stats_table
-from rjobs.client.sync_queue import SyncQueue
-from rjobs.config import default_actor
-from rjobs.errors import JobNotFound, MachineConflict, RjobsError, ValidationError
-from rjobs.machines import JOB, TASK
-from rjobs.models import Job
-from rjobs.statemachine import StateMachine
-from rjobs.store import codec
-from rjobs.store.clients import sync_client
-from rjobs.store.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key
-
-__all__ = ["EXIT", "QueueNotFound", "main", "open_queue", "resolve_url"]
-
-#: Exit codes (docs/cli.md): watch maps the job's final role to ok / failed / partial.
-EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "refused": 6,
-        "interrupted": 130}  # fmt: skip
-MACHINES = {"job": JOB, "task": TASK}
-
-
-class QueueNotFound(RjobsError, LookupError):
-    """No state machine is stored for the queue: nothing was ever enqueued to it."""
-
-    code = "not_found"
-
-
-_USAGE = (errors.ValidationError, errors.InvalidTransition, errors.MachineConflict, errors.Unauthorized)
-#: Exit code and words before the message per expected error; anything else is a bug and keeps its
-#: traceback. An ACL refusal is 4 like a failed AUTH; refusals that pass (busy, out of memory...) 6.
-_ERRORS: tuple[tuple[tuple[type[Exception], ...], int, str], ...] = (
-    ((errors.JobNotFound, QueueNotFound), EXIT["not_found"], ""),
-    ((*_USAGE, errors.DependencyError, errors.JobExists, servers.ServerUnavailable), EXIT["usage"], ""),
-    ((errors.PermissionDenied,), EXIT["connection"], ""),
-    ((errors.ServerRefused,), EXIT["refused"], ""),
-    ((redis.ConnectionError, redis.TimeoutError, servers.ServerStartError), EXIT["connection"], "cannot reach Redis: "),
+from rjobs.cli.commands import (
+    ERRORS,
+    EXIT,
+    MACHINES,
+    cmd_cancel,
+    cmd_demo,
+    cmd_enqueue,
+    cmd_events,
+    cmd_ls,
+    cmd_retry,
+    cmd_server,
+    cmd_show,
+    cmd_stats,
+    cmd_watch,
+    cmd_worker,
 )
+from rjobs.cli.render import Output
 
-
-# -- server and queue -----------------------------------------------------------------------------
-def resolve_url(explicit: str | None, out: Output) -> str:
-    """``--url`` > ``REDIS_URL`` > the embedded server (started if needed; announced on stderr)."""
-    if explicit:
-        return explicit
-    if env := os.environ.get("REDIS_URL"):
-        return env
-    state_dir = servers.DEFAULT_STATE_DIR
-    url = servers.ensure_embedded(state_dir)
-    out.notice(f"[dim]rjobs: embedded valkey at {url} (data: {state_dir / 'data'}; stop: rjobs server --stop)[/]")
-    return url
-
-
-def connect(url: str) -> redis.Redis:
-    """A blocking client that fails fast when nothing listens (redis-py's default retries ~4 s)."""
-    try:
-        return sync_client(url, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
-    except ValueError as exc:  # a malformed URL is a usage error, not a connection error
-        raise ValidationError(f"bad Redis URL {url!r}: {exc}") from None
-
-
-def open_queue(
-    client: redis.Redis, name: str, create: StateMachine | None = None, *, require: bool = False
-) -> SyncQueue:
-    """A SyncQueue with the machine stored in Redis, so the CLI works on any queue (JOB, TASK,
-    custom); it passes no config, so the queue's stored options are adopted, never overwritten.
-    A queue with nothing stored raises QueueNotFound unless ``create`` names the machine to
-    declare for it; ``require`` makes an existing queue with another machine than ``create`` an
-    error."""
-    fields: Any = client.hgetall(QueueKeys(name).machine)
-    if fields:
-        machine = StateMachine.from_fingerprint(fields[b"fingerprint"])
-        if require and create is not None and create.fingerprint() != machine.fingerprint():
-            raise MachineConflict(f"queue {name!r} already uses machine {machine.name!r}")
-    elif create is not None:
-        machine = create
-    else:
-        raise QueueNotFound(f"queue {name!r} not found (nothing was ever enqueued to it)")
-    return SyncQueue(name, machine=machine, client=client, actor=f"cli.{default_actor()}")
-
-
-def list_queues(client: redis.Redis) -> list[str]:
-    """Names of every queue that has a machine stored (SCAN, so safe on a busy server)."""
-    keys = client.scan_iter(match=MACHINE_PATTERN, count=1000)
-    return sorted({name for k in keys if (name := queue_of_machine_key(k.decode())) is not None})
-
-
-def final_exit(machine: StateMachine, status: str) -> int:
-    """Exit code of a finished job: 0 success, 5 partial, 1 failed or cancelled."""
-    return {machine.success: EXIT["ok"], machine.partial: EXIT["partial"]}.get(status, EXIT["failed"])
-
-
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
-
-
-def _priority(text: str) -> str | int:
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-# -- commands -------------------------------------------------------------------------------------
-def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
-    """Create a job; stdout gets its id (or the EnqueueOutcome as JSON)."""
-    params = _json_arg(args.params, "--params") if args.params is not None else None
-    machine = MACHINES[args.machine or "job"]
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue, create=machine, require=args.machine is not None)
-    outcome = q.enqueue(
-        args.type, params, priority=_priority(args.priority), user_id=args.user, delay=args.delay,
-        dedupe_key=args.dedupe_key, dedupe=args.dedupe, max_attempts=args.max_attempts,
-        depends_on=args.depends_on or (),
-    )  # fmt: skip
-    if out.json:
-        out.json_doc(outcome)
-        return EXIT["ok"]
-    out.out.print(outcome.id, markup=False)
-    if not outcome.created:
-        out.notice(f"kept the live job {outcome.id} ({outcome.status}) holding dedupe key {args.dedupe_key!r}")
-    elif outcome.previous_id and outcome.stale_cancelled:
-        out.notice(f"replaced job {outcome.previous_id} (cancelled) holding dedupe key {args.dedupe_key!r}")
-    return EXIT["ok"]
-
-
-def cmd_show(args: argparse.Namespace, out: Output) -> int:
-    """A job's fields, assets and full history."""
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    job = q.get(args.id)
-    events, assets = q.events(args.id), q.assets(args.id)
-    doc = {"job": job, "events": events, "assets": assets}
-    out.result(doc, lambda: show_job(out.out, q.machine, job, events, assets))
-    return EXIT["ok"]
-
-
-def cmd_ls(args: argparse.Namespace, out: Output) -> int:
-    """Jobs of a queue, newest first, by state and/or owner."""
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    jobs = q.list(state=args.state, user_id=args.user, limit=args.limit)
-    if out.json:
-        out.json_doc(jobs)
-    elif jobs:
-        out.out.print(jobs_table(q.machine, jobs))
-    else:
-        out.notice("no jobs")
-    return EXIT["ok"]
-
-
-def cmd_stats(args: argparse.Namespace, out: Output) -> int:
-    """Counts per state, live workers and the oldest ready job, for one queue or all of them."""
-    client = connect(resolve_url(args.url, out))
-    names = [args.queue] if args.queue else list_queues(client)
-    queues = [open_queue(client, n) for n in names]
-    stats = [q.stats() for q in queues]
-    if out.json:
-        out.json_doc(stats[0] if args.queue else stats)
-        return EXIT["ok"]
-    if args.queue:
-        queue_stats(out.out, queues[0].machine, stats[0])
-    elif stats:
-        out.out.print(stats_table({q.name: q.machine for q in queues}, stats))
-    else:
-        out.notice("no queues yet: try `rjobs demo` or `rjobs enqueue QUEUE TYPE`")
-    for warning in dict.fromkeys(w for s in stats for w in s["warnings"]):  # the server's: once each
-        out.out.print(f"warning: {warning}", style="bold yellow", markup=False)
-    return EXIT["ok"]
-
-
-def cmd_events(args: argparse.Namespace, out: Output) -> int:
-    """The queue's last events; with --follow, then every new one as it happens (XREAD BLOCK)."""
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    entries: Any = q.client.xrevrange(q.keys.events, "+", "-", count=args.limit)
-    events = codec.events_from_entries(entries[::-1])
-    if not args.follow:
-        title = f"last {len(events)} events of {q.name}"
-        out.result(events, lambda: out.out.print(history_table(q.machine, events, title=title)))
-        return EXIT["ok"]
-    for ev in events:
-        out.event(q.machine, ev)
-    after = events[-1].id if events else "0-0"
-    while True:
-        for ev in q.queue_events(after, count=100, block_ms=5000):
-            out.event(q.machine, ev)
-            after = ev.id
-
-
-def cmd_watch(args: argparse.Namespace, out: Output) -> int:
-    """Follow one job on the queue stream (XREAD BLOCK, no polling) until it is final; the job is
-    read again whenever it shows up there, and at least once a second."""
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    stream, job_key = q.keys.events, q.keys.job(args.id)
-
-    def snapshot() -> tuple[str, Job]:
-        pipe = q.client.pipeline(transaction=False)
-        pipe.xrevrange(stream, "+", "-", count=1)
-        pipe.hgetall(job_key)
-        last, raw = pipe.execute()
-        if not raw:
-            raise JobNotFound(args.id)
-        return (last[0][0].decode() if last else "0-0"), codec.job_from_hash(raw)
-
-    after, job = snapshot()  # the stream position first: no event between the two is missed
-    with JobWatch(out, q.machine) as view:
-        view.start(job)
-        while not q.machine.is_final(job.status):
-            reply: Any = q.client.xread({stream: after}, count=1000, block=1000)
-            for _, entries in reply or []:
-                for ev in codec.events_from_entries(entries):
-                    after = ev.id
-                    if ev.job_id == args.id:
-                        view.event(ev)
-            job = snapshot()[1]  # the job may have been purged meanwhile
-            view.update(job)
-    view.end(job)
-    return final_exit(q.machine, job.status)
-
-
-def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
-    """Cancel a job; a running one is stopped by its worker."""
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    before = q.get(args.id).status
-    job = q.cancel(args.id, args.reason)
-    out.result(job, lambda: out.out.print(f"cancelled {job.id} (was {before})", markup=False))
-    return EXIT["ok"]
-
-
-def cmd_retry(args: argparse.Namespace, out: Output) -> int:
-    """Send a failed or cancelled job back to the ready state, optionally with new params."""
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    job = q.retry(args.id, _json_arg(args.params, "--params")) if args.params is not None else q.retry(args.id)
-    out.result(job, lambda: out.out.print(f"retried {job.id}: now {job.status} (retry #{job.retry_count})"))
-    return EXIT["ok"]
-
-
-def cmd_worker(args: argparse.Namespace, out: Output) -> int:
-    """Run the workers of a ``module:attr`` target (rjobs.cli.worker) on the servers its queues
-    name, or on ``--url``; never the embedded server (an idle worker on it would look healthy)."""
-    from rjobs.cli.worker import run_from_cli
-
-    url = args.url or None
-    return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))
-
-
-def cmd_server(args: argparse.Namespace, out: Output) -> int:
-    """Run the bundled valkey in the foreground (AOF on) until Ctrl-C/SIGTERM; or --stop the
-    detached one that other commands start on demand."""
-    state_dir = servers.DEFAULT_STATE_DIR
-    if args.stop:
-        stopped = servers.stop_embedded(state_dir)
-        text = "stopped the embedded server" if stopped else f"no embedded server was running for {state_dir}"
-        out.result({"stopped": stopped}, lambda: out.notice(text))
-        return EXIT["ok"]
-    data_dir = Path(args.data_dir) if args.data_dir else state_dir / "server"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "rjobs-server.lock", "w") as lock:
-        try:  # two servers appending to one AOF would corrupt it
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValidationError(f"another `rjobs server` is using {data_dir}") from None
-        server = servers.LocalServer(servers.find_valkey_binary(), args.port, data_dir, appendonly=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        server.start()
-        try:
-            info = {"url": server.url, "port": server.port, "data_dir": str(data_dir), "pid": server.pid}
-            text = f"valkey {server.version()} on {server.url} (data: {data_dir}, AOF on); Ctrl-C stops it\n"
-            out.result(info, lambda: out.out.print(text + f"use it with:  export REDIS_URL={server.url}", markup=False))
-            while not stop.wait(0.5):
-                if server.pid is None and not stop.wait(0.2):  # died on its own, not by our Ctrl-C
-                    out.error("the server exited unexpectedly; see its log in " + str(data_dir))
-                    return EXIT["failed"]
-        finally:
-            server.stop()
-        out.notice("server stopped")
-    return EXIT["ok"]
-
-
-def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    """Run the guided demo (rjobs.cli.demo)."""
-    from rjobs.cli.demo import run_demo
-
-    return run_demo(resolve_url(args.url, out), out)
+__all__ = ["build_parser", "main"]
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -396,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # the CLI's own redis-py reads (not through a queue) get the same typed refusals
         typed = errors.server_refusal(exc) if isinstance(exc, (redis.ResponseError, redis.BusyLoadingError)) else None
-        found = next(((code, words) for kinds, code, words in _ERRORS if isinstance(typed or exc, kinds)), None)
+        found = next(((code, words) for kinds, code, words in ERRORS if isinstance(typed or exc, kinds)), None)
         if found is None:
             raise
         out.error(found[1] + str(typed or exc))

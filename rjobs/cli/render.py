@@ -1,18 +1,16 @@
-"""Human and JSON output of the CLI: rich tables, progress bars, event lines. Nothing here talks to
-Redis; rjobs.cli.main and rjobs.cli.demo hand it models and it prints them."""
+"""Human and JSON output of the CLI: rich tables, job details, event lines (the live views are in
+rjobs.cli.live). Nothing here talks to Redis; the commands and the demo hand it models."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -20,12 +18,11 @@ from rjobs.models import Asset, Event, Job
 from rjobs.statemachine import StateMachine
 
 __all__ = [
-    "JobBars",
-    "JobWatch",
     "Output",
     "age",
     "event_line",
     "jobs_table",
+    "percent_text",
     "show_job",
     "stamp",
     "state_style",
@@ -127,7 +124,8 @@ def _state(machine: StateMachine, state: str | None) -> Text:
     return Text(state or "", style=state_style(machine, state) if state else "")
 
 
-def _percent(job: Job) -> str:
+def percent_text(job: Job) -> str:
+    """The job's progress as text, e.g. '42%'."""
     return f"{job.progress.percent:.0f}%"
 
 
@@ -138,7 +136,7 @@ def jobs_table(machine: StateMachine, jobs: Sequence[Job], title: str | None = N
     for name in ("id", "type", "state", "prio", "progress", "attempt", "user", "created", "updated"):
         table.add_column(name, no_wrap=name in ("id", "state"))
     for job in jobs:
-        progress = _percent(job) + (f" {job.progress.step}" if job.progress.step else "")
+        progress = percent_text(job) + (f" {job.progress.step}" if job.progress.step else "")
         table.add_row(
             job.id,
             job.type,
@@ -180,7 +178,7 @@ def show_job(
         ("type", job.type),
         ("state", _state(machine, job.status)),
         ("priority", str(job.priority)),
-        ("progress", _percent(job) + (f"  {job.progress.step}" if job.progress.step else "")),
+        ("progress", percent_text(job) + (f"  {job.progress.step}" if job.progress.step else "")),
         ("eta", "" if machine.is_final(job.status) else age(job.progress.eta_ms)),
         ("attempt", f"{job.attempt}/{job.max_attempts} (executions {job.executions}, retries {job.retry_count})"),
         ("user", job.user_id or ""),
@@ -297,108 +295,3 @@ def queue_stats(console: Console, machine: StateMachine, s: dict[str, Any]) -> N
     console.print(f"workers alive (last 30 s): {len(s['workers'])}  {workers}", markup=False)
     oldest = s["oldest_ready_age_ms"]
     console.print(f"oldest ready job waiting: {age(oldest) if oldest is not None else '-'}", markup=False)
-
-
-# -- live progress bars ---------------------------------------------------------------------------
-class EtaColumn(ProgressColumn):
-    """Time left as the server estimated it at the last progress update, counted down locally."""
-
-    def render(self, task: Task) -> Text:
-        """'eta 3.2s' while running, '' when unknown or finished."""
-        eta_at = task.fields.get("eta_at")
-        if eta_at is None or task.finished:
-            return Text("")
-        return Text(f"eta {age(max(0, int((eta_at - time.monotonic()) * 1000)))}", style="cyan")
-
-
-class JobBars:
-    """A rich Progress with one bar per job, fed with job snapshots and events.
-
-    Each bar shows type and id, the bar, percent, state (coloured by role), the named step and
-    the server's ETA. Works in a terminal (live) and without one (rich prints the final frame)."""
-
-    def __init__(self, console: Console, machine: StateMachine) -> None:
-        self.machine = machine
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=28),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[state]}"),
-            TextColumn("{task.fields[step]}", style="dim"),
-            EtaColumn(),
-            console=console,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> JobBars:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.refresh()
-        self.progress.stop()
-
-    def _styled(self, state: str) -> str:
-        return f"[{state_style(self.machine, state)}]{state}[/]"
-
-    def track(self, job: Job, label: str | None = None) -> None:
-        """Add (or refresh) the bar of ``job`` from a full snapshot."""
-        eta = job.progress.eta_ms
-        fields: dict[str, Any] = {
-            "state": self._styled(job.status),
-            "step": job.progress.step or "",
-            "eta_at": None if eta is None or self.machine.is_final(job.status) else time.monotonic() + eta / 1000,
-        }
-        if job.id not in self._tasks:
-            self._tasks[job.id] = self.progress.add_task(label or f"{job.type} {job.id}", total=100, **fields)
-        task = self._tasks[job.id]
-        done = 100.0 if job.status in (self.machine.success, self.machine.partial) else job.progress.percent
-        self.progress.update(task, completed=done, **fields)
-
-
-class JobWatch:
-    """How ``rjobs watch`` shows one job: a live bar in a terminal, one line per event without
-    one, JSON lines (``{"event": ...}`` then ``{"job": ...}``) with --json."""
-
-    def __init__(self, out: Output, machine: StateMachine) -> None:
-        self.out, self.machine = out, machine
-        self.bars = JobBars(out.out, machine) if out.out.is_terminal and not out.json else None
-
-    def __enter__(self) -> JobWatch:
-        if self.bars:
-            self.bars.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bars:
-            self.bars.__exit__(*exc)
-
-    def start(self, job: Job) -> None:
-        """The job as the watch begins."""
-        if self.bars:
-            self.bars.track(job)
-        elif not self.out.json:
-            self.out.out.print(f"watching {job.type} {job.id}: {job.status} {_percent(job)}", markup=False)
-
-    def event(self, ev: Event) -> None:
-        """A new event of the job (from the queue stream)."""
-        if self.out.json:
-            self.out.json_doc({"event": ev})
-        elif not self.bars:
-            self.out.event(self.machine, ev)
-
-    def update(self, job: Job) -> None:
-        """A fresh snapshot of the job (after events, or a quiet spell)."""
-        if self.bars:
-            self.bars.track(job)
-
-    def end(self, job: Job) -> None:
-        """The job reached a final state."""
-        if self.out.json:
-            self.out.json_doc({"job": job})
-            return
-        extra = f": {job.error.code}: {job.error.message}" if job.error else ""
-        self.out.out.print(f"{job.id} ended {job.status} after {job.attempt} attempt(s){extra}", markup=False)

@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 import redis
 
-from rjobs.client.queue import Queue
 from rjobs.errors import RjobsError
 from rjobs.worker.loop import Worker
 
@@ -40,28 +39,6 @@ def load_target(target: str) -> Worker:
     return obj
 
 
-def _override(worker: Worker, url: str | None, queues: list[str] | None, concurrency: int | None) -> None:
-    if url is not None or queues is not None:
-        known = {q.name: q for q in worker.queues}
-        template = worker.queues[0]
-        rebuilt = []
-        for name in queues or list(known):
-            base = known.get(name)
-            if base is not None and url is None:
-                rebuilt.append(base)
-                continue
-            base = base or template
-            client = None if url is not None else template.client  # a new queue on the same server
-            q = Queue(name, url=url, machine=base.machine, config=base.plans.config, client=client)
-            if client is None:
-                worker._own.append(q)
-            rebuilt.append(q)
-        worker.queues = rebuilt
-    if concurrency is not None:
-        worker.concurrency = concurrency
-    worker._validate()
-
-
 def run_from_cli(
     target: str, *, url: str | None, queues: list[str] | None, concurrency: int | None, burst: bool
 ) -> int:
@@ -77,8 +54,7 @@ def run_from_cli(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         worker = load_target(target)
-        _override(worker, url, queues, concurrency)
-        worker.burst = worker.burst or burst
+        worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)
     except Exception as exc:
         log.error("cannot load worker %s: %s: %s", target, type(exc).__name__, exc)
         return 1

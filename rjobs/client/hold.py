@@ -14,17 +14,22 @@ expired, or an operator moved the job) or the job is cancelled, the block is can
   spending the attempt when the table has that edge; otherwise (TASK's ``in_progress``) it stays
   held until its lease expires and the reaper fails it (``lease_expired``), and a warning says so.
 
-:class:`SyncHold` is the blocking twin (a heartbeat thread); it cannot cancel the block, so a lost
-lease shows as ``held.lost`` and as :class:`rjobs.LeaseLost` from the next write.
+:class:`rjobs.client.sync_hold.SyncHold` renews from a thread and cannot cancel a blocking block,
+so there a lost lease shows as ``held.lost``, as :class:`rjobs.LeaseLost` from the next write and
+from the ``with`` when the block ends.
+
+This module is the async source of :mod:`rjobs.client.sync_hold`, generated from it by
+``scripts/unasync.py``: edit this file, then run the script.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
+from rjobs.client.arguments import UNSET
+from rjobs.client.renewal import Renewal
 from rjobs.errors import LeaseLost, RjobsError
 from rjobs.models import Asset, Job, JobError, Progress
 
@@ -34,15 +39,15 @@ if TYPE_CHECKING:
 __all__ = ["Hold"]
 
 log = logging.getLogger("rjobs")
-_UNSET: Any = object()
 
 
-class _HoldBase:
-    """What both twins share: the job, its token, the state machine's exits."""
+class Hold:
+    """An async hold on one job (see the module docstring). Made by :meth:`rjobs.Queue.hold`."""
 
     def __init__(
-        self, job_id: str, state: str | None, lease: float, actor: str | None, heartbeat: float | None
+        self, queue: Queue, job_id: str, state: str | None, lease: float, actor: str | None, heartbeat: float | None
     ) -> None:
+        self.queue = queue
         self.job_id = job_id
         self.state = state
         self.lease = lease
@@ -53,6 +58,7 @@ class _HoldBase:
         self.job: Job | None = None
         self.ended = False  # the block wrote the job's outcome (or moved it out of the lease)
         self.lost: str | None = None  # why the lease is gone, once it is
+        self._renewal = Renewal(self.interval)
 
     @property
     def token(self) -> str:
@@ -68,64 +74,38 @@ class _HoldBase:
         if self.lost is not None:
             raise LeaseLost(f"job {self.job_id}: {self.lost}")
 
-    def _beat_reply(self, reply: str) -> None:
+    async def __aenter__(self) -> Hold:
+        q = self.queue
+        self.job = await q.transition(self.job_id, self._target(q.machine), actor=self.actor, lease=self.lease)
+        await self._renewal.start(self._beat)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        swallowed = await self._renewal.stop(exc_type, exc, tb)
+        with self._renewal.final():
+            await self._settle(None if swallowed else exc)
+        if self.lost is not None and not self.ended and (swallowed or exc is None):
+            raise LeaseLost(f"job {self.job_id}: {self.lost}")
+        return swallowed
+
+    async def _beat(self) -> bool:
+        """Renew the lease once; False once it is gone (lost, or the job was cancelled)."""
+        q = self.queue
+        try:
+            replies = await q.backend.heartbeat(
+                self.actor or q.actor, int(self.lease * 1000), [(self.job_id, self.token)], register=False
+            )
+        except (RjobsError, OSError, ConnectionError) as exc:
+            log.warning("hold of job %s: heartbeat failed (%s)", self.job_id, exc)
+            return True
+        reply = replies[0]
         if self.ended:  # the block wrote the outcome: the lease ended with it
-            return
+            return True
         if reply == "cancel":
             self.lost = "the job was cancelled"
         elif reply != "ok":
             self.lost = "the lease was lost"
-
-
-class Hold(_HoldBase):
-    """An async hold on one job (see the module docstring). Made by :meth:`rjobs.Queue.hold`."""
-
-    def __init__(
-        self, queue: Queue, job_id: str, state: str | None, lease: float, actor: str | None, heartbeat: float | None
-    ) -> None:
-        super().__init__(job_id, state, lease, actor, heartbeat)
-        self.queue = queue
-        self._tg: Any = None
-        self._scope: anyio.CancelScope | None = None
-
-    async def __aenter__(self) -> Hold:
-        q = self.queue
-        self.job = await q.transition(self.job_id, self._target(q.machine), actor=self.actor, lease=self.lease)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._heartbeat)
-        self._scope = anyio.CancelScope()
-        self._scope.__enter__()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        assert self._scope is not None and self._tg is not None
-        swallowed = self._scope.__exit__(exc_type, exc, tb)
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-            await self._settle(None if swallowed else exc)
-        if self.lost is not None and not self.ended and (swallowed or exc is None):
-            raise LeaseLost(f"job {self.job_id}: {self.lost}")
-        return bool(swallowed)
-
-    async def _heartbeat(self) -> None:
-        q = self.queue
-        while True:
-            await anyio.sleep(self.interval)
-            try:
-                call = q.scripts.heartbeat(
-                    self.actor or q.plans.actor, int(self.lease * 1000), [(self.job_id, self.token)], False
-                )
-                replies = await q.runner.run(call)
-            except (RjobsError, OSError, ConnectionError) as exc:
-                log.warning("hold of job %s: heartbeat failed (%s)", self.job_id, exc)
-                continue
-            self._beat_reply(replies[0])
-            if self.lost is not None:
-                if self._scope is not None:
-                    self._scope.cancel()
-                return
+        return self.lost is None
 
     async def _settle(self, exc: BaseException | None) -> None:
         if self.ended or self.lost is not None:
@@ -148,37 +128,35 @@ class Hold(_HoldBase):
         except LeaseLost:
             pass
 
-    async def _write(self, coro: Any) -> Any:
+    async def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         self._check()
         try:
-            return await coro
+            return await call(self.job_id, *args, token=self.token, actor=self.actor, **kwargs)
         except LeaseLost as exc:
             self.lost = str(exc)
             raise
 
-    async def complete(self, result: Any = _UNSET) -> Job:
+    async def complete(self, result: Any = UNSET) -> Job:
         """End the job in the success state (``result`` left out: keep the stored one)."""
-        job = await self._write(self.queue.complete(self.job_id, result, token=self.token, actor=self.actor))
+        job: Job = await self._write(self.queue.complete, result)
         self.ended = True
-        return job  # type: ignore[no-any-return]
+        return job
 
     async def fail(self, error: str | BaseException | JobError | dict[str, Any]) -> Job:
         """End the job in the failure state with a structured error."""
-        job = await self._write(self.queue.fail(self.job_id, error, token=self.token, actor=self.actor))
+        job: Job = await self._write(self.queue.fail, error)
         self.ended = True
-        return job  # type: ignore[no-any-return]
+        return job
 
     async def partial(self, result: Any, error: str | BaseException | JobError | dict[str, Any]) -> Job:
         """End the job in the partial state."""
-        job = await self._write(self.queue.partial(self.job_id, result, error, token=self.token, actor=self.actor))
+        job: Job = await self._write(self.queue.partial, result, error)
         self.ended = True
-        return job  # type: ignore[no-any-return]
+        return job
 
     async def move(self, target: str, reason: str = "", **kwargs: Any) -> Job:
         """Move the job along the table with the token (out of the leased states ends the hold)."""
-        job: Job = await self._write(
-            self.queue.transition(self.job_id, target, token=self.token, actor=self.actor, reason=reason, **kwargs)
-        )
+        job: Job = await self._write(self.queue.transition, target, reason=reason, **kwargs)
         if job.status not in self.queue.machine.leased:
             self.ended = True
         return job
@@ -192,16 +170,14 @@ class Hold(_HoldBase):
 
     async def progress(self, percent: float, step: str | None = None) -> Progress | None:
         """Record progress under the lease."""
-        return await self._write(  # type: ignore[no-any-return]
-            self.queue.progress(self.job_id, percent, step, token=self.token, actor=self.actor)
-        )
+        progress: Progress | None = await self._write(self.queue.progress, percent, step)
+        return progress
 
     async def comment(self, text: str) -> None:
         """Add a comment to the job's history."""
-        await self._write(self.queue.comment(self.job_id, text, token=self.token, actor=self.actor))
+        await self._write(self.queue.comment, text)
 
     async def add_asset(self, asset_type: str, url: str, **kwargs: Any) -> Asset:
         """Link an asset to the job under the lease."""
-        return await self._write(  # type: ignore[no-any-return]
-            self.queue.add_asset(self.job_id, asset_type, url, token=self.token, actor=self.actor, **kwargs)
-        )
+        asset: Asset = await self._write(self.queue.add_asset, asset_type, url, **kwargs)
+        return asset

@@ -14,80 +14,31 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-import msgspec
-
+from rjobs.client.arguments import (
+    BULK_OUTCOMES,
+    UNSET,
+    due_ms,
+    flag,
+    lease_ms,
+    reason_text,
+    to_job_error,
+    to_ms,
+    token_text,
+)
 from rjobs.client.queries import ReadPlans, server_warnings
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
-from rjobs.models import Asset, EnqueueOutcome, Job, JobError, JobRequest, Progress
+from rjobs.models import Asset, EnqueueOutcome, Job, JobRequest, Progress
 from rjobs.store import codec
 from rjobs.store.keys import validate_dedupe_key, validate_name
 from rjobs.store.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
 from rjobs.store.transport import Plan
 
-__all__ = ["QueuePlans", "to_job_error"]
+__all__ = ["BULK_OUTCOMES", "QueuePlans", "to_job_error"]
 
 log = logging.getLogger("rjobs")
-_UNSET: Any = object()
 BULK_CHUNK = 500
 T = TypeVar("T")
-
-
-def to_job_error(error: str | BaseException | JobError | dict[str, Any]) -> JobError:
-    """Normalise what a caller passes as an error into the structured form, checked: a non-empty
-    code, a message, ``retry_after_ms`` a non-negative integer or None."""
-    if isinstance(error, JobError):
-        return _checked(error)
-    if isinstance(error, BaseException):
-        return JobError(code=type(error).__name__, message=str(error)[:2000])
-    if isinstance(error, dict):
-        unknown = set(error) - set(JobError.__struct_fields__)
-        if unknown:
-            raise ValidationError(f"error dict has unknown fields {sorted(unknown)}")
-        try:
-            return _checked(msgspec.convert(error, JobError))
-        except msgspec.ValidationError as exc:
-            raise ValidationError(f"error dict needs code and message: {exc}") from None
-    if isinstance(error, str):
-        return JobError(code="error", message=error[:2000])
-    raise ValidationError(f"error must be a str, exception, dict or JobError, not {type(error).__name__}")
-
-
-#: The latest due time a job may have (9999-12-31, epoch ms), as the scripts check it.
-MAX_MS = 253_402_300_799_999
-#: The longest delay (100 years, ms).
-MAX_DELAY_MS = 3_153_600_000_000
-
-
-def _checked(error: JobError) -> JobError:
-    after = error.retry_after_ms
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        raise ValidationError(f"retry_after_ms must be a non-negative integer of milliseconds, not {after!r}")
-    if not isinstance(error.code, str) or not error.code or not isinstance(error.message, str):
-        raise ValidationError("an error needs a non-empty code and a message (text)")
-    if error.traceback is not None and not isinstance(error.traceback, str):
-        raise ValidationError("an error's traceback must be text")
-    return error
-
-
-def _to_ms(value: float | dt.timedelta | dt.datetime | None, *, absolute: bool, what: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, dt.datetime):
-        if not absolute:
-            raise ValidationError(f"{what} must be seconds or a timedelta")
-        if value.tzinfo is None:
-            raise ValidationError(f"{what} must be timezone-aware")
-        value = value.timestamp()
-    if isinstance(value, dt.timedelta):
-        value = value.total_seconds()
-    limit = (MAX_MS if absolute else MAX_DELAY_MS) / 1000
-    # NaN fails both comparisons, infinity and huge integers the second
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
-        raise ValidationError(
-            f"{what} must be a finite, non-negative number of seconds (up to year 9999; delays up to 100 years)"
-        )
-    return int(value * 1000)
 
 
 class QueuePlans(ReadPlans):
@@ -133,12 +84,12 @@ class QueuePlans(ReadPlans):
             priority=parse_priority(req.priority),
             job_id=self._id(req.job_id) if req.job_id is not None else "",
             user_id=validate_name("user id", req.user_id) if req.user_id is not None else "",
-            run_at_ms=_to_ms(run_at, absolute=True, what="run_at") if run_at is not None else 0,
-            delay_ms=_to_ms(delay, absolute=False, what="delay") if delay is not None else 0,
+            run_at_ms=to_ms(run_at, absolute=True, what="run_at") if run_at is not None else 0,
+            delay_ms=to_ms(delay, absolute=False, what="delay") if delay is not None else 0,
             max_attempts=attempts,
             dedupe_key=validate_dedupe_key(req.dedupe_key) if req.dedupe_key is not None else "",
             dedupe_policy=req.dedupe,
-            cancel_running=_flag(req.cancel_running, "cancel_running"),
+            cancel_running=flag(req.cancel_running, "cancel_running"),
             on_dep_failure=req.on_dependency_failure,
             hold=req.hold,
             # a set of ids: a dependency listed twice counts once
@@ -200,7 +151,7 @@ class QueuePlans(ReadPlans):
         *,
         actor: str | None = None,
         token: str | None = None,
-        result: Any = _UNSET,
+        result: Any = UNSET,
         error: Any = None,
         run_at_ms: int = 0,
         reason: str = "",
@@ -214,13 +165,13 @@ class QueuePlans(ReadPlans):
         req = MoveRequest(
             jid,
             self._state(target),
-            token=_token(token),
-            result=b"" if result is _UNSET else self._payload(result, "result"),
+            token=token_text(token),
+            result=b"" if result is UNSET else self._payload(result, "result"),
             error=b"" if error is None else self._payload(to_job_error(error), "error"),
             run_at_ms=run_at_ms,
-            msg=_reason(reason),
-            lease_ms=_lease_ms(lease),
-            operator=_flag(operator, "operator"),
+            msg=reason_text(reason),
+            lease_ms=lease_ms(lease),
+            operator=flag(operator, "operator"),
         )
         outcomes, raw = yield [self.scripts.transition(self._actor(actor), [req]), Cmd(("HGETALL", self.keys.job(jid)))]
         if isinstance(outcomes, BaseException):
@@ -251,7 +202,7 @@ class QueuePlans(ReadPlans):
                 target,
                 actor=actor,
                 reason=reason,
-                run_at_ms=_due_ms(run_at, delay),
+                run_at_ms=due_ms(run_at, delay),
                 token=token,
                 lease=lease,
                 operator=operator,
@@ -263,7 +214,7 @@ class QueuePlans(ReadPlans):
         role: str,
         job_id: str,
         *,
-        result: Any = _UNSET,
+        result: Any = UNSET,
         error: Any = None,
         token: str | None = None,
         actor: str | None = None,
@@ -282,7 +233,9 @@ class QueuePlans(ReadPlans):
     def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Plan[Job]:
         """Hand a held job back to the ready state without spending its attempt (fenced)."""
         jid = self._id(job_id)
-        req = MoveRequest(jid, self.machine.ready, token=_token(token), msg=_reason(reason or "released"), refund=True)
+        req = MoveRequest(
+            jid, self.machine.ready, token=token_text(token), msg=reason_text(reason or "released"), refund=True
+        )
         outcomes, raw = yield [self.scripts.finish(self._actor(actor), [req]), Cmd(("HGETALL", self.keys.job(jid)))]
         if isinstance(outcomes, BaseException):
             raise outcomes
@@ -310,7 +263,7 @@ class QueuePlans(ReadPlans):
         ids = list(dict.fromkeys(self._id(i) for i in job_ids))
         self._state(target)
         err = b"" if error is None else self._payload(to_job_error(error), "error")
-        due, op, msg = _due_ms(run_at, delay), _flag(operator, "operator"), _reason(reason)
+        due, op, msg = due_ms(run_at, delay), flag(operator, "operator"), reason_text(reason)
         reqs = [MoveRequest(i, target, error=err, msg=msg, run_at_ms=due, operator=op) for i in ids]
         who = self._actor(actor)
         replies = yield from _in_chunks(reqs, lambda chunk: self.scripts.transition(who, chunk))
@@ -321,10 +274,10 @@ class QueuePlans(ReadPlans):
             out[jid] = "done" if e is None else e.code
         return out
 
-    def retry(self, job_id: str, params: Any = _UNSET, actor: str | None = None) -> Plan[Job]:
+    def retry(self, job_id: str, params: Any = UNSET, actor: str | None = None) -> Plan[Job]:
         """Failed/cancelled -> ready (seed 003 retryTask), optionally with new params."""
         jid = self._id(job_id)
-        encoded = b"" if params is _UNSET else self._payload(params, "params")
+        encoded = b"" if params is UNSET else self._payload(params, "params")
         status, raw = yield [self.scripts.retry(self._actor(actor), jid, encoded), Cmd(("HGETALL", self.keys.job(jid)))]
         if isinstance(status, BaseException):
             raise status
@@ -354,10 +307,10 @@ class QueuePlans(ReadPlans):
         kind, eta = yield self.scripts.progress(
             self._actor(actor),
             jid,
-            _token(token),
+            token_text(token),
             float(percent),
             codec.check_text(step or "", "step"),
-            _flag(operator, "operator"),
+            flag(operator, "operator"),
         )
         if kind != "ok":
             log.warning("ignoring progress update for job %s in state %s", jid, kind.split(":", 1)[1])
@@ -368,7 +321,7 @@ class QueuePlans(ReadPlans):
         """Add a comment by ``actor`` to the job's history (never trimmed)."""
         if not isinstance(text, str) or not 1 <= len(codec.check_text(text, "comment").encode()) <= 1000:
             raise ValidationError("comment must be 1-1000 bytes")
-        yield self.scripts.comment(self._actor(actor), self._id(job_id), _token(token), text)
+        yield self.scripts.comment(self._actor(actor), self._id(job_id), token_text(token), text)
         return None
 
     def add_asset(
@@ -406,8 +359,8 @@ class QueuePlans(ReadPlans):
         )
         data = codec.encode_json(asset, limit=65536, what="asset")
         owner = validate_name("user id", user_id) if user_id is not None else ""
-        op = _flag(operator, "operator")
-        yield self.scripts.add_asset(self._actor(actor), jid, _token(token), owner, asset.id, data, asset_type, op)
+        op = flag(operator, "operator")
+        yield self.scripts.add_asset(self._actor(actor), jid, token_text(token), owner, asset.id, data, asset_type, op)
         return asset
 
     def set_priority(self, job_id: str, priority: str | int, actor: str | None = None) -> Plan[int]:
@@ -416,67 +369,10 @@ class QueuePlans(ReadPlans):
         return previous
 
 
-#: Seconds of lease a manual move into a leased state takes when the caller gives none.
-MANUAL_LEASE = 300.0
-#: What a bulk move reports per id.
-BULK_OUTCOMES = {
-    "done": "moved",
-    "not_found": "no such job",
-    "invalid_transition": "the machine has no edge from the job's state to the target",
-    "lease_required": "the job is leased: pass operator=True",
-    "lease_lost": "a lease token was given and is not the job's",
-    "invalid": "the request was refused as invalid (e.g. a delayed target without run_at/delay)",
-}
-
-
 def _request_index(exc: BaseException) -> int | None:
     """The 0-based request an enqueue error names ("... (request <n>)", n from 1), else None."""
     match = re.search(r"\(request (\d+)\)$", str(exc))
     return int(match.group(1)) - 1 if match else None
-
-
-def _flag(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError(f"{what} must be True or False")
-    return value
-
-
-def _lease_ms(lease: float | None) -> int:
-    seconds = MANUAL_LEASE if lease is None else lease
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, (int, float))
-        or not math.isfinite(seconds)
-        or not 0.1 <= seconds <= 366 * 86400
-    ):
-        raise ValidationError("lease must be 0.1 s to 366 days")
-    return int(seconds * 1000)
-
-
-def _due_ms(run_at: float | dt.datetime | None, delay: float | dt.timedelta | None) -> int:
-    """A due time for enqueue's moves: epoch ms for ``run_at``, minus the delay in ms for
-    ``delay`` (the script adds it to the server's clock), 0 for neither."""
-    if run_at is not None and delay is not None:
-        raise ValidationError("give delay or run_at, not both")
-    if delay is not None:
-        ms = _to_ms(delay, absolute=False, what="delay")
-        return -max(ms, 1)
-    return _to_ms(run_at, absolute=True, what="run_at")
-
-
-def _token(token: str | int | None) -> str:
-    if token is None:
-        return ""
-    text = str(token)
-    if not text.isdigit() or len(text) > 20:
-        raise ValidationError("lease token must be the integer issued by claim")
-    return text
-
-
-def _reason(reason: str) -> str:
-    if not isinstance(reason, str) or len(codec.check_text(reason, "reason").encode()) > 1000:
-        raise ValidationError("reason must be text of at most 1000 bytes")
-    return reason
 
 
 def _in_chunks(items: Sequence[T], call: Callable[[Sequence[T]], Op]) -> Plan[list[Any]]:

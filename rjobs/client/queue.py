@@ -1,5 +1,9 @@
-"""The async client. Every method drives a plan from rjobs.client.operations over redis.asyncio; the blocking
-twin in rjobs.client.sync_queue drives the very same plans."""
+"""The async client: :class:`Queue`. Every method drives a plan of rjobs.client.operations (the
+single definition of the client's semantics) over the queue's runner.
+
+This module is the async source of :mod:`rjobs.client.sync_queue`, generated from it by
+``scripts/unasync.py``: edit this file, then run the script.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 
+from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.hold import Hold
-from rjobs.client.operations import _UNSET, QueuePlans
+from rjobs.client.operations import QueuePlans
 from rjobs.client.queries import stats_plan
 from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
@@ -19,18 +24,13 @@ from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
 from rjobs.statemachine import StateMachine
+from rjobs.store.backend import Backend
 from rjobs.store.clients import async_client, close_async, resolve_url
 from rjobs.store.transport import AsyncRunner, Plan, drive_async
 
-__all__ = ["Queue", "default_url"]
+__all__ = ["Queue"]
 
 T = TypeVar("T")
-
-
-def default_url() -> str:
-    """``REDIS_URL`` from the environment, else ``redis://localhost:6379/0`` (see
-    :func:`rjobs.store.clients.resolve_url`)."""
-    return resolve_url(None)
 
 
 class Queue:
@@ -38,8 +38,12 @@ class Queue:
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
     ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
-    Sentinel URL (:mod:`rjobs.store.clients`). ``machine`` is declared in Redis on first use; a different
-    machine already stored for the queue raises :class:`rjobs.MachineConflict`.
+    Sentinel URL (:mod:`rjobs.store.clients`). ``machine`` is declared in Redis on first use; a
+    different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
+
+    Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded in history when a call
+    names none), ``client`` (the redis client) and ``backend`` (the job-driving operations a
+    worker uses, :class:`rjobs.store.backend.Backend`).
     """
 
     def __init__(
@@ -52,23 +56,28 @@ class Queue:
         client: aredis.Redis | None = None,
         actor: str | None = None,
     ) -> None:
-        self.plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
+        self._plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
         self._explicit_config = config is not None  # only an explicit config overwrites stored options
         self.name = name
         self.machine = machine
-        self.keys = self.plans.keys
-        self.scripts = self.plans.scripts
+        self.actor: str = self._plans.actor
         self._own_client = client is None
         self.client: aredis.Redis = client if client is not None else async_client(resolve_url(url))
-        self.runner = AsyncRunner(self.client)
-        self.waits = Waits(self.runner, self.plans)
+        self._runner = AsyncRunner(self.client)
+        self.backend = Backend(name, machine, self._plans.scripts, self._runner)
+        self._waits = Waits(self._runner, self._plans)
         self._declared = False
+
+    @property
+    def config(self) -> QueueConfig:
+        """The queue's options: the ones given, or once declared without a config, those stored."""
+        return self._plans.config
 
     async def _drive(self, plan: Plan[T]) -> T:
         if not self._declared:
-            await drive_async(self.runner, self.plans.declare(self._explicit_config))
+            await drive_async(self._runner, self._plans.declare(self._explicit_config))
             self._declared = True
-        return await drive_async(self.runner, plan)
+        return await drive_async(self._runner, plan)
 
     async def _read(self, plan: Plan[T]) -> T:
         # A server that refuses writes (out of memory, a replica) still answers reads: a declare it
@@ -76,19 +85,19 @@ class Queue:
         if not self._declared:
             with contextlib.suppress(OutOfMemory, ReadOnly):
                 await self.declare()
-        return await drive_async(self.runner, plan)
+        return await drive_async(self._runner, plan)
 
     async def declare(self) -> str:
         """Store the machine in Redis (or check it matches): 'created', 'same' or 'updated' (options)."""
-        result = await drive_async(self.runner, self.plans.declare(self._explicit_config))
+        result = await drive_async(self._runner, self._plans.declare(self._explicit_config))
         self._declared = True
         return result
 
     async def close(self) -> None:
-        """Stop this queue's wait reader (pending waits fail) and close its links, and the client
-        if this queue created it."""
-        await self.waits.aclose()
-        self.runner.close()
+        """Stop this queue's wait reader (pending waits fail) and close its connections, and the
+        client if this queue created it."""
+        await self._waits.aclose()
+        self._runner.close()
         if self._own_client:
             await close_async(self.client)
 
@@ -122,7 +131,7 @@ class Queue:
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
         ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
         cancels it (a running one too with ``cancel_running``) and invalidates its cached result."""
-        req = _request(
+        req = job_request(
             type,
             params,
             priority,
@@ -138,53 +147,52 @@ class Queue:
             job_id,
             hold,
         )
-        return await self._drive(self.plans.enqueue(req, actor))
+        return await self._drive(self._plans.enqueue(req, actor))
 
     async def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
         """Create many jobs in one round trip (atomic per chunk of 500)."""
-        return await self._drive(self.plans.enqueue_many(requests, actor))
+        return await self._drive(self._plans.enqueue_many(requests, actor))
 
     # -- reads ------------------------------------------------------------------------------------
     async def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
-        return await self._read(self.plans.get(job_id, user_id))
+        return await self._read(self._plans.get(job_id, user_id))
 
     async def counts(self) -> dict[str, int]:
         """Jobs per state."""
-        return await self._read(self.plans.counts())
+        return await self._read(self._plans.counts())
 
     async def stats(self) -> dict[str, Any]:
         """Counts, live workers and the age of the oldest ready job."""
-        return await self._read(stats_plan(self.plans))
+        return await self._read(stats_plan(self._plans))
 
     async def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
         """The job's history, oldest first."""
-        return await self._read(self.plans.events(job_id, after, count))
+        return await self._read(self._plans.events(job_id, after, count))
 
     async def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> list[Event]:
-        """Queue-wide events after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
-        return await self._read(self.plans.queue_events(after, count, block_ms))
+        """Events of the whole queue after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
+        return await self._read(self._plans.queue_events(after, count, block_ms))
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
-        """Wait until the job is final; WaitTimeout after ``timeout`` s. Every wait of the queue in
-        this event loop is served by one blocking reader of the queue stream (rjobs.client.waits), so
-        waits hold no connection of their own."""
+        """Wait until the job is final; WaitTimeout after ``timeout`` s. No polling: waits read the
+        queue stream (see :mod:`rjobs.client.waits` for how they share their connection)."""
         if not self._declared:
             with contextlib.suppress(OutOfMemory, ReadOnly):  # a read: see _read
                 await self.declare()
-        return await self.waits.wait(job_id, timeout)
+        return await self._waits.wait(job_id, timeout)
 
     async def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:
         """Assets of the job, with the ownership check."""
-        return await self._read(self.plans.assets(job_id, user_id))
+        return await self._read(self._plans.assets(job_id, user_id))
 
     async def cached_result(self, dedupe_key: str) -> Any:
         """The cached result of the dedupe key's last successful job, or None."""
-        return await self._read(self.plans.cached_result(dedupe_key))
+        return await self._read(self._plans.cached_result(dedupe_key))
 
     async def dedupe_holder(self, dedupe_key: str) -> str | None:
         """Id of the job currently holding ``dedupe_key``, or None."""
-        return await self._read(self.plans.dedupe_holder(dedupe_key))
+        return await self._read(self._plans.dedupe_holder(dedupe_key))
 
     # -- moves ------------------------------------------------------------------------------------
     async def transition(
@@ -208,7 +216,7 @@ class Queue:
         :meth:`hold`, or the reaper treats the job as abandoned when it expires. A move to the
         delayed state needs ``run_at`` or ``delay`` (seconds from the server's clock)."""
         return await self._drive(
-            self.plans.transition(
+            self._plans.transition(
                 job_id,
                 target,
                 actor=actor,
@@ -224,7 +232,7 @@ class Queue:
     async def complete(
         self,
         job_id: str,
-        result: Any = _UNSET,
+        result: Any = UNSET,
         *,
         token: str | None = None,
         actor: str | None = None,
@@ -233,7 +241,7 @@ class Queue:
         """Move to the success state with ``result`` (left out: keep the stored one, e.g. the draft
         of a job approved from review). A leased job needs its ``token`` or ``operator=True``."""
         return await self._drive(
-            self.plans.finish_as("success", job_id, result=result, token=token, actor=actor, operator=operator)
+            self._plans.finish_as("success", job_id, result=result, token=token, actor=actor, operator=operator)
         )
 
     async def fail(
@@ -247,7 +255,7 @@ class Queue:
     ) -> Job:
         """Move to the failure state with a structured error (a leased job: ``token`` or ``operator``)."""
         return await self._drive(
-            self.plans.finish_as("failure", job_id, error=error, token=token, actor=actor, operator=operator)
+            self._plans.finish_as("failure", job_id, error=error, token=token, actor=actor, operator=operator)
         )
 
     async def partial(
@@ -263,7 +271,7 @@ class Queue:
         """Move to the partial state with what was done and what went wrong (a leased job:
         ``token`` or ``operator``)."""
         return await self._drive(
-            self.plans.finish_as(
+            self._plans.finish_as(
                 "partial", job_id, result=result, error=error, token=token, actor=actor, operator=operator
             )
         )
@@ -273,7 +281,7 @@ class Queue:
         operator's act: on a leased job it needs no token and is recorded as such."""
         err = JobError(code="cancelled", message=reason or "cancelled")
         return await self._drive(
-            self.plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason, operator=True)
+            self._plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason, operator=True)
         )
 
     async def bulk_cancel(
@@ -284,7 +292,7 @@ class Queue:
         err = JobError(code="cancelled", message=reason or "cancelled")
         target = self.machine.cancelled
         return await self._drive(
-            self.plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason, operator=True)
+            self._plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason, operator=True)
         )
 
     async def bulk_transition(
@@ -302,18 +310,18 @@ class Queue:
         'invalid_transition', 'lease_required', 'lease_lost' or 'invalid' (see
         :data:`rjobs.client.operations.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
         return await self._drive(
-            self.plans.bulk_move(
+            self._plans.bulk_move(
                 job_ids, target, actor=actor, reason=reason, run_at=run_at, delay=delay, operator=operator
             )
         )
 
     async def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Job:
         """Hand a job held under ``token`` back to the ready state without spending its attempt."""
-        return await self._drive(self.plans.release(job_id, token=token, actor=actor, reason=reason))
+        return await self._drive(self._plans.release(job_id, token=token, actor=actor, reason=reason))
 
-    async def retry(self, job_id: str, params: Any = _UNSET, *, actor: str | None = None) -> Job:
+    async def retry(self, job_id: str, params: Any = UNSET, *, actor: str | None = None) -> Job:
         """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
-        return await self._drive(self.plans.retry(job_id, params, actor))
+        return await self._drive(self._plans.retry(job_id, params, actor))
 
     async def progress(
         self,
@@ -328,12 +336,12 @@ class Queue:
         """Record progress of a job in a leased state (its ``token``, or ``operator=True``);
         ignored with a warning when the job is no longer leased."""
         return await self._drive(
-            self.plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator)
+            self._plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator)
         )
 
     async def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> None:
         """Add a comment to the job's history."""
-        await self._drive(self.plans.comment(job_id, text, actor=actor, token=token))
+        await self._drive(self._plans.comment(job_id, text, actor=actor, token=token))
 
     async def add_asset(
         self,
@@ -352,7 +360,7 @@ class Queue:
         """Link an asset to the job: by its lease holder (``token``), its owner (``user_id``) or an
         operator (``operator=True``, recorded)."""
         return await self._drive(
-            self.plans.add_asset(
+            self._plans.add_asset(
                 job_id,
                 asset_type,
                 url,
@@ -385,60 +393,12 @@ class Queue:
 
     async def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
         """Change a not-yet-running job's priority atomically; returns the previous one."""
-        return await self._drive(self.plans.set_priority(job_id, priority, actor))
+        return await self._drive(self._plans.set_priority(job_id, priority, actor))
 
     async def invalidate(self, dedupe_key: str) -> bool:
         """Drop the dedupe key's cached result; True when there was one."""
-        return await self._drive(self.plans.invalidate(dedupe_key))
+        return await self._drive(self._plans.invalidate(dedupe_key))
 
     async def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first, by state and/or owner."""
-        return await self._read(self.plans.list_jobs(state, user_id, limit))
-
-
-def _request(
-    type: str,
-    params: Any,
-    priority: str | int,
-    user_id: str | None,
-    delay: Any,
-    run_at: Any,
-    dedupe_key: str | None,
-    dedupe: str,
-    cancel_running: bool,
-    max_attempts: int,
-    depends_on: Sequence[str],
-    on_dependency_failure: str,
-    job_id: str | None,
-    hold: bool,
-) -> JobRequest:
-    """Bundle enqueue's arguments (shared by Queue and SyncQueue); timedelta/datetime become seconds."""
-    from rjobs.errors import ValidationError
-
-    if isinstance(delay, dt.timedelta):
-        delay = delay.total_seconds()
-    if isinstance(run_at, dt.datetime):
-        if run_at.tzinfo is None:
-            raise ValidationError("run_at must be timezone-aware")
-        run_at = run_at.timestamp()
-    if isinstance(depends_on, str):
-        raise ValidationError("depends_on must be a sequence of job ids, not a string")
-    try:
-        return JobRequest(
-            type=type,
-            params=params,
-            priority=priority,
-            user_id=user_id,
-            delay=delay,
-            run_at=run_at,
-            dedupe_key=dedupe_key,
-            dedupe=dedupe,
-            cancel_running=cancel_running,
-            max_attempts=max_attempts,
-            depends_on=tuple(depends_on),
-            on_dependency_failure=on_dependency_failure,
-            job_id=job_id,
-            hold=hold,
-        )
-    except TypeError as exc:
-        raise ValidationError(str(exc)) from None
+        return await self._read(self._plans.list_jobs(state, user_id, limit))

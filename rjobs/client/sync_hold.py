@@ -1,69 +1,118 @@
-"""The blocking twin of rjobs.client.hold."""
+# Generated from rjobs/client/hold.py by scripts/unasync.py: edit the source, then run the script.
+"""Holding a job by hand: a service or a person takes a job into a leased state under a lease of
+its own length, keeps the lease alive, and ends it with fenced writes — without a worker loop.
+
+``with queue.hold(job_id, lease=600) as held:`` moves the job into its first leased state
+(or ``state=``), which issues a new lease token, and renews the lease every ``lease / 3`` seconds
+while the block runs. Every write through ``held`` presents the token. If the lease is lost (it
+expired, or an operator moved the job) or the job is cancelled, the block is cancelled at its next
+``await`` and :class:`rjobs.LeaseLost` is raised from the ``with``. On the way out:
+
+- the block ended the job (``complete``/``fail``/``partial``/``review``/``move``): nothing more;
+- the block raised: the job fails with that exception as its error (when the table allows), and
+  the exception propagates;
+- the block returned without an outcome: the job is handed back to the ready state without
+  spending the attempt when the table has that edge; otherwise (TASK's ``in_progress``) it stays
+  held until its lease expires and the reaper fails it (``lease_expired``), and a warning says so.
+
+:class:`rjobs.client.sync_hold.SyncHold` renews from a thread and cannot cancel a blocking block,
+so there a lost lease shows as ``held.lost``, as :class:`rjobs.LeaseLost` from the next write and
+from the ``with`` when the block ends.
+
+This module is the blocking twin of :mod:`rjobs.client.hold`, generated from it by
+``scripts/unasync.py``: edit that file, then run the script.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rjobs.client.arguments import UNSET
+from rjobs.client.renewal import SyncRenewal
 from rjobs.errors import LeaseLost, RjobsError
 from rjobs.models import Asset, Job, JobError, Progress
 
 if TYPE_CHECKING:
     from rjobs.client.sync_queue import SyncQueue
 
-
-from rjobs.client.hold import _UNSET, _HoldBase
-
 __all__ = ["SyncHold"]
 
 log = logging.getLogger("rjobs")
 
 
-class SyncHold(_HoldBase):
-    """The blocking twin of :class:`Hold`, with a heartbeat thread. Made by :meth:`rjobs.SyncQueue.hold`."""
+class SyncHold:
+    """A blocking hold on one job (see the module docstring). Made by :meth:`rjobs.SyncQueue.hold`."""
 
     def __init__(
         self, queue: SyncQueue, job_id: str, state: str | None, lease: float, actor: str | None, heartbeat: float | None
     ) -> None:
-        super().__init__(job_id, state, lease, actor, heartbeat)
         self.queue = queue
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.job_id = job_id
+        self.state = state
+        self.lease = lease
+        self.actor = actor
+        self.interval = heartbeat if heartbeat is not None else lease / 3
+        if not 0 < self.interval < lease:
+            raise ValueError("heartbeat must be shorter than the lease")
+        self.job: Job | None = None
+        self.ended = False  # the block wrote the job's outcome (or moved it out of the lease)
+        self.lost: str | None = None  # why the lease is gone, once it is
+        self._renewal = SyncRenewal(self.interval)
+
+    @property
+    def token(self) -> str:
+        """The lease token (issued when the hold started)."""
+        if self.job is None:
+            raise RuntimeError("the hold has not started")
+        return str(self.job.token)
+
+    def _target(self, machine: Any) -> str:
+        return self.state or machine.leased[0]
+
+    def _check(self) -> None:
+        if self.lost is not None:
+            raise LeaseLost(f"job {self.job_id}: {self.lost}")
 
     def __enter__(self) -> SyncHold:
         q = self.queue
         self.job = q.transition(self.job_id, self._target(q.machine), actor=self.actor, lease=self.lease)
-        self._thread = threading.Thread(target=self._heartbeat, name=f"rjobs hold {self.job_id}", daemon=True)
-        self._thread.start()
+        self._renewal.start(self._beat)
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._settle(exc)
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        swallowed = self._renewal.stop(exc_type, exc, tb)
+        with self._renewal.final():
+            self._settle(None if swallowed else exc)
+        if self.lost is not None and not self.ended and (swallowed or exc is None):
+            raise LeaseLost(f"job {self.job_id}: {self.lost}")
+        return swallowed
 
-    def _heartbeat(self) -> None:
+    def _beat(self) -> bool:
+        """Renew the lease once; False once it is gone (lost, or the job was cancelled)."""
         q = self.queue
-        while not self._stop.wait(self.interval):
-            try:
-                call = q.scripts.heartbeat(
-                    self.actor or q.plans.actor, int(self.lease * 1000), [(self.job_id, self.token)], False
-                )
-                replies = q.runner.run(call)
-            except (RjobsError, OSError, ConnectionError) as exc:
-                log.warning("hold of job %s: heartbeat failed (%s)", self.job_id, exc)
-                continue
-            self._beat_reply(replies[0])
-            if self.lost is not None:
-                return
+        try:
+            replies = q.backend.heartbeat(
+                self.actor or q.actor, int(self.lease * 1000), [(self.job_id, self.token)], register=False
+            )
+        except (RjobsError, OSError, ConnectionError) as exc:
+            log.warning("hold of job %s: heartbeat failed (%s)", self.job_id, exc)
+            return True
+        reply = replies[0]
+        if self.ended:  # the block wrote the outcome: the lease ended with it
+            return True
+        if reply == "cancel":
+            self.lost = "the job was cancelled"
+        elif reply != "ok":
+            self.lost = "the lease was lost"
+        return self.lost is None
 
     def _settle(self, exc: BaseException | None) -> None:
         if self.ended or self.lost is not None:
             return
         q, m = self.queue, self.queue.machine
-        status = q.get(self.job_id).status
+        status = (q.get(self.job_id)).status
         try:
             if exc is not None and isinstance(exc, Exception) and m.allows(status, m.failure):
                 self.fail(exc)
@@ -80,35 +129,35 @@ class SyncHold(_HoldBase):
         except LeaseLost:
             pass
 
-    def _write(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         self._check()
         try:
-            return call(*args, token=self.token, actor=self.actor, **kwargs)
+            return call(self.job_id, *args, token=self.token, actor=self.actor, **kwargs)
         except LeaseLost as exc:
             self.lost = str(exc)
             raise
 
-    def complete(self, result: Any = _UNSET) -> Job:
+    def complete(self, result: Any = UNSET) -> Job:
         """End the job in the success state (``result`` left out: keep the stored one)."""
-        job: Job = self._write(self.queue.complete, self.job_id, result)
+        job: Job = self._write(self.queue.complete, result)
         self.ended = True
         return job
 
     def fail(self, error: str | BaseException | JobError | dict[str, Any]) -> Job:
         """End the job in the failure state with a structured error."""
-        job: Job = self._write(self.queue.fail, self.job_id, error)
+        job: Job = self._write(self.queue.fail, error)
         self.ended = True
         return job
 
     def partial(self, result: Any, error: str | BaseException | JobError | dict[str, Any]) -> Job:
         """End the job in the partial state."""
-        job: Job = self._write(self.queue.partial, self.job_id, result, error)
+        job: Job = self._write(self.queue.partial, result, error)
         self.ended = True
         return job
 
     def move(self, target: str, reason: str = "", **kwargs: Any) -> Job:
         """Move the job along the table with the token (out of the leased states ends the hold)."""
-        job: Job = self._write(self.queue.transition, self.job_id, target, reason=reason, **kwargs)
+        job: Job = self._write(self.queue.transition, target, reason=reason, **kwargs)
         if job.status not in self.queue.machine.leased:
             self.ended = True
         return job
@@ -122,12 +171,14 @@ class SyncHold(_HoldBase):
 
     def progress(self, percent: float, step: str | None = None) -> Progress | None:
         """Record progress under the lease."""
-        return self._write(self.queue.progress, self.job_id, percent, step)  # type: ignore[no-any-return]
+        progress: Progress | None = self._write(self.queue.progress, percent, step)
+        return progress
 
     def comment(self, text: str) -> None:
         """Add a comment to the job's history."""
-        self._write(self.queue.comment, self.job_id, text)
+        self._write(self.queue.comment, text)
 
     def add_asset(self, asset_type: str, url: str, **kwargs: Any) -> Asset:
-        """Link an asset to the job under the lease."""
-        return self._write(self.queue.add_asset, self.job_id, asset_type, url, **kwargs)  # type: ignore[no-any-return]
+        """SyncLink an asset to the job under the lease."""
+        asset: Asset = self._write(self.queue.add_asset, asset_type, url, **kwargs)
+        return asset

@@ -1,5 +1,10 @@
-"""The blocking client: the same surface as rjobs.Queue, driving the same plans (rjobs.client.operations)
-over a blocking redis client — for Flask, Django and scripts."""
+# Generated from rjobs/client/queue.py by scripts/unasync.py: edit the source, then run the script.
+"""The blocking client: :class:`SyncQueue`. Every method drives a plan of rjobs.client.operations (the
+single definition of the client's semantics) over the queue's runner.
+
+This module is the blocking twin of :mod:`rjobs.client.queue`, generated from it by
+``scripts/unasync.py``: edit that file, then run the script.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,19 @@ from typing import Any, TypeVar
 
 import redis
 
-from rjobs.client.operations import _UNSET, QueuePlans
+from rjobs.client.arguments import UNSET, job_request
+from rjobs.client.operations import QueuePlans
 from rjobs.client.queries import stats_plan
-from rjobs.client.queue import _request
 from rjobs.client.sync_hold import SyncHold
+from rjobs.client.waits import SyncWaits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import close_sync, resolve_url, sync_client
-from rjobs.store.transport import Plan, SyncRunner, drive_sync
+from rjobs.store.sync_backend import SyncBackend
+from rjobs.store.sync_transport import Plan, SyncRunner, drive_sync
 
 __all__ = ["SyncQueue"]
 
@@ -28,12 +35,16 @@ T = TypeVar("T")
 
 
 class SyncQueue:
-    """A blocking handle on one queue (Flask, Django, scripts): the same methods and semantics as
-    :class:`rjobs.Queue`, driving the same plans over a blocking redis client.
+    """A blocking handle on one queue: enqueue, inspect and move jobs.
 
-    The server: ``client`` when given (a shared redis.Redis client), else ``url``, else
-    ``REDIS_URL``, else ``redis://localhost:6379/0``. ``machine`` is declared in Redis on first use;
-    a different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
+    The server: ``client`` when given (a shared redis.Redis client), else ``url``, else the
+    ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
+    Sentinel URL (:mod:`rjobs.store.clients`). ``machine`` is declared in Redis on first use; a
+    different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
+
+    Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded in history when a call
+    names none), ``client`` (the redis client) and ``backend`` (the job-driving operations a
+    worker uses, :class:`rjobs.store.sync_backend.SyncBackend`).
     """
 
     def __init__(
@@ -46,22 +57,28 @@ class SyncQueue:
         client: redis.Redis | None = None,
         actor: str | None = None,
     ) -> None:
-        self.plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
+        self._plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
         self._explicit_config = config is not None  # only an explicit config overwrites stored options
         self.name = name
         self.machine = machine
-        self.keys = self.plans.keys
-        self.scripts = self.plans.scripts
+        self.actor: str = self._plans.actor
         self._own_client = client is None
         self.client: redis.Redis = client if client is not None else sync_client(resolve_url(url))
-        self.runner = SyncRunner(self.client)
+        self._runner = SyncRunner(self.client)
+        self.backend = SyncBackend(name, machine, self._plans.scripts, self._runner)
+        self._waits = SyncWaits(self._runner, self._plans)
         self._declared = False
+
+    @property
+    def config(self) -> QueueConfig:
+        """The queue's options: the ones given, or once declared without a config, those stored."""
+        return self._plans.config
 
     def _drive(self, plan: Plan[T]) -> T:
         if not self._declared:
-            drive_sync(self.runner, self.plans.declare(self._explicit_config))
+            drive_sync(self._runner, self._plans.declare(self._explicit_config))
             self._declared = True
-        return drive_sync(self.runner, plan)
+        return drive_sync(self._runner, plan)
 
     def _read(self, plan: Plan[T]) -> T:
         # A server that refuses writes (out of memory, a replica) still answers reads: a declare it
@@ -69,17 +86,19 @@ class SyncQueue:
         if not self._declared:
             with contextlib.suppress(OutOfMemory, ReadOnly):
                 self.declare()
-        return drive_sync(self.runner, plan)
+        return drive_sync(self._runner, plan)
 
     def declare(self) -> str:
         """Store the machine in Redis (or check it matches): 'created', 'same' or 'updated' (options)."""
-        result = drive_sync(self.runner, self.plans.declare(self._explicit_config))
+        result = drive_sync(self._runner, self._plans.declare(self._explicit_config))
         self._declared = True
         return result
 
     def close(self) -> None:
-        """Close this queue's script sockets, and the client if this queue created it."""
-        self.runner.close()
+        """Stop this queue's wait reader (pending waits fail) and close its connections, and the
+        client if this queue created it."""
+        self._waits.close()
+        self._runner.close()
         if self._own_client:
             close_sync(self.client)
 
@@ -113,7 +132,7 @@ class SyncQueue:
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
         ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
         cancels it (a running one too with ``cancel_running``) and invalidates its cached result."""
-        req = _request(
+        req = job_request(
             type,
             params,
             priority,
@@ -129,50 +148,52 @@ class SyncQueue:
             job_id,
             hold,
         )
-        return self._drive(self.plans.enqueue(req, actor))
+        return self._drive(self._plans.enqueue(req, actor))
 
     def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
         """Create many jobs in one round trip (atomic per chunk of 500)."""
-        return self._drive(self.plans.enqueue_many(requests, actor))
+        return self._drive(self._plans.enqueue_many(requests, actor))
 
     # -- reads ------------------------------------------------------------------------------------
     def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
-        return self._read(self.plans.get(job_id, user_id))
+        return self._read(self._plans.get(job_id, user_id))
 
     def counts(self) -> dict[str, int]:
         """Jobs per state."""
-        return self._read(self.plans.counts())
+        return self._read(self._plans.counts())
 
     def stats(self) -> dict[str, Any]:
         """Counts, live workers and the age of the oldest ready job."""
-        return self._read(stats_plan(self.plans))
+        return self._read(stats_plan(self._plans))
 
     def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
         """The job's history, oldest first."""
-        return self._read(self.plans.events(job_id, after, count))
+        return self._read(self._plans.events(job_id, after, count))
 
     def queue_events(self, after: str = "-", count: int = 100, block_ms: int | None = None) -> list[Event]:
-        """Queue-wide events after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
-        return self._read(self.plans.queue_events(after, count, block_ms))
+        """Events of the whole queue after stream id ``after`` ('$' = only new ones, with ``block_ms``)."""
+        return self._read(self._plans.queue_events(after, count, block_ms))
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
-        """Block until the job is final; WaitTimeout after ``timeout`` s. The calling thread blocks on
-        the queue stream (XREAD BLOCK, at most 1 s at a time) and re-reads the job's status when
-        the job moves into a final state, and at least once a second."""
-        return self._read(self.plans.wait(job_id, timeout))
+        """Wait until the job is final; WaitTimeout after ``timeout`` s. No polling: waits read the
+        queue stream (see :mod:`rjobs.client.waits` for how they share their connection)."""
+        if not self._declared:
+            with contextlib.suppress(OutOfMemory, ReadOnly):  # a read: see _read
+                self.declare()
+        return self._waits.wait(job_id, timeout)
 
     def assets(self, job_id: str, user_id: str | None = None) -> list[Asset]:
         """Assets of the job, with the ownership check."""
-        return self._read(self.plans.assets(job_id, user_id))
+        return self._read(self._plans.assets(job_id, user_id))
 
     def cached_result(self, dedupe_key: str) -> Any:
         """The cached result of the dedupe key's last successful job, or None."""
-        return self._read(self.plans.cached_result(dedupe_key))
+        return self._read(self._plans.cached_result(dedupe_key))
 
     def dedupe_holder(self, dedupe_key: str) -> str | None:
         """Id of the job currently holding ``dedupe_key``, or None."""
-        return self._read(self.plans.dedupe_holder(dedupe_key))
+        return self._read(self._plans.dedupe_holder(dedupe_key))
 
     # -- moves ------------------------------------------------------------------------------------
     def transition(
@@ -196,7 +217,7 @@ class SyncQueue:
         :meth:`hold`, or the reaper treats the job as abandoned when it expires. A move to the
         delayed state needs ``run_at`` or ``delay`` (seconds from the server's clock)."""
         return self._drive(
-            self.plans.transition(
+            self._plans.transition(
                 job_id,
                 target,
                 actor=actor,
@@ -212,7 +233,7 @@ class SyncQueue:
     def complete(
         self,
         job_id: str,
-        result: Any = _UNSET,
+        result: Any = UNSET,
         *,
         token: str | None = None,
         actor: str | None = None,
@@ -221,7 +242,7 @@ class SyncQueue:
         """Move to the success state with ``result`` (left out: keep the stored one, e.g. the draft
         of a job approved from review). A leased job needs its ``token`` or ``operator=True``."""
         return self._drive(
-            self.plans.finish_as("success", job_id, result=result, token=token, actor=actor, operator=operator)
+            self._plans.finish_as("success", job_id, result=result, token=token, actor=actor, operator=operator)
         )
 
     def fail(
@@ -235,7 +256,7 @@ class SyncQueue:
     ) -> Job:
         """Move to the failure state with a structured error (a leased job: ``token`` or ``operator``)."""
         return self._drive(
-            self.plans.finish_as("failure", job_id, error=error, token=token, actor=actor, operator=operator)
+            self._plans.finish_as("failure", job_id, error=error, token=token, actor=actor, operator=operator)
         )
 
     def partial(
@@ -251,7 +272,7 @@ class SyncQueue:
         """Move to the partial state with what was done and what went wrong (a leased job:
         ``token`` or ``operator``)."""
         return self._drive(
-            self.plans.finish_as(
+            self._plans.finish_as(
                 "partial", job_id, result=result, error=error, token=token, actor=actor, operator=operator
             )
         )
@@ -261,7 +282,7 @@ class SyncQueue:
         operator's act: on a leased job it needs no token and is recorded as such."""
         err = JobError(code="cancelled", message=reason or "cancelled")
         return self._drive(
-            self.plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason, operator=True)
+            self._plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason, operator=True)
         )
 
     def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None) -> dict[str, str]:
@@ -269,7 +290,7 @@ class SyncQueue:
         'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.client.operations.BULK_OUTCOMES`)."""
         err = JobError(code="cancelled", message=reason or "cancelled")
         target = self.machine.cancelled
-        return self._drive(self.plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason, operator=True))
+        return self._drive(self._plans.bulk_move(job_ids, target, actor=actor, error=err, reason=reason, operator=True))
 
     def bulk_transition(
         self,
@@ -286,18 +307,18 @@ class SyncQueue:
         'invalid_transition', 'lease_required', 'lease_lost' or 'invalid' (see
         :data:`rjobs.client.operations.BULK_OUTCOMES`). ``run_at``/``delay`` for the delayed state."""
         return self._drive(
-            self.plans.bulk_move(
+            self._plans.bulk_move(
                 job_ids, target, actor=actor, reason=reason, run_at=run_at, delay=delay, operator=operator
             )
         )
 
     def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Job:
         """Hand a job held under ``token`` back to the ready state without spending its attempt."""
-        return self._drive(self.plans.release(job_id, token=token, actor=actor, reason=reason))
+        return self._drive(self._plans.release(job_id, token=token, actor=actor, reason=reason))
 
-    def retry(self, job_id: str, params: Any = _UNSET, *, actor: str | None = None) -> Job:
+    def retry(self, job_id: str, params: Any = UNSET, *, actor: str | None = None) -> Job:
         """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
-        return self._drive(self.plans.retry(job_id, params, actor))
+        return self._drive(self._plans.retry(job_id, params, actor))
 
     def progress(
         self,
@@ -311,11 +332,11 @@ class SyncQueue:
     ) -> Progress | None:
         """Record progress of a job in a leased state (its ``token``, or ``operator=True``);
         ignored with a warning when the job is no longer leased."""
-        return self._drive(self.plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator))
+        return self._drive(self._plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator))
 
     def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> None:
         """Add a comment to the job's history."""
-        self._drive(self.plans.comment(job_id, text, actor=actor, token=token))
+        self._drive(self._plans.comment(job_id, text, actor=actor, token=token))
 
     def add_asset(
         self,
@@ -331,10 +352,10 @@ class SyncQueue:
         actor: str | None = None,
         operator: bool = False,
     ) -> Asset:
-        """Link an asset to the job: by its lease holder (``token``), its owner (``user_id``) or an
+        """SyncLink an asset to the job: by its lease holder (``token``), its owner (``user_id``) or an
         operator (``operator=True``, recorded)."""
         return self._drive(
-            self.plans.add_asset(
+            self._plans.add_asset(
                 job_id,
                 asset_type,
                 url,
@@ -357,22 +378,22 @@ class SyncQueue:
         actor: str | None = None,
         heartbeat: float | None = None,
     ) -> SyncHold:
-        """Hold a job by hand: ``with q.hold(job_id, lease=600) as held:`` moves it into its first
+        """SyncHold a job by hand: ``with q.hold(job_id, lease=600) as held:`` moves it into its first
         leased state (or ``state``) under a lease of ``lease`` seconds and a new token, renews the
         lease every ``heartbeat`` seconds (default ``lease / 3``) while the block runs, and ends it
         with fenced writes (``held.complete(...)``, ``held.fail(...)``, ``held.progress(...)``...).
-        See :mod:`rjobs.client.hold` for what happens when the block raises, returns without an outcome,
+        See :mod:`rjobs.client.sync_hold` for what happens when the block raises, returns without an outcome,
         or loses the lease."""
         return SyncHold(self, job_id, state, lease, actor, heartbeat)
 
     def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
         """Change a not-yet-running job's priority atomically; returns the previous one."""
-        return self._drive(self.plans.set_priority(job_id, priority, actor))
+        return self._drive(self._plans.set_priority(job_id, priority, actor))
 
     def invalidate(self, dedupe_key: str) -> bool:
         """Drop the dedupe key's cached result; True when there was one."""
-        return self._drive(self.plans.invalidate(dedupe_key))
+        return self._drive(self._plans.invalidate(dedupe_key))
 
     def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first, by state and/or owner."""
-        return self._read(self.plans.list_jobs(state, user_id, limit))
+        return self._read(self._plans.list_jobs(state, user_id, limit))

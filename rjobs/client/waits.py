@@ -1,4 +1,5 @@
-"""Waiting for jobs on asyncio: one blocking reader per queue and event loop serves every waiter.
+"""Waiting for jobs without polling. On asyncio (:class:`Waits`) one blocking reader per queue and
+event loop serves every waiter; a blocking caller (:class:`SyncWaits`) reads the stream itself.
 
 A wait does not block a connection of its own. :meth:`Waits.wait` registers the waiter, then reads
 the job's status (HMGET over the queue's shared link); a job already final returns at once. Else
@@ -39,15 +40,16 @@ from redis.exceptions import ResponseError
 
 from rjobs.client.queries import WAIT_BLOCK_MS, WAIT_COUNT, WAIT_RECHECK, ReadPlans, stream_entries
 from rjobs.errors import JobNotFound, RjobsError, WaitTimeout
-from rjobs.store.connection import Link, LinkSettings
+from rjobs.store.connection import LinkSettings, LoopLinks
 from rjobs.store.scripts import Cmd
+from rjobs.store.sync_transport import SyncRunner, drive_sync
 from rjobs.store.wire import parse_reply
 
 if TYPE_CHECKING:
     from rjobs.models import JobOutcome
     from rjobs.store.transport import AsyncRunner
 
-__all__ = ["Waits"]
+__all__ = ["SyncWaits", "Waits"]
 
 log = logging.getLogger("rjobs")
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -75,8 +77,9 @@ class _Line:
         block_s = WAIT_BLOCK_MS / 1000
         # A blocking read answers after its block time: the link may wait that long on top of the
         # client's socket_timeout before it calls the connection dead.
-        self._settings = None if settings is None else settings.with_timeout((settings.timeout or 5.0) + block_s)
-        self._link: Link | None = None
+        self._links = LoopLinks(
+            None if settings is None else settings.with_timeout((settings.timeout or 5.0) + block_s)
+        )
         self._single: aredis.Redis | None = None
         timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         # redis-py does not extend socket_timeout for blocking commands: block for less than it.
@@ -84,21 +87,19 @@ class _Line:
 
     async def read(self, cmd: Cmd) -> list[tuple[Any, Any]]:
         """The entries an XREAD returned (empty when it timed out)."""
-        if self._settings is None:
+        link = self._links.here()
+        if link is None:
             if self._single is None:
                 self._single = self._client.client()
             return stream_entries(await self._single.execute_command(*cmd.args))  # type: ignore[no-untyped-call]
-        self._link = Link.current(self._link, self._settings)
-        raw = (await self._link.exchange(hiredis.pack_command(cmd.args), 1))[0]  # type: ignore[arg-type]
+        raw = (await link.exchange(hiredis.pack_command(cmd.args), 1))[0]  # type: ignore[arg-type]
         if isinstance(raw, ResponseError):
             raise raw
         return stream_entries(parse_reply(cmd, raw))
 
     async def reset(self) -> None:
         """Drop the connection (the next read opens a new one)."""
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+        self._links.close()
         if self._single is not None:
             single, self._single = self._single, None
             with contextlib.suppress(*_DOWN):
@@ -286,3 +287,20 @@ class Waits:
             task.cancel()
             await asyncio.wait((task,))
         await reader.line.reset()
+
+
+class SyncWaits:
+    """Every ``wait()`` of one blocking queue: the calling thread blocks on the queue stream
+    (``XREAD BLOCK``, at most 1 s at a time) and re-reads the job's status when the job moves into
+    a final state, and at least once a second (the plan :meth:`ReadPlans.wait`)."""
+
+    def __init__(self, runner: SyncRunner, plans: ReadPlans) -> None:
+        self.runner = runner
+        self.plans = plans
+
+    def wait(self, job_id: str, timeout: float | None) -> JobOutcome:
+        """The job's outcome once it is final; WaitTimeout after ``timeout`` seconds."""
+        return drive_sync(self.runner, self.plans.wait(job_id, timeout))
+
+    def close(self) -> None:
+        """Nothing to stop: a blocking wait holds its connection only while it runs."""

@@ -1,10 +1,13 @@
-"""A lean pipelined connection for script calls on asyncio.
+"""Lean pipelined connections for script calls and plain reads: the performance machinery of the
+transport, kept behind the runners (rjobs.store.transport).
 
-redis-py's asyncio connection costs 120-160 µs of CPU per awaited call (stream reader, pool
-checkout, Python-level parsing), which is more than the server spends running an enqueue script.
-A :class:`Link` is one ``asyncio.Protocol`` connection per event loop, shared by every caller of
-an :class:`~rjobs.store.transport.AsyncRunner`: requests are written as soon as they are made, replies are
-parsed by hiredis and handed to the waiting futures in order (measured: ~35 µs of CPU per call).
+redis-py's asyncio connection spends more client CPU per awaited call (stream reader, pool
+checkout, Python-level parsing) than the server spends running an enqueue script (figures in
+benchmarks/README.md). A :class:`Link` is one ``asyncio.Protocol`` connection per event loop,
+shared by every caller of an :class:`~rjobs.store.transport.AsyncRunner`: requests are written
+as soon as they are made, replies are parsed by hiredis and handed to the waiting futures in
+order. :class:`SyncLink` is the blocking twin, one socket per thread; :class:`LoopLinks` and
+:class:`ThreadLinks` hand each loop or thread its own.
 
 Script calls stay exactly-once: nothing is ever re-sent here. A connection that breaks fails every
 pending call with ``redis.ConnectionError``, and the next call opens a new connection. A NOSCRIPT
@@ -21,6 +24,7 @@ import copy
 import os
 import select
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,7 +33,7 @@ import redis
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
-__all__ = ["Each", "Link", "LinkSettings", "SyncLink"]
+__all__ = ["Each", "Link", "LinkSettings", "LoopLinks", "SyncLink", "ThreadLinks"]
 
 #: What a caller may apply to each reply as it arrives: (index in the exchange, raw reply) -> value.
 Each = Callable[[int, Any], Any]
@@ -143,13 +147,6 @@ class _Protocol(asyncio.Protocol):
 class Link:
     """One pipelined connection bound to the event loop that opened it."""
 
-    @classmethod
-    def current(cls, link: Link | None, settings: LinkSettings) -> Link:
-        """``link`` if it belongs to the running event loop, else a new link for this loop."""
-        if link is None or link.loop is not asyncio.get_running_loop():
-            return cls(settings)
-        return link
-
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
         self.loop = asyncio.get_running_loop()
@@ -187,7 +184,7 @@ class Link:
         return [each(i, await future) for i, future in enumerate(futures)]
 
     # socket_timeout: one watch per link instead of a timer per call (arming and cancelling an
-    # asyncio timer cost ~13 µs of CPU per call, measured). The watch fires every `timeout` seconds
+    # asyncio timer per call costs more CPU than the call's own I/O). The watch fires every `timeout` seconds
     # while calls are pending; if no reply at all came in since the previous look, the oldest
     # pending call has waited at least `timeout`: the connection is aborted and every pending call
     # fails with TimeoutError, after timeout to 2 x timeout.
@@ -253,8 +250,8 @@ class Link:
 
 
 class SyncLink:
-    """The blocking twin of :class:`Link`: one socket per thread, parsed by hiredis (measured: a
-    blocking script call costs ~15 µs of client CPU here against ~37 µs through redis-py)."""
+    """The blocking twin of :class:`Link`: one socket per thread, its replies parsed by hiredis
+    (a fraction of redis-py's client CPU per call; see benchmarks/README.md)."""
 
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
@@ -335,3 +332,62 @@ def _readable(sock: socket.socket) -> bool:
     """An idle socket with something to read was closed by the server (restart, CLIENT KILL)."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
+
+
+class LoopLinks:
+    """The link of the running event loop, opened on first use (a runner used from another loop
+    opens a new one there; the old one is left to its loop)."""
+
+    def __init__(self, settings: LinkSettings | None) -> None:
+        self.settings = settings
+        self._link: Link | None = None
+
+    def here(self) -> Link | None:
+        """This loop's link, or None when the client's connections cannot be mirrored."""
+        if self.settings is None:
+            return None
+        link = self._link
+        if link is None or link.loop is not asyncio.get_running_loop():
+            link = self._link = Link(self.settings)
+        return link
+
+    def close(self) -> None:
+        """Close the link (the next call opens a new one)."""
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+
+class ThreadLinks:
+    """The blocking twin of :class:`LoopLinks`: one :class:`SyncLink` per thread, all closed by
+    :meth:`close` (links of threads that ended are closed when the next thread opens one)."""
+
+    def __init__(self, settings: LinkSettings | None) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self._links: dict[int, SyncLink] = {}  # by thread id, to close them all
+        self._lock = threading.Lock()
+
+    def here(self) -> SyncLink | None:
+        """This thread's link, or None when the client's connections cannot be mirrored."""
+        if self.settings is None:
+            return None
+        link: SyncLink | None = getattr(self._local, "link", None)
+        if link is None:
+            link = self._local.link = SyncLink(self.settings)
+            alive = {thread.ident for thread in threading.enumerate()}
+            with self._lock:
+                for ident in [i for i in self._links if i not in alive]:  # threads that ended
+                    self._links.pop(ident).close()
+                reused = self._links.get(threading.get_ident())  # an ended thread's id, reused
+                if reused is not None:
+                    reused.close()
+                self._links[threading.get_ident()] = link
+        return link
+
+    def close(self) -> None:
+        """Close every thread's link."""
+        with self._lock:
+            links, self._links = self._links, {}
+        for link in links.values():
+            link.close()

@@ -11,6 +11,7 @@ TIME a tuple of ints, ZRANGE ... WITHSCORES ``(member, score)`` pairs).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -28,13 +29,15 @@ T = TypeVar("T")
 __all__ = [
     "POOL_WAIT",
     "PoolGate",
+    "SyncPoolGate",
     "blocks",
     "fresh_async",
     "fresh_sync",
-    "gate_sync",
     "legacy_lua",
     "pack",
     "parse_reply",
+    "settled_async",
+    "settled_sync",
     "wire",
 ]
 
@@ -124,6 +127,16 @@ async def fresh_async(conn: Any) -> None:
         await conn.disconnect()
 
 
+async def settled_async(value: Any) -> Any:
+    """A response callback's value (redis.asyncio has callbacks that return awaitables)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def settled_sync(value: Any) -> Any:
+    """The blocking twin of :func:`settled_async`: a blocking callback's value as it is."""
+    return value
+
+
 class PoolGate:
     """Makes rjobs' calls on a redis-py pool wait for a free connection instead of failing at once
     (redis-py's default pool raises MaxConnectionsError when all its connections are out).
@@ -171,16 +184,22 @@ async def _retry_checkout(call: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, 0.05)
 
 
-def gate_sync(call: Callable[[], T]) -> T:
-    """``call()`` (which checks a connection out of a pool), retried with a short back-off for up
-    to :data:`POOL_WAIT` s while a non-blocking pool refuses one because other threads hold them
-    all: the blocking twin of :meth:`PoolGate.run` (a BlockingConnectionPool waits by itself)."""
-    delay, deadline = 0.001, time.monotonic() + POOL_WAIT
-    while True:
-        try:
-            return call()
-        except MaxConnectionsError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+class SyncPoolGate:
+    """The blocking twin of :class:`PoolGate`: ``run(call)`` retries a checkout a non-blocking pool
+    refuses (other threads hold all its connections) with a short back-off for up to
+    :data:`POOL_WAIT` s (a BlockingConnectionPool waits by itself)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def run(self, call: Callable[[], T]) -> T:
+        """``call()`` (which checks a connection out of the pool), retried while refused."""
+        delay, deadline = 0.001, time.monotonic() + POOL_WAIT
+        while True:
+            try:
+                return call()
+            except MaxConnectionsError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)

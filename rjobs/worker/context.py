@@ -17,7 +17,7 @@ import anyio.from_thread
 from rjobs.errors import LeaseLost, ValidationError
 from rjobs.models import Asset, ClaimedJob, Progress
 from rjobs.store import codec
-from rjobs.store.scripts import MoveRequest, outcome_error
+from rjobs.store.scripts import outcome_error
 from rjobs.worker.held import Held, HeldState
 from rjobs.worker.leases import FINAL_WRITE_TIMEOUT
 
@@ -131,14 +131,13 @@ class JobContext:
         at = machine.leased[-1]
         if machine.review is None or not machine.allows(at, machine.review):
             raise ValidationError(f"machine {machine.name!r} has no review state reachable from {at!r}")
-        encoded = b"" if result is _UNSET else codec.encode_json(result, limit=self.queue.plans.config.max_payload)
-        request = MoveRequest(self.job.id, machine.review, token=self.token, result=encoded, msg=note[:1000])
+        encoded = b"" if result is _UNSET else codec.encode_json(result, limit=self.queue.config.max_payload)
 
         async def write() -> None:
             # Shielded: once sent, the move must be known, or the worker would finish the job twice.
             with anyio.CancelScope(shield=True), anyio.fail_after(FINAL_WRITE_TIMEOUT):
-                outcomes = await self.queue.runner.run(self.queue.scripts.finish(self.worker_id, [request]))
-            err = outcome_error(outcomes[0])
+                outcome = await self.queue.backend.review(self.worker_id, self.job.id, self.token, encoded, note[:1000])
+            err = outcome_error(outcome)
             if err is not None:
                 raise err
 

@@ -184,7 +184,7 @@ class JobRunner:
         return value
 
     def _returned(self, queue: Queue, moves: Moves, job: ClaimedJob, value: Any) -> MoveRequest:
-        limit = queue.plans.config.max_payload
+        limit = queue.config.max_payload
         try:
             if isinstance(value, Partial):
                 result = codec.encode_json(value.result, limit=limit, what="partial result")

@@ -144,12 +144,12 @@ class Finisher:
             self._settle(h, req, outcome)
 
     async def _finish(self, live: list[tuple[Held, MoveRequest]], scope: anyio.CancelScope) -> list[str] | None:
-        call = self.queue.scripts.finish(self.worker_id, [r for _, r in live])
+        requests = [r for _, r in live]
         delay = 0.05
         while True:
             try:
                 self.stats.finish_calls += 1
-                return await self.queue.runner.run(call)
+                return await self.queue.backend.finish(self.worker_id, requests)
             except Exception as exc:
                 if not transient(exc):
                     raise

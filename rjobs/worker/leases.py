@@ -157,13 +157,7 @@ class LeaseKeeper:
 
     async def renew(self, slot: int, pairs: list[tuple[str, str]]) -> list[str]:
         """The one Redis call of a beat for one queue (chunked by the script's limit)."""
-        queue = self.queues[slot]
-        replies: list[str] = []
-        for i in range(0, max(len(pairs), 1), 10_000):
-            call = queue.scripts.heartbeat(self.worker_id, self.lease_ms, pairs[i : i + 10_000])
-            chunk: list[str] = await queue.runner.run(call)
-            replies.extend(chunk)
-        return replies
+        return await self.queues[slot].backend.heartbeat(self.worker_id, self.lease_ms, pairs)
 
     async def _beat_slot(self, slot: int) -> bool:
         held = self.book.live(slot)

@@ -30,11 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import re
-import secrets
 import signal
-import socket
 import time
 from collections.abc import Sequence
 
@@ -44,7 +40,6 @@ from rjobs.client.queue import Queue
 from rjobs.errors import ServerRefused
 from rjobs.store.clients import server_label
 from rjobs.store.keys import validate_name
-from rjobs.store.scripts import Cmd
 from rjobs.worker.clock import ServerClock
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
@@ -54,6 +49,7 @@ from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
 from rjobs.worker.reaper import Reaper
 from rjobs.worker.retry import RetryPolicy
+from rjobs.worker.settings import check_settings, make_worker_id, queues_of, reconfigured
 from rjobs.worker.signals import Pulse
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
@@ -62,12 +58,6 @@ __all__ = ["Worker", "WorkerStats", "make_worker_id"]
 
 log = logging.getLogger("rjobs.worker")
 IDLE_WAIT_CAP = 1.0  # seconds an idle worker blocks before claiming again (covers a lost wake token)
-
-
-def make_worker_id() -> str:
-    """``<hostname>-<pid>-<random>``, within the key charset (A-Z a-z 0-9 _ . -)."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:60] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class Worker:
@@ -100,7 +90,7 @@ class Worker:
     ) -> None:
         self.functions = registry(functions)
         self._own: list[Queue] = []
-        self.queues = self._queues(queues, url)
+        self.queues = queues_of(queues, url, self._own)
         self.concurrency = concurrency
         self.lease = float(lease)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.lease / 3
@@ -125,33 +115,28 @@ class Worker:
         self._runner: JobRunner | None = None
         self._jobs: JobSlots | None = None
 
-    def _queues(self, queues: Queue | str | Sequence[Queue | str], url: str | None) -> list[Queue]:
-        given = [queues] if isinstance(queues, (Queue, str)) else list(queues)
-        if not given:
-            raise ValueError("a worker needs at least one queue")
-        out = []
-        for q in given:
-            if isinstance(q, str):
-                q = Queue(q, url=url)
-                self._own.append(q)
-            out.append(q)
-        if len({q.name for q in out}) != len(out):
-            raise ValueError("a queue is listed twice")
-        return out
+    def configure(
+        self,
+        *,
+        url: str | None = None,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        burst: bool | None = None,
+    ) -> None:
+        """Override settings before :meth:`run` (what ``rjobs worker`` options do): ``url`` moves
+        every queue to that server; ``queues`` names the queues to serve, those the worker does
+        not define taking the first queue's machine, config and server; ``concurrency`` and
+        ``burst`` replace the worker's own. Left out: unchanged."""
+        if url is not None or queues is not None:
+            self.queues = reconfigured(self.queues, url, queues, self._own)
+        if concurrency is not None:
+            self.concurrency = concurrency
+        if burst is not None:
+            self.burst = burst
+        self._validate()
 
     def _validate(self) -> None:
-        if (
-            isinstance(self.concurrency, bool)
-            or not isinstance(self.concurrency, int)
-            or not 1 <= self.concurrency <= 1000
-        ):
-            raise ValueError("concurrency must be an integer 1-1000")
-        if not 0.1 <= self.lease <= 86_400:
-            raise ValueError("lease must be 0.1 s to one day")
-        if not 0 < self.heartbeat < self.lease:
-            raise ValueError("heartbeat must be shorter than the lease")
-        if self.grace < 0 or self.max_lease_losses < 1 or not 1 <= self.reap_limit <= 10_000:
-            raise ValueError("grace must be >= 0, max_lease_losses >= 1, reap_limit 1-10000")
+        check_settings(self.concurrency, self.lease, self.heartbeat, self.grace, self.max_lease_losses, self.reap_limit)
 
     # -- control ------------------------------------------------------------------------------------
     def stop(self, force: bool = False) -> None:
@@ -230,7 +215,7 @@ class Worker:
                 for q in self.queues:
                     await q.declare()
                 sent = time.time()
-                reply = await self.queues[0].runner.command(Cmd(("TIME",)))
+                reply = await self.queues[0].backend.server_time()
                 self._clock.observe(reply, sent, time.time())
                 return True
             except ServerRefused as exc:
@@ -313,11 +298,10 @@ class Worker:
             if want <= 0:
                 return claimed, True, due
             sent = anyio.current_time()
-            call = served.queue.scripts.claim(self.worker_id, want, int(self.lease * 1000))
             # Shielded: a claim that ran must be seen, or its jobs would sit leased to nobody. One
             # scope with its own deadline (shield and fail_after as two scopes cost ~9 µs more).
             with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:
-                result = await served.queue.runner.run(call)
+                result = await served.queue.backend.claim(self.worker_id, want, int(self.lease * 1000))
             if bounded.cancelled_caught:
                 raise TimeoutError(f"no answer to claim within {self.lease} s")
             self.stats.claim_calls += 1

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from rjobs.store.scripts import Cmd
 from rjobs.worker.clock import ServerClock
 from rjobs.worker.leases import RETRYABLE, transient
 from rjobs.worker.stats import WorkerStats
@@ -60,12 +59,13 @@ class Reaper:
         """Reap one queue until a call comes back with less than a full batch of expired leases
         and of purged jobs: a backlog (a burst of finished jobs past their retention) is drained
         at once, each call's work bounded by ``limit``."""
-        call = queue.scripts.reap(self.limit, self.max_lease_losses, self.limit, self.worker_ttl_ms)
         while True:
             sent = time.time()
             try:
                 # TIME rides along to keep the server clock estimate fresh at no extra round trip.
-                reaped, now = await queue.runner.run_many([call, Cmd(("TIME",))])
+                reaped, now = await queue.backend.reap(
+                    self.limit, self.max_lease_losses, self.limit, self.worker_ttl_ms
+                )
                 failed_with = next((r for r in (reaped, now) if isinstance(r, BaseException)), None)
             except RETRYABLE as exc:
                 failed_with = exc

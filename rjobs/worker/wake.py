@@ -12,7 +12,7 @@ import redis.asyncio as aredis
 import redis.exceptions
 
 from rjobs.errors import server_refusal
-from rjobs.store.connection import Link, LinkSettings
+from rjobs.store.connection import LinkSettings, LoopLinks
 
 if TYPE_CHECKING:
     from rjobs.client.queue import Queue
@@ -31,7 +31,7 @@ class Waker:
     def __init__(self, queues: Sequence[Queue]) -> None:
         groups: dict[int, tuple[aredis.Redis, list[str]]] = {}
         for q in queues:
-            groups.setdefault(id(q.client), (q.client, []))[1].append(q.keys.wake)
+            groups.setdefault(id(q.client), (q.client, []))[1].append(q.backend.keys.wake)
         self._groups = [_WakeLine(client, keys) for client, keys in groups.values()]
 
     async def wait(self, block: float) -> None:
@@ -60,9 +60,9 @@ class _WakeLine:
 
     def __init__(self, client: aredis.Redis, keys: list[str]) -> None:
         self.keys = keys
-        self._settings = LinkSettings.of(client)
-        self._client = client.client() if self._settings is None else None
-        self._link: Link | None = None
+        settings = LinkSettings.of(client)
+        self._client = client.client() if settings is None else None
+        self._links = LoopLinks(settings)
 
     async def blpop(self, block: float) -> None:
         timeout = max(0.001, round(block, 3))
@@ -72,14 +72,14 @@ class _WakeLine:
             except (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError) as exc:
                 raise (server_refusal(exc) or exc) from None
             return
-        assert self._settings is not None
-        self._link = Link.current(self._link, self._settings)
+        link = self._links.here()
+        assert link is not None
         try:
             command: tuple[Any, ...] = ("BLPOP", *self.keys, timeout)
-            reply = (await self._link.exchange(hiredis.pack_command(command), 1))[0]
+            reply = (await link.exchange(hiredis.pack_command(command), 1))[0]
         except BaseException:
             # A cancelled BLPOP still blocks its connection: drop it rather than queue behind it.
-            self._link.close()
+            self._links.close()
             raise
         if isinstance(reply, redis.exceptions.ResponseError):
             raise server_refusal(reply) or reply
@@ -87,5 +87,4 @@ class _WakeLine:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-        if self._link is not None:
-            self._link.close()
+        self._links.close()

@@ -58,7 +58,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies_of_the_others(url: 
                     tg.start_soon(q.enqueue, "t", {"i": i})
         job = await q.enqueue("t", {"i": "after"})
         assert (await q.get(job.id)).params == {"i": "after"}
-        listed = await q.client.zcard(q.keys.state("queued"))
+        listed = await q.client.zcard(q.backend.keys.state("queued"))
         assert 1 <= listed <= 201, "calls already written ran once; none was re-sent"
 
 
@@ -220,10 +220,10 @@ async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_th
         waker = Waker([q])
         with anyio.move_on_after(0.05):
             await waker.wait(1.0)  # cancelled while BLPOP blocks on the server
-        await admin.lpush(q.keys.wake, "1")
+        await admin.lpush(q.backend.keys.wake, "1")
         with anyio.fail_after(0.5):  # not queued behind the cancelled 1 s BLPOP
             await waker.wait(1.0)
-        assert await admin.llen(q.keys.wake) == 0, "the token was taken"
+        assert await admin.llen(q.backend.keys.wake) == 0, "the token was taken"
         with anyio.fail_after(0.5):
             await waker.wait(0.05)  # nothing to take: returns after its block time
         await waker.aclose()
@@ -239,11 +239,11 @@ async def test_no_server_is_a_connection_error_as_with_redis_py() -> None:
     client = aredis.Redis.from_url(url)
     q = Queue("nobody", client=client)
     with pytest.raises(redis.ConnectionError):
-        await q.runner.run(q.scripts.enqueue("me", []))
+        await q.backend.run(q.backend.scripts.enqueue("me", []))
     await q.close()
     await client.aclose()
     with SyncQueue("nobody", url) as sq, pytest.raises(redis.ConnectionError):
-        sq.runner.run(sq.scripts.enqueue("me", []))
+        sq.backend.run(sq.backend.scripts.enqueue("me", []))
 
 
 def _parts_then_fail(n: int) -> Iterator[bytes]:
@@ -288,8 +288,12 @@ def test_sync_commands_written_as_produced_and_a_failing_producer_leaves_no_stal
 
 def _mixed_batch(q: SyncQueue | Queue) -> list[Any]:
     """enqueue (its script loaded), heartbeat (not loaded: NOSCRIPT), enqueue."""
-    spec = q.plans.spec(JobRequest(type="t"))
-    return [q.scripts.enqueue("a", [spec]), q.scripts.heartbeat("w", 1000, []), q.scripts.enqueue("b", [spec])]
+    spec = q._plans.spec(JobRequest(type="t"))
+    return [
+        q.backend.scripts.enqueue("a", [spec]),
+        q.backend.scripts.heartbeat("w", 1000, []),
+        q.backend.scripts.enqueue("b", [spec]),
+    ]
 
 
 def _only_enqueue_loaded(url: str) -> None:
@@ -302,7 +306,7 @@ def test_sync_batch_with_one_script_missing_resends_only_that_call(url: str) -> 
     with SyncQueue("mixed", url) as q:
         q.declare()
         _only_enqueue_loaded(url)
-        first, beat, second = q.runner.run_many(_mixed_batch(q))
+        first, beat, second = q.backend.run_many(_mixed_batch(q))
         assert (first[0].status, beat, second[0].status) == ("queued", [], "queued")
         assert q.counts()["queued"] == 2, "the calls that ran were not sent again"
 
@@ -312,7 +316,7 @@ async def test_batch_with_one_script_missing_resends_only_that_call(url: str) ->
     async with Queue("mixed", url) as q:
         await q.declare()
         _only_enqueue_loaded(url)
-        first, beat, second = await q.runner.run_many(_mixed_batch(q))
+        first, beat, second = await q.backend.run_many(_mixed_batch(q))
         assert (first[0].status, beat, second[0].status) == ("queued", [], "queued")
         assert (await q.counts())["queued"] == 2, "the calls that ran were not sent again"
 
@@ -340,7 +344,7 @@ async def test_plain_reads_share_the_link_and_a_cut_read_is_sent_again_a_cut_scr
         got: list[Any] = []
 
         async def cut_while_in_flight(call: Any) -> None:
-            link = q.runner._link
+            link = q.backend.runner._links.here()
             assert link is not None and link._proto is not None
             proto = link._proto
             async with anyio.create_task_group() as tg:

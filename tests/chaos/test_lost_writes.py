@@ -30,20 +30,20 @@ def test_tokens_never_repeat_after_lost_writes(tmp_path: Path, kind: str) -> Non
             q.enqueue_many([JobRequest(type="t", params={"i": i}) for i in range(N)])
             with redis.Redis.from_url(server.url) as r:
                 r.save()  # what survives the crash
-            first = q.runner.run(q.scripts.claim("worker-a", N, 60_000)).jobs
+            first = q.backend.run(q.backend.scripts.claim("worker-a", N, 60_000)).jobs
             assert len(first) == N
         server.kill()  # the claims were acknowledged, then lost
         server.start()
         with SyncQueue("lost", server.url) as q, redis.Redis.from_url(server.url) as r:
             assert q.counts()[JOB.ready] == N, "the claims are gone: every job is ready again"
-            second = {j.id: j.token for j in q.runner.run(q.scripts.claim("worker-b", N, 60_000)).jobs}
+            second = {j.id: j.token for j in q.backend.run(q.backend.scripts.claim("worker-b", N, 60_000)).jobs}
             assert len(second) == N
             for job in first:
                 assert lease_number(second[job.id]) == lease_number(job.token), "the job's lease count rolled back"
                 assert second[job.id] != job.token, f"token {job.token} of {job.id} was issued twice"
             # worker A still runs its jobs (a job may run twice after lost writes) but writes nothing
             before = keyspace_fingerprint(r)
-            beats = q.runner.run(q.scripts.heartbeat("worker-a", 60_000, [(j.id, j.token) for j in first]))
+            beats = q.backend.run(q.backend.scripts.heartbeat("worker-a", 60_000, [(j.id, j.token) for j in first]))
             assert set(beats) == {"lost"}
             for job in first[:20]:
                 with pytest.raises(LeaseLost):
@@ -52,8 +52,8 @@ def test_tokens_never_repeat_after_lost_writes(tmp_path: Path, kind: str) -> Non
                     q.progress(job.id, 50, token=job.token)
             after = keyspace_fingerprint(r)
             # the heartbeat lists worker-a as seen; nothing else changed
-            after.pop(q.keys.workers, None)
-            before.pop(q.keys.workers, None)
+            after.pop(q.backend.keys.workers, None)
+            before.pop(q.backend.keys.workers, None)
             assert after == before
             for job_id, token in list(second.items())[:20]:
                 assert q.complete(job_id, "fresh", token=token).status == JOB.success

@@ -25,14 +25,14 @@ async def test_expired_jobs_stay_bounded_under_sustained_load(url: str, redis_sy
     config = QueueConfig(retention=Retention(success=KEEP_S, partial=KEEP_S, failure=KEEP_S, cancelled=KEEP_S))
     async with Queue("load", url, config=config) as q:
         await q.declare()
-        index = q.keys.state(machines.JOB.success)
+        index = q.backend.keys.state(machines.JOB.success)
         worker = Worker(q, [noop], concurrency=50, lease=4.0)  # the reaper passes every 2 s
         samples: list[tuple[float, int, int]] = []
         done = 0
 
         async def produce() -> None:
             while True:
-                if redis_sync.zcard(q.keys.ready) < 2000:
+                if redis_sync.zcard(q.backend.keys.ready) < 2000:
                     await q.enqueue_many([JobRequest(type="noop", params={"i": i}) for i in range(500)])
                 await anyio.sleep(0.02)
 

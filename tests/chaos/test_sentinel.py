@@ -114,7 +114,7 @@ def _sentinel_clients(d: Deployment) -> int:
 async def test_a_queue_and_a_worker_through_a_sentinel_url(deployment: Deployment) -> None:
     with SyncQueue("via-sentinel", deployment.url) as q:
         job = q.enqueue("echo", {"n": 21})
-        assert redis.Redis(port=deployment.master.port).exists(q.keys.job(job.id)), "written on the master"
+        assert redis.Redis(port=deployment.master.port).exists(q.backend.keys.job(job.id)), "written on the master"
     queue = Queue("via-sentinel", deployment.url)
     worker = Worker(queue, [echo], concurrency=2, lease=5)
     async with anyio.create_task_group() as tg:
@@ -149,7 +149,7 @@ def test_after_a_failover_the_queue_writes_to_the_new_master_and_loses_nothing(d
                 time.sleep(0.1)
         assert after is not None
         new_master = redis.Redis(port=deployment.replica.port)
-        assert new_master.exists(q.keys.job(after)), "the new job is on the new master"
+        assert new_master.exists(q.backend.keys.job(after)), "the new job is on the new master"
         assert q.counts()["queued"] == 4, "the 3 earlier jobs survived and no call ran twice"
         assert sorted(j.id for j in q.list("queued")) == sorted([*before, after])
         new_master.close()

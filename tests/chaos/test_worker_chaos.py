@@ -95,7 +95,7 @@ def held_by_a_worker(queue: SyncQueue, job_id: str) -> bool:
 
 
 def successes(r: redis.Redis, queue: SyncQueue, job_id: str) -> list[dict[str, str]]:
-    return [e for e in job_history(r, queue.keys.prefix, job_id) if e.get("to") == JOB.success]
+    return [e for e in job_history(r, queue.backend.keys.prefix, job_id) if e.get("to") == JOB.success]
 
 
 def test_sigkill_mid_job_is_rerun_after_the_lease(workers: Workers, queue: SyncQueue, redis_sync: redis.Redis) -> None:
@@ -148,7 +148,7 @@ def test_sigterm_hands_jobs_back_at_once(workers: Workers, queue: SyncQueue, red
     job = queue.enqueue("sleepy", {"first": 60, "then": 0.2}, max_attempts=3)
     wait_until(lambda: held_by_a_worker(queue, job.id), 10, "worker A to claim the job")
     workers.spawn(lease=10)
-    wait_until(lambda: redis_sync.zcard(queue.keys.workers) == 2, 10, "worker B to start")
+    wait_until(lambda: redis_sync.zcard(queue.backend.keys.workers) == 2, 10, "worker B to start")
 
     t0 = time.monotonic()
     a.send_signal(signal.SIGTERM)
@@ -160,7 +160,9 @@ def test_sigterm_hands_jobs_back_at_once(workers: Workers, queue: SyncQueue, red
     final = queue.get(job.id)
     # The hand-back refunded A's attempt and is not a lease loss.
     assert (final.attempt, final.executions, final.lease_losses) == (1, 2, 0)
-    moves = [(e["to"], e.get("msg", "")) for e in job_history(redis_sync, queue.keys.prefix, job.id) if "to" in e]
+    moves = [
+        (e["to"], e.get("msg", "")) for e in job_history(redis_sync, queue.backend.keys.prefix, job.id) if "to" in e
+    ]
     assert (JOB.ready, "handed back: worker shutting down") in moves
 
 
@@ -211,18 +213,18 @@ def test_a_server_restart_under_a_busy_worker_loses_no_job_and_ends_each_once(tm
             a = workers.spawn(lease=2, concurrency=8)
             log_a = lambda: workers.log(a)  # noqa: E731
             wait_until(lambda: queue.counts()[JOB.success] >= 40, 20, "the worker to finish 40 jobs", log_a)
-            wait_until(lambda: r.zcard(queue.keys.leases) > 0, 5, "the worker to hold jobs", log_a)
+            wait_until(lambda: r.zcard(queue.backend.keys.leases) > 0, 5, "the worker to hold jobs", log_a)
             if how == "kill":
                 server.kill()
                 server.start()
             else:
                 server.restart()
-            assert r.zcard(queue.keys.state(JOB.success)) < n, "the server went away while jobs were running"
+            assert r.zcard(queue.backend.keys.state(JOB.success)) < n, "the server went away while jobs were running"
             wait_until(lambda: queue.counts()[JOB.success] == n, 40, "every job to end after the restart", log_a)
             for job in jobs:
                 assert len(successes(r, queue, job.id)) == 1, f"{job.id} ended exactly once"
             assert_indexes_consistent(r, QUEUE, JOB)
-            assert r.zcard(queue.keys.leases) == 0
+            assert r.zcard(queue.backend.keys.leases) == 0
             assert a.poll() is None, "the worker carried on"
     finally:
         workers.kill_all()

@@ -51,7 +51,7 @@ async def until(check: Callable[[], bool], within: float = 10.0) -> None:
 
 def waiting(q: Queue) -> int:
     """Waiters registered with the queue's reader in this event loop."""
-    reader = q.waits._reader
+    reader = q._waits._reader
     return 0 if reader is None else sum(len(group) for group in reader.waiters.values())
 
 
@@ -112,7 +112,7 @@ async def test_a_wait_on_a_job_that_is_already_final_returns_at_once(url: str) -
         assert outcome.status == "cancelled" and not outcome.success and outcome.error is not None
         assert (await q.wait(job.id, timeout=0)).status == "cancelled", "timeout 0 still looks once"
         assert time.monotonic() - started < 0.5
-        assert not q.waits.reading, "no reader was started for jobs that were final already"
+        assert not q._waits.reading, "no reader was started for jobs that were final already"
 
 
 async def test_a_waiter_whose_job_is_deleted_gets_job_not_found_within_a_second(url: str) -> None:
@@ -131,7 +131,7 @@ async def test_a_waiter_whose_job_is_deleted_gets_job_not_found_within_a_second(
             tg.start_soon(wait, kept)
             await until(lambda: waiting(q) == 2)
             deleted = time.monotonic()
-            await q.client.delete(q.keys.job(gone))  # as a purge leaves it
+            await q.client.delete(q.backend.keys.job(gone))  # as a purge leaves it
             await until(lambda: gone in results)
             await q.cancel(kept)
         assert isinstance(results[gone][0], JobNotFound)
@@ -251,25 +251,25 @@ async def test_final_entries_trimmed_by_maxlen_still_end_the_waits(url: str, red
             started = time.monotonic()
         assert time.monotonic() - started < 2.5, "settled by the re-check (about once a second)"
         assert {r.status for r in results.values()} == {"cancelled"} and len(results) == 20
-        left = {f[b"job"].decode() for _, f in redis_sync.xrange(q.keys.events)}
+        left = {f[b"job"].decode() for _, f in redis_sync.xrange(q.backend.keys.events)}
         assert not left & set(waited), "the waited jobs' entries were trimmed before the reader saw them"
 
 
 async def test_the_reader_stops_when_idle_and_starts_again_on_demand(url: str) -> None:
     async with Queue("idle", named(url)) as q, admin_client(url) as admin:
-        q.waits.idle_stop = 0.2
+        q._waits.idle_stop = 0.2
         job = await q.enqueue("t")
         async with anyio.create_task_group() as tg:
             tg.start_soon(q.wait, job.id, 5)
-            await until(lambda: q.waits.reading)
+            await until(lambda: q._waits.reading)
             await q.cancel(job.id)
-        await until(lambda: not q.waits.reading, within=3)
+        await until(lambda: not q._waits.reading, within=3)
         await anyio.sleep(0.05)
         assert not [c for c in await connections(admin) if c["cmd"] == "xread"], "its connection is closed"
         again = await q.enqueue("t")
         async with anyio.create_task_group() as tg:
             tg.start_soon(q.wait, again.id, 5)
-            await until(lambda: q.waits.reading)
+            await until(lambda: q._waits.reading)
             await q.cancel(again.id)
 
 
@@ -288,7 +288,7 @@ async def test_close_fails_pending_waits_and_stops_the_reader(url: str) -> None:
         tg.start_soon(wait)
         await until(lambda: waiting(q) == 1)
         await q.close()
-    assert failed and "closed" in str(failed[0]) and not q.waits.reading
+    assert failed and "closed" in str(failed[0]) and not q._waits.reading
 
 
 async def test_waits_and_reads_without_a_link_wait_for_pooled_connections(url: str) -> None:
@@ -328,7 +328,7 @@ async def test_plain_reads_over_the_link_have_the_forms_redis_py_gives(url: str)
         job = await q.enqueue("t", {"a": 1}, user_id="u1")
         await admin.zadd("z", {"m1": 1.5, "m2": 2})
         await admin.rpush("l", "a", "b")
-        k = q.keys
+        k = q.backend.keys
         commands = [
             ("HGETALL", k.job(job.id)),
             ("HMGET", k.job(job.id), "status", "nope"),
@@ -346,12 +346,12 @@ async def test_plain_reads_over_the_link_have_the_forms_redis_py_gives(url: str)
             ("GET", "missing"),
         ]
         for args in commands:
-            over_link = await q.runner.command(Cmd(args))
+            over_link = await q.backend.command(Cmd(args))
             through_redis_py = await admin.execute_command(*args)
             assert _pairs(over_link) == _pairs(through_redis_py), args
-        batch = await q.runner.run_many([Cmd(args) for args in commands])
-        assert [_pairs(r) for r in batch] == [_pairs(await q.runner.command(Cmd(a))) for a in commands]
-        seconds, micros = await q.runner.command(Cmd(("TIME",)))
+        batch = await q.backend.run_many([Cmd(args) for args in commands])
+        assert [_pairs(r) for r in batch] == [_pairs(await q.backend.command(Cmd(a))) for a in commands]
+        seconds, micros = await q.backend.command(Cmd(("TIME",)))
         assert isinstance(seconds, int) and isinstance(micros, int)
 
 
@@ -371,7 +371,7 @@ def test_sync_wait_reads_the_queue_stream(url: str) -> None:
             time.sleep(0.2)
             with SyncQueue("sync-wait", url) as other:
                 other.bulk_cancel([done, *others])  # the final entry of `done` is trimmed at once
-                other.client.delete(other.keys.job(gone))
+                other.client.delete(other.backend.keys.job(gone))
 
         thread = threading.Thread(target=later)
         thread.start()

@@ -22,7 +22,7 @@ def q(url: str) -> Iterator[SyncQueue]:
 
 
 def claim(q: SyncQueue, n: int = 1) -> list[Any]:
-    return q.runner.run(q.scripts.claim("w1", n, 30_000)).jobs
+    return q.backend.run(q.backend.scripts.claim("w1", n, 30_000)).jobs
 
 
 # -- dedupe ---------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_finished_jobs_expire_with_everything_that_points_at_them(url: str, redi
         warm = q.enqueue("warmup").id
         q.complete(warm, None, token=claim(q)[0].token)  # the baseline includes the worker registry
         time.sleep(0.3)
-        q.runner.run(q.scripts.reap(100, 3, 1000, 60_000))
+        q.backend.run(q.backend.scripts.reap(100, 3, 1000, 60_000))
         baseline_keys = keys_of(redis_sync, "ret")
         baseline_mem = int(redis_sync.info("memory")["used_memory"])
         n = 600
@@ -144,7 +144,7 @@ def test_finished_jobs_expire_with_everything_that_points_at_them(url: str, redi
         time.sleep(0.3)
         purged = n + 1 - finished()  # finishing calls purge 2 per job they finish as they go
         while True:
-            _, _, n_purged = q.runner.run(q.scripts.reap(100, 3, 250, 60_000))
+            _, _, n_purged = q.backend.run(q.backend.scripts.reap(100, 3, 250, 60_000))
             purged += n_purged
             if not n_purged:
                 break

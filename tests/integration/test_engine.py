@@ -43,7 +43,7 @@ def q(url: str) -> Iterator[SyncQueue]:
 
 def lease(q: SyncQueue, worker: str = "w1") -> Any:
     """Claim one job the way a worker does."""
-    result = q.runner.run(q.scripts.claim(worker, 1, 30_000))
+    result = q.backend.run(q.backend.scripts.claim(worker, 1, 30_000))
     assert result.jobs, "nothing to claim"
     return result.jobs[0]
 
@@ -74,7 +74,7 @@ def test_priority_then_fifo(q: SyncQueue) -> None:
     normal = [q.enqueue("t").id for _ in range(2)]
     crit = [q.enqueue("t", priority="critical").id for _ in range(2)]
     seven = [q.enqueue("t", priority=7).id for _ in range(2)]
-    claimed = q.runner.run(q.scripts.claim("w", 100, 30_000)).jobs
+    claimed = q.backend.run(q.backend.scripts.claim("w", 100, 30_000)).jobs
     assert [j.id for j in claimed] == crit + seven + normal + low
 
 
@@ -139,14 +139,14 @@ def test_fenced_writes_with_a_stale_token_change_nothing(q: SyncQueue, redis_syn
         q.comment(job_id, "stale", token=first.token)
     with pytest.raises(LeaseLost):
         q.add_asset(job_id, "image", "s3://x", token=first.token)
-    outcomes = q.runner.run(
-        q.scripts.finish("w1", [rjobs.store.scripts.MoveRequest(job_id, "completed", token=first.token)])
+    outcomes = q.backend.run(
+        q.backend.scripts.finish("w1", [rjobs.store.scripts.MoveRequest(job_id, "completed", token=first.token)])
     )
     assert outcomes[0].startswith("RJ_LEASE_LOST")
     assert keyspace_fingerprint(redis_sync) == before
     q.complete(job_id, "fresh", token=second.token)
-    again = q.runner.run(
-        q.scripts.finish("w2", [rjobs.store.scripts.MoveRequest(job_id, "completed", token=second.token)])
+    again = q.backend.run(
+        q.backend.scripts.finish("w2", [rjobs.store.scripts.MoveRequest(job_id, "completed", token=second.token)])
     )
     assert again == ["already"], "finishing twice with the same token is idempotent"
 
@@ -261,9 +261,9 @@ def test_raw_evalsha_cannot_forge_keys(q: SyncQueue, redis_sync: redis.Redis) ->
     """The scripts re-validate names, so even redis-cli callers cannot escape the queue's keys."""
     q.enqueue("t")
     before = keyspace_fingerprint(redis_sync, "*")
-    call = q.scripts.transition("x", [rjobs.store.scripts.MoveRequest("a}b:c", "processing")])
-    assert q.runner.run(call)[0].startswith("RJ_INVALID")
-    claim = q.scripts.claim("w", 1, 30_000).script
+    call = q.backend.scripts.transition("x", [rjobs.store.scripts.MoveRequest("a}b:c", "processing")])
+    assert q.backend.run(call)[0].startswith("RJ_INVALID")
+    claim = q.backend.scripts.claim("w", 1, 30_000).script
     redis_sync.script_load(claim.source)
     with pytest.raises(redis.ResponseError, match="RJ_INVALID"):
         redis_sync.evalsha(
@@ -290,7 +290,7 @@ def test_task_machine_claim_walks_assigned_then_in_progress(url: str, redis_sync
         pending = q.enqueue("summarize", {"text": "..."}, hold=True)
         assert pending.status == "pending"
         q.transition(pending.id, "queued")
-        claimed = q.runner.run(q.scripts.claim("agent_1", 5, 30_000)).jobs[0]
+        claimed = q.backend.run(q.backend.scripts.claim("agent_1", 5, 30_000)).jobs[0]
         job = q.get(claimed.id)
         assert job.status == "in_progress" and job.worker == "agent_1"
         assert [e.to_state for e in q.events(job.id)] == ["pending", "queued", "assigned", "in_progress"]
@@ -304,7 +304,7 @@ def test_redeclare_without_config_keeps_stored_options(url: str, redis_sync: red
         assert first.declare() == "created"
     with SyncQueue("opts", url) as second:  # defaults: must adopt, not reset
         assert second.declare() == "same"
-        assert second.plans.config.retention == keep and second.plans.config.max_payload == 1000
+        assert second.config.retention == keep and second.config.max_payload == 1000
         with pytest.raises(ValidationError):
             second.enqueue("t", "x" * 2000)
     assert redis_sync.hget("rjobs:{opts}:machine", "opt:keep_success_ms") == b"5000"
@@ -367,7 +367,7 @@ def test_success_clears_an_earlier_attempts_error_and_events_carry_the_token(q: 
     retry = rjobs.store.scripts.MoveRequest(
         job_id, "scheduled", token=first.token, error=b'{"code":"x","message":"y"}', run_at_ms=-1
     )
-    assert q.runner.run(q.scripts.finish("w1", [retry])) == ["ok"]
+    assert q.backend.run(q.backend.scripts.finish("w1", [retry])) == ["ok"]
     scheduled = q.get(job_id)
     assert scheduled.error is not None and scheduled.scheduled_ms is not None
     assert scheduled.scheduled_ms - (scheduled.updated_ms or 0) <= 5, "relative run_at uses the server clock"
@@ -397,15 +397,15 @@ def test_a_forged_machine_table_is_refused_and_changes_nothing(
     strings are refused before anything is written, whether a raw EVALSHA sends them or they were
     put into the stored table by hand."""
     with SyncQueue("forged", url) as q:
-        call = q.scripts.declare_machine(q.machine, q.plans.config.redis_options(), True)
+        call = q.backend.scripts.declare_machine(q.machine, q.config.redis_options(), True)
         args = list(call.args)
         args[args.index(field) + 1] = bad
         before = keyspace_fingerprint(redis_sync)
         with pytest.raises(ValidationError, match="compiled machine"):
-            q.runner.run(Call(call.script, call.keys, args, call.decode))
+            q.backend.run(Call(call.script, call.keys, args, call.decode))
         assert keyspace_fingerprint(redis_sync) == before
         q.declare()
-        redis_sync.hset(q.keys.machine, field, bad)
+        redis_sync.hset(q.backend.keys.machine, field, bad)
         before = keyspace_fingerprint(redis_sync)
         with pytest.raises(ValidationError, match="compiled machine"):
             q.declare()

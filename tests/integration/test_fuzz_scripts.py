@@ -140,7 +140,7 @@ class State:
         if not by_state[JOB.delayed]:
             q.enqueue("t", delay=3600, dedupe_key="dk")
         if not by_state["processing"]:
-            for job in q.runner.run(q.scripts.claim("w1", 2, 60_000)).jobs:
+            for job in q.backend.run(q.backend.scripts.claim("w1", 2, 60_000)).jobs:
                 self.tokens[job.id] = job.token
         if not by_state[JOB.waiting] and by_state[JOB.ready]:
             q.enqueue("t", depends_on=[by_state[JOB.ready][0]])
@@ -184,7 +184,7 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
         return ["fuzzer", pick(ready), "7"]
     if name == "invalidate":
         return ["dk"]
-    call = st8.q.scripts.declare_machine(JOB, st8.q.plans.config.redis_options(), True)
+    call = st8.q.backend.scripts.declare_machine(JOB, st8.q.config.redis_options(), True)
     return [str(a) for a in call.args[1:]]
 
 

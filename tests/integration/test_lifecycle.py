@@ -37,7 +37,7 @@ def q(url: str) -> Iterator[SyncQueue]:
 
 
 def claim(q: SyncQueue, n: int = 1, worker: str = "w1") -> list[Any]:
-    return q.runner.run(q.scripts.claim(worker, n, 30_000)).jobs
+    return q.backend.run(q.backend.scripts.claim(worker, n, 30_000)).jobs
 
 
 def finish(q: SyncQueue, job: Any, result: Any = None) -> None:
@@ -51,7 +51,7 @@ def test_delay_then_automatic_promotion(q: SyncQueue, redis_sync: redis.Redis) -
     job = q.get(out.id)
     assert job.scheduled_ms is not None and job.scheduled_ms >= job.created_ms + 250
     assert claim(q) == [], "not due yet"
-    result = q.runner.run(q.scripts.claim("w1", 1, 30_000))
+    result = q.backend.run(q.backend.scripts.claim("w1", 1, 30_000))
     assert result.next_due_ms == job.scheduled_ms, "claim tells an idle worker when to wake"
     time.sleep(0.35)
     got = claim(q)
@@ -145,8 +145,8 @@ def test_review_then_approve_or_send_back(url: str) -> None:
         ids = [q.enqueue("t").id for _ in range(2)]
         held = {j.id: j for j in claim(q, 2, "agent_1")}  # type: ignore[arg-type]
         for job_id in ids:
-            q.runner.run(
-                q.scripts.finish(
+            q.backend.run(
+                q.backend.scripts.finish(
                     "agent_1", [MoveRequest(job_id, "review", token=held[job_id].token, msg="please check")]
                 )
             )
@@ -194,7 +194,7 @@ async def test_wait_blocks_on_the_stream(url: str) -> None:
 
         async def work() -> None:
             await anyio.sleep(0.2)
-            jobs = (await q.runner.run(q.scripts.claim("w", 2, 30_000))).jobs
+            jobs = (await q.backend.run(q.backend.scripts.claim("w", 2, 30_000))).jobs
             await q.complete(ok, {"answer": 42}, token=jobs[0].token)
             await q.fail(bad, {"code": "RATE_LIMIT", "message": "slow down"}, token=jobs[1].token)
 
@@ -218,7 +218,7 @@ async def test_wait_on_a_job_deleted_meanwhile_raises_not_found_within_a_second(
 
         async def delete() -> None:
             await anyio.sleep(0.1)
-            await q.client.delete(q.keys.job(job_id), q.keys.job_history(job_id))
+            await q.client.delete(q.backend.keys.job(job_id), q.backend.keys.job_history(job_id))
 
         started = time.monotonic()
         async with anyio.create_task_group() as tg:

@@ -70,7 +70,7 @@ class QueueModel(RuleBasedStateMachine):
             (j for j, v in self.jobs.items() if v["state"] == self.machine.ready),
             key=lambda j: (-int(self.jobs[j]["priority"]), int(self.jobs[j]["seq"])),
         )  # type: ignore[call-overload]
-        got = self.q.runner.run(self.q.scripts.claim("w", n, 60_000)).jobs
+        got = self.q.backend.run(self.q.backend.scripts.claim("w", n, 60_000)).jobs
         assert [j.id for j in got] == ready[:n], "claims follow priority, then FIFO"
         for j in got:
             v = self.jobs[j.id]

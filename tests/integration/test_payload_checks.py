@@ -63,7 +63,7 @@ async def test_params_that_cannot_be_decoded_fail_their_job_alone(queue: Queue, 
     ids = [(await queue.enqueue("ok", {"n": n})).id for n in range(10)]
     poisoned = ids[4]
     # Written around the client (which refuses it): ~2 KB of nesting, a RecursionError to decode.
-    redis_sync.hset(queue.keys.job(poisoned), "params", b"[" * 990 + b"]" * 990)
+    redis_sync.hset(queue.backend.keys.job(poisoned), "params", b"[" * 990 + b"]" * 990)
     worker = Worker(queue, functions={"ok": _ok}, concurrency=10, lease=5.0, burst=True)
     await worker.run()
     jobs = {i: await queue.get(i) for i in ids}

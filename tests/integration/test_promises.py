@@ -38,16 +38,16 @@ def q(url: str) -> Iterator[SyncQueue]:
 
 
 def claim(q: SyncQueue, n: int = 1, worker: str = "w1", lease_ms: int = 30_000) -> list[Any]:
-    return q.runner.run(q.scripts.claim(worker, n, lease_ms)).jobs
+    return q.backend.run(q.backend.scripts.claim(worker, n, lease_ms)).jobs
 
 
 def reap(q: SyncQueue) -> tuple[int, int, int]:
-    return q.runner.run(q.scripts.reap(1000, 3, 1000, 60_000))
+    return q.backend.run(q.backend.scripts.reap(1000, 3, 1000, 60_000))
 
 
 def expire_lease(r: redis.Redis, q: SyncQueue, job_id: str) -> None:
     """Make the job's lease due now (as if its holder stopped renewing it long ago)."""
-    r.zadd(q.keys.leases, {job_id: 1})
+    r.zadd(q.backend.keys.leases, {job_id: 1})
 
 
 # -- (2) enqueue_many never hides a partial commit ---------------------------------------------------
@@ -166,7 +166,7 @@ def test_a_manual_move_into_a_leased_state_takes_a_new_lease_and_token(q: SyncQu
     assert str(held.token) != first.token and lease_number(held.token) == lease_number(first.token) + 1
     assert held.lease_deadline_ms is not None and held.worker == "client"
     # the stale worker's heartbeat and finish are refused
-    assert q.runner.run(q.scripts.heartbeat("w1", 30_000, [(j, first.token)])) == ["lost"]
+    assert q.backend.run(q.backend.scripts.heartbeat("w1", 30_000, [(j, first.token)])) == ["lost"]
     before = keyspace_fingerprint(redis_sync)
     with pytest.raises(LeaseLost):
         q.complete(j, "stale", token=first.token)
@@ -242,7 +242,7 @@ def test_writes_to_a_leased_job_need_its_token_or_an_operator(q: SyncQueue, redi
     q.add_asset(j, "image", "s3://owner", user_id="alice")  # the owner may
     q.progress(j, 20, "fixing", operator=True, actor="ops-1")
     q.complete(j, "by hand", operator=True, actor="ops-1")
-    entries = job_history(redis_sync, q.keys.prefix, j)
+    entries = job_history(redis_sync, q.backend.keys.prefix, j)
     assert [e["op"] for e in entries if e["event"] in ("progress", "completed")] == ["1", "1"]
     assert entries[-1]["actor"] == "ops-1" and lease.token
     assert_indexes_consistent(redis_sync, "edges", JOB)
@@ -286,7 +286,9 @@ def test_review_approve_keeps_the_draft_and_send_back_is_held_under_a_lease(url:
     with SyncQueue("review", url, machine=TASK) as tq:
         j = tq.enqueue("t").id
         got = claim(tq)[0]
-        tq.runner.run(tq.scripts.finish("w1", [MoveRequest(j, "review", token=got.token, result=b'{"draft":1}')]))
+        tq.backend.run(
+            tq.backend.scripts.finish("w1", [MoveRequest(j, "review", token=got.token, result=b'{"draft":1}')])
+        )
         # the reviewer sends it back to a named assignee, under a lease that assignee holds
         with tq.hold(j, state="in_progress", lease=60, actor="bob") as held:
             assert tq.get(j).worker == "bob" and held.token != got.token
@@ -299,7 +301,7 @@ def test_review_approve_keeps_the_draft_and_send_back_is_held_under_a_lease(url:
 # -- (11) no enqueue ever overwrites a job -------------------------------------------------------------
 def test_a_generated_id_never_overwrites_an_explicit_one(q: SyncQueue, redis_sync: redis.Redis) -> None:
     q.enqueue("warm")
-    seq = int(redis_sync.get(q.keys.seq) or 0)
+    seq = int(redis_sync.get(q.backend.keys.seq) or 0)
     now = int(redis_sync.time()[0]) * 1000
     # explicit ids equal to what the server will generate next (the squatting call itself takes
     # 3,000 sequence numbers), for every millisecond around now

@@ -54,7 +54,7 @@ async def reaping(queue: Queue) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
-            await queue.runner.run(queue.scripts.reap(100, 3, 0, 5000))
+            await queue.backend.run(queue.backend.scripts.reap(100, 3, 0, 5000))
             await anyio.sleep(0.05)
 
     await queue.declare()
@@ -65,7 +65,7 @@ async def reaping(queue: Queue) -> AsyncIterator[None]:
 
 
 def job_events(r: redis.Redis, q: Queue, job_id: str) -> list[dict[str, str]]:
-    return job_history(r, q.keys.prefix, job_id)
+    return job_history(r, q.backend.keys.prefix, job_id)
 
 
 def to_states(events: list[dict[str, str]]) -> list[str]:
@@ -82,7 +82,7 @@ async def test_async_job_completes_with_history(queue: Queue, redis_sync: redis.
         out = await queue.wait((await queue.enqueue("add", {"a": 2, "b": 3})).id, timeout=10)
     token = out.output["token"]
     assert out.success and out.output == {"sum": 5, "attempt": 1, "token": token} and lease_number(token) == 1
-    h = redis_sync.hgetall(queue.keys.job(out.job_id))
+    h = redis_sync.hgetall(queue.backend.keys.job(out.job_id))
     assert h[b"status"] == JOB.success.encode() and h[b"worker"] == w.worker_id.encode()
     assert msgspec.json.decode(h[b"result"]) == out.output and h[b"progress"] == b"100"
     events = job_events(redis_sync, queue, out.job_id)
@@ -283,17 +283,17 @@ async def test_context_writes_are_fenced_and_recorded(queue: Queue, redis_sync: 
 async def test_stale_token_writes_nothing(queue: Queue, redis_sync: redis.Redis) -> None:
     await queue.declare()
     j = await queue.enqueue("x", None, max_attempts=3)
-    first = await queue.runner.run(queue.scripts.claim("w1", 1, 100))
+    first = await queue.backend.run(queue.backend.scripts.claim("w1", 1, 100))
     await anyio.sleep(0.15)  # let the 100 ms lease expire, then reap and re-claim it
-    assert (await queue.runner.run(queue.scripts.reap(10, 3, 0, 5000)))[0] == 1
-    second = await queue.runner.run(queue.scripts.claim("w2", 1, 5000))
+    assert (await queue.backend.run(queue.backend.scripts.reap(10, 3, 0, 5000)))[0] == 1
+    second = await queue.backend.run(queue.backend.scripts.claim("w2", 1, 5000))
     stale, current = first.jobs[0], second.jobs[0]
     assert stale.id == current.id == j.id and stale.token != current.token
 
     pattern = f"rjobs:{{{queue.name}}}:job:*"
     before = keyspace_fingerprint(redis_sync, pattern)
     request = MoveRequest(j.id, JOB.success, token=stale.token, result=b"1")
-    outcomes = await queue.runner.run(queue.scripts.finish("w1", [request]))
+    outcomes = await queue.backend.run(queue.backend.scripts.finish("w1", [request]))
     assert isinstance(outcome_error(outcomes[0]), LeaseLost)
     writes = [
         lambda c: c.progress(50),

@@ -229,7 +229,7 @@ async def test_worker_cancelled_hands_back_running_jobs_and_jobs_no_slot_started
         j = await queue.get(jid)
         assert j.status == JOB.ready and j.attempt == 0, (jid, j.status, j.attempt)
     assert w.stats.handed_back == 4
-    assert redis_sync.zcard(queue.keys.leases) == 0
+    assert redis_sync.zcard(queue.backend.keys.leases) == 0
 
 
 async def test_a_job_stopped_before_its_slot_starts_it_is_handed_back_without_running(queue: Queue) -> None:
@@ -336,7 +336,7 @@ async def test_finisher_cancelled_with_a_batch_no_sender_took_keeps_it_for_flush
     queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await queue.enqueue("t", None)
-    claim = await queue.runner.run(queue.scripts.claim("w1", 1, 30_000))
+    claim = await queue.backend.run(queue.backend.scripts.claim("w1", 1, 30_000))
     (claimed,) = claim.jobs
     book = LeaseBook(WorkerStats())
     held = Held(0, claimed, safe_until=time.monotonic() + 30)

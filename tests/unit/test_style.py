@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TREES = ["rjobs", "tests", "benchmarks"]
+TREES = ["rjobs", "tests", "benchmarks", "scripts"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -148,13 +148,13 @@ async def test_many_waits_share_one_blocking_reader_on_fakeredis() -> None:
         for job_id in ids:
             tg.start_soon(wait, job_id)
         await anyio.sleep(0.3)
-        assert q.waits.reading and len(results) == 0
+        assert q._waits.reading and len(results) == 0
         cancelled = time.monotonic()
         await q.bulk_cancel(ids)
     assert time.monotonic() - cancelled < 0.6
     assert len(results) == 100 and {r.status for r in results.values()} == {"cancelled"}
     await q.close()
-    assert not q.waits.reading
+    assert not q._waits.reading
 
 
 def test_sync_wait_on_fakeredis() -> None:
@@ -195,8 +195,8 @@ async def test_every_shipped_script_runs_on_fakeredis() -> None:
     cancelled = (await q.enqueue("always_broken")).id
     await q.cancel(cancelled)
     await q.retry(cancelled)
-    await q.runner.run(q.scripts.heartbeat("w", 1000, []))
-    await q.runner.run(q.scripts.reap(10, 3, 10, 60_000))
+    await q.backend.run(q.backend.scripts.heartbeat("w", 1000, []))
+    await q.backend.run(q.backend.scripts.reap(10, 3, 10, 60_000))
     # fakeredis cannot read a shebang: it runs the legacy copies
     loaded = await q.client.script_exists(*[load_script(n).legacy_sha for n in script_names()])
     assert dict(zip(script_names(), loaded)) == dict.fromkeys(script_names(), True)

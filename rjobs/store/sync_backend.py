@@ -1,0 +1,94 @@
+# Generated from rjobs/store/backend.py by scripts/unasync.py: edit the source, then run the script.
+"""The queue as a worker sees it: the few operations that drive jobs (claim, heartbeat, finish,
+review, reap) on one queue, each one script call sent over the queue's transport.
+
+A :class:`SyncBackend` belongs to a :class:`rjobs.SyncQueue` (``queue.backend``); the worker, a manual
+hold and tools that drive jobs by hand use it instead of reaching into the queue. It holds no
+state of its own beyond what it is given: the queue's identity, its scripts and its runner.
+
+This module is the blocking twin of :mod:`rjobs.store.backend`, generated from it by
+``scripts/unasync.py``: edit that file, then run the script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from rjobs.statemachine import StateMachine
+from rjobs.store.keys import QueueKeys
+from rjobs.store.scripts import Call, ClaimResult, Cmd, MoveRequest, Op, Scripts
+from rjobs.store.sync_transport import SyncRunner
+
+__all__ = ["HEARTBEAT_CHUNK", "SyncBackend"]
+
+T = TypeVar("T")
+#: Jobs per heartbeat call (the script's limit): a longer list is sent as several calls.
+HEARTBEAT_CHUNK = 10_000
+
+
+class SyncBackend:
+    """The job-driving operations of one queue. Every method is one round trip (the heartbeat
+    of more than :data:`HEARTBEAT_CHUNK` jobs, several); script errors raise their typed
+    :mod:`rjobs.errors` exception, per-job outcomes are returned as the scripts' outcome strings
+    (see :func:`rjobs.store.scripts.outcome_error`)."""
+
+    def __init__(self, name: str, machine: StateMachine, scripts: Scripts, runner: SyncRunner) -> None:
+        self.name = name
+        self.machine = machine
+        self.scripts = scripts
+        self.keys: QueueKeys = scripts.keys
+        self.runner = runner
+
+    def run(self, call: Call[T]) -> T:
+        """Send one script call (exactly once)."""
+        return self.runner.run(call)
+
+    def run_many(self, ops: Sequence[Op]) -> list[Any]:
+        """Send ops in one round trip; each result is its value or its exception (not raised)."""
+        return self.runner.run_many(ops)
+
+    def command(self, cmd: Cmd) -> Any:
+        """Send one plain (idempotent) command."""
+        return self.runner.command(cmd)
+
+    def server_time(self) -> Any:
+        """The server's ``TIME`` reply (seconds, microseconds)."""
+        return self.runner.command(Cmd(("TIME",)))
+
+    def claim(self, worker_id: str, max_jobs: int, lease_ms: int) -> ClaimResult:
+        """Promote due delayed jobs and lease up to ``max_jobs`` ready ones to ``worker_id``."""
+        return self.runner.run(self.scripts.claim(worker_id, max_jobs, lease_ms))
+
+    def heartbeat(
+        self, holder: str, lease_ms: int, pairs: Sequence[tuple[str, str]], register: bool = True
+    ) -> list[str]:
+        """Renew the leases of ``(job id, token)`` pairs for ``lease_ms``: per job ``'ok'``,
+        ``'cancel'`` (cancelled while held) or ``'lost'``. ``register`` lists the holder as a live
+        worker (a worker does, a manual holder does not)."""
+        replies: list[str] = []
+        for i in range(0, max(len(pairs), 1), HEARTBEAT_CHUNK):
+            call = self.scripts.heartbeat(holder, lease_ms, pairs[i : i + HEARTBEAT_CHUNK], register)
+            chunk: list[str] = self.runner.run(call)
+            replies.extend(chunk)
+        return replies
+
+    def finish(self, worker_id: str, requests: Sequence[MoveRequest]) -> list[str]:
+        """Write fenced outcomes (each request carries its lease token); one outcome per request."""
+        return self.runner.run(self.scripts.finish(worker_id, requests))
+
+    def review(self, worker_id: str, job_id: str, token: str, result: bytes = b"", note: str = "") -> str:
+        """Hand a held job to the machine's review state (``result``: a draft, left out: keep the
+        stored one) -> the script's outcome for it."""
+        state = self.machine.review
+        if state is None:
+            raise ValueError(f"machine {self.machine.name!r} has no review state")
+        request = MoveRequest(job_id, state, token=token, result=result, msg=note)
+        return (self.finish(worker_id, [request]))[0]
+
+    def reap(self, limit: int, max_lease_losses: int, purge: int, worker_ttl_ms: int) -> list[Any]:
+        """Recover expired leases and purge finished jobs past retention, with the server's
+        ``TIME`` in the same round trip: ``[(requeued, failed, purged), time]``, each item its
+        value or its exception (not raised)."""
+        call = self.scripts.reap(limit, max_lease_losses, purge, worker_ttl_ms)
+        return self.runner.run_many([call, Cmd(("TIME",))])
