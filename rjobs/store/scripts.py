@@ -106,13 +106,15 @@ class Cmd(msgspec.Struct, frozen=True):
 Op = Call[Any] | Cmd
 
 
-class EnqueueSpec(msgspec.Struct, frozen=True):
-    """One job for enqueue.lua, already validated and encoded by the client."""
+class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One job for enqueue.lua, already validated and encoded by the client. The fields are in
+    ARGV order: :meth:`args` sends them as declared (``depends_on`` as its count, then the ids),
+    and enqueue.lua names the same offsets at its top (a unit test holds the three together)."""
 
+    job_id: str = ""
     type: str
     params: bytes
     priority: int
-    job_id: str = ""
     user_id: str = ""
     run_at_ms: int = 0
     delay_ms: int = 0
@@ -125,7 +127,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True):
     depends_on: tuple[str, ...] = ()
 
     def args(self) -> list[Arg]:
-        """The record's ARGV fields, in enqueue.lua's order."""
+        """The record's ARGV fields, in declaration order."""
         return [
             self.job_id,
             self.type,

@@ -4,7 +4,7 @@ and the two cheap signals the hot path uses: :class:`Flag` (read by job threads)
 
 These objects are made once per job or signalled several times per job, so they are plain
 ``__slots__`` classes over asyncio primitives: a dataclass with an ``anyio.Event`` or a
-``threading.Event`` in it cost several microseconds of a no-op job's worker CPU
+``threading.Event`` in it was a measurable share of a no-op job's worker CPU
 (benchmarks/README.md, "What limits the rest"). The worker runs on asyncio only.
 """
 

@@ -299,7 +299,8 @@ class Worker:
                 return claimed, True, due
             sent = anyio.current_time()
             # Shielded: a claim that ran must be seen, or its jobs would sit leased to nobody. One
-            # scope with its own deadline (shield and fail_after as two scopes cost ~9 µs more).
+            # scope with its own deadline, rather than a shield inside a fail_after: one scope less
+            # on the hot path.
             with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:
                 result = await served.queue.backend.claim(self.worker_id, want, int(self.lease * 1000))
             if bounded.cancelled_caught:

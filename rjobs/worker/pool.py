@@ -2,8 +2,8 @@
 group, that take claimed jobs from a local backlog and run them one after another, each job under
 its own cancel scope (:meth:`rjobs.worker.execution.JobRunner.execute`).
 
-Why not one task per job: spawning an anyio task per claimed job was ~21 us of a no-op job's worker
-CPU, a quarter of it at c=100 (benchmarks/README.md). A slot costs a future and one wake-up per job.
+Why not one task per job: spawning an anyio task per claimed job was a large share of a no-op
+job's worker CPU (benchmarks/README.md); a slot costs a future and one wake-up per job.
 
 The backlog never outgrows the idle slots: the worker claims at most :attr:`JobSlots.free` jobs
 (``concurrency`` minus the claimed jobs whose function has not ended), so every submitted job has an

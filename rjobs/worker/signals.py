@@ -12,7 +12,7 @@ __all__ = ["Flag", "Pulse", "scope_factory"]
 
 def scope_factory() -> Callable[[], anyio.CancelScope]:
     """The running backend's cancel scope class, to make one per job without ``anyio.CancelScope()``
-    looking the backend up on every call (0.7 of its 1 us). Call it inside the event loop."""
+    looking the backend up on every call (most of its cost). Call it inside the event loop."""
     return type(anyio.CancelScope())
 
 

@@ -19,7 +19,7 @@ S = Scripts(QueueKeys("q"))
 #: One sample call per script, built by its typed wrapper.
 SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "declare_machine": lambda: S.declare_machine(JOB, {}),
-    "enqueue": lambda: S.enqueue("me", [EnqueueSpec("t", b"{}", 5)]),
+    "enqueue": lambda: S.enqueue("me", [EnqueueSpec(type="t", params=b"{}", priority=5)]),
     "claim": lambda: S.claim("w", 1, 1000),
     "heartbeat": lambda: S.heartbeat("w", 1000, [("j", "1")]),
     "transition": lambda: S.transition("me", [MoveRequest("j", "queued")]),
@@ -153,3 +153,55 @@ def test_no_script_shadows_a_shared_local() -> None:
         declared = re.findall(r"^\s*local ([\w, ]+?)\s*=", text, re.MULTILINE) + re.findall(r"\bfor ([\w, ]+) in", text)
         clashes = {n.strip() for names in declared for n in names.split(",")} & shared
         assert not clashes, f"{name}.lua declares locals that hide shared ones: {clashes}"
+
+
+#: enqueue.lua's offset names for the fields of rjobs.store.scripts.EnqueueSpec
+_ENQUEUE_OFFSETS = {
+    "ID": "job_id",
+    "TYPE": "type",
+    "PARAMS": "params",
+    "PRIORITY": "priority",
+    "USER": "user_id",
+    "RUN_AT": "run_at_ms",
+    "DELAY": "delay_ms",
+    "MAX_ATTEMPTS": "max_attempts",
+    "DEDUPE_KEY": "dedupe_key",
+    "DEDUPE": "dedupe_policy",
+    "CANCEL_RUNNING": "cancel_running",
+    "ON_DEP_FAILURE": "on_dep_failure",
+    "HOLD": "hold",
+    "NDEPS": "depends_on",
+}
+
+
+def test_enqueue_record_is_one_definition() -> None:
+    """EnqueueSpec's declaration order is the ARGV order: args() sends the fields as declared,
+    and enqueue.lua's named offsets point at the same fields."""
+    fields = EnqueueSpec.__struct_fields__
+    spec = EnqueueSpec(
+        job_id="j",
+        type="t",
+        params=b"p",
+        priority=7,
+        user_id="u",
+        run_at_ms=11,
+        delay_ms=12,
+        max_attempts=13,
+        dedupe_key="k",
+        dedupe_policy="replace",
+        cancel_running=True,
+        on_dep_failure="cancel",
+        hold=True,
+        depends_on=("d1", "d2"),
+    )
+    sent = spec.args()
+    expected = [
+        int(v) if isinstance(v, bool) else len(v) if isinstance(v, tuple) else v
+        for v in (getattr(spec, f) for f in fields)
+    ]
+    assert sent == [*expected, "d1", "d2"]
+    text = (resources.files("rjobs") / "lua" / "enqueue.lua").read_text()
+    names, values = re.search(r"^local (ID, [\w,\s]+?) = ([\d,\s]+)$", text, re.MULTILINE).groups()  # type: ignore[union-attr]
+    offsets = dict(zip((n.strip() for n in names.split(",")), (int(v) for v in values.split(","))))
+    assert {_ENQUEUE_OFFSETS[n]: i for n, i in offsets.items()} == {f: i for i, f in enumerate(fields)}
+    assert f"local FIELDS = {len(fields)}" in text
