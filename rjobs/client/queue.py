@@ -41,9 +41,8 @@ class Queue:
     Sentinel URL (:mod:`rjobs.store.clients`). ``machine`` is declared in Redis on first use; a
     different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
 
-    Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded in history when a call
-    names none), ``client`` (the redis client) and ``backend`` (the job-driving operations a
-    worker uses, :class:`rjobs.store.backend.Backend`).
+    Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded when a call names none),
+    ``client`` and ``backend`` (what a worker drives jobs with, :class:`rjobs.store.backend.Backend`).
     """
 
     def __init__(
@@ -75,8 +74,7 @@ class Queue:
 
     async def _drive(self, plan: Plan[T]) -> T:
         if not self._declared:
-            await drive_async(self._runner, self._plans.declare(self._explicit_config))
-            self._declared = True
+            await self.declare()
         return await drive_async(self._runner, plan)
 
     async def _read(self, plan: Plan[T]) -> T:
@@ -384,11 +382,9 @@ class Queue:
         heartbeat: float | None = None,
     ) -> Hold:
         """Hold a job by hand: ``async with q.hold(job_id, lease=600) as held:`` moves it into its first
-        leased state (or ``state``) under a lease of ``lease`` seconds and a new token, renews the
-        lease every ``heartbeat`` seconds (default ``lease / 3``) while the block runs, and ends it
-        with fenced writes (``held.complete(...)``, ``held.fail(...)``, ``held.progress(...)``...).
-        See :mod:`rjobs.client.hold` for what happens when the block raises, returns without an outcome,
-        or loses the lease."""
+        leased state (or ``state``) under a new token, renews the lease every ``heartbeat`` seconds
+        (default ``lease / 3``) and ends it with fenced writes (``held.complete(...)``...); the rest
+        (a block that raises, ends without an outcome, or loses the lease) in :mod:`rjobs.client.hold`."""
         return Hold(self, job_id, state, lease, actor, heartbeat)
 
     async def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:

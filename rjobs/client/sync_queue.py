@@ -42,9 +42,8 @@ class SyncQueue:
     Sentinel URL (:mod:`rjobs.store.clients`). ``machine`` is declared in Redis on first use; a
     different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
 
-    Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded in history when a call
-    names none), ``client`` (the redis client) and ``backend`` (the job-driving operations a
-    worker uses, :class:`rjobs.store.sync_backend.SyncBackend`).
+    Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded when a call names none),
+    ``client`` and ``backend`` (what a worker drives jobs with, :class:`rjobs.store.sync_backend.SyncBackend`).
     """
 
     def __init__(
@@ -76,8 +75,7 @@ class SyncQueue:
 
     def _drive(self, plan: Plan[T]) -> T:
         if not self._declared:
-            drive_sync(self._runner, self._plans.declare(self._explicit_config))
-            self._declared = True
+            self.declare()
         return drive_sync(self._runner, plan)
 
     def _read(self, plan: Plan[T]) -> T:
@@ -379,11 +377,9 @@ class SyncQueue:
         heartbeat: float | None = None,
     ) -> SyncHold:
         """SyncHold a job by hand: ``with q.hold(job_id, lease=600) as held:`` moves it into its first
-        leased state (or ``state``) under a lease of ``lease`` seconds and a new token, renews the
-        lease every ``heartbeat`` seconds (default ``lease / 3``) while the block runs, and ends it
-        with fenced writes (``held.complete(...)``, ``held.fail(...)``, ``held.progress(...)``...).
-        See :mod:`rjobs.client.sync_hold` for what happens when the block raises, returns without an outcome,
-        or loses the lease."""
+        leased state (or ``state``) under a new token, renews the lease every ``heartbeat`` seconds
+        (default ``lease / 3``) and ends it with fenced writes (``held.complete(...)``...); the rest
+        (a block that raises, ends without an outcome, or loses the lease) in :mod:`rjobs.client.sync_hold`."""
         return SyncHold(self, job_id, state, lease, actor, heartbeat)
 
     def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
