@@ -1,11 +1,9 @@
-"""One job a worker holds (:class:`Held`), where it is in its life on the worker (:class:`HeldState`),
-and the two cheap signals the hot path uses: :class:`Flag` (read by job threads) and :class:`Pulse`
-(wakes tasks in the loop).
+"""One job a worker holds (:class:`Held`) and where it is in its life on the worker
+(:class:`HeldState`); its cancel flag is a :class:`rjobs.worker.signals.Flag`.
 
-These objects are made once per job or signalled several times per job, so they are plain
-``__slots__`` classes over asyncio primitives: a dataclass with an ``anyio.Event`` or a
-``threading.Event`` in it was a measurable share of a no-op job's worker CPU
-(benchmarks/README.md, "What limits the rest"). The worker runs on asyncio only.
+One is made per job, so it is a plain ``__slots__`` class: a dataclass holding an event object
+was a measurable share of a no-op job's worker CPU (benchmarks/README.md, "What limits the
+rest").
 """
 
 from __future__ import annotations

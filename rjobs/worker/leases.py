@@ -1,6 +1,6 @@
-"""Lease bookkeeping of one worker: which jobs it holds under which fencing token, the heartbeat
-that keeps those leases alive, the wait for new ones, and the reaper that recovers the leases dead
-workers left behind.
+"""Lease bookkeeping of one worker: which jobs it holds under which fencing token, and the heartbeat
+that keeps those leases alive (the reaper that recovers the leases dead workers left behind is
+rjobs.worker.reaper).
 
 Heartbeat under load — the decision
 -----------------------------------
