@@ -27,6 +27,7 @@ FILES = {
     "rjobs/store/backend.py": "rjobs/store/sync_backend.py",
     "rjobs/client/queue.py": "rjobs/client/sync_queue.py",
     "rjobs/client/hold.py": "rjobs/client/sync_hold.py",
+    "rjobs/store/cluster.py": "rjobs/store/sync_cluster.py",
 }
 
 #: whole-word swaps (identifiers and dotted module paths)
@@ -35,6 +36,10 @@ NAMES = {
     "rjobs.store.backend": "rjobs.store.sync_backend",
     "rjobs.client.queue": "rjobs.client.sync_queue",
     "rjobs.client.hold": "rjobs.client.sync_hold",
+    "rjobs.store.cluster": "rjobs.store.sync_cluster",
+    "ClusterRunner": "SyncClusterRunner",
+    "node_client_async": "node_client_sync",
+    "nap_async": "nap_sync",
     "AsyncRunner": "SyncRunner",
     "Backend": "SyncBackend",
     "Queue": "SyncQueue",

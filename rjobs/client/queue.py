@@ -26,7 +26,8 @@ from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome
 from rjobs.statemachine import StateMachine
 from rjobs.store.backend import Backend
 from rjobs.store.clients import async_client, close_async, resolve_url
-from rjobs.store.transport import AsyncRunner, Plan, drive_async
+from rjobs.store.cluster import runner_for
+from rjobs.store.transport import Plan, drive_async
 
 __all__ = ["Queue"]
 
@@ -62,7 +63,7 @@ class Queue:
         self.actor: str = self._plans.actor
         self._own_client = client is None
         self.client: aredis.Redis = client if client is not None else async_client(resolve_url(url))
-        self._runner = AsyncRunner(self.client)
+        self._runner = runner_for(self.client, self._plans.keys.machine)
         self.backend = Backend(name, machine, self._plans.scripts, self._runner)
         self._waits = Waits(self._runner, self._plans)
         self._declared = False
@@ -92,8 +93,7 @@ class Queue:
         return result
 
     async def close(self) -> None:
-        """Stop this queue's wait reader (pending waits fail) and close its connections, and the
-        client if this queue created it."""
+        """Stop the wait reader (pending waits fail), close the connections (the client if made here)."""
         await self._waits.aclose()
         self._runner.close()
         if self._own_client:

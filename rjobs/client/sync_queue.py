@@ -27,7 +27,8 @@ from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import close_sync, resolve_url, sync_client
 from rjobs.store.sync_backend import SyncBackend
-from rjobs.store.sync_transport import Plan, SyncRunner, drive_sync
+from rjobs.store.sync_cluster import runner_for
+from rjobs.store.sync_transport import Plan, drive_sync
 
 __all__ = ["SyncQueue"]
 
@@ -63,7 +64,7 @@ class SyncQueue:
         self.actor: str = self._plans.actor
         self._own_client = client is None
         self.client: redis.Redis = client if client is not None else sync_client(resolve_url(url))
-        self._runner = SyncRunner(self.client)
+        self._runner = runner_for(self.client, self._plans.keys.machine)
         self.backend = SyncBackend(name, machine, self._plans.scripts, self._runner)
         self._waits = SyncWaits(self._runner, self._plans)
         self._declared = False

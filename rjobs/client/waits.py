@@ -40,14 +40,16 @@ from redis.exceptions import ResponseError
 
 from rjobs.client.queries import WAIT_BLOCK_MS, WAIT_COUNT, WAIT_RECHECK, ReadPlans, stream_entries
 from rjobs.errors import JobNotFound, RjobsError, WaitTimeout
+from rjobs.store.cluster import redirect_of
 from rjobs.store.connection import LinkSettings, LoopLinks
 from rjobs.store.scripts import Cmd
-from rjobs.store.sync_transport import SyncRunner, drive_sync
+from rjobs.store.sync_transport import Runner as SyncRunner
+from rjobs.store.sync_transport import drive_sync
 from rjobs.store.wire import parse_reply
 
 if TYPE_CHECKING:
     from rjobs.models import JobOutcome
-    from rjobs.store.transport import AsyncRunner
+    from rjobs.store.transport import Runner
 
 __all__ = ["SyncWaits", "Waits"]
 
@@ -178,6 +180,15 @@ class _Reader:
                         done = [jid for jid in plans.wait_finals(entries) if jid in self.waiters]
                         if done:
                             await self._settle(done)
+                except ResponseError as exc:
+                    if redirect_of(exc) is None:
+                        raise
+                    # The queue's slot moved (a failover, a migration): a read through the runner
+                    # follows the cluster to the new owner, then the reader blocks there.
+                    await self.line.reset()
+                    await runner.command(plans.wait_position())
+                    self.line = _Line(runner.client)
+                    next_check = 0.0
                 except _DOWN as exc:
                     failures += 1
                     log.warning("wait reader: %s: %s (reconnecting)", type(exc).__name__, exc)
@@ -226,7 +237,7 @@ class Waits:
     #: Seconds without waiters after which the reader stops and closes its connection.
     idle_stop = 5.0
 
-    def __init__(self, runner: AsyncRunner, plans: ReadPlans) -> None:
+    def __init__(self, runner: Runner, plans: ReadPlans) -> None:
         self.runner = runner
         self.plans = plans
         self._reader: _Reader | None = None

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from rjobs.statemachine import StateMachine
 from rjobs.store.keys import QueueKeys
 from rjobs.store.scripts import Call, ClaimResult, Cmd, MoveRequest, Op, Scripts
-from rjobs.store.transport import AsyncRunner
+from rjobs.store.transport import Runner
 
 __all__ = ["HEARTBEAT_CHUNK", "Backend"]
 
@@ -32,7 +32,7 @@ class Backend:
     :mod:`rjobs.errors` exception, per-job outcomes are returned as the scripts' outcome strings
     (see :func:`rjobs.store.scripts.outcome_error`)."""
 
-    def __init__(self, name: str, machine: StateMachine, scripts: Scripts, runner: AsyncRunner) -> None:
+    def __init__(self, name: str, machine: StateMachine, scripts: Scripts, runner: Runner) -> None:
         self.name = name
         self.machine = machine
         self.scripts = scripts

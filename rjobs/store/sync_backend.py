@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from rjobs.statemachine import StateMachine
 from rjobs.store.keys import QueueKeys
 from rjobs.store.scripts import Call, ClaimResult, Cmd, MoveRequest, Op, Scripts
-from rjobs.store.sync_transport import SyncRunner
+from rjobs.store.sync_transport import Runner
 
 __all__ = ["HEARTBEAT_CHUNK", "SyncBackend"]
 
@@ -33,7 +33,7 @@ class SyncBackend:
     :mod:`rjobs.errors` exception, per-job outcomes are returned as the scripts' outcome strings
     (see :func:`rjobs.store.scripts.outcome_error`)."""
 
-    def __init__(self, name: str, machine: StateMachine, scripts: Scripts, runner: SyncRunner) -> None:
+    def __init__(self, name: str, machine: StateMachine, scripts: Scripts, runner: Runner) -> None:
         self.name = name
         self.machine = machine
         self.scripts = scripts

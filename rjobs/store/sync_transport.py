@@ -17,7 +17,7 @@ This module is the blocking twin of :mod:`rjobs.store.transport`, generated from
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import hiredis
 import redis
@@ -41,9 +41,30 @@ from rjobs.store.exchange import (
 from rjobs.store.scripts import Call, Cmd, Op
 from rjobs.store.wire import SyncPoolGate, blocks, fresh_sync, legacy_lua, pack, parse_reply, settled_sync, wire
 
-__all__ = ["Plan", "SyncRunner", "drive_sync"]
+__all__ = ["Plan", "Runner", "SyncRunner", "drive_sync"]
 
 T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """What sends a queue's operations: :class:`SyncRunner` for one server, or
+    :class:`rjobs.store.sync_cluster.SyncClusterRunner` for the master that owns the queue's slot."""
+
+    @property
+    def client(self) -> Any:
+        """The redis client of the server the operations go to (blocking reads use it)."""
+
+    def run(self, op: Call[T]) -> T:
+        """Send one script call exactly once; a Lua error code raises its exception."""
+
+    def command(self, cmd: Cmd) -> Any:
+        """Send one plain (idempotent) command; its reply parsed as redis-py parses it."""
+
+    def run_many(self, ops: Sequence[Op]) -> list[Any]:
+        """Send ops in one round trip; each result is the decoded reply or the exception."""
+
+    def close(self) -> None:
+        """Close the connections the runner made itself."""
 
 
 class SyncRunner:
@@ -157,7 +178,7 @@ class SyncRunner:
         self._links.close()
 
 
-def drive_sync(runner: SyncRunner, plan: Plan[T]) -> T:
+def drive_sync(runner: Runner, plan: Plan[T]) -> T:
     """Run a plan: each op it yields is sent (a list of ops in one round trip) and its result sent
     back into the plan; the error of a single op (an rjobs error, or a redis-py error reply of a
     plain command) and a refused read of a round trip are thrown into the plan."""

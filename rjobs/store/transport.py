@@ -16,7 +16,7 @@ This module is the async source of :mod:`rjobs.store.sync_transport`, generated 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import hiredis
 import redis
@@ -41,9 +41,30 @@ from rjobs.store.exchange import (
 from rjobs.store.scripts import Call, Cmd, Op
 from rjobs.store.wire import PoolGate, blocks, fresh_async, legacy_lua, pack, parse_reply, settled_async, wire
 
-__all__ = ["AsyncRunner", "Plan", "drive_async"]
+__all__ = ["AsyncRunner", "Plan", "Runner", "drive_async"]
 
 T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """What sends a queue's operations: :class:`AsyncRunner` for one server, or
+    :class:`rjobs.store.cluster.ClusterRunner` for the master that owns the queue's slot."""
+
+    @property
+    def client(self) -> Any:
+        """The redis client of the server the operations go to (blocking reads use it)."""
+
+    async def run(self, op: Call[T]) -> T:
+        """Send one script call exactly once; a Lua error code raises its exception."""
+
+    async def command(self, cmd: Cmd) -> Any:
+        """Send one plain (idempotent) command; its reply parsed as redis-py parses it."""
+
+    async def run_many(self, ops: Sequence[Op]) -> list[Any]:
+        """Send ops in one round trip; each result is the decoded reply or the exception."""
+
+    def close(self) -> None:
+        """Close the connections the runner made itself."""
 
 
 class AsyncRunner:
@@ -157,7 +178,7 @@ class AsyncRunner:
         self._links.close()
 
 
-async def drive_async(runner: AsyncRunner, plan: Plan[T]) -> T:
+async def drive_async(runner: Runner, plan: Plan[T]) -> T:
     """Run a plan: each op it yields is sent (a list of ops in one round trip) and its result sent
     back into the plan; the error of a single op (an rjobs error, or a redis-py error reply of a
     plain command) and a refused read of a round trip are thrown into the plan."""

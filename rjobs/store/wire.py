@@ -127,6 +127,16 @@ async def fresh_async(conn: Any) -> None:
         await conn.disconnect()
 
 
+async def nap_async(seconds: float) -> None:
+    """Sleep without blocking the event loop (a back-off between two tries)."""
+    await asyncio.sleep(seconds)
+
+
+def nap_sync(seconds: float) -> None:
+    """The blocking twin of :func:`nap_async`."""
+    time.sleep(seconds)
+
+
 async def settled_async(value: Any) -> Any:
     """A response callback's value (redis.asyncio has callbacks that return awaitables)."""
     return await value if inspect.isawaitable(value) else value

@@ -1,8 +1,12 @@
-"""How an idle worker waits for work without polling: a blocking pop of the queues' wake lists."""
+"""How an idle worker waits for work without polling: a blocking pop of the queues' wake lists.
+
+On Redis Cluster a BLPOP over keys of several slots is refused (CROSSSLOT) even when one node
+serves them all, so there each queue has its own line, to the node that owns its slot; when the
+slot moves, the line reconnects to the new owner."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -12,6 +16,8 @@ import redis.asyncio as aredis
 import redis.exceptions
 
 from rjobs.errors import server_refusal
+from rjobs.store.clients import is_cluster
+from rjobs.store.cluster import redirect_of
 from rjobs.store.connection import LinkSettings, LoopLinks
 
 if TYPE_CHECKING:
@@ -29,10 +35,12 @@ class Waker:
     worker at most its 1 s cap."""
 
     def __init__(self, queues: Sequence[Queue]) -> None:
-        groups: dict[int, tuple[aredis.Redis, list[str]]] = {}
+        groups: dict[tuple[int, str], tuple[Callable[[], aredis.Redis], list[str]]] = {}
         for q in queues:
-            groups.setdefault(id(q.client), (q.client, []))[1].append(q.backend.keys.wake)
-        self._groups = [_WakeLine(client, keys) for client, keys in groups.values()]
+            runner = q.backend.runner
+            group = (id(q.client), q.name if is_cluster(q.client) else "")
+            groups.setdefault(group, (lambda r=runner: r.client, []))[1].append(q.backend.keys.wake)  # type: ignore[misc]
+        self._groups = [_WakeLine(source, keys) for source, keys in groups.values()]
 
     async def wait(self, block: float) -> None:
         """Return when a wake token arrives or after ``block`` seconds."""
@@ -58,19 +66,24 @@ class _WakeLine:
     """The dedicated connection of one Redis client's wake lists: a lean :class:`Link` where the
     client allows one (the token then reaches the worker ~0.1 ms sooner), else a redis-py client."""
 
-    def __init__(self, client: aredis.Redis, keys: list[str]) -> None:
+    def __init__(self, source: Callable[[], aredis.Redis], keys: list[str]) -> None:
         self.keys = keys
-        settings = LinkSettings.of(client)
-        self._client = client.client() if settings is None else None
-        self._links = LoopLinks(settings)
+        self._source = source  # the client of the server that holds the keys (now)
+        self._client: aredis.Redis | None = None
+        self._links: LoopLinks | None = None
 
     async def blpop(self, block: float) -> None:
         timeout = max(0.001, round(block, 3))
+        if self._links is None:
+            client = self._source()
+            settings = LinkSettings.of(client)
+            self._client = client.client() if settings is None else None
+            self._links = LoopLinks(settings)
         if self._client is not None:
             try:
                 await self._client.blpop(self.keys, timeout=timeout)
             except (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError) as exc:
-                raise (server_refusal(exc) or exc) from None
+                await self._moved(exc)
             return
         link = self._links.here()
         assert link is not None
@@ -82,9 +95,18 @@ class _WakeLine:
             self._links.close()
             raise
         if isinstance(reply, redis.exceptions.ResponseError):
-            raise server_refusal(reply) or reply
+            await self._moved(reply)
+
+    async def _moved(self, exc: BaseException) -> None:
+        """A redirect ends the wait (the claim that follows finds the slot's new owner, and the
+        next wait connects there); any other refusal is raised."""
+        if redirect_of(exc) is None:
+            raise server_refusal(exc) or exc
+        await self.aclose()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-        self._links.close()
+        client, links, self._client, self._links = self._client, self._links, None, None
+        if client is not None:
+            await client.aclose()
+        if links is not None:
+            links.close()

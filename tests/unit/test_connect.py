@@ -1,4 +1,5 @@
-"""Sentinel URLs (rjobs.store.clients): parsing, and bad URLs as typed errors. No server needed."""
+"""Sentinel and cluster URLs (rjobs.store.clients): parsing, and bad URLs as typed errors; the
+cluster's redirect answers as rjobs.store.cluster reads them. No server needed."""
 
 from __future__ import annotations
 
@@ -6,8 +7,22 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
+from redis.exceptions import MovedError
+
 from rjobs import ValidationError
-from rjobs.store.clients import SentinelURL, async_client, is_sentinel_url, sync_client
+from rjobs.errors import ScriptError, ServerBusy
+from rjobs.store.clients import (
+    ClusterURL,
+    SentinelURL,
+    async_client,
+    cluster_addresses,
+    is_cluster,
+    is_cluster_url,
+    is_sentinel_url,
+    server_label,
+    sync_client,
+)
+from rjobs.store.cluster import redirect_of
 
 
 def test_hosts_service_db_and_credentials() -> None:
@@ -98,3 +113,50 @@ def test_server_labels_name_the_server_without_credentials(url: str, label: str)
 
     for client in (sync_client(url), async_client(url)):
         assert server_label(client) == label and "s3cret" not in server_label(client)
+
+
+def test_cluster_urls_name_nodes_credentials_and_tls_options() -> None:
+    u = ClusterURL("rediss+cluster://bob:s%40cret@10.0.0.1:7000,[::1],node-c/0?ssl_ca_certs=/ca.pem&socket_timeout=2")
+    assert u.hosts == [("10.0.0.1", 7000), ("::1", 6379), ("node-c", 6379)]
+    assert u.options == {"username": "bob", "password": "s@cret", "ssl_ca_certs": "/ca.pem", "socket_timeout": 2.0,
+                         "ssl": True}  # fmt: skip
+    assert ClusterURL("redis+cluster://h").options == {} and is_cluster_url("redis+cluster://h")
+    client = async_client("redis+cluster://127.0.0.1:1,127.0.0.1:2")  # connects on first use only
+    assert is_cluster(client) and cluster_addresses(client) == [("127.0.0.1", 1), ("127.0.0.1", 2)]
+    assert server_label(client) == "redis+cluster://127.0.0.1:1,127.0.0.1:2/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+cluster://h/1", "database 0 only"),
+        ("redis+cluster://h:port", "bad port"),
+        ("redis+cluster://h,,k", "empty host"),
+        ("redis+cluster://h?socket_timeout=soon", "must be a number"),
+        ("redis+cluster://h?ssl_ca_certs=/ca.pem", "unknown option"),  # TLS options need rediss+cluster
+        ("redis+cluster://h?retries=3", "unknown option"),
+    ],
+)
+def test_bad_cluster_urls_are_validation_errors(url: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        sync_client(url)
+    with pytest.raises(ValidationError, match=why):
+        async_client(url)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (redis.ResponseError("MOVED 3999 127.0.0.1:6381"), ("moved", ("127.0.0.1", 6381))),
+        (MovedError("3999 10.0.0.2:7001", status_code="MOVED"), ("moved", ("10.0.0.2", 7001))),
+        (ScriptError("ASK 12 [::1]:7002"), ("ask", ("::1", 7002))),
+        (ServerBusy("TRYAGAIN Multiple keys request during rehashing of slot"), ("wait", None)),
+        (ServerBusy("CLUSTERDOWN The cluster is down"), ("wait", None)),
+        (ScriptError("ERR Script attempted to access a non local key in a cluster node script"), ("wait", None)),
+        (ScriptError("ERR something else"), None),
+        (redis.ResponseError("CROSSSLOT Keys in request don't hash to the same slot"), None),
+        ("MOVED 1 h:1", None),  # a value, not an error reply
+    ],
+)
+def test_cluster_answers_are_read_from_the_error_reply(reply: object, expected: object) -> None:
+    assert redirect_of(reply) == expected
