@@ -94,8 +94,7 @@ class SyncQueue:
         return result
 
     def close(self) -> None:
-        """Stop this queue's wait reader (pending waits fail) and close its connections, and the
-        client if this queue created it."""
+        """Stop the wait reader (pending waits fail), close the connections (the client if made here)."""
         self._waits.close()
         self._runner.close()
         if self._own_client:

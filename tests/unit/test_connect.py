@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import redis
 import redis.asyncio as aredis
-
 from redis.exceptions import MovedError
 
 from rjobs import ValidationError
