@@ -12,6 +12,7 @@
 --          owner:<u>, dedupe:<k>, cache:<k>, wake (under the prefix)
 -- Returns  one outcome per request: 'ok' | 'already' | 'RJ_LEASE_LOST ...' | 'RJ_<CODE> ...'
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/checks.lua
@@ -19,5 +20,5 @@
 --!include lib/purge.lua
 --!include lib/apply.lua
 local err = init(KEYS, ARGV[1], true)
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 return apply_call(ARGV, true)

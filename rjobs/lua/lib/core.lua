@@ -1,11 +1,17 @@
--- lib/core.lua — included first by every script (rjobs/scripts.py expands the include lines).
+-- lib/core.lua — included by every script after lib/layout.lua (rjobs/store/scripts.py expands the
+-- include lines).
 -- Conventions every script follows (docs/design.md, "Decisions shared by the current wave"):
 --   ARGV[1] is the queue prefix "rjobs:{Q}:"; KEYS[1] must be prefix.."machine", KEYS[2]
 --   prefix.."events". Every other key is built from the prefix, so it shares the queue's hash tag.
 --   A script validates its arguments, reads everything it needs and decides every change in Lua
 --   memory (prepare, decide), and only then writes (lib/write.lua: commit): a refused call writes
 --   nothing, and on a cluster a key that migrated aborts the script before its first write.
---   Errors are returned as "RJ_<CODE> text", mapped to exceptions by rjobs/errors.py.
+--   Errors: every refusal is the text "RJ_<CODE> <detail>": CODE is one of the codes
+--   rjobs.errors.error_from_reply maps to an exception, detail is for people (for a few codes its
+--   first words are the exception's arguments: RJ_NOT_FOUND <id>, RJ_TRANSITION <from> <to> <id>,
+--   RJ_DEDUPE <holder> ...). A helper that refuses returns that text (a batch script reports it as
+--   one request's outcome); a script refuses the whole call with fail(code, detail), or fail(text)
+--   for a helper's text. Each script's contract lists the codes it can return ("Errors").
 -- Style, for cost: every call runs the whole script again, and every allocation (a table, a
 -- closure, a new field in a table) is a good share of a small call. So the shared state and the
 -- helpers are locals of the script (no table of functions to grow), each helper file is
@@ -14,17 +20,17 @@ local call = redis.call
 
 -- The call's state, set by init.
 local P, EVENTS_KEY, MACHINE_KEY, NOW, NOW_S, M  -- prefix, keys, server time (number, text), machine
+-- (M: the compiled machine's record, see lib/layout.lua: read_head)
 local CLUSTER = false  -- the client declared the queue's keys beyond the two fixed ones
 local KNOWN = false  -- on a cluster: the keys read (so served here), see lib/write.lua
 local JOBS, ORDER = {}, {}  -- loaded jobs by id, and in load order
 
--- The compiled machine, written by declare_machine.lua into two fields of the machine hash:
---   compiled:head   rj3|<qev>,<smax>|<max_payload>,<cache_ttl_ms>,<keep_success_ms>,
---                   <keep_partial_ms>,<keep_failure_ms>,<keep_cancelled_ms>|<9 role states>|<leased chain>|
---   compiled:edges  |#<state>|<from>><to>|...|  (every state, then its edges)
--- Roles in order: initial, ready, delayed, waiting, review, success, partial, failure, cancelled
--- ('' = none). The layout is defined once, in rjobs/scripts.py (COMPILED_OPTIONS, COMPILED_ROLES).
-local HEAD = '^rj3|([^,]*),([^|]*)|([^|]*)|([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^|]*)|([^|]+)|$'
+-- The call's error reply "RJ_<CODE> <detail>" (the convention above); fail(text) for a text a
+-- helper built.
+local function fail(code, detail)
+  if detail then return redis.error_reply(code .. ' ' .. detail) end
+  return redis.error_reply(code)
+end
 
 -- Check the keys, read the server time and the machine. with_edges: read the edges too (calls
 -- that check an edge anyway). Returns an error string, or nil.
@@ -39,10 +45,10 @@ local function init(keys, prefix, with_edges)
   local t = call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   NOW_S = string.format('%d', NOW)  -- formatted once: a number in a string costs a sprintf
-  local head, edges
+  local head, edges = nil, false
   if with_edges then
     local r = call('HMGET', keys[1], 'compiled:head', 'compiled:edges')
-    head, edges = r[1], r[2] or nil
+    head, edges = r[1], r[2]
   else
     head = call('HGET', keys[1], 'compiled:head')
   end
@@ -51,22 +57,20 @@ local function init(keys, prefix, with_edges)
     return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
       'declare the queue again (connect a Queue) to recompile it'
   end
-  local qev, smax, more, initial, ready, delayed, waiting, review, success, partial, failure, cancelled,
-    leased = string.match(head, HEAD)
-  if not leased then
+  M = read_head(head)  -- lib/layout.lua
+  if not M then
     return 'RJ_NO_MACHINE the stored machine was compiled by another rjobs version: ' ..
       'declare the queue again (connect a Queue) to recompile it'
   end
-  local final_role = {[success] = 'success', [failure] = 'failure', [cancelled] = 'cancelled'}
-  if partial ~= '' then final_role[partial] = 'partial' end
+  local leased = M.leased
+  local final_role = {[M.success] = 'success', [M.failure] = 'failure', [M.cancelled] = 'cancelled'}
+  if M.partial ~= '' then final_role[M.partial] = 'partial' end
   local is_leased, chain = {[leased] = true}, {leased}
   if string.find(leased, ',', 1, true) then
     is_leased, chain = {}, {}
     for st in string.gmatch(leased, '[^,]+') do is_leased[st] = true; chain[#chain + 1] = st end
   end
-  M = {leased = leased, chain = chain, is_leased = is_leased, final_role = final_role, qev = qev, smax = smax,
-    more = more, edges = edges, initial = initial, ready = ready, delayed = delayed, waiting = waiting,
-    review = review, success = success, partial = partial, failure = failure, cancelled = cancelled}
+  M.chain, M.is_leased, M.final_role, M.edges = chain, is_leased, final_role, edges
   return nil
 end
 

@@ -2,14 +2,12 @@
 -- that move jobs): the edges and options of the compiled machine, move(), and the dependents of a
 -- job that reached a final state. Nothing here writes; commit() does.
 
--- The options after the stream caps, as numbers: max_payload, cache_ttl_ms, keep[final role].
+-- The options after the event options, as numbers (lib/layout.lua: read_options), parsed on
+-- first use: max_payload, cache_ttl_ms, keep[final role].
 local function opt()
-  if not M.opt then
-    local mp, ttl, ks, kp, kf, kc = string.match(M.more, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
-    M.opt = {max_payload = tonumber(mp), cache_ttl_ms = tonumber(ttl), keep = {success = tonumber(ks),
-      partial = tonumber(kp), failure = tonumber(kf), cancelled = tonumber(kc)}}
-  end
-  return M.opt
+  local o = M.opt
+  if not o then o = read_options(M.more); M.opt = o end
+  return o
 end
 
 -- The table stored in Redis has the edge from -> to (a token '|from>to|' of the compiled machine;
