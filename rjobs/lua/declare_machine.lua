@@ -22,10 +22,13 @@ local machine_key, events_key = KEYS[1], KEYS[2]
 local prefix, fingerprint, write_options = ARGV[1], ARGV[2], ARGV[4]
 local nfields = type(ARGV[3]) == 'string' and string.find(ARGV[3], '^%d%d?%d?$') and tonumber(ARGV[3])
 local FIRST = 5  -- the first machine pair
--- The compiled head's layout (lib/layout.lua, generated from rjobs/store/layout.py): its version
--- tag, the roles in order, the options in order ({name, default, lowest, highest}), and how many
--- options come first.
-local VERSION, ROLES, OPTIONS, EVENT_OPTIONS = compiled_layout()
+-- The compiled head's layout (lib/layout.lua, generated from rjobs/store/layout.py): the roles in
+-- order, and the options in order as {name, default, lowest, highest}.
+local ROLES, OPTIONS = {}, {}
+for r in string.gmatch(LAYOUT_ROLES, '[^,]+') do ROLES[#ROLES + 1] = r end
+for name, d, lo, hi in string.gmatch(LAYOUT_OPTIONS, '([%w_]+):(%-?%d+):(%-?%d+):(%-?%d+)') do
+  OPTIONS[#OPTIONS + 1] = {name, tonumber(d), tonumber(lo), tonumber(hi)}
+end
 if type(prefix) ~= 'string' or not string.match(prefix, '^rjobs:{[%w_%.%-]+}:$') or
   machine_key ~= prefix .. 'machine' or events_key ~= prefix .. 'events' then
   return fail('RJ_INVALID', 'keys do not match the queue prefix')
@@ -107,8 +110,8 @@ for st in string.gmatch(f['states'], '[^,]+') do
   for to in string.gmatch(f['next:' .. st] or '', '[^,]+') do tokens[#tokens + 1] = st .. '>' .. to end
 end
 local edges = '|' .. table.concat(tokens, '|') .. '|'
-local head = VERSION .. '|' .. table.concat(v, ',', 1, EVENT_OPTIONS) .. '|' ..
-  table.concat(v, ',', EVENT_OPTIONS + 1, #v) .. '|' .. roles .. '|'
+local head = LAYOUT_VERSION .. '|' .. table.concat(v, ',', 1, LAYOUT_EVENT_OPTIONS) .. '|' ..
+  table.concat(v, ',', LAYOUT_EVENT_OPTIONS + 1, #v) .. '|' .. roles .. '|'
 if f['compiled:head'] ~= head or f['compiled:edges'] ~= edges then
   writes[#writes + 1] = 'compiled:head'; writes[#writes + 1] = head
   writes[#writes + 1] = 'compiled:edges'; writes[#writes + 1] = edges

@@ -21,9 +21,10 @@ __all__ = [
     "COMPILED_OPTIONS",
     "COMPILED_ROLES",
     "EVENT_OPTIONS",
+    "HEAD_FIELDS",
     "HEAD_VERSION",
+    "MORE_FIELDS",
     "OPTION_RANGES",
-    "RECORD_SLOTS",
     "compiled_head",
     "render_lua",
 ]
@@ -58,13 +59,8 @@ OPTION_RANGES = {
     "keep_failure_ms": (-1, 3_153_600_000_000),
     "keep_cancelled_ms": (-1, 3_153_600_000_000),
 }
-#: Fields of the machine record (lib/core.lua's M) that are not in the head: lib/core.lua's init
-#: and lib/move.lua fill them in. The record's constructor makes room for them (false), so filling
-#: them does not grow the table.
-RECORD_SLOTS = ("chain", "is_leased", "final_role", "edges", "opt")
 
 LUA_PATH = Path(__file__).resolve().parent.parent / "lua" / "lib" / "layout.lua"
-_KEEP = ("keep_", "_ms")  # keep_<final role>_ms: retention, grouped by role in read_options
 
 
 def compiled_head(options: dict[str, int], roles: str, leased: str) -> str:
@@ -74,35 +70,24 @@ def compiled_head(options: dict[str, int], roles: str, leased: str) -> str:
     return f"{HEAD_VERSION}|{','.join(v[:EVENT_OPTIONS])}|{','.join(v[EVENT_OPTIONS:])}|{roles}|{leased}|"
 
 
-def _wrap(head: str, items: list[str], tail: str, width: int = 116) -> list[str]:
-    """``head`` + ``items`` joined by ', ' + ``tail``, broken between items into lines of at most
-    ``width`` characters (two-space indented, the continuation lines four)."""
-    lines, line = [], "  " + head
-    for i, item in enumerate(items):
-        piece = item + (", " if i < len(items) - 1 else tail)
-        if len(line) + len(piece.rstrip()) > width:
-            lines.append(line.rstrip())
-            line = "    "
-        line += piece
-    return [*lines, line]
+#: The head's parts in the order LAYOUT_HEAD captures them (lib/core.lua's init names them so; a
+#: unit test holds the names to this list), and the other options in LAYOUT_MORE's order (opt() in
+#: lib/move.lua).
+HEAD_FIELDS = (*(n for n, _ in COMPILED_OPTIONS[:EVENT_OPTIONS]), "more", *COMPILED_ROLES, "leased")
+MORE_FIELDS = tuple(n for n, _ in COMPILED_OPTIONS[EVENT_OPTIONS:])
 
 
 def render_lua() -> str:
-    """The text of lua/lib/layout.lua."""
+    """The text of lua/lib/layout.lua: constants only (a string constant costs a call nothing; a
+    function or a table here would be built again by every call of every script)."""
     names = [n for n, _ in COMPILED_OPTIONS]
     event, more = names[:EVENT_OPTIONS], names[EVENT_OPTIONS:]
     cap = "([^,]*)"
-    pattern = (
+    head = (
         f"^{HEAD_VERSION}|{','.join([cap] * (len(event) - 1) + ['([^|]*)'])}|([^|]*)|"
         f"{','.join([cap] * (len(COMPILED_ROLES) - 1) + ['([^|]*)'])}|([^|]+)|$"
     )
-    more_pattern = "^" + ",".join([cap] * len(more)) + "$"
-    fields = [*event, "more", *COMPILED_ROLES, "leased"]
-    record = [f"{n} = {n}" for n in fields] + [f"{n} = false" for n in RECORD_SLOTS]
-    kept = [n for n in more if n.startswith(_KEEP[0]) and n.endswith(_KEEP[1])]
-    numbers = [f"{n} = tonumber({n})" for n in more if n not in kept]
-    keep = [f"{n[len(_KEEP[0]) : -len(_KEEP[1])]} = tonumber({n})" for n in kept]
-    options = [f"{{'{n}', {d}, {OPTION_RANGES[n][0]}, {OPTION_RANGES[n][1]}}}" for n, d in COMPILED_OPTIONS]
+    options = ",".join(f"{n}:{d}:{OPTION_RANGES[n][0]}:{OPTION_RANGES[n][1]}" for n, d in COMPILED_OPTIONS)
     out = [
         "-- lib/layout.lua — GENERATED from rjobs/store/layout.py: do not edit. Regenerate with",
         "-- `python -m rjobs.store.layout` (`--check` exits 1 when this file is stale; so does a unit test).",
@@ -112,31 +97,21 @@ def render_lua() -> str:
         f"--                   <{'>,<'.join(COMPILED_ROLES)}>|",
         "--                   <leased chain>|",
         "--   compiled:edges  |#<state>|<from>><to>|...|  (every state, then its edges)",
-        "-- A role the machine lacks is ''. Included first by every script (before lib/core.lua).",
+        "-- A role the machine lacks is ''. Included first by every script (before lib/core.lua). Only",
+        "-- constants: a function or a table here would be built again by every call of every script.",
         "",
-        "-- The machine record of a compiled head (lib/core.lua's M), nil for a head of another layout:",
-        "-- the options every call reads (text), `more` (the other options, text: see read_options), the",
-        "-- role states by role name, the leased chain, and the slots lib/core.lua and lib/move.lua fill in.",
-        "local function read_head(head)",
-        *_wrap("local ", fields, " ="),
-        f"    string.match(head, '{pattern}')",
-        "  if not leased then return nil end",
-        *_wrap("return {", record, "}"),
-        "end",
-        "",
-        "-- The options in `more` as numbers; keep[final role] is that role's retention (keep_<role>_ms).",
-        "local function read_options(more)",
-        *_wrap("local ", more, f" = string.match(more, '{more_pattern}')"),
-        *_wrap("return {", [*numbers, "keep = {" + keep[0], *keep[1:]], "}}"),
-        "end",
-        "",
-        "-- For declare_machine.lua: the head's version tag, the roles in order, the options in order",
-        "-- ({name, default, lowest, highest}), and how many options come first (the event options).",
-        "local function compiled_layout()",
-        *_wrap("local roles = {", [f"'{r}'" for r in COMPILED_ROLES], "}"),
-        *_wrap("local options = {", options, "}"),
-        f"  return '{HEAD_VERSION}', roles, options, {EVENT_OPTIONS}",
-        "end",
+        "-- The head, for string.match; it captures, in order:",
+        f"--   {', '.join(HEAD_FIELDS[: EVENT_OPTIONS + 1])} (the other options, as one text: LAYOUT_MORE),",
+        f"--   {', '.join(HEAD_FIELDS[EVENT_OPTIONS + 1 :])}",
+        f"local LAYOUT_HEAD = '{head}'",
+        "-- The other options, for string.match on `more`; it captures, in order:",
+        f"--   {', '.join(MORE_FIELDS)}",
+        f"local LAYOUT_MORE = '^{','.join([cap] * len(more))}$'",
+        "-- For declare_machine.lua: the head's version tag and how many options come first (the event",
+        "-- options); the roles in order; the options in order, name:default:lowest:highest.",
+        f"local LAYOUT_VERSION, LAYOUT_EVENT_OPTIONS = '{HEAD_VERSION}', {EVENT_OPTIONS}",
+        f"local LAYOUT_ROLES = '{','.join(COMPILED_ROLES)}'",
+        f"local LAYOUT_OPTIONS = '{options}'",
         "",
     ]
     return "\n".join(out)

@@ -20,7 +20,6 @@ local call = redis.call
 
 -- The call's state, set by init.
 local P, EVENTS_KEY, MACHINE_KEY, NOW, NOW_S, M  -- prefix, keys, server time (number, text), machine
--- (M: the compiled machine's record, see lib/layout.lua: read_head)
 local CLUSTER = false  -- the client declared the queue's keys beyond the two fixed ones
 local KNOWN = false  -- on a cluster: the keys read (so served here), see lib/write.lua
 local JOBS, ORDER = {}, {}  -- loaded jobs by id, and in load order
@@ -45,10 +44,10 @@ local function init(keys, prefix, with_edges)
   local t = call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   NOW_S = string.format('%d', NOW)  -- formatted once: a number in a string costs a sprintf
-  local head, edges = nil, false
+  local head, edges
   if with_edges then
     local r = call('HMGET', keys[1], 'compiled:head', 'compiled:edges')
-    head, edges = r[1], r[2]
+    head, edges = r[1], r[2] or nil
   else
     head = call('HGET', keys[1], 'compiled:head')
   end
@@ -57,20 +56,24 @@ local function init(keys, prefix, with_edges)
     return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
       'declare the queue again (connect a Queue) to recompile it'
   end
-  M = read_head(head)  -- lib/layout.lua
-  if not M then
+  -- the head's parts, in lib/layout.lua's order (a unit test holds these names to it)
+  local queue_events, stream_maxlen, more, initial, ready, delayed, waiting, review, success, partial, failure,
+    cancelled, leased = string.match(head, LAYOUT_HEAD)
+  if not leased then
     return 'RJ_NO_MACHINE the stored machine was compiled by another rjobs version: ' ..
       'declare the queue again (connect a Queue) to recompile it'
   end
-  local leased = M.leased
-  local final_role = {[M.success] = 'success', [M.failure] = 'failure', [M.cancelled] = 'cancelled'}
-  if M.partial ~= '' then final_role[M.partial] = 'partial' end
+  local final_role = {[success] = 'success', [failure] = 'failure', [cancelled] = 'cancelled'}
+  if partial ~= '' then final_role[partial] = 'partial' end
   local is_leased, chain = {[leased] = true}, {leased}
   if string.find(leased, ',', 1, true) then
     is_leased, chain = {}, {}
     for st in string.gmatch(leased, '[^,]+') do is_leased[st] = true; chain[#chain + 1] = st end
   end
-  M.chain, M.is_leased, M.final_role, M.edges = chain, is_leased, final_role, edges
+  -- the machine: the role states by role name, the event options as text, `more` (lib/move.lua: opt)
+  M = {leased = leased, chain = chain, is_leased = is_leased, final_role = final_role, queue_events = queue_events,
+    stream_maxlen = stream_maxlen, more = more, edges = edges, initial = initial, ready = ready, delayed = delayed,
+    waiting = waiting, review = review, success = success, partial = partial, failure = failure, cancelled = cancelled}
   return nil
 end
 
