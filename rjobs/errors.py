@@ -13,6 +13,7 @@ __all__ = [
     "LeaseRequired",
     "MachineConflict",
     "MachineError",
+    "MachineNotDeclared",
     "OutOfMemory",
     "PermissionDenied",
     "ReadOnly",
@@ -57,6 +58,14 @@ class MachineConflict(RjobsError):
     """The queue already has a different state machine stored in Redis."""
 
     code = "machine_conflict"
+
+
+class MachineNotDeclared(RjobsError):
+    """The queue has no state machine the scripts can read: none was declared for it, or the
+    stored one was declared or compiled by another rjobs version. Declaring the queue (connecting
+    a Queue) stores or recompiles it; nothing was written."""
+
+    code = "no_machine"
 
 
 class JobNotFound(RjobsError, LookupError):
@@ -219,7 +228,14 @@ def server_refusal(error: BaseException | str) -> ServerRefused | None:
 
 def error_from_reply(reply: BaseException | str) -> RjobsError:
     """Map an error reply of a script to the matching exception: the scripts' own ``"RJ_<CODE>
-    arg1 arg2..."``, a server refusal (:data:`SERVER_STATES`), else :class:`ScriptError`."""
+    <detail>"``, a server refusal (:data:`SERVER_STATES`), else :class:`ScriptError`.
+
+    The scripts' convention (lua/lib/core.lua): every refusal is ``RJ_<CODE> <detail>``, one of
+    the codes below, built by core.lua's ``fail`` (a whole call) or returned as the text of one
+    request's outcome (batch scripts, see :func:`rjobs.store.scripts.outcome_error`). The detail is
+    for people; for RJ_NOT_FOUND, RJ_TRANSITION and RJ_DEDUPE its first words are the exception's
+    arguments (the id; from, to and id; the holder). Each script's contract block lists the codes
+    it can return."""
     message = reply_text(reply)
     parts = message.split(" ")
     code = parts[0]
@@ -232,7 +248,7 @@ def error_from_reply(reply: BaseException | str) -> RjobsError:
         "RJ_LEASE_LOST": LeaseLost,
         "RJ_INVALID": ValidationError,
         "RJ_MACHINE_CONFLICT": MachineConflict,
-        "RJ_NO_MACHINE": MachineConflict,
+        "RJ_NO_MACHINE": MachineNotDeclared,
         "RJ_EXISTS": JobExists,
         "RJ_UNAUTHORIZED": Unauthorized,
         "RJ_DEPENDENCY": DependencyError,

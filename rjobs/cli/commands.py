@@ -47,7 +47,13 @@ class QueueNotFound(RjobsError, LookupError):
     code = "not_found"
 
 
-_USAGE = (errors.ValidationError, errors.InvalidTransition, errors.MachineConflict, errors.Unauthorized)
+_USAGE = (
+    errors.ValidationError,
+    errors.InvalidTransition,
+    errors.MachineConflict,
+    errors.MachineNotDeclared,
+    errors.Unauthorized,
+)
 #: Exit code and words before the message per expected error; anything else is a bug and keeps its
 #: traceback. An ACL refusal is 4 like a failed AUTH; refusals that pass (busy, out of memory...) 6.
 ERRORS: tuple[tuple[tuple[type[Exception], ...], int, str], ...] = (

@@ -17,29 +17,30 @@
 -- Builds   job:<id>:assets, job:<id>:history
 -- Returns  asset_id
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST, RJ_UNAUTHORIZED
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/checks.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local actor, id, token, user, asset_id, asset, label, operator = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
   ARGV[7], ARGV[8], ARGV[9]
-if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not valid_name(id) or not valid_name(asset_id) then return redis.error_reply('RJ_INVALID id') end
-if type(asset) ~= 'string' or #asset < 2 or #asset > 65536 then return redis.error_reply('RJ_INVALID asset size') end
-if not valid_name(label) then return redis.error_reply('RJ_INVALID asset type') end
-if user ~= '' and not valid_name(user) then return redis.error_reply('RJ_INVALID user id') end
-if operator ~= '0' and operator ~= '1' then return redis.error_reply('RJ_INVALID operator must be 0 or 1') end
-if token ~= '' and not int_arg(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
+if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
+if not valid_name(id) or not valid_name(asset_id) then return fail('RJ_INVALID', 'id') end
+if type(asset) ~= 'string' or #asset < 2 or #asset > 65536 then return fail('RJ_INVALID', 'asset size') end
+if not valid_name(label) then return fail('RJ_INVALID', 'asset type') end
+if user ~= '' and not valid_name(user) then return fail('RJ_INVALID', 'user id') end
+if operator ~= '0' and operator ~= '1' then return fail('RJ_INVALID', 'operator must be 0 or 1') end
+if token ~= '' and not int_arg(token, 1, 9007199254740991) then return fail('RJ_INVALID', 'lease token') end
 local rec = load_job(id)
-if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if not rec.status then return fail('RJ_NOT_FOUND', id) end
 if token ~= '' then
   local e = check_token(rec, token)
-  if e then return redis.error_reply(e) end
+  if e then return fail(e) end
 elseif user ~= '' then
-  if field(rec, 'user_id') ~= user then return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ' belongs to another user') end
+  if field(rec, 'user_id') ~= user then return fail('RJ_UNAUTHORIZED', 'job ' .. id .. ' belongs to another user') end
 elseif operator ~= '1' then
-  return redis.error_reply('RJ_UNAUTHORIZED job ' .. id .. ': an asset needs the lease token, the owner\'s ' ..
+  return fail('RJ_UNAUTHORIZED', 'job ' .. id .. ': an asset needs the lease token, the owner\'s ' ..
     'user_id, or an operator')
 end
 op('HSET', rec.jk .. ':assets', asset_id, asset)

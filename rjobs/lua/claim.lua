@@ -12,18 +12,19 @@
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
 --           created_ms, lease_deadline_ms}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/move.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local worker = ARGV[2]
 local max_jobs, lease_ms, promote = int_arg(ARGV[3], 0, 1000), int_arg(ARGV[4], 100, 366 * 86400000),
   int_arg(ARGV[5], 0, 10000)
-if not valid_name(worker, 200) then return redis.error_reply('RJ_INVALID worker id') end
-if not max_jobs then return redis.error_reply('RJ_INVALID max_jobs must be an integer 0-1000') end
-if not lease_ms then return redis.error_reply('RJ_INVALID lease_ms must be an integer 100 ms to 366 days') end
-if not promote then return redis.error_reply('RJ_INVALID promote must be an integer 0-10000') end
+if not valid_name(worker, 200) then return fail('RJ_INVALID', 'worker id') end
+if not max_jobs then return fail('RJ_INVALID', 'max_jobs must be an integer 0-1000') end
+if not lease_ms then return fail('RJ_INVALID', 'lease_ms must be an integer 100 ms to 366 days') end
+if not promote then return fail('RJ_INVALID', 'promote must be an integer 0-10000') end
 local m, P, now = M, P, NOW
 local ready, delayed = m.ready, m.delayed
 local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',

@@ -11,22 +11,23 @@
 -- Builds   job:<id>:history
 -- Returns  'ok'
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/checks.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local actor, id, token, text = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
+if not valid_name(id) then return fail('RJ_INVALID', 'job id') end
 if type(text) ~= 'string' or #text < 1 or #text > 1000 then
-  return redis.error_reply('RJ_INVALID comment must be 1-1000 bytes')
+  return fail('RJ_INVALID', 'comment must be 1-1000 bytes')
 end
 local rec = load_job(id)
-if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if not rec.status then return fail('RJ_NOT_FOUND', id) end
 if token ~= '' then
   local e = check_token(rec, token)
-  if e then return redis.error_reply(e) end
+  if e then return fail(e) end
 end
 log_event(rec, 'comment', nil, nil, actor, text, field(rec, 'attempt'), nil, nil, nil, false)
 commit()

@@ -1,5 +1,5 @@
 -- declare_machine.lua — store the queue's state machine, or check it matches the stored one.
--- Called by: Queue.declare() (rjobs/scripts.py: Scripts.declare_machine)
+-- Called by: Queue.declare() (rjobs/store/scripts.py: Scripts.declare_machine)
 -- KEYS[1]  machine  hash   rjobs:{Q}:machine — next:<state>, role:<role>, opt:<option>, fingerprint,
 --          compiled:head and compiled:edges (what the other scripts read, see lib/core.lua)
 -- KEYS[2]  events   stream rjobs:{Q}:events (only checked for the prefix)
@@ -16,20 +16,27 @@
 --          they differ: the compiled form can never disagree with the table users read, and
 --          connecting recompiles a queue declared by another rjobs version.
 -- Errors   RJ_INVALID (bad arguments), RJ_MACHINE_CONFLICT <stored machine name>
+--!include lib/layout.lua
+--!include lib/core.lua
 local machine_key, events_key = KEYS[1], KEYS[2]
 local prefix, fingerprint, write_options = ARGV[1], ARGV[2], ARGV[4]
 local nfields = type(ARGV[3]) == 'string' and string.find(ARGV[3], '^%d%d?%d?$') and tonumber(ARGV[3])
 local FIRST = 5  -- the first machine pair
--- The roles in the compiled head, in lib/core.lua's order (rjobs.scripts.COMPILED_ROLES).
-local ROLES = {'initial', 'ready', 'delayed', 'waiting', 'review', 'success', 'partial', 'failure', 'cancelled'}
+-- The compiled head's layout (lib/layout.lua, generated from rjobs/store/layout.py): the roles in
+-- order, and the options in order as {name, default, lowest, highest}.
+local ROLES, OPTIONS = {}, {}
+for r in string.gmatch(LAYOUT_ROLES, '[^,]+') do ROLES[#ROLES + 1] = r end
+for name, d, lo, hi in string.gmatch(LAYOUT_OPTIONS, '([%w_]+):(%-?%d+):(%-?%d+):(%-?%d+)') do
+  OPTIONS[#OPTIONS + 1] = {name, tonumber(d), tonumber(lo), tonumber(hi)}
+end
 if type(prefix) ~= 'string' or not string.match(prefix, '^rjobs:{[%w_%.%-]+}:$') or
   machine_key ~= prefix .. 'machine' or events_key ~= prefix .. 'events' then
-  return redis.error_reply('RJ_INVALID keys do not match the queue prefix')
+  return fail('RJ_INVALID', 'keys do not match the queue prefix')
 end
 if not nfields or nfields < 1 or #ARGV < FIRST - 1 + 2 * nfields or (#ARGV - FIRST + 1) % 2 ~= 0 then
-  return redis.error_reply('RJ_INVALID malformed machine fields')
+  return fail('RJ_INVALID', 'malformed machine fields')
 end
-if write_options ~= '0' and write_options ~= '1' then return redis.error_reply('RJ_INVALID write_options') end
+if write_options ~= '0' and write_options ~= '1' then return fail('RJ_INVALID', 'write_options') end
 -- State names end up in the compiled strings between '|', ',', '>' and '#': one charset for all
 -- (the same rule as rjobs.machine), checked before anything is written.
 local function bad_table(get)
@@ -47,18 +54,17 @@ end
 local given = {}
 for i = FIRST, FIRST + 2 * nfields - 1, 2 do given[ARGV[i]] = ARGV[i + 1] end
 local bad = bad_table(function(k) return given[k] end)
-if bad then return redis.error_reply('RJ_INVALID compiled machine: field ' .. bad) end
--- The options and their ranges (a stored value outside them would fail a later script half-way:
--- XADD refuses a negative MAXLEN).
-local RANGES = {queue_events = {0, 1}, stream_maxlen = {1, 1000000000}, max_payload = {1, 536870912},
-  cache_ttl_ms = {-1, 3153600000000}, keep_success_ms = {-1, 3153600000000}, keep_partial_ms = {-1, 3153600000000},
-  keep_failure_ms = {-1, 3153600000000}, keep_cancelled_ms = {-1, 3153600000000}}
+if bad then return fail('RJ_INVALID', 'compiled machine: field ' .. bad) end
+-- The options by name (a stored value outside an option's range would fail a later script
+-- half-way: XADD refuses a negative MAXLEN).
+local BY_NAME = {}
+for _, o in ipairs(OPTIONS) do BY_NAME[o[1]] = o end
 for i = FIRST + 2 * nfields, #ARGV, 2 do
   local v = ARGV[i + 1]
-  local range = RANGES[string.sub(ARGV[i], 5)]
-  local n = string.sub(ARGV[i], 1, 4) == 'opt:' and range and #v <= 16 and string.find(v, '^%-?%d+$') and tonumber(v)
-  if not n or n < range[1] or n > range[2] then
-    return redis.error_reply('RJ_INVALID option ' .. ARGV[i] .. ' must be a known opt:<name> with an integer in range')
+  local o = BY_NAME[string.sub(ARGV[i], 5)]
+  local n = string.sub(ARGV[i], 1, 4) == 'opt:' and o and #v <= 16 and string.find(v, '^%-?%d+$') and tonumber(v)
+  if not n or n < o[3] or n > o[4] then
+    return fail('RJ_INVALID', 'option ' .. ARGV[i] .. ' must be a known opt:<name> with an integer in range')
   end
 end
 -- Read the stored hash, overlay what this call would store, decide, then write once.
@@ -67,7 +73,7 @@ local flat = redis.call('HGETALL', machine_key)
 for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
 local stored = f['fingerprint']
 if stored and stored ~= fingerprint then
-  return redis.error_reply('RJ_MACHINE_CONFLICT queue already uses machine ' .. (f['name'] or '?') ..
+  return fail('RJ_MACHINE_CONFLICT', 'queue already uses machine ' .. (f['name'] or '?') ..
     ' with a different table; use a new queue name or delete ' .. machine_key)
 end
 local status = 'created'
@@ -83,22 +89,18 @@ if status ~= 'same' then
 end
 -- A table stored as it is ('same') by hand or by another version: refuse before compiling it.
 bad = bad_table(function(k) return f[k] end)
-if bad then return redis.error_reply('RJ_INVALID compiled machine: stored field ' .. bad) end
--- The options the scripts read, in lib/core.lua's order (rjobs.scripts.COMPILED_OPTIONS), the
--- default for any not stored or out of range: the stream options, then the rest.
-local order = {{'queue_events', 1}, {'stream_maxlen', 100000},
-  {'max_payload', 1048576}, {'cache_ttl_ms', 0}, {'keep_success_ms', -1}, {'keep_partial_ms', -1},
-  {'keep_failure_ms', -1}, {'keep_cancelled_ms', -1}}
+if bad then return fail('RJ_INVALID', 'compiled machine: stored field ' .. bad) end
+-- The options the scripts read, in the head's order, the default for any not stored or out of
+-- range.
 local out, v = {status}, {}
-for i, o in ipairs(order) do
+for i, o in ipairs(OPTIONS) do
   local raw = f['opt:' .. o[1]]
   local n = raw and string.find(raw, '^%-?%d+$') and tonumber(raw)
-  local range = RANGES[o[1]]
-  if not n or n < range[1] or n > range[2] then n = o[2] end
+  if not n or n < o[3] or n > o[4] then n = o[2] end
   v[i] = string.format('%d', n)
   if raw then out[#out + 1] = o[1]; out[#out + 1] = v[i] end
 end
--- The compiled form (see lib/core.lua), derived from the stored readable table.
+-- The compiled form (see lib/layout.lua), derived from the stored readable table.
 local role_states = {}
 for i, r in ipairs(ROLES) do role_states[i] = f['role:' .. r] or '' end
 local roles = table.concat(role_states, ',') .. '|' .. (f['role:leased'] or '')
@@ -108,7 +110,8 @@ for st in string.gmatch(f['states'], '[^,]+') do
   for to in string.gmatch(f['next:' .. st] or '', '[^,]+') do tokens[#tokens + 1] = st .. '>' .. to end
 end
 local edges = '|' .. table.concat(tokens, '|') .. '|'
-local head = 'rj3|' .. table.concat(v, ',', 1, 2) .. '|' .. table.concat(v, ',', 3, 8) .. '|' .. roles .. '|'
+local head = LAYOUT_VERSION .. '|' .. table.concat(v, ',', 1, LAYOUT_EVENT_OPTIONS) .. '|' ..
+  table.concat(v, ',', LAYOUT_EVENT_OPTIONS + 1, #v) .. '|' .. roles .. '|'
 if f['compiled:head'] ~= head or f['compiled:edges'] ~= edges then
   writes[#writes + 1] = 'compiled:head'; writes[#writes + 1] = head
   writes[#writes + 1] = 'compiled:edges'; writes[#writes + 1] = edges

@@ -9,7 +9,7 @@
 -- ARGV[1]  prefix   "rjobs:{Q}:"
 -- ARGV[2]  actor    who enqueues (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  njobs    number of job records that follow (1-10000)
--- ARGV[4..] per job, the 14 fields at the offsets below (rjobs.scripts.EnqueueSpec, same order),
+-- ARGV[4..] per job, the 14 fields at the offsets below (rjobs.store.scripts.EnqueueSpec, same order),
 --          then its dependency ids
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
 --          ready, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq, wake (under the prefix)
@@ -17,6 +17,7 @@
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>; every error about
 --          one request ends with "(request <n>)", n counting from 1 within the call
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/checks.lua
@@ -38,14 +39,14 @@ local function new_job(id, fields, findable)
   return rec
 end
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local actor, njobs = ARGV[2], int_arg(ARGV[3], 1, 10000)
 local m, P, now = M, P, NOW
 local int = int_arg
-if not njobs then return redis.error_reply('RJ_INVALID njobs must be an integer 1-10000') end
-if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+if not njobs then return fail('RJ_INVALID', 'njobs must be an integer 1-10000') end
+if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
 local maxp = opt().max_payload
-local function refuse(code, text, n) return redis.error_reply(code .. ' ' .. text .. ' (request ' .. n .. ')') end
+local function refuse(code, text, n) return fail(code, text .. ' (request ' .. n .. ')') end
 
 -- 1. Validate every record (no reads yet). A record stays in ARGV; later steps read it in place.
 local starts, dues, pos = {}, {}, 4
@@ -84,7 +85,7 @@ for n = 1, njobs do
   dues[n] = delay > 0 and now + delay or run_at
   pos = pos + FIELDS + ndeps
 end
-if pos ~= #ARGV + 1 then return redis.error_reply('RJ_INVALID malformed job records') end
+if pos ~= #ARGV + 1 then return fail('RJ_INVALID', 'malformed job records') end
 
 -- 2. Generated ids: server ms and the queue's sequence. One EXISTS checks that none is taken (an
 -- explicit id of an earlier call may look like one); a taken one gets a suffix.

@@ -13,16 +13,17 @@
 -- Builds   job:<id>, leases, workers
 -- Returns  one code per pair: 'ok' | 'cancel' | 'lost'
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local holder, lease_ms, register, n = ARGV[2], int_arg(ARGV[3], 100, 366 * 86400000), ARGV[4],
   int_arg(ARGV[5], 0, 10000)
-if not valid_actor(holder) then return redis.error_reply('RJ_INVALID holder') end
-if not lease_ms then return redis.error_reply('RJ_INVALID lease_ms must be an integer 100 ms to 366 days') end
-if register ~= '0' and register ~= '1' then return redis.error_reply('RJ_INVALID register must be 0 or 1') end
-if not n or #ARGV ~= 5 + 2 * n then return redis.error_reply('RJ_INVALID pairs') end
+if not valid_actor(holder) then return fail('RJ_INVALID', 'holder') end
+if not lease_ms then return fail('RJ_INVALID', 'lease_ms must be an integer 100 ms to 366 days') end
+if register ~= '0' and register ~= '1' then return fail('RJ_INVALID', 'register must be 0 or 1') end
+if not n or #ARGV ~= 5 + 2 * n then return fail('RJ_INVALID', 'pairs') end
 local m, P = M, P
 local deadline = NOW + lease_ms
 if register == '1' then op('ZADD', P .. 'workers', NOW, holder) end

@@ -7,9 +7,10 @@
 -- Builds   cache:<dedupe_key>
 -- Returns  1 when a cached result was dropped, else 0
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/checks.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
-if not valid_dedupe_key(ARGV[2]) then return redis.error_reply('RJ_INVALID dedupe key') end
+if err then return fail(err) end
+if not valid_dedupe_key(ARGV[2]) then return fail('RJ_INVALID', 'dedupe key') end
 return redis.call('DEL', P .. 'cache:' .. ARGV[2])

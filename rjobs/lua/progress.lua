@@ -18,24 +18,25 @@
 -- Builds   job:<id>, job:<id>:history
 -- Returns  {'ok', eta_ms (-1 = unknown)} | {'ignored', status}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_LEASE_LOST <id> ..., RJ_FENCED <id> ...
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/checks.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local actor, id, token, percent, step, operator = ARGV[2], ARGV[3], ARGV[4], num_arg(ARGV[5], 0, 100), ARGV[6],
   ARGV[7]
-if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-if not percent then return redis.error_reply('RJ_INVALID percent must be a number 0-100') end
-if type(step) ~= 'string' or #step > 200 then return redis.error_reply('RJ_INVALID step longer than 200 bytes') end
-if operator ~= '0' and operator ~= '1' then return redis.error_reply('RJ_INVALID operator must be 0 or 1') end
-if token ~= '' and not int_arg(token, 1, 9007199254740991) then return redis.error_reply('RJ_INVALID lease token') end
+if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
+if not valid_name(id) then return fail('RJ_INVALID', 'job id') end
+if not percent then return fail('RJ_INVALID', 'percent must be a number 0-100') end
+if type(step) ~= 'string' or #step > 200 then return fail('RJ_INVALID', 'step longer than 200 bytes') end
+if operator ~= '0' and operator ~= '1' then return fail('RJ_INVALID', 'operator must be 0 or 1') end
+if token ~= '' and not int_arg(token, 1, 9007199254740991) then return fail('RJ_INVALID', 'lease token') end
 local rec = load_job(id, {'status', 'token', 'started_ms', 'attempt', 'progress_events'})
-if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if not rec.status then return fail('RJ_NOT_FOUND', id) end
 if token == '' and not M.is_leased[rec.status] then return {'ignored', rec.status} end
 local e = fence(rec, token, operator)
-if e then return redis.error_reply(e) end
+if e then return fail(e) end
 local eta = -1
 local started = tonumber(field(rec, 'started_ms'))
 if started and percent > 0 then eta = math.floor((NOW - started) * (100 - percent) / percent) end

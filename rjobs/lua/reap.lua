@@ -16,18 +16,19 @@
 --          owner:<u>, dedupe:<k>, workers, wake
 -- Returns  {requeued, failed, purged}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/move.lua
 --!include lib/purge.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local limit, max_losses = int_arg(ARGV[2], 1, 10000), int_arg(ARGV[3], 1, 1000)
 local purge_max, worker_ttl = int_arg(ARGV[4], 0, 10000), int_arg(ARGV[5], 1000, 366 * 86400000)
-if not limit then return redis.error_reply('RJ_INVALID limit must be an integer 1-10000') end
-if not max_losses then return redis.error_reply('RJ_INVALID max_lease_losses must be an integer 1-1000') end
-if not purge_max then return redis.error_reply('RJ_INVALID purge must be an integer 0-10000') end
-if not worker_ttl then return redis.error_reply('RJ_INVALID worker_ttl_ms must be 1 s to 366 days in ms') end
+if not limit then return fail('RJ_INVALID', 'limit must be an integer 1-10000') end
+if not max_losses then return fail('RJ_INVALID', 'max_lease_losses must be an integer 1-1000') end
+if not purge_max then return fail('RJ_INVALID', 'purge must be an integer 0-10000') end
+if not worker_ttl then return fail('RJ_INVALID', 'worker_ttl_ms must be 1 s to 366 days in ms') end
 local m, P, now = M, P, NOW
 local requeued, failed = 0, 0
 local FIELDS = {'status', 'token', 'attempt', 'max_attempts', 'lease_losses', 'worker', 'priority', 'seq',

@@ -17,23 +17,24 @@
 --          dedupe:<k>, cache:<k>, wake
 -- Returns  the new status
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND, RJ_TRANSITION, RJ_DEPENDENCY, RJ_DEDUPE <holder> <why>
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/move.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local actor, id, params = ARGV[2], ARGV[3], ARGV[4]
 local m, P = M, P
-if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
+if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
+if not valid_name(id) then return fail('RJ_INVALID', 'job id') end
 if type(params) ~= 'string' or #params > opt().max_payload then
-  return redis.error_reply('RJ_INVALID params larger than ' .. opt().max_payload .. ' bytes')
+  return fail('RJ_INVALID', 'params larger than ' .. opt().max_payload .. ' bytes')
 end
 local rec = load_job(id)
-if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if not rec.status then return fail('RJ_NOT_FOUND', id) end
 local role = m.final_role[rec.status]
 if role ~= 'failure' and role ~= 'cancelled' then
-  return redis.error_reply('RJ_TRANSITION ' .. rec.status .. ' ' .. m.ready .. ' ' .. id)
+  return fail('RJ_TRANSITION', rec.status .. ' ' .. m.ready .. ' ' .. id)
 end
 -- dependencies: still pending ones make the job wait again
 local pending, deps = 0, {}
@@ -42,13 +43,13 @@ if field(rec, 'depends_on') then
     local d = load_job(dep)
     local fr = d.status and m.final_role[d.status]
     if d.status and fr and fr ~= 'success' then
-      return redis.error_reply('RJ_DEPENDENCY dependency ' .. dep .. ' ended ' .. d.status .. ': retry it first')
+      return fail('RJ_DEPENDENCY', 'dependency ' .. dep .. ' ended ' .. d.status .. ': retry it first')
     end
     if d.status and not fr then pending = pending + 1; deps[#deps + 1] = d end
   end
 end
 if pending > 0 and m.waiting == '' then
-  return redis.error_reply('RJ_INVALID this machine has no waiting state for dependencies')
+  return fail('RJ_INVALID', 'this machine has no waiting state for dependencies')
 end
 -- the dedupe key
 local dkey = field(rec, 'dedupe_key')
@@ -58,7 +59,7 @@ if dkey and dkey ~= '' then
   local h = holder and holder ~= id and load_job(holder) or nil
   if h and h.status and not M.final_role[h.status] then
     if field(rec, 'dedupe_policy') ~= 'replace' then
-      return redis.error_reply('RJ_DEDUPE ' .. holder .. ' holds dedupe key ' .. dkey ..
+      return fail('RJ_DEDUPE', holder .. ' holds dedupe key ' .. dkey ..
         ' (policy keep): cancel it or wait for it before retrying ' .. id)
     end
     take = true

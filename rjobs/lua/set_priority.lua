@@ -10,19 +10,20 @@
 -- Builds   job:<id>, job:<id>:history, ready
 -- Returns  the previous priority
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_STATE <id> <status> (running or finished)
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/move.lua
 local err = init(KEYS, ARGV[1])
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 local actor, id, priority = ARGV[2], ARGV[3], int_arg(ARGV[4], 1, 10)
-if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
-if not valid_name(id) then return redis.error_reply('RJ_INVALID job id') end
-if not priority then return redis.error_reply('RJ_INVALID priority must be an integer 1-10') end
+if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
+if not valid_name(id) then return fail('RJ_INVALID', 'job id') end
+if not priority then return fail('RJ_INVALID', 'priority must be an integer 1-10') end
 local rec = load_job(id)
-if not rec.status then return redis.error_reply('RJ_NOT_FOUND ' .. id) end
+if not rec.status then return fail('RJ_NOT_FOUND', id) end
 if M.is_leased[rec.status] or M.final_role[rec.status] then
-  return redis.error_reply('RJ_STATE ' .. id .. ' ' .. rec.status .. ' the priority of a ' .. rec.status ..
+  return fail('RJ_STATE', id .. ' ' .. rec.status .. ' the priority of a ' .. rec.status ..
     ' job can no longer change')
 end
 local previous = field(rec, 'priority')

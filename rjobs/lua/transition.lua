@@ -9,9 +9,11 @@
 -- ARGV[4..] n requests of 10 fields (see lib/apply.lua)
 -- Builds   job:<id>, job:<id>:history, job:<id>:dependents, ready, delayed, leases, state:<s>,
 --          owner:<u>, dedupe:<k>, cache:<k>, wake (under the prefix)
--- Returns  one outcome per request: 'ok' | 'already' | 'RJ_<CODE> ...' (a bulk call reports each
---          id; a refused request wrote nothing)
+-- Returns  one outcome per request: 'ok' | 'already' | a refusal 'RJ_<CODE> <detail>' with CODE
+--          RJ_INVALID, RJ_NOT_FOUND, RJ_FENCED, RJ_LEASE_LOST or RJ_TRANSITION (lib/apply.lua; a
+--          bulk call reports each id; a refused request wrote nothing)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)
+--!include lib/layout.lua
 --!include lib/core.lua
 --!include lib/write.lua
 --!include lib/checks.lua
@@ -19,5 +21,5 @@
 --!include lib/purge.lua
 --!include lib/apply.lua
 local err = init(KEYS, ARGV[1], true)
-if err then return redis.error_reply(err) end
+if err then return fail(err) end
 return apply_call(ARGV, false)

@@ -19,6 +19,7 @@ from rjobs.models import ClaimedJob, EnqueueOutcome
 from rjobs.statemachine import StateMachine
 from rjobs.store.codec import decode_stored
 from rjobs.store.keys import QueueKeys
+from rjobs.store.layout import COMPILED_OPTIONS, COMPILED_ROLES, compiled_head
 
 __all__ = [
     "COMPILED_OPTIONS",
@@ -241,49 +242,30 @@ def _strings(raw: list[Any]) -> list[str]:
     return [_s(x) for x in raw]
 
 
-#: The roles in the compiled machine, in order (lua/lib/core.lua reads them by position).
-COMPILED_ROLES = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
-#: The options in the compiled machine, in order, with the default used when one is not stored
-#: (declare_machine.lua builds this part from the stored ``opt:<name>`` fields). The first two
-#: are what every event needs; the rest are parsed only by the calls that use them.
-COMPILED_OPTIONS = (
-    ("queue_events", 1),
-    ("stream_maxlen", 100_000),
-    ("max_payload", 1024 * 1024),
-    ("cache_ttl_ms", 0),
-    ("keep_success_ms", -1),
-    ("keep_partial_ms", -1),
-    ("keep_failure_ms", -1),
-    ("keep_cancelled_ms", -1),
-)
-
-
-def _compiled_parts(machine: StateMachine) -> tuple[str, str]:
-    """``"<9 role states>|<leased chain>"`` and the states and edges ``"|#<state>|<from>><to>|...|"``
-    (declare_machine.lua derives the same from the stored readable table)."""
+def _compiled_parts(machine: StateMachine) -> tuple[str, str, str]:
+    """The role states and the leased chain (each joined by ','), and the states and edges
+    ``"|#<state>|<from>><to>|...|"`` (declare_machine.lua derives the same from the stored table)."""
     tokens: list[str] = []
     for state, targets in machine.edges.items():
         tokens.append(f"#{state}")
         tokens += [f"{state}>{t}" for t in targets]
     roles = ",".join(machine.role(r) or "" for r in COMPILED_ROLES)
-    return f"{roles}|{','.join(machine.leased)}", f"|{'|'.join(tokens)}|"
+    return roles, ",".join(machine.leased), f"|{'|'.join(tokens)}|"
 
 
 def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str, str]:
     """The machine as the scripts read it: the ``compiled:head`` and ``compiled:edges`` fields
     that declare_machine.lua stores in the machine hash when ``options`` are the stored options.
 
-    ``compiled:head`` is ``rj3|<qev>,<smax>|<6 more options>|<9 role states>|<leased>|``
-    (orders: :data:`COMPILED_OPTIONS`, :data:`COMPILED_ROLES`); ``compiled:edges`` is
+    ``compiled:head`` is ``rj3|<2 event options>|<6 more options>|<9 role states>|<leased>|``
+    (the layout is defined once, in :mod:`rjobs.store.layout`); ``compiled:edges`` is
     ``|#<state>|<from>><to>|...|``. Every script call reads the short head with one HGET and one
     anchored ``string.match``; a call that checks an edge reads the edges once and finds the token
     ``|from>to|`` with a plain ``string.find`` (see lua/lib/core.lua). Nothing decodes or builds
     the whole table per call. The options part is built by the script from the options stored in
     Redis, so a client that keeps the stored options still writes a correct head."""
-    roles, edges = _compiled_parts(machine)
-    v = [str(int(options.get(name, default))) for name, default in COMPILED_OPTIONS]
-    head = f"rj3|{','.join(v[:2])}|{','.join(v[2:])}|{roles}|"
-    return {"compiled:head": head, "compiled:edges": edges}
+    roles, leased, edges = _compiled_parts(machine)
+    return {"compiled:head": compiled_head(options, roles, leased), "compiled:edges": edges}
 
 
 class Scripts:

@@ -19,6 +19,7 @@ from rjobs import (
     JobNotFound,
     LeaseLost,
     MachineConflict,
+    MachineNotDeclared,
     Queue,
     StateMachine,
     SyncQueue,
@@ -337,19 +338,19 @@ def test_a_machine_stored_by_an_older_version_is_recompiled_on_connect(url: str,
     redis_sync.hset("rjobs:{old}:machine", "compiled", '{"r":{},"n":{},"l":"processing","o":{}}')
     with SyncQueue("old", url) as stale:
         stale._declared = True  # a client that connected before the upgrade: no declare
-        with pytest.raises(MachineConflict, match="declare the queue again"):
+        with pytest.raises(MachineNotDeclared, match="declare the queue again"):
             stale.enqueue("t")
     redis_sync.hset("rjobs:{old}:machine", "compiled:head", "rj1|garbage")
     with SyncQueue("old", url) as stale:
         stale._declared = True
-        with pytest.raises(MachineConflict, match="compiled by another rjobs version"):
+        with pytest.raises(MachineNotDeclared, match="compiled by another rjobs version"):
             stale.transition(job_id, "cancelled")
     with SyncQueue("old", url) as fresh:  # connecting declares, which recompiles
         assert fresh.declare() == "same"
         assert fresh.transition(job_id, "cancelled").status == "cancelled"
     with SyncQueue("never", url) as nothing:
         nothing._declared = True
-        with pytest.raises(MachineConflict, match="no state machine declared"):
+        with pytest.raises(MachineNotDeclared, match="no state machine declared"):
             nothing.enqueue("t")
 
 

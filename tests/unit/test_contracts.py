@@ -107,19 +107,42 @@ def test_time_comes_from_redis() -> None:
 
 
 def test_compiled_machine_options_agree_between_python_and_lua() -> None:
-    """declare_machine.lua builds the options part of compiled:head in the order lib/core.lua
-    reads it; rjobs.store.scripts.COMPILED_OPTIONS is that order, and covers every stored option."""
+    """declare_machine.lua builds compiled:head from the layout rjobs.store.layout defines (through
+    the generated lib/layout.lua); COMPILED_OPTIONS covers every stored option, and the head
+    compile_machine builds follows the same layout."""
     from rjobs.config import QueueConfig
     from rjobs.store.scripts import COMPILED_OPTIONS, COMPILED_ROLES, compile_machine
 
-    declare = load_script("declare_machine").source
-    lua_order = re.findall(r"\{'(\w+)', (-?\d+)\}", declare)
-    assert [(n, int(d)) for n, d in lua_order] == list(COMPILED_OPTIONS)
     assert {n for n, _ in COMPILED_OPTIONS} == set(QueueConfig().redis_options())
     head = compile_machine(JOB, {})["compiled:head"]
     d = [str(v) for _, v in COMPILED_OPTIONS]
     roles = ",".join(JOB.role(r) or "" for r in COMPILED_ROLES)
     assert head == f"rj3|{','.join(d[:2])}|{','.join(d[2:])}|{roles}|{','.join(JOB.leased)}|"
+
+
+def test_generated_layout_is_fresh_and_read_by_name() -> None:
+    """lua/lib/layout.lua is generated from rjobs/store/layout.py (python -m rjobs.store.layout):
+    a change to the Python definition that was not regenerated fails here. The scripts spell no
+    part of the layout themselves, and where they unpack a pattern's captures into named locals
+    (lib/core.lua's init, lib/move.lua's opt) the names follow the generated order."""
+    from rjobs.store import layout
+
+    lua = resources.files("rjobs") / "lua"
+    assert (lua / "lib" / "layout.lua").read_text(encoding="utf-8") == layout.render_lua(), (
+        "lua/lib/layout.lua is stale: run python -m rjobs.store.layout"
+    )
+    assert set(layout.OPTION_RANGES) == {n for n, _ in layout.COMPILED_OPTIONS}
+    for path in ("lib/core.lua", "lib/move.lua", "declare_machine.lua"):
+        source = (lua / path).read_text()
+        assert "rj3" not in source and "'initial'" not in source, f"{path} spells the layout itself"
+    for path, pattern, fields in (
+        ("lib/core.lua", "head, LAYOUT_HEAD", layout.HEAD_FIELDS),
+        ("lib/move.lua", "M.more, LAYOUT_MORE", layout.MORE_FIELDS),
+    ):
+        source = (lua / path).read_text()
+        found = re.search(r"local ([\w,\s]+?) =\s+string\.match\(" + re.escape(pattern) + r"\)", source)
+        assert found, f"{path} does not unpack {pattern}"
+        assert [n.strip() for n in found.group(1).split(",")] == list(fields), f"{path} names the captures wrongly"
 
 
 def test_every_script_includes_what_it_calls() -> None:

@@ -91,11 +91,11 @@ end
 local function apply_call(argv, fenced)
   local actor, n = argv[2], int_arg(argv[3], 1, 1000)
   local w = REQ_FIELDS
-  if not n or #argv ~= 3 + n * w then return redis.error_reply('RJ_INVALID malformed requests') end
-  if not valid_actor(actor) then return redis.error_reply('RJ_INVALID actor') end
+  if not n or #argv ~= 3 + n * w then return fail('RJ_INVALID', 'malformed requests') end
+  if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
   if fenced then
     for pos = 4 + TOKEN, 3 + n * w, w do
-      if argv[pos] == '' then return redis.error_reply('RJ_INVALID finish needs a lease token') end
+      if argv[pos] == '' then return fail('RJ_INVALID', 'finish needs a lease token') end
     end
   end
   local out, roles, seen = {}, {}, {}

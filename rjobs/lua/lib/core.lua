@@ -1,11 +1,17 @@
--- lib/core.lua — included first by every script (rjobs/scripts.py expands the include lines).
+-- lib/core.lua — included by every script after lib/layout.lua (rjobs/store/scripts.py expands the
+-- include lines).
 -- Conventions every script follows (docs/design.md, "Decisions shared by the current wave"):
 --   ARGV[1] is the queue prefix "rjobs:{Q}:"; KEYS[1] must be prefix.."machine", KEYS[2]
 --   prefix.."events". Every other key is built from the prefix, so it shares the queue's hash tag.
 --   A script validates its arguments, reads everything it needs and decides every change in Lua
 --   memory (prepare, decide), and only then writes (lib/write.lua: commit): a refused call writes
 --   nothing, and on a cluster a key that migrated aborts the script before its first write.
---   Errors are returned as "RJ_<CODE> text", mapped to exceptions by rjobs/errors.py.
+--   Errors: every refusal is the text "RJ_<CODE> <detail>": CODE is one of the codes
+--   rjobs.errors.error_from_reply maps to an exception, detail is for people (for a few codes its
+--   first words are the exception's arguments: RJ_NOT_FOUND <id>, RJ_TRANSITION <from> <to> <id>,
+--   RJ_DEDUPE <holder> ...). A helper that refuses returns that text (a batch script reports it as
+--   one request's outcome); a script refuses the whole call with fail(code, detail), or fail(text)
+--   for a helper's text. Each script's contract lists the codes it can return ("Errors").
 -- Style, for cost: every call runs the whole script again, and every allocation (a table, a
 -- closure, a new field in a table) is a good share of a small call. So the shared state and the
 -- helpers are locals of the script (no table of functions to grow), each helper file is
@@ -18,13 +24,12 @@ local CLUSTER = false  -- the client declared the queue's keys beyond the two fi
 local KNOWN = false  -- on a cluster: the keys read (so served here), see lib/write.lua
 local JOBS, ORDER = {}, {}  -- loaded jobs by id, and in load order
 
--- The compiled machine, written by declare_machine.lua into two fields of the machine hash:
---   compiled:head   rj3|<qev>,<smax>|<max_payload>,<cache_ttl_ms>,<keep_success_ms>,
---                   <keep_partial_ms>,<keep_failure_ms>,<keep_cancelled_ms>|<9 role states>|<leased chain>|
---   compiled:edges  |#<state>|<from>><to>|...|  (every state, then its edges)
--- Roles in order: initial, ready, delayed, waiting, review, success, partial, failure, cancelled
--- ('' = none). The layout is defined once, in rjobs/scripts.py (COMPILED_OPTIONS, COMPILED_ROLES).
-local HEAD = '^rj3|([^,]*),([^|]*)|([^|]*)|([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^|]*)|([^|]+)|$'
+-- The call's error reply "RJ_<CODE> <detail>" (the convention above); fail(text) for a text a
+-- helper built.
+local function fail(code, detail)
+  if detail then return redis.error_reply(code .. ' ' .. detail) end
+  return redis.error_reply(code)
+end
 
 -- Check the keys, read the server time and the machine. with_edges: read the edges too (calls
 -- that check an edge anyway). Returns an error string, or nil.
@@ -51,8 +56,9 @@ local function init(keys, prefix, with_edges)
     return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
       'declare the queue again (connect a Queue) to recompile it'
   end
-  local qev, smax, more, initial, ready, delayed, waiting, review, success, partial, failure, cancelled,
-    leased = string.match(head, HEAD)
+  -- the head's parts, in lib/layout.lua's order (a unit test holds these names to it)
+  local queue_events, stream_maxlen, more, initial, ready, delayed, waiting, review, success, partial, failure,
+    cancelled, leased = string.match(head, LAYOUT_HEAD)
   if not leased then
     return 'RJ_NO_MACHINE the stored machine was compiled by another rjobs version: ' ..
       'declare the queue again (connect a Queue) to recompile it'
@@ -64,9 +70,10 @@ local function init(keys, prefix, with_edges)
     is_leased, chain = {}, {}
     for st in string.gmatch(leased, '[^,]+') do is_leased[st] = true; chain[#chain + 1] = st end
   end
-  M = {leased = leased, chain = chain, is_leased = is_leased, final_role = final_role, qev = qev, smax = smax,
-    more = more, edges = edges, initial = initial, ready = ready, delayed = delayed, waiting = waiting,
-    review = review, success = success, partial = partial, failure = failure, cancelled = cancelled}
+  -- the machine: the role states by role name, the event options as text, `more` (lib/move.lua: opt)
+  M = {leased = leased, chain = chain, is_leased = is_leased, final_role = final_role, queue_events = queue_events,
+    stream_maxlen = stream_maxlen, more = more, edges = edges, initial = initial, ready = ready, delayed = delayed,
+    waiting = waiting, review = review, success = success, partial = partial, failure = failure, cancelled = cancelled}
   return nil
 end
 

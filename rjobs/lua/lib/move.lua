@@ -1,13 +1,29 @@
 -- lib/move.lua — deciding moves (included after lib/core.lua and lib/write.lua by the scripts
 -- that move jobs): the edges and options of the compiled machine, move(), and the dependents of a
 -- job that reached a final state. Nothing here writes; commit() does.
+-- move(rec, to, opts) moves a loaded job (rec.status; false = a job this call creates) to the
+-- state `to`; the caller checked the edge. Its steps: leave the old state's indexes, enter the
+-- new state's, lease, final, record (history and event), dependents. The keys of opts (nil =
+-- absent; move only reads opts, so a caller may reuse one table for many moves, as claim does):
+--   actor     who moves the job: the history's "by" and the event's actor
+--   msg       a short reason for the history and the event (nil: none)
+--   event     the name of the history entry and the event (nil: the target state)
+--   run_at    epoch ms the job is due at; required when `to` is the delayed state
+--   lease_ms  the new lease's length in ms; required when entering the leased states from outside
+--   holder    who holds that new lease (the job's worker field); with lease_ms
+--   token     the lease the request presented (history and event); moving within the leased
+--             states, the job's current token. Entering them from outside issues a new one instead
+--   operator  true: a write to a leased job without its token, recorded as such
 
--- The options after the stream caps, as numbers: max_payload, cache_ttl_ms, keep[final role].
+-- The options after the event options, as numbers, parsed on first use: max_payload,
+-- cache_ttl_ms, keep[final role] (in lib/layout.lua's order; a unit test holds these names to it).
 local function opt()
   if not M.opt then
-    local mp, ttl, ks, kp, kf, kc = string.match(M.more, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
-    M.opt = {max_payload = tonumber(mp), cache_ttl_ms = tonumber(ttl), keep = {success = tonumber(ks),
-      partial = tonumber(kp), failure = tonumber(kf), cancelled = tonumber(kc)}}
+    local max_payload, cache_ttl_ms, keep_success_ms, keep_partial_ms, keep_failure_ms, keep_cancelled_ms =
+      string.match(M.more, LAYOUT_MORE)
+    M.opt = {max_payload = tonumber(max_payload), cache_ttl_ms = tonumber(cache_ttl_ms), keep = {
+      success = tonumber(keep_success_ms), partial = tonumber(keep_partial_ms), failure = tonumber(keep_failure_ms),
+      cancelled = tonumber(keep_cancelled_ms)}}
   end
   return M.opt
 end
@@ -37,21 +53,21 @@ local dhead, dhead_read = false, false  -- the earliest delayed job's due time, 
 local settle_dependents  -- made on first use (few jobs have dependents): see define_settle below
 local define_settle
 
--- Decide the move of a loaded job (rec.status; false = a new job) to `to`. The caller validated
--- the edge. opts: actor, msg, event (default: the target state), run_at (delayed target),
--- lease_ms and holder (entering a leased state from outside: a new token and lease), operator (a
--- write to a leased job without its token), token (the lease the request presented). Updates rec
--- in memory, queues index changes, the history entry and the queue event, and decides the
--- dependents of a job reaching a final state.
+-- Decide the move of a loaded job to `to` (the contract at the top of this file): updates rec in
+-- memory, queues the index changes, the history entry and the queue event, and decides the
+-- dependents of a job reaching a final state. Its steps are named blocks, not functions: a local
+-- function is a closure every call of the script builds again, and a call per step per job costs
+-- more than the 1% a step may (benchmarks/script_instructions.py).
 local function move(rec, to, opts)
-  local id = rec.id
-  local from = rec.status
-  if from then  -- leave the indexes of `from`
+  local id, from = rec.id, rec.status
+  -- 1. leave: drop the job from the indexes of `from`
+  if from then
     if from == M.ready then zset(P .. 'ready', id, false)
     elseif from == M.delayed then zset(P .. 'delayed', id, false) end
     if M.is_leased[from] then zset(P .. 'leases', id, false) end
     zset(P .. 'state:' .. from, id, false)
   end
+  -- 2. enter: the indexes and status fields of `to`; a claimable job wakes an idle worker
   zset(P .. 'state:' .. to, id, NOW)
   hset(rec, 'status', to)
   hset(rec, 'updated_ms', NOW_S)
@@ -70,12 +86,13 @@ local function move(rec, to, opts)
     zset(P .. 'delayed', id, opts.run_at)
     hset(rec, 'scheduled_ms', opts.run_at)
   end
+  -- 3. lease: entering the leased states from outside takes a new lease (token, attempt, holder,
+  -- deadline); moving within them keeps it; either way the leases index has the deadline
   local token = opts.token
   local attempt = field(rec, 'attempt')
   if M.is_leased[to] then
     local deadline
     if not (from and M.is_leased[from]) then
-      -- entering the leased states: a new lease, a new token, an attempt
       -- the token (docs/design.md, decision 2): server ms * 1000 + the job's lease count modulo
       -- 1000; never issued twice for one job, even after lost writes: the clock moves on
       token = string.format('%d', NOW * 1000 + ((tonumber(field(rec, 'token')) or 0) % 1000 + 1) % 1000)
@@ -92,13 +109,16 @@ local function move(rec, to, opts)
     end
     zset(P .. 'leases', id, deadline)
   end
+  -- 4. final: when a final state was reached and how long the job ran
   local final = M.final_role[to]
   if final then
     hset(rec, 'completed_ms', NOW_S)
     local started = tonumber(field(rec, 'started_ms'))
     if started then hset(rec, 'duration_ms', NOW - started) end
   end
+  -- 5. record: the history entry and the queue event (lib/write.lua)
   log_event(rec, opts.event or to, from, to, opts.actor, opts.msg, attempt, token, nil, opts.operator, final ~= nil)
+  -- 6. dependents: a final state releases, fails or cancels the jobs waiting for this one
   if final then
     local deps = field(rec, 'has_dependents')
     if rec.new_dependents or (deps and deps ~= '') then

@@ -70,7 +70,7 @@ local function log_event(rec, event, from, to, actor, msg, attempt, token, data,
   if not h then rec.hist = e
   elseif type(h) == 'string' then rec.hist = {h, e}
   else h[#h + 1] = e end
-  if M.qev == '1' or final then
+  if M.queue_events == '1' or final then
     if not QEV then QEV = {} end
     local q = QEV
     local at = #q + 1
@@ -140,7 +140,7 @@ local function commit()
   end
   for i = 1, OPS and #OPS or 0 do call(unpack(OPS[i])) end
   if QEV then
-    local q, smax = QEV, M.smax
+    local q, smax = QEV, M.stream_maxlen
     local at = 1
     while at <= #q do
       local n = q[at]

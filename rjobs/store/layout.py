@@ -1,0 +1,133 @@
+"""The compiled machine's layout, defined once: the version tag of ``compiled:head``, the roles and
+the options in it, in order. ``lua/lib/layout.lua`` is generated from this module, so the Lua
+scripts (declare_machine.lua writes the head, lib/core.lua and lib/move.lua read it) and
+:func:`rjobs.store.scripts.compile_machine` cannot disagree:
+
+    python -m rjobs.store.layout           # rewrite lua/lib/layout.lua
+    python -m rjobs.store.layout --check   # exit 1 when it is stale (a unit test checks the same)
+
+``compiled:head`` is ``<HEAD_VERSION>|<event options>|<other options>|<role states>|<leased chain>|``:
+the first :data:`EVENT_OPTIONS` options (what every event needs) are read with the head; the
+others are parsed only by the calls that use them. A change here that changes the head's meaning
+needs a new :data:`HEAD_VERSION`: a stored head of another version is refused (RJ_NO_MACHINE) until
+the queue is declared again, which recompiles it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = [
+    "COMPILED_OPTIONS",
+    "COMPILED_ROLES",
+    "EVENT_OPTIONS",
+    "HEAD_FIELDS",
+    "HEAD_VERSION",
+    "MORE_FIELDS",
+    "OPTION_RANGES",
+    "compiled_head",
+    "render_lua",
+]
+
+#: The head's version tag (its first field).
+HEAD_VERSION = "rj3"
+#: The roles in the compiled machine, in order ('' in the head = a role the machine lacks).
+COMPILED_ROLES = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
+#: The options in the compiled machine, in order, with the default used when one is not stored
+#: (declare_machine.lua builds this part from the stored ``opt:<name>`` fields).
+COMPILED_OPTIONS = (
+    ("queue_events", 1),
+    ("stream_maxlen", 100_000),
+    ("max_payload", 1024 * 1024),
+    ("cache_ttl_ms", 0),
+    ("keep_success_ms", -1),
+    ("keep_partial_ms", -1),
+    ("keep_failure_ms", -1),
+    ("keep_cancelled_ms", -1),
+)
+#: How many of the options come first in the head, read by every call (the stream options).
+EVENT_OPTIONS = 2
+#: The range declare_machine.lua accepts for each stored option (a value outside it would fail a
+#: later script half-way: XADD refuses a negative MAXLEN); out of range, the default is compiled.
+OPTION_RANGES = {
+    "queue_events": (0, 1),
+    "stream_maxlen": (1, 1_000_000_000),
+    "max_payload": (1, 512 * 1024 * 1024),
+    "cache_ttl_ms": (-1, 3_153_600_000_000),
+    "keep_success_ms": (-1, 3_153_600_000_000),
+    "keep_partial_ms": (-1, 3_153_600_000_000),
+    "keep_failure_ms": (-1, 3_153_600_000_000),
+    "keep_cancelled_ms": (-1, 3_153_600_000_000),
+}
+
+LUA_PATH = Path(__file__).resolve().parent.parent / "lua" / "lib" / "layout.lua"
+
+
+def compiled_head(options: dict[str, int], roles: str, leased: str) -> str:
+    """The head for stored ``options`` (defaults where absent), ``roles`` (the role states joined
+    by ',', in :data:`COMPILED_ROLES` order) and the ``leased`` chain (joined by ',')."""
+    v = [str(int(options.get(name, default))) for name, default in COMPILED_OPTIONS]
+    return f"{HEAD_VERSION}|{','.join(v[:EVENT_OPTIONS])}|{','.join(v[EVENT_OPTIONS:])}|{roles}|{leased}|"
+
+
+#: The head's parts in the order LAYOUT_HEAD captures them (lib/core.lua's init names them so; a
+#: unit test holds the names to this list), and the other options in LAYOUT_MORE's order (opt() in
+#: lib/move.lua).
+HEAD_FIELDS = (*(n for n, _ in COMPILED_OPTIONS[:EVENT_OPTIONS]), "more", *COMPILED_ROLES, "leased")
+MORE_FIELDS = tuple(n for n, _ in COMPILED_OPTIONS[EVENT_OPTIONS:])
+
+
+def render_lua() -> str:
+    """The text of lua/lib/layout.lua: constants only (a string constant costs a call nothing; a
+    function or a table here would be built again by every call of every script)."""
+    names = [n for n, _ in COMPILED_OPTIONS]
+    event, more = names[:EVENT_OPTIONS], names[EVENT_OPTIONS:]
+    cap = "([^,]*)"
+    head = (
+        f"^{HEAD_VERSION}|{','.join([cap] * (len(event) - 1) + ['([^|]*)'])}|([^|]*)|"
+        f"{','.join([cap] * (len(COMPILED_ROLES) - 1) + ['([^|]*)'])}|([^|]+)|$"
+    )
+    options = ",".join(f"{n}:{d}:{OPTION_RANGES[n][0]}:{OPTION_RANGES[n][1]}" for n, d in COMPILED_OPTIONS)
+    out = [
+        "-- lib/layout.lua — GENERATED from rjobs/store/layout.py: do not edit. Regenerate with",
+        "-- `python -m rjobs.store.layout` (`--check` exits 1 when this file is stale; so does a unit test).",
+        "-- The compiled machine, written by declare_machine.lua into two fields of the machine hash:",
+        f"--   compiled:head   {HEAD_VERSION}|{','.join(f'<{n}>' for n in event)}|",
+        f"--                   {','.join(f'<{n}>' for n in more)}|",
+        f"--                   <{'>,<'.join(COMPILED_ROLES)}>|",
+        "--                   <leased chain>|",
+        "--   compiled:edges  |#<state>|<from>><to>|...|  (every state, then its edges)",
+        "-- A role the machine lacks is ''. Included first by every script (before lib/core.lua). Only",
+        "-- constants: a function or a table here would be built again by every call of every script.",
+        "",
+        "-- The head, for string.match; it captures, in order:",
+        f"--   {', '.join(HEAD_FIELDS[: EVENT_OPTIONS + 1])} (the other options, as one text: LAYOUT_MORE),",
+        f"--   {', '.join(HEAD_FIELDS[EVENT_OPTIONS + 1 :])}",
+        f"local LAYOUT_HEAD = '{head}'",
+        "-- The other options, for string.match on `more`; it captures, in order:",
+        f"--   {', '.join(MORE_FIELDS)}",
+        f"local LAYOUT_MORE = '^{','.join([cap] * len(more))}$'",
+        "-- For declare_machine.lua: the head's version tag and how many options come first (the event",
+        "-- options); the roles in order; the options in order, name:default:lowest:highest.",
+        f"local LAYOUT_VERSION, LAYOUT_EVENT_OPTIONS = '{HEAD_VERSION}', {EVENT_OPTIONS}",
+        f"local LAYOUT_ROLES = '{','.join(COMPILED_ROLES)}'",
+        f"local LAYOUT_OPTIONS = '{options}'",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    """Rewrite lua/lib/layout.lua, or with ``--check`` say whether it is stale (exit 1)."""
+    text = render_lua()
+    if "--check" in argv:
+        if not LUA_PATH.exists() or LUA_PATH.read_text(encoding="utf-8") != text:
+            print(f"{LUA_PATH} is stale: run python -m rjobs.store.layout", file=sys.stderr)
+            return 1
+        return 0
+    LUA_PATH.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
