@@ -44,7 +44,7 @@ class ReadPlans:
 
     def __init__(self, name: str, machine: StateMachine, config: QueueConfig, actor: str) -> None:
         self.keys = QueueKeys(name)
-        self.scripts = Scripts(self.keys)
+        self.scripts = Scripts(self.keys, machine.states)
         self.machine = machine
         self.config = config.validate()
         self.actor = validate_name("actor", actor, pattern=_ACTOR) if actor else actor

@@ -25,7 +25,7 @@ from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
 from rjobs.statemachine import StateMachine
 from rjobs.store.backend import Backend
-from rjobs.store.clients import async_client, close_async, resolve_url
+from rjobs.store.clients import async_client, close_async, is_cluster, resolve_url
 from rjobs.store.cluster import runner_for
 from rjobs.store.transport import Plan, drive_async
 
@@ -63,6 +63,7 @@ class Queue:
         self.actor: str = self._plans.actor
         self._own_client = client is None
         self.client: aredis.Redis = client if client is not None else async_client(resolve_url(url))
+        self._plans.scripts.cluster = is_cluster(self.client)
         self._runner = runner_for(self.client, self._plans.keys.machine)
         self.backend = Backend(name, machine, self._plans.scripts, self._runner)
         self._waits = Waits(self._runner, self._plans)
@@ -79,8 +80,7 @@ class Queue:
         return await drive_async(self._runner, plan)
 
     async def _read(self, plan: Plan[T]) -> T:
-        # A server that refuses writes (out of memory, a replica) still answers reads: a declare it
-        # refuses does not stop them (declared with the next call that writes).
+        # A server that refuses writes (OOM, a replica) still answers reads: declare with the next write.
         if not self._declared:
             with contextlib.suppress(OutOfMemory, ReadOnly):
                 await self.declare()

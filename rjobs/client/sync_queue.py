@@ -25,7 +25,7 @@ from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machines import JOB
 from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
 from rjobs.statemachine import StateMachine
-from rjobs.store.clients import close_sync, resolve_url, sync_client
+from rjobs.store.clients import close_sync, is_cluster, resolve_url, sync_client
 from rjobs.store.sync_backend import SyncBackend
 from rjobs.store.sync_cluster import runner_for
 from rjobs.store.sync_transport import Plan, drive_sync
@@ -64,6 +64,7 @@ class SyncQueue:
         self.actor: str = self._plans.actor
         self._own_client = client is None
         self.client: redis.Redis = client if client is not None else sync_client(resolve_url(url))
+        self._plans.scripts.cluster = is_cluster(self.client)
         self._runner = runner_for(self.client, self._plans.keys.machine)
         self.backend = SyncBackend(name, machine, self._plans.scripts, self._runner)
         self._waits = SyncWaits(self._runner, self._plans)
@@ -80,8 +81,7 @@ class SyncQueue:
         return drive_sync(self._runner, plan)
 
     def _read(self, plan: Plan[T]) -> T:
-        # A server that refuses writes (out of memory, a replica) still answers reads: a declare it
-        # refuses does not stop them (declared with the next call that writes).
+        # A server that refuses writes (OOM, a replica) still answers reads: declare with the next write.
         if not self._declared:
             with contextlib.suppress(OutOfMemory, ReadOnly):
                 self.declare()

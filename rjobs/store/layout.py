@@ -1,7 +1,7 @@
 """The compiled machine's layout, defined once: the version tag of ``compiled:head``, the roles and
 the options in it, in order. ``lua/lib/layout.lua`` is generated from this module, so the Lua
 scripts (declare_machine.lua writes the head, lib/core.lua and lib/move.lua read it) and
-:func:`rjobs.store.scripts.compile_machine` cannot disagree:
+:func:`compile_machine` cannot disagree:
 
     python -m rjobs.store.layout           # rewrite lua/lib/layout.lua
     python -m rjobs.store.layout --check   # exit 1 when it is stale (a unit test checks the same)
@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rjobs.statemachine import StateMachine
+
 __all__ = [
     "COMPILED_OPTIONS",
     "COMPILED_ROLES",
@@ -25,6 +27,7 @@ __all__ = [
     "HEAD_VERSION",
     "MORE_FIELDS",
     "OPTION_RANGES",
+    "compile_machine",
     "compiled_head",
     "render_lua",
 ]
@@ -75,6 +78,32 @@ def compiled_head(options: dict[str, int], roles: str, leased: str) -> str:
 #: lib/move.lua).
 HEAD_FIELDS = (*(n for n, _ in COMPILED_OPTIONS[:EVENT_OPTIONS]), "more", *COMPILED_ROLES, "leased")
 MORE_FIELDS = tuple(n for n, _ in COMPILED_OPTIONS[EVENT_OPTIONS:])
+
+
+def _compiled_parts(machine: StateMachine) -> tuple[str, str, str]:
+    """The role states and the leased chain (each joined by ','), and the states and edges
+    ``"|#<state>|<from>><to>|...|"`` (declare_machine.lua derives the same from the stored table)."""
+    tokens: list[str] = []
+    for state, targets in machine.edges.items():
+        tokens.append(f"#{state}")
+        tokens += [f"{state}>{t}" for t in targets]
+    roles = ",".join(machine.role(r) or "" for r in COMPILED_ROLES)
+    return roles, ",".join(machine.leased), f"|{'|'.join(tokens)}|"
+
+
+def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str, str]:
+    """The machine as the scripts read it: the ``compiled:head`` and ``compiled:edges`` fields
+    that declare_machine.lua stores in the machine hash when ``options`` are the stored options.
+
+    ``compiled:head`` is ``rj3|<2 event options>|<6 more options>|<9 role states>|<leased>|``
+    (the layout is defined once, in :mod:`rjobs.store.layout`); ``compiled:edges`` is
+    ``|#<state>|<from>><to>|...|``. Every script call reads the short head with one HGET and one
+    anchored ``string.match``; a call that checks an edge reads the edges once and finds the token
+    ``|from>to|`` with a plain ``string.find`` (see lua/lib/core.lua). Nothing decodes or builds
+    the whole table per call. The options part is built by the script from the options stored in
+    Redis, so a client that keeps the stored options still writes a correct head."""
+    roles, leased, edges = _compiled_parts(machine)
+    return {"compiled:head": compiled_head(options, roles, leased), "compiled:edges": edges}
 
 
 def render_lua() -> str:

@@ -19,7 +19,7 @@ from rjobs.models import ClaimedJob, EnqueueOutcome
 from rjobs.statemachine import StateMachine
 from rjobs.store.codec import decode_stored
 from rjobs.store.keys import QueueKeys
-from rjobs.store.layout import COMPILED_OPTIONS, COMPILED_ROLES, compiled_head
+from rjobs.store.layout import COMPILED_OPTIONS, COMPILED_ROLES, compile_machine
 
 __all__ = [
     "COMPILED_OPTIONS",
@@ -93,7 +93,7 @@ class Call(msgspec.Struct, Generic[T], frozen=True):
     """One script invocation, ready to send; ``decode`` turns the raw reply into the result."""
 
     script: LuaScript
-    keys: tuple[str, str]
+    keys: tuple[str, ...]
     args: list[Arg]
     decode: Callable[[Any], T]
 
@@ -242,41 +242,27 @@ def _strings(raw: list[Any]) -> list[str]:
     return [_s(x) for x in raw]
 
 
-def _compiled_parts(machine: StateMachine) -> tuple[str, str, str]:
-    """The role states and the leased chain (each joined by ','), and the states and edges
-    ``"|#<state>|<from>><to>|...|"`` (declare_machine.lua derives the same from the stored table)."""
-    tokens: list[str] = []
-    for state, targets in machine.edges.items():
-        tokens.append(f"#{state}")
-        tokens += [f"{state}>{t}" for t in targets]
-    roles = ",".join(machine.role(r) or "" for r in COMPILED_ROLES)
-    return roles, ",".join(machine.leased), f"|{'|'.join(tokens)}|"
-
-
-def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str, str]:
-    """The machine as the scripts read it: the ``compiled:head`` and ``compiled:edges`` fields
-    that declare_machine.lua stores in the machine hash when ``options`` are the stored options.
-
-    ``compiled:head`` is ``rj3|<2 event options>|<6 more options>|<9 role states>|<leased>|``
-    (the layout is defined once, in :mod:`rjobs.store.layout`); ``compiled:edges`` is
-    ``|#<state>|<from>><to>|...|``. Every script call reads the short head with one HGET and one
-    anchored ``string.match``; a call that checks an edge reads the edges once and finds the token
-    ``|from>to|`` with a plain ``string.find`` (see lua/lib/core.lua). Nothing decodes or builds
-    the whole table per call. The options part is built by the script from the options stored in
-    Redis, so a client that keeps the stored options still writes a correct head."""
-    roles, leased, edges = _compiled_parts(machine)
-    return {"compiled:head": compiled_head(options, roles, leased), "compiled:edges": edges}
-
-
 class Scripts:
     """Typed builders for every script of one queue. Nothing here talks to Redis."""
 
-    def __init__(self, keys: QueueKeys) -> None:
+    def __init__(self, keys: QueueKeys, states: Iterable[str] = ()) -> None:
         self.keys = keys
         self._k = (keys.machine, keys.events)
+        k = keys
+        self._queue_keys = (*self._k, k.ready, k.delayed, k.leases, k.seq, k.wake, k.workers, *map(k.state, states))
+        #: On a cluster every call declares, beyond the two keys it always names, the queue's keys
+        #: and those of the jobs and dedupe keys it names (docs/design.md, decision 3): the server
+        #: then answers ASK or TRYAGAIN before the script runs while the queue's slot migrates.
+        self.cluster = False
 
-    def _call(self, name: str, args: list[Arg], decode: Callable[[Any], T]) -> Call[T]:
-        return Call(load_script(name), self._k, [self.keys.prefix, *args], decode)
+    def _call(
+        self, name: str, args: list[Arg], decode: Callable[[Any], T], jobs: Iterable[str] = (), more: Iterable[str] = ()
+    ) -> Call[T]:
+        keys: tuple[str, ...] = self._k
+        if self.cluster:
+            k = self.keys
+            keys = (*self._queue_keys, *(x for j in jobs for x in (k.job(j), k.job_history(j))), *more)
+        return Call(load_script(name), keys, [self.keys.prefix, *args], decode)
 
     def declare_machine(
         self, machine: StateMachine, options: dict[str, int], write_options: bool = True
@@ -298,7 +284,14 @@ class Scripts:
         args: list[Arg] = [actor, len(specs)]
         for spec in specs:
             args += spec.args()
-        return self._call("enqueue", args, _decode_enqueue)
+        if not self.cluster:
+            return self._call("enqueue", args, _decode_enqueue)
+        jobs = {j: None for spec in specs for j in (spec.job_id, *spec.depends_on) if j}
+        dedupe = {x: None for spec in specs if spec.dedupe_key for x in self._dedupe_keys(spec.dedupe_key)}
+        return self._call("enqueue", args, _decode_enqueue, jobs, dedupe)
+
+    def _dedupe_keys(self, dedupe_key: str) -> tuple[str, str]:
+        return self.keys.dedupe(dedupe_key), self.keys.dedupe_result(dedupe_key)
 
     def claim(self, worker: str, max_jobs: int, lease_ms: int, promote: int = 100) -> Call[ClaimResult]:
         """Promote due delayed jobs and lease up to ``max_jobs`` ready ones."""
@@ -311,15 +304,16 @@ class Scripts:
         worker (a worker does, a manual holder does not)."""
         pairs = list(held)
         flat: list[Arg] = [x for pair in pairs for x in pair]
-        return self._call("heartbeat", [holder, lease_ms, int(register), len(pairs), *flat], _strings)
+        args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat]
+        return self._call("heartbeat", args, _strings, (job for job, _ in pairs))
 
     def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Client-side moves; one outcome string per request (see :func:`outcome_error`)."""
-        return self._call("transition", self._requests(actor, requests), _strings)
+        return self._call("transition", self._requests(actor, requests), _strings, (r.job_id for r in requests))
 
     def finish(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Fenced worker moves; one outcome string per request."""
-        return self._call("finish", self._requests(actor, requests), _strings)
+        return self._call("finish", self._requests(actor, requests), _strings, (r.job_id for r in requests))
 
     @staticmethod
     def _requests(actor: str, requests: Sequence[MoveRequest]) -> list[Arg]:
@@ -330,7 +324,7 @@ class Scripts:
 
     def retry(self, actor: str, job_id: str, params: bytes = b"") -> Call[str]:
         """Failed/cancelled -> ready, same id, retry_count + 1; -> the new status."""
-        return self._call("retry", [actor, job_id, params], _s)
+        return self._call("retry", [actor, job_id, params], _s, (job_id,))
 
     def progress(
         self, actor: str, job_id: str, token: str, percent: float, step: str, operator: bool = False
@@ -341,7 +335,7 @@ class Scripts:
             kind = _s(raw[0])
             return (kind, int(raw[1])) if kind == "ok" else (f"ignored:{_s(raw[1])}", -1)
 
-        return self._call("progress", [actor, job_id, token, percent, step, int(operator)], decode)
+        return self._call("progress", [actor, job_id, token, percent, step, int(operator)], decode, (job_id,))
 
     def reap(self, limit: int, max_lease_losses: int, purge: int, worker_ttl_ms: int) -> Call[tuple[int, int, int]]:
         """Recover expired leases and purge expired finished jobs -> (requeued, failed, purged)."""
@@ -363,16 +357,17 @@ class Scripts:
         operator: bool = False,
     ) -> Call[str]:
         """Link an asset to a job (the lease holder, the owner or an operator) -> asset id."""
-        return self._call("add_asset", [actor, job_id, token, user_id, asset_id, asset, label, int(operator)], _s)
+        args: list[Arg] = [actor, job_id, token, user_id, asset_id, asset, label, int(operator)]
+        return self._call("add_asset", args, _s, (job_id,), (self.keys.job_assets(job_id),))
 
     def comment(self, actor: str, job_id: str, token: str, text: str) -> Call[str]:
         """Append a comment event."""
-        return self._call("comment", [actor, job_id, token, text], _s)
+        return self._call("comment", [actor, job_id, token, text], _s, (job_id,))
 
     def set_priority(self, actor: str, job_id: str, priority: int) -> Call[int]:
         """Change a waiting job's priority -> the previous one."""
-        return self._call("set_priority", [actor, job_id, priority], int)
+        return self._call("set_priority", [actor, job_id, priority], int, (job_id,))
 
     def invalidate(self, dedupe_key: str) -> Call[bool]:
         """Drop a dedupe key's cached result -> whether one existed."""
-        return self._call("invalidate", [dedupe_key], lambda r: bool(int(r)))
+        return self._call("invalidate", [dedupe_key], lambda r: bool(int(r)), (), self._dedupe_keys(dedupe_key))

@@ -63,7 +63,7 @@ _BLOCKING = frozenset(
 def wire(op: Op, legacy: bool = False) -> tuple[Arg, ...]:
     """The command an op sends (a script call by SHA1; ``legacy``: the shebang-less script)."""
     if isinstance(op, Call):
-        return ("EVALSHA", op.script.legacy_sha if legacy else op.script.sha, 2, *op.keys, *op.args)
+        return ("EVALSHA", op.script.legacy_sha if legacy else op.script.sha, len(op.keys), *op.keys, *op.args)
     return op.args
 
 
