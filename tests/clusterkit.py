@@ -15,13 +15,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.cluster import ClusterNode, RedisCluster
 
 from rjobs.cli.server import LocalServer, ServerStartError, find_valkey_binary, free_port
 from tests.clusternode import HOST, SLOTS, WAIT, Node, NodeLine, slot_of, wait_until
-from tests.clustertls import TLSFiles, make_tls_files
+
+if TYPE_CHECKING:
+    from tests.clustertls import TLSFiles
 
 __all__ = ["SLOTS", "ClusterUnavailable", "LocalCluster", "Migration", "Node", "NodeLine", "slot_of"]
 
@@ -67,7 +69,11 @@ class LocalCluster:
         self._killed: dict[str, tuple[frozenset[int], frozenset[str]]] = {}
         self._owns_dir = data_dir is None
         self.data_dir = data_dir if data_dir is not None else Path(tempfile.mkdtemp(prefix="rjobs-cluster-"))
-        self.tls: TLSFiles | None = make_tls_files(self.data_dir / "tls") if tls else None
+        self.tls: TLSFiles | None = None
+        if tls:  # imported here: certificates need ``cryptography``, which plain clusters do not
+            from tests.clustertls import make_tls_files
+
+            self.tls = make_tls_files(self.data_dir / "tls")
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -138,6 +138,7 @@ def test_failover_promotes_the_replica(fresh_cluster: LocalCluster) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["valkey", "redis"])
 def test_tls_cluster(kind: str) -> None:
+    pytest.importorskip("cryptography", reason="the test certificates are made with cryptography")
     binary = find_valkey_binary() if kind == "valkey" else find_redis_server()
     if binary is None:
         pytest.skip("redis-server is not on PATH")
