@@ -320,6 +320,8 @@ class LocalCluster:
         """Wait until a replica of ``old_master`` (killed by ``kill_master``) owns its slots and the
         cluster is stable; return that new master."""
         slots, heirs = self._killed[old_master.id]
+        if not heirs:
+            raise ValueError(f"{old_master} had no replica: nothing can take over its slots")
 
         def promoted() -> Node | None:
             if not self.stable():

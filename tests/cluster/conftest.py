@@ -13,6 +13,7 @@ import pytest
 
 from rjobs.cli.server import ServerUnavailable
 from tests.clusterkit import ClusterUnavailable, LocalCluster
+from tests.helpers import server_binary
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,9 +51,14 @@ def clean_cluster(cluster: LocalCluster) -> LocalCluster:
 
 
 @pytest.fixture
-def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A new 3+3 valkey cluster with a 1 s node timeout, for tests that kill nodes or move slots."""
-    fresh = _started(LocalCluster(node_timeout_ms=1000, data_dir=tmp_path / "cluster"))
+def fresh_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
+    """A new 3+3 cluster with a 1 s node timeout, for tests that kill nodes or move slots.
+
+    valkey unless parametrized indirectly with a kind from SERVER_KINDS:
+    ``@pytest.mark.parametrize("fresh_cluster", SERVER_KINDS, indirect=True)``."""
+    kind = getattr(request, "param", "valkey")
+    binary = server_binary(kind)
+    fresh = _started(LocalCluster(binary, node_timeout_ms=1000, data_dir=tmp_path / "cluster"))
     try:
         yield fresh
     finally:
