@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, RedisCluster
 
 from rjobs.cli.server import LocalServer, ServerStartError, find_valkey_binary, free_port
@@ -213,6 +215,13 @@ class LocalCluster:
             kwargs = {"ssl": True, "ssl_ca_certs": str(self.tls.ca), **kwargs}
         nodes = [ClusterNode(host, port) for host, port in self.startup_nodes]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=nodes, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> AsyncRedisCluster:
+        """Like ``client()``, for asyncio: a ``redis.asyncio.cluster.RedisCluster`` (close it with aclose)."""
+        if self.tls is not None:
+            kwargs = {"ssl": True, "ssl_ca_certs": str(self.tls.ca), **kwargs}
+        nodes = [AsyncClusterNode(host, port) for host, port in self.startup_nodes]
+        return AsyncRedisCluster(startup_nodes=nodes, **kwargs)
 
     def stable(self) -> bool:
         """Every live node: state ok, knows every node, agrees on roles and slot owners, no slot being

@@ -49,6 +49,18 @@ def test_keys_on_every_master(clean_cluster: LocalCluster) -> None:
     assert all(m.admin.dbsize() == 0 for m in clean_cluster.masters())
 
 
+@pytest.mark.anyio
+async def test_async_client(clean_cluster: LocalCluster) -> None:
+    client = clean_cluster.async_client(decode_responses=True)
+    try:
+        keys = [clean_cluster.key_on(m) for m in clean_cluster.masters()]
+        for key in keys:
+            await client.set(key, key)
+        assert [await client.get(k) for k in keys] == keys
+    finally:
+        await client.aclose()
+
+
 def test_queue_names_land_on_each_master(clean_cluster: LocalCluster) -> None:
     names = [clean_cluster.queue_name_on(m) for m in clean_cluster.masters()]
     assert len(set(names)) == 3
