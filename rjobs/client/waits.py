@@ -193,6 +193,7 @@ class _Reader:
                     failures += 1
                     log.warning("wait reader: %s: %s (reconnecting)", type(exc).__name__, exc)
                     await self.line.reset()
+                    self.line = _Line(runner.client)  # on a cluster: the slot's owner as now known
                     next_check = 0.0  # whatever happened meanwhile: re-check every waited job
                     await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
         except Exception as exc:  # a reply the reader cannot use: fail the waiters, not silently hang

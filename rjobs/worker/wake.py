@@ -84,6 +84,9 @@ class _WakeLine:
                 await self._client.blpop(self.keys, timeout=timeout)
             except (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError) as exc:
                 await self._moved(exc)
+            except redis.exceptions.ConnectionError:
+                await self.aclose()  # the next wait connects again, to the slot's owner as then known
+                raise
             return
         link = self._links.here()
         assert link is not None
@@ -91,8 +94,9 @@ class _WakeLine:
             command: tuple[Any, ...] = ("BLPOP", *self.keys, timeout)
             reply = (await link.exchange(hiredis.pack_command(command), 1))[0]
         except BaseException:
-            # A cancelled BLPOP still blocks its connection: drop it rather than queue behind it.
-            self._links.close()
+            # A cancelled BLPOP still blocks its connection: drop it rather than queue behind it
+            # (and after a failure, connect again to the slot's owner as then known).
+            await self.aclose()
             raise
         if isinstance(reply, redis.exceptions.ResponseError):
             await self._moved(reply)
