@@ -18,7 +18,7 @@ from rjobs.errors import LeaseLost, ValidationError
 from rjobs.models import Asset, ClaimedJob, Progress
 from rjobs.store import codec
 from rjobs.store.scripts import outcome_error
-from rjobs.worker.held import Held, HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import FINAL_WRITE_TIMEOUT
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from rjobs.store.scripts import MoveRequest
 from rjobs.worker.clock import ServerClock
 from rjobs.worker.context import JobContext
 from rjobs.worker.functions import JobFunction, Partial, describe_error, retry_after, retryable
-from rjobs.worker.held import Held, HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.retry import RetryPolicy
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import anyio.to_thread
 
 from rjobs.errors import LeaseLost, RjobsError
 from rjobs.store.scripts import MoveRequest, outcome_error
-from rjobs.worker.held import Held, HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import FINAL_WRITE_TIMEOUT, LeaseBook, transient
 from rjobs.worker.pool import SlotPool
 from rjobs.worker.signals import Pulse

@@ -35,7 +35,7 @@ import anyio.lowlevel
 import redis.exceptions
 
 from rjobs.errors import RjobsError
-from rjobs.worker.held import Held, HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.signals import Pulse
 from rjobs.worker.stats import WorkerStats
 

@@ -44,7 +44,7 @@ from rjobs.worker.clock import ServerClock
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
-from rjobs.worker.held import HeldState
+from rjobs.worker.inflight import HeldState
 from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
 from rjobs.worker.reaper import Reaper

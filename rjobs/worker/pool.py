@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import anyio.abc
 
 from rjobs.models import ClaimedJob, JobError
-from rjobs.worker.held import Held, HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import LeaseBook
 from rjobs.worker.signals import Pulse, scope_factory
 

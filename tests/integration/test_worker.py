@@ -24,7 +24,7 @@ from rjobs.models import JobRequest
 from rjobs.store.scripts import MoveRequest, outcome_error
 from rjobs.worker.context import JobContext
 from rjobs.worker.functions import Fail, JobFunction, Partial, Retry, job
-from rjobs.worker.held import Held
+from rjobs.worker.inflight import Held
 from rjobs.worker.leases import LeaseKeeper
 from rjobs.worker.loop import Worker, make_worker_id
 from rjobs.worker.retry import RetryPolicy

@@ -25,7 +25,7 @@ from rjobs.worker.context import JobContext
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import job
-from rjobs.worker.held import Held, HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import LeaseBook
 from rjobs.worker.loop import Worker
 from rjobs.worker.pool import JobSlots, Served, SlotPool

@@ -127,3 +127,16 @@ def test_generated_twins_are_fresh() -> None:
         [sys.executable, "scripts/unasync.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def _one_letter_apart(a: str, b: str) -> bool:
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    return len(long) - len(short) == 1 and any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def test_no_two_module_names_differ_by_one_letter() -> None:
+    stems = sorted({path.stem for path in _modules().values()} - {"__init__", "__main__"})
+    close = [(a, b) for i, a in enumerate(stems) for b in stems[i + 1 :] if _one_letter_apart(a, b)]
+    assert not close, f"modules named one letter apart read as one another: {close}"
