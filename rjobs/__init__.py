@@ -4,7 +4,9 @@ Every state change is one Lua script checked against the queue's state machine s
 """
 
 from rjobs import machines
+from rjobs.client.partitioned import PartitionedQueue
 from rjobs.client.queue import Queue
+from rjobs.client.sync_partitioned import SyncPartitionedQueue
 from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import PRIORITIES, QueueConfig, Retention
 from rjobs.errors import (
@@ -64,6 +66,7 @@ __all__ = [
     "MachineNotDeclared",
     "OutOfMemory",
     "Partial",
+    "PartitionedQueue",
     "PermissionDenied",
     "Progress",
     "Queue",
@@ -78,6 +81,7 @@ __all__ = [
     "ServerRefused",
     "StateConflict",
     "StateMachine",
+    "SyncPartitionedQueue",
     "SyncQueue",
     "Unauthorized",
     "ValidationError",

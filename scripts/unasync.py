@@ -28,6 +28,7 @@ FILES = {
     "rjobs/client/queue.py": "rjobs/client/sync_queue.py",
     "rjobs/client/hold.py": "rjobs/client/sync_hold.py",
     "rjobs/store/cluster.py": "rjobs/store/sync_cluster.py",
+    "rjobs/client/partitioned.py": "rjobs/client/sync_partitioned.py",
 }
 
 #: whole-word swaps (identifiers and dotted module paths)
@@ -37,6 +38,8 @@ NAMES = {
     "rjobs.client.queue": "rjobs.client.sync_queue",
     "rjobs.client.hold": "rjobs.client.sync_hold",
     "rjobs.store.cluster": "rjobs.store.sync_cluster",
+    "rjobs.client.partitioned": "rjobs.client.sync_partitioned",
+    "PartitionedQueue": "SyncPartitionedQueue",
     "ClusterRunner": "SyncClusterRunner",
     "node_client_async": "node_client_sync",
     "nap_async": "nap_sync",

@@ -29,7 +29,7 @@ for r in string.gmatch(LAYOUT_ROLES, '[^,]+') do ROLES[#ROLES + 1] = r end
 for name, d, lo, hi in string.gmatch(LAYOUT_OPTIONS, '([%w_]+):(%-?%d+):(%-?%d+):(%-?%d+)') do
   OPTIONS[#OPTIONS + 1] = {name, tonumber(d), tonumber(lo), tonumber(hi)}
 end
-if type(prefix) ~= 'string' or not string.match(prefix, '^rjobs:{[%w_%.%-]+}:$') or
+if type(prefix) ~= 'string' or not string.find(prefix, QUEUE_PREFIX) or
   machine_key ~= prefix .. 'machine' or events_key ~= prefix .. 'events' then
   return fail('RJ_INVALID', 'keys do not match the queue prefix')
 end

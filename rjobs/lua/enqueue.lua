@@ -87,13 +87,17 @@ for n = 1, njobs do
 end
 if pos ~= #ARGV + 1 then return fail('RJ_INVALID', 'malformed job records') end
 
--- 2. Generated ids: server ms and the queue's sequence. One EXISTS checks that none is taken (an
--- explicit id of an earlier call may look like one); a taken one gets a suffix.
+-- 2. Generated ids: server ms and the queue's sequence, and in partition <i> of a partitioned
+-- queue (prefix rjobs:{<name>#<i>}:) the suffix -p<i>, so an id names its partition. One EXISTS
+-- checks that none is taken (an explicit id of an earlier call may look like one); a taken one
+-- gets a suffix.
 local seq0 = tonumber(read('GET', P .. 'seq')) or 0
+local part = string.match(P, '#(%d+)}:$')
+local id_form = part and ('%011x%05x-p' .. part) or '%011x%05x'
 local gen, probe = {}, {}
 for n = 1, njobs do
   if ARGV[starts[n] + ID] == '' then
-    gen[n] = string.format('%011x%05x', now, (seq0 + n) % 1048576)
+    gen[n] = string.format(id_form, now, (seq0 + n) % 1048576)
     local jk = P .. 'job:' .. gen[n]
     probe[#probe + 1] = jk
     probe[#probe + 1] = jk .. ':history'

@@ -19,6 +19,8 @@ MACHINE_PATTERN = "rjobs:{*}:machine"
 # Names that become part of a key: no braces (hash tags), no colons (key separators), no glob
 # characters, no whitespace. 128 chars bounds key size.
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# A queue name, or one partition of a partitioned queue: ``<name>#<i>`` (rjobs.client.partitioned).
+_QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}(#[0-9]{1,4})?$")
 # Dedupe keys are user-facing identifiers ("thumbnail:user42"), so ':' and '/' are allowed; they
 # live at the end of the key, and the dedupe result cache lives under another prefix, so they still
 # cannot reach another key.
@@ -59,7 +61,9 @@ class QueueKeys:
     )
 
     def __init__(self, queue: str) -> None:
-        self.name = validate_name("queue name", queue)
+        if not isinstance(queue, str) or not _QUEUE.match(queue):
+            validate_name("queue name", queue)  # raises, with the rule
+        self.name = queue
         self.prefix = f"rjobs:{{{queue}}}:"
         p = self.prefix
         self.machine = p + "machine"  # hash: the state machine table and roles

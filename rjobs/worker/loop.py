@@ -49,7 +49,15 @@ from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
 from rjobs.worker.reaper import Reaper
 from rjobs.worker.retry import RetryPolicy
-from rjobs.worker.settings import check_settings, make_worker_id, queues_of, reconfigured
+from rjobs.worker.settings import (
+    Given,
+    check_settings,
+    claim_groups,
+    claim_order,
+    make_worker_id,
+    queues_of,
+    reconfigured,
+)
 from rjobs.worker.signals import Pulse
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
@@ -74,7 +82,7 @@ class Worker:
 
     def __init__(
         self,
-        queues: Queue | str | Sequence[Queue | str],
+        queues: Given | Sequence[Given],
         functions: Functions = (),
         *,
         concurrency: int = 10,
@@ -112,6 +120,8 @@ class Worker:
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats)
         self._served: list[Served] = []
+        self._claim_groups: list[list[Served]] = []  # the partitions of one queue, claimed in turn
+        self._turn = 0
         self._runner: JobRunner | None = None
         self._jobs: JobSlots | None = None
 
@@ -234,6 +244,7 @@ class Worker:
         self._served = [
             Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
+        self._claim_groups = claim_groups(self._served)
         self._runner = JobRunner(
             self.functions,
             worker_id=self.worker_id,
@@ -293,7 +304,8 @@ class Worker:
     async def _claim(self, jobs: JobSlots, free: int) -> tuple[int, bool, int | None]:
         """Claim at most ``free`` jobs (the slots with no job) and hand them to the slots."""
         claimed, more, due = 0, False, None
-        for served in self._served:
+        self._turn += 1
+        for served in claim_order(self._claim_groups, self._turn):
             want = min(free - claimed, 1000)
             if want <= 0:
                 return claimed, True, due

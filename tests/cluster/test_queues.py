@@ -208,3 +208,26 @@ async def test_a_master_killed_under_load(fresh_cluster: LocalCluster) -> None:
     # and every job that exists ends.
     assert counts["completed"] + counts["failed"] == sum(counts.values())
     assert sum(counts.values()) >= 2900
+
+
+@pytest.mark.anyio
+async def test_a_partitioned_queue_spreads_over_every_master(clean_cluster: LocalCluster) -> None:
+    q = rjobs.PartitionedQueue("spread", 12, url=clean_cluster.url)
+    try:
+        owners = {clean_cluster.owner(slot_of(QueueKeys(p.name).machine)).id for p in q.partitions}
+        assert owners == {m.id for m in clean_cluster.masters()}  # 12 hash tags land on all 3 masters
+        outcomes = await q.enqueue_many([rjobs.JobRequest(type="square", params={"i": i}) for i in range(600)])
+        assert all(o.created for o in outcomes)
+        first = await q.enqueue("square", {"i": 1}, dedupe_key="only-one")
+        second = await q.enqueue("square", {"i": 2}, dedupe_key="only-one", dedupe="replace")
+        assert second.previous_id == first.id and second.stale_cancelled
+        await rjobs.Worker(q, functions={"square": square}, concurrency=50, burst=True).run()
+        counts = await q.counts()
+        assert (counts["completed"], counts["cancelled"]) == (601, 1)
+        assert (await q.wait(second.id, timeout=5)).output == 4
+        for master in clean_cluster.masters():
+            assert master.admin.dbsize() > 0  # every master holds jobs of the queue
+    finally:
+        await q.close()
+    for p in q.partitions:
+        finished_once(clean_cluster, p.name)

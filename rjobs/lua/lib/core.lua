@@ -31,10 +31,14 @@ local function fail(code, detail)
   return redis.error_reply(code)
 end
 
+-- A queue's prefix: rjobs:{<name>}: or, for partition <i> of a partitioned queue, rjobs:{<name>#<i>}:
+-- (rjobs.store.keys holds the same rule).
+local QUEUE_PREFIX = '^rjobs:{[%w_%.%-]+#?%d*}:$'
+
 -- Check the keys, read the server time and the machine. with_edges: read the edges too (calls
 -- that check an edge anyway). Returns an error string, or nil.
 local function init(keys, prefix, with_edges)
-  if type(prefix) ~= 'string' or not string.find(prefix, '^rjobs:{[%w_%.%-]+}:$') or
+  if type(prefix) ~= 'string' or not string.find(prefix, QUEUE_PREFIX) or
     keys[1] ~= prefix .. 'machine' or keys[2] ~= prefix .. 'events' then
     return 'RJ_INVALID keys do not match the queue prefix'
   end
