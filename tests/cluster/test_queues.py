@@ -14,8 +14,10 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+import redis
 
 import rjobs
+from rjobs.cli.server import find_redis_server
 from rjobs.machines import JOB
 from rjobs.store.keys import QueueKeys
 from tests.clusterkit import LocalCluster, slot_of
@@ -231,3 +233,31 @@ async def test_a_partitioned_queue_spreads_over_every_master(clean_cluster: Loca
         await q.close()
     for p in q.partitions:
         finished_once(clean_cluster, p.name)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_queues_over_tls(tmp_path: Any) -> None:
+    pytest.importorskip("cryptography", reason="the test certificates are made with cryptography")
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("Debian's redis-server is not on PATH (the bundled valkey has no TLS)")
+    tls = LocalCluster(binary, replicas=0, tls=True, data_dir=tmp_path)
+    tls.start()
+    try:
+        assert tls.tls is not None
+        url = f"{tls.url}?ssl_ca_certs={tls.tls.ca}"
+        names = [tls.queue_name_on(m, prefix="tls") for m in tls.masters()]
+        queues = [rjobs.Queue(name, url=url) for name in names]
+        jobs = [await q.enqueue("square", {"i": 6}) for q in queues]
+        await rjobs.Worker(queues, functions={"square": square}, burst=True).run()
+        for q, job in zip(queues, jobs, strict=True):
+            assert (await q.wait(job.id, timeout=5)).output == 36
+            await q.close()
+        sync = rjobs.SyncQueue(names[0], url=url)
+        assert sync.get(jobs[0].id).status == "completed"
+        sync.close()
+        with pytest.raises(redis.ConnectionError, match="certificate"):  # no CA: not trusted
+            await rjobs.Queue(names[0], url=tls.url).get(jobs[0].id)
+    finally:
+        tls.stop()
