@@ -198,7 +198,7 @@ def event_from_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Ev
 
 
 class _HistoryEntry(msgspec.Struct, frozen=True):
-    """One history entry as stored (see docs/design.md, decision 1)."""
+    """One history entry as stored (see docs/design.md, decision 1); no ``ev`` = the event is ``to``."""
 
     t: int = 0
     ev: str = ""
@@ -230,7 +230,7 @@ def events_from_history(job_id: str, entries: Sequence[bytes], first: int = 0) -
             Event(
                 id=f"{e.t}-{i}",
                 job_id=job_id,
-                event=e.ev,
+                event=e.ev or e.to or "",  # a plain move's entry has no "ev": the event is its target
                 from_state=e.from_,
                 to_state=e.to,
                 actor=e.by,

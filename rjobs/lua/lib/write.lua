@@ -53,14 +53,17 @@ local function op(...)
 end
 
 -- One history entry of a job (docs/design.md, decision 1) and, per the queue's option, the same
--- event on the queue stream (final moves always: waits read them). Values are from validated
--- charsets except msg and data, which are JSON-escaped. `final`: the move reached a final state.
+-- event on the queue stream (final moves always: waits read them). The entry leaves out "ev" when
+-- the event is the target state (a plain move: readers take "to" for it). Values are from
+-- validated charsets except msg and data, which are JSON-escaped. `final`: the move reached a
+-- final state.
 local function log_event(rec, event, from, to, actor, msg, attempt, token, data, operator, final)
   if attempt then attempt = tostring(attempt) end
-  local e = '{"t":' .. NOW_S .. ',"ev":"' .. event ..
-    ((from and from ~= '') and ('","from":"' .. from) or '') ..
-    ((to and to ~= '') and ('","to":"' .. to) or '') ..
-    ((actor and actor ~= '') and ('","by":"' .. actor) or '') .. '"' ..
+  local e = '{"t":' .. NOW_S ..
+    ((event ~= to) and (',"ev":"' .. event .. '"') or '') ..
+    ((from and from ~= '') and (',"from":"' .. from .. '"') or '') ..
+    ((to and to ~= '') and (',"to":"' .. to .. '"') or '') ..
+    ((actor and actor ~= '') and (',"by":"' .. actor .. '"') or '') ..
     (operator and ',"op":1' or '') ..
     ((attempt and attempt ~= '') and (',"n":' .. attempt) or '') ..
     ((token and token ~= '') and (',"tok":"' .. token .. '"') or '') ..
