@@ -22,11 +22,17 @@ local function hset(rec, name, value)
 end
 
 local function hdel(rec, name)
-  local set, kept = rec.set, {}
+  local set = rec.set
   for i = 1, #set, 2 do
-    if set[i] ~= name then kept[#kept + 1] = set[i]; kept[#kept + 1] = set[i + 1] end
+    if set[i] == name then  -- written earlier in this call: keep the other pairs only (rare)
+      local kept = {}
+      for j = 1, #set, 2 do
+        if set[j] ~= name then kept[#kept + 1] = set[j]; kept[#kept + 1] = set[j + 1] end
+      end
+      rec.set = kept
+      break
+    end
   end
-  rec.set = kept
   local i = rec.ix and rec.ix[name]
   if i then rec.v[i] = false end
   rec.del = rec.del or {}
@@ -116,10 +122,15 @@ local function commit()
       call('DEL', jk, jk .. ':history', jk .. ':assets', jk .. ':dependents')
     else
       if rec.dirty then
-        if rec.del and not rec.new then
-          local d = {}
-          for name in pairs(rec.del) do d[#d + 1] = name end
-          if #d > 0 then call('HDEL', jk, unpack(d)) end
+        local del = not rec.new and rec.del
+        local name = del and next(del)
+        if name then
+          if next(del, name) == nil then call('HDEL', jk, name)  -- one field (a lease deadline): no table
+          else
+            local d = {}
+            for nm in pairs(del) do d[#d + 1] = nm end
+            call('HDEL', jk, unpack(d))
+          end
         end
         if #rec.set > 0 then call('HSET', jk, unpack(rec.set)) end
       end
