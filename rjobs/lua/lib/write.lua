@@ -65,16 +65,25 @@ end
 -- final state.
 local function log_event(rec, event, from, to, actor, msg, attempt, token, data, operator, final)
   if attempt then attempt = tostring(attempt) end
+  local ev = event ~= to
+  if from == '' then from = nil end
+  if to == '' then to = nil end
+  if actor == '' then actor = nil end
+  if attempt == '' then attempt = nil end
+  if token == '' then token = nil end
+  if msg == '' then msg = nil end
+  if data == '' then data = nil end
+  -- one concatenation of plain values: a parenthesized `..` would build (and hash) a string of its own
   local e = '{"t":' .. NOW_S ..
-    ((event ~= to) and (',"ev":"' .. event .. '"') or '') ..
-    ((from and from ~= '') and (',"from":"' .. from .. '"') or '') ..
-    ((to and to ~= '') and (',"to":"' .. to .. '"') or '') ..
-    ((actor and actor ~= '') and (',"by":"' .. actor .. '"') or '') ..
+    (ev and ',"ev":"' or '') .. (ev and event or '') .. (ev and '"' or '') ..
+    (from and ',"from":"' or '') .. (from or '') .. (from and '"' or '') ..
+    (to and ',"to":"' or '') .. (to or '') .. (to and '"' or '') ..
+    (actor and ',"by":"' or '') .. (actor or '') .. (actor and '"' or '') ..
     (operator and ',"op":1' or '') ..
-    ((attempt and attempt ~= '') and (',"n":' .. attempt) or '') ..
-    ((token and token ~= '') and (',"tok":"' .. token .. '"') or '') ..
-    ((msg and msg ~= '') and (',"msg":' .. cjson.encode(msg)) or '') ..
-    ((data and data ~= '') and (',"data":' .. cjson.encode(data)) or '') .. '}'
+    (attempt and ',"n":' or '') .. (attempt or '') ..
+    (token and ',"tok":"' or '') .. (token or '') .. (token and '"' or '') ..
+    (msg and ',"msg":' or '') .. (msg and cjson.encode(msg) or '') ..
+    (data and ',"data":' or '') .. (data and cjson.encode(data) or '') .. '}'
   local h = rec.hist  -- one entry: the string itself (no table for the common case)
   if not h then rec.hist = e
   elseif type(h) == 'string' then rec.hist = {h, e}
@@ -88,10 +97,10 @@ local function log_event(rec, event, from, to, actor, msg, attempt, token, data,
     q[at + 9] = 'actor'; q[at + 10] = actor or ''
     local n = 10
     if operator then q[at + n + 1] = 'op'; q[at + n + 2] = '1'; n = n + 2 end
-    if msg and msg ~= '' then q[at + n + 1] = 'msg'; q[at + n + 2] = msg; n = n + 2 end
-    if attempt and attempt ~= '' then q[at + n + 1] = 'attempt'; q[at + n + 2] = attempt; n = n + 2 end
-    if token and token ~= '' then q[at + n + 1] = 'token'; q[at + n + 2] = token; n = n + 2 end
-    if data and data ~= '' then q[at + n + 1] = 'data'; q[at + n + 2] = data; n = n + 2 end
+    if msg then q[at + n + 1] = 'msg'; q[at + n + 2] = msg; n = n + 2 end
+    if attempt then q[at + n + 1] = 'attempt'; q[at + n + 2] = attempt; n = n + 2 end
+    if token then q[at + n + 1] = 'token'; q[at + n + 2] = token; n = n + 2 end
+    if data then q[at + n + 1] = 'data'; q[at + n + 2] = data; n = n + 2 end
     q[at] = n
   end
 end
