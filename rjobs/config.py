@@ -42,14 +42,15 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Per-queue settings. ``max_payload`` bounds params/result size in bytes; ``cache_ttl`` is how
     long a dedupe key's successful result stays readable (seconds, 0 = no cache);
     ``queue_events`` writes every event to the queue-wide stream ``rjobs:{Q}:events`` (capped at
-    about ``stream_maxlen`` entries); when off, only moves into a final state go there (waits read
-    them). Job histories are always kept, complete."""
+    about ``stream_maxlen`` entries, 10,000 by default: a window for live views, ``rjobs events``
+    and waits, which re-check statuses every second); when off, only moves into a final state go
+    there (waits read them). Job histories are always kept, complete."""
 
     retention: Retention = Retention()
     max_payload: int = 1024 * 1024
     cache_ttl: float = 3600.0
     queue_events: bool = True
-    stream_maxlen: int = 100_000
+    stream_maxlen: int = 10_000
 
     def redis_options(self) -> dict[str, int]:
         """The options as stored in the machine hash (opt:<name>, integers)."""

@@ -39,7 +39,9 @@ class Progress(msgspec.Struct, frozen=True):
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """A job as stored in its hash ``rjobs:{Q}:job:<id>``. Times are Redis server epoch ms."""
+    """A job as stored in its hash ``rjobs:{Q}:job:<id>``. Times are Redis server epoch ms;
+    ``duration_ms`` is ``completed_ms - started_ms`` (not stored), ``lease_deadline_ms`` is set
+    while the job is leased only."""
 
     id: str
     queue: str

@@ -88,7 +88,10 @@ def job_history(client: redis.Redis, prefix: str, job_id: str) -> list[dict[str,
     out = []
     for raw in client.lrange(f"{prefix}job:{job_id}:history", 0, -1):
         entry = msgspec.json.decode(raw)
-        out.append({_HISTORY_NAMES.get(k, k): str(v) for k, v in entry.items()})
+        named = {_HISTORY_NAMES.get(k, k): str(v) for k, v in entry.items()}
+        if "event" not in named and "to" in named:  # a plain move: the event is its target
+            named["event"] = named["to"]
+        out.append(named)
     return out
 
 

@@ -5,7 +5,8 @@ and asserts what every script promises to keep true, whatever sequence of calls 
 
 - every job hash has a known status and a history list;
 - each ``state:<s>`` index holds exactly the jobs in ``s``; ``ready``, ``delayed`` and ``leases``
-  hold exactly the jobs whose state plays that role (every leased job has a lease and a token);
+  hold exactly the jobs whose state plays that role (every leased job has a lease and a token,
+  and only a leased job has a ``lease_deadline_ms``);
 - no index, owner or dedupe entry points at a job hash that does not exist, and no per-job key
   (history, assets, dependents) outlives its job;
 - a waiting job waits for something: its count of pending dependencies equals the number of its
@@ -51,7 +52,8 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
     for jid in jobs:
         assert "history" in extra.get(jid, []), f"job {jid} has no history"
         first = client.lindex(k.job_history(jid), 0)
-        assert first is not None and msgspec.json.decode(first).get("ev") == "created", (
+        entry = msgspec.json.decode(first) if first is not None else {}
+        assert (entry.get("ev") or entry.get("to")) == "created", (  # no "ev": the event is "to"
             f"{jid}: history starts {first!r}"
         )
 
@@ -74,6 +76,8 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
         h = jobs[jid]
         assert h.get(b"token"), f"leased job {jid} has no token"
         assert int(float(h[b"lease_deadline_ms"])) == int(leases[jid]), f"{jid}: lease deadline disagrees"
+    for jid, h in jobs.items():
+        assert jid in leased or b"lease_deadline_ms" not in h, f"job {jid} keeps a lease deadline, not leased"
 
     for key in client.scan_iter(match=k.prefix + "owner:*", count=1000):
         user = key.decode()[len(k.prefix) + 6 :]

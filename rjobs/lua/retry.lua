@@ -71,7 +71,7 @@ if dkey and dkey ~= '' then
   end
 end
 -- write
-for name in string.gmatch('completed_ms duration_ms result error step eta_ms', '%S+') do hdel(rec, name) end
+for name in string.gmatch('completed_ms result error step eta_ms', '%S+') do hdel(rec, name) end
 hset(rec, 'retry_count', (tonumber(field(rec, 'retry_count')) or 0) + 1)
 hset(rec, 'attempt', 0)
 hset(rec, 'progress', 0)

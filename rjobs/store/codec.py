@@ -143,6 +143,7 @@ def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
     percent = g(b"progress")
     eta = _int(g(b"eta_ms"))
     deps = g(b"depends_on")
+    started, completed = _int(g(b"started_ms")), _int(g(b"completed_ms"))
     return Job(
         id=h[b"id"].decode(),
         queue=(g(b"queue") or b"").decode(),
@@ -168,9 +169,9 @@ def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         created_ms=_int(g(b"created_ms")) or 0,
         updated_ms=_int(g(b"updated_ms")),
         scheduled_ms=_int(g(b"scheduled_ms")) or None,
-        started_ms=_int(g(b"started_ms")),
-        completed_ms=_int(g(b"completed_ms")),
-        duration_ms=_int(g(b"duration_ms")),
+        started_ms=started,
+        completed_ms=completed,
+        duration_ms=completed - started if completed is not None and started is not None else None,
         lease_deadline_ms=_int(g(b"lease_deadline_ms")),
         expire_ms=_int(g(b"expire_ms")),
         dedupe_key=_str(g(b"dedupe_key")),
@@ -198,7 +199,7 @@ def event_from_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Ev
 
 
 class _HistoryEntry(msgspec.Struct, frozen=True):
-    """One history entry as stored (see docs/design.md, decision 1)."""
+    """One history entry as stored (see docs/design.md, decision 1); no ``ev`` = the event is ``to``."""
 
     t: int = 0
     ev: str = ""
@@ -230,7 +231,7 @@ def events_from_history(job_id: str, entries: Sequence[bytes], first: int = 0) -
             Event(
                 id=f"{e.t}-{i}",
                 job_id=job_id,
-                event=e.ev,
+                event=e.ev or e.to or "",  # a plain move's entry has no "ev": the event is its target
                 from_state=e.from_,
                 to_state=e.to,
                 actor=e.by,

@@ -40,7 +40,7 @@ COMPILED_ROLES = ("initial", "ready", "delayed", "waiting", "review", "success",
 #: (declare_machine.lua builds this part from the stored ``opt:<name>`` fields).
 COMPILED_OPTIONS = (
     ("queue_events", 1),
-    ("stream_maxlen", 100_000),
+    ("stream_maxlen", 10_000),
     ("max_payload", 1024 * 1024),
     ("cache_ttl_ms", 0),
     ("keep_success_ms", -1),

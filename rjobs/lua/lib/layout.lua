@@ -20,4 +20,4 @@ local LAYOUT_MORE = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
 -- options); the roles in order; the options in order, name:default:lowest:highest.
 local LAYOUT_VERSION, LAYOUT_EVENT_OPTIONS = 'rj3', 2
 local LAYOUT_ROLES = 'initial,ready,delayed,waiting,review,success,partial,failure,cancelled'
-local LAYOUT_OPTIONS = 'queue_events:1:0:1,stream_maxlen:100000:1:1000000000,max_payload:1048576:1:536870912,cache_ttl_ms:0:-1:3153600000000,keep_success_ms:-1:-1:3153600000000,keep_partial_ms:-1:-1:3153600000000,keep_failure_ms:-1:-1:3153600000000,keep_cancelled_ms:-1:-1:3153600000000'
+local LAYOUT_OPTIONS = 'queue_events:1:0:1,stream_maxlen:10000:1:1000000000,max_payload:1048576:1:536870912,cache_ttl_ms:0:-1:3153600000000,keep_success_ms:-1:-1:3153600000000,keep_partial_ms:-1:-1:3153600000000,keep_failure_ms:-1:-1:3153600000000,keep_cancelled_ms:-1:-1:3153600000000'

@@ -3,7 +3,8 @@
 -- job that reached a final state. Nothing here writes; commit() does.
 -- move(rec, to, opts) moves a loaded job (rec.status; false = a job this call creates) to the
 -- state `to`; the caller checked the edge. Its steps: leave the old state's indexes, enter the
--- new state's, lease, final, record (history and event), dependents. The keys of opts (nil =
+-- new state's, lease (or drop the lease deadline when leaving the leased states), final, record
+-- (history and event), dependents. The keys of opts (nil =
 -- absent; move only reads opts, so a caller may reuse one table for many moves, as claim does):
 --   actor     who moves the job: the history's "by" and the event's actor
 --   msg       a short reason for the history and the event (nil: none)
@@ -108,14 +109,12 @@ local function move(rec, to, opts)
       deadline = tonumber(field(rec, 'lease_deadline_ms'))
     end
     zset(P .. 'leases', id, deadline)
+  elseif from and M.is_leased[from] then
+    hdel(rec, 'lease_deadline_ms')  -- only a leased job has a deadline (the leases index's score)
   end
-  -- 4. final: when a final state was reached and how long the job ran
+  -- 4. final: when a final state was reached (the duration is completed_ms - started_ms)
   local final = M.final_role[to]
-  if final then
-    hset(rec, 'completed_ms', NOW_S)
-    local started = tonumber(field(rec, 'started_ms'))
-    if started then hset(rec, 'duration_ms', NOW - started) end
-  end
+  if final then hset(rec, 'completed_ms', NOW_S) end
   -- 5. record: the history entry and the queue event (lib/write.lua)
   log_event(rec, opts.event or to, from, to, opts.actor, opts.msg, attempt, token, nil, opts.operator, final ~= nil)
   -- 6. dependents: a final state releases, fails or cancels the jobs waiting for this one

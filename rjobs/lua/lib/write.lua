@@ -22,11 +22,17 @@ local function hset(rec, name, value)
 end
 
 local function hdel(rec, name)
-  local set, kept = rec.set, {}
+  local set = rec.set
   for i = 1, #set, 2 do
-    if set[i] ~= name then kept[#kept + 1] = set[i]; kept[#kept + 1] = set[i + 1] end
+    if set[i] == name then  -- written earlier in this call: keep the other pairs only (rare)
+      local kept = {}
+      for j = 1, #set, 2 do
+        if set[j] ~= name then kept[#kept + 1] = set[j]; kept[#kept + 1] = set[j + 1] end
+      end
+      rec.set = kept
+      break
+    end
   end
-  rec.set = kept
   local i = rec.ix and rec.ix[name]
   if i then rec.v[i] = false end
   rec.del = rec.del or {}
@@ -53,19 +59,31 @@ local function op(...)
 end
 
 -- One history entry of a job (docs/design.md, decision 1) and, per the queue's option, the same
--- event on the queue stream (final moves always: waits read them). Values are from validated
--- charsets except msg and data, which are JSON-escaped. `final`: the move reached a final state.
+-- event on the queue stream (final moves always: waits read them). The entry leaves out "ev" when
+-- the event is the target state (a plain move: readers take "to" for it). Values are from
+-- validated charsets except msg and data, which are JSON-escaped. `final`: the move reached a
+-- final state.
 local function log_event(rec, event, from, to, actor, msg, attempt, token, data, operator, final)
   if attempt then attempt = tostring(attempt) end
-  local e = '{"t":' .. NOW_S .. ',"ev":"' .. event ..
-    ((from and from ~= '') and ('","from":"' .. from) or '') ..
-    ((to and to ~= '') and ('","to":"' .. to) or '') ..
-    ((actor and actor ~= '') and ('","by":"' .. actor) or '') .. '"' ..
+  local ev = event ~= to
+  if from == '' then from = nil end
+  if to == '' then to = nil end
+  if actor == '' then actor = nil end
+  if attempt == '' then attempt = nil end
+  if token == '' then token = nil end
+  if msg == '' then msg = nil end
+  if data == '' then data = nil end
+  -- one concatenation of plain values: a parenthesized `..` would build (and hash) a string of its own
+  local e = '{"t":' .. NOW_S ..
+    (ev and ',"ev":"' or '') .. (ev and event or '') .. (ev and '"' or '') ..
+    (from and ',"from":"' or '') .. (from or '') .. (from and '"' or '') ..
+    (to and ',"to":"' or '') .. (to or '') .. (to and '"' or '') ..
+    (actor and ',"by":"' or '') .. (actor or '') .. (actor and '"' or '') ..
     (operator and ',"op":1' or '') ..
-    ((attempt and attempt ~= '') and (',"n":' .. attempt) or '') ..
-    ((token and token ~= '') and (',"tok":"' .. token .. '"') or '') ..
-    ((msg and msg ~= '') and (',"msg":' .. cjson.encode(msg)) or '') ..
-    ((data and data ~= '') and (',"data":' .. cjson.encode(data)) or '') .. '}'
+    (attempt and ',"n":' or '') .. (attempt or '') ..
+    (token and ',"tok":"' or '') .. (token or '') .. (token and '"' or '') ..
+    (msg and ',"msg":' or '') .. (msg and cjson.encode(msg) or '') ..
+    (data and ',"data":' or '') .. (data and cjson.encode(data) or '') .. '}'
   local h = rec.hist  -- one entry: the string itself (no table for the common case)
   if not h then rec.hist = e
   elseif type(h) == 'string' then rec.hist = {h, e}
@@ -79,10 +97,10 @@ local function log_event(rec, event, from, to, actor, msg, attempt, token, data,
     q[at + 9] = 'actor'; q[at + 10] = actor or ''
     local n = 10
     if operator then q[at + n + 1] = 'op'; q[at + n + 2] = '1'; n = n + 2 end
-    if msg and msg ~= '' then q[at + n + 1] = 'msg'; q[at + n + 2] = msg; n = n + 2 end
-    if attempt and attempt ~= '' then q[at + n + 1] = 'attempt'; q[at + n + 2] = attempt; n = n + 2 end
-    if token and token ~= '' then q[at + n + 1] = 'token'; q[at + n + 2] = token; n = n + 2 end
-    if data and data ~= '' then q[at + n + 1] = 'data'; q[at + n + 2] = data; n = n + 2 end
+    if msg then q[at + n + 1] = 'msg'; q[at + n + 2] = msg; n = n + 2 end
+    if attempt then q[at + n + 1] = 'attempt'; q[at + n + 2] = attempt; n = n + 2 end
+    if token then q[at + n + 1] = 'token'; q[at + n + 2] = token; n = n + 2 end
+    if data then q[at + n + 1] = 'data'; q[at + n + 2] = data; n = n + 2 end
     q[at] = n
   end
 end
@@ -113,10 +131,15 @@ local function commit()
       call('DEL', jk, jk .. ':history', jk .. ':assets', jk .. ':dependents')
     else
       if rec.dirty then
-        if rec.del and not rec.new then
-          local d = {}
-          for name in pairs(rec.del) do d[#d + 1] = name end
-          if #d > 0 then call('HDEL', jk, unpack(d)) end
+        local del = not rec.new and rec.del
+        local name = del and next(del)
+        if name then
+          if next(del, name) == nil then call('HDEL', jk, name)  -- one field (a lease deadline): no table
+          else
+            local d = {}
+            for nm in pairs(del) do d[#d + 1] = nm end
+            call('HDEL', jk, unpack(d))
+          end
         end
         if #rec.set > 0 then call('HSET', jk, unpack(rec.set)) end
       end
