@@ -39,13 +39,24 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     q = RT.sync_queue(url, queue_events)
     prefix = compat.backend(q).keys.prefix
     base = C.memory_used(r)
+    s0 = C.commandstats(r)
     RT.preload(q, n)
+    s1 = C.commandstats(r)
     waiting = C.memory_used(r)
     first = r.zrange(prefix + "ready", 0, 0)[0].decode()
     waiting_parts = _breakdown(r, prefix, first, n, ["ready", "state:queued", "events"])
+    s2 = C.commandstats(r)
     jobs = RT.claim_all(q, n, 100)
+    s3 = C.commandstats(r)
     RT.finish_all(q, jobs, 100)
+    s4 = C.commandstats(r)
     finished = C.memory_used(r)
+
+    def server_us(before: Any, after: Any) -> float:
+        return round(C.stats_delta(before, after).get("evalsha", {"usec": 0})["usec"] / n, 2)
+
+    server = {"enqueue": server_us(s0, s1), "claim": server_us(s2, s3), "finish": server_us(s3, s4)}
+    server["job"] = round(sum(server.values()), 2)
     finished_parts = _breakdown(r, prefix, first, n, ["state:completed", "events"])
     sample = {k.decode(): v.decode() for k, v in r.hgetall(f"{prefix}job:{first}").items()}
     q.close()
@@ -54,6 +65,8 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
         "n": n,
         "bytes_per_waiting_job": round((waiting - base) / n, 1),
         "bytes_per_finished_job": round((finished - base) / n, 1),
+        # server time (EVALSHA usec) per job of the same run: enqueue_many, claim and finish by 100
+        "server_us_per_job": server,
         "waiting_breakdown": waiting_parts,
         "finished_breakdown": finished_parts,
         "finished_job_hash_fields": len(sample),
