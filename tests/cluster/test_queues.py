@@ -261,3 +261,35 @@ async def test_queues_over_tls(tmp_path: Any) -> None:
             await rjobs.Queue(names[0], url=tls.url).get(jobs[0].id)
     finally:
         tls.stop()
+
+
+@pytest.mark.anyio
+async def test_a_call_whose_reply_is_lost_is_not_sent_again(clean_cluster: LocalCluster) -> None:
+    master = clean_cluster.masters()[1]
+    name = clean_cluster.queue_name_on(master, prefix="lost")
+    client = clean_cluster.async_client(socket_timeout=0.3)
+    async with rjobs.Queue(name, client=client) as q:
+        await q.declare()
+        # the reply never comes: the master holds writes while the call waits, then the client
+        # drops the connection; the script may have run, so it must not be sent again
+        master.admin.execute_command("CLIENT", "PAUSE", 800, "WRITE")
+        with pytest.raises(redis.TimeoutError):
+            await q.enqueue("square", {"i": 1})
+        # the connection is cut while the call is in flight
+        master.admin.execute_command("CLIENT", "PAUSE", 800, "WRITE")
+
+        async def cut() -> None:
+            await anyio.sleep(0.1)
+            master.admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cut)
+            with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+                await q.enqueue("square", {"i": 2})
+        await anyio.sleep(0.9)  # the pause ends
+        await q.enqueue("square", {"i": 3})  # a new connection, to the slot's owner
+        queued = await q.list("queued")
+        ran = [j.params["i"] for j in queued]
+        assert 3 in ran and sorted(set(ran)) == sorted(ran), f"each lost call ran at most once: {ran}"
+    await client.aclose()
+    finished_once(clean_cluster, name)
