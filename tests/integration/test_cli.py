@@ -215,7 +215,12 @@ def test_events_follow_streams_new_events(tmp_path: Path, url: str) -> None:
         assert json.loads(lines.get(timeout=10))["event"] == "cancelled"
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(timeout=10)
+        try:
+            follower.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            _, err = follower.communicate(timeout=10)
+            pytest.fail(f"rjobs events --follow did not stop on SIGINT; stderr: {err[-3000:]}")
     assert follower.returncode == 130  # interrupted, as documented
 
 
