@@ -221,7 +221,8 @@ def test_events_follow_streams_new_events(tmp_path: Path, url: str) -> None:
             follower.kill()
             _, err = follower.communicate(timeout=10)
             pytest.fail(f"rjobs events --follow did not stop on SIGINT; stderr: {err[-3000:]}")
-    assert follower.returncode == 130  # interrupted, as documented
+    err = follower.stderr.read() if follower.stderr is not None else ""
+    assert follower.returncode == 130, err[-3000:]  # interrupted, as documented
 
 
 # -- server ---------------------------------------------------------------------------------------
