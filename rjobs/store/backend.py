@@ -59,6 +59,11 @@ class Backend:
         """Promote due delayed jobs and lease up to ``max_jobs`` ready ones to ``worker_id``."""
         return await self.runner.run(self.scripts.claim(worker_id, max_jobs, lease_ms))
 
+    def claim_call(self, worker_id: str, max_jobs: int, lease_ms: int) -> tuple[Runner, Call[ClaimResult]]:
+        """The claim as ``(runner, call)``, for a worker that sends the claims of several queues
+        together (:func:`rjobs.store.cluster.run_by_node`)."""
+        return self.runner, self.scripts.claim(worker_id, max_jobs, lease_ms)
+
     async def heartbeat(
         self, holder: str, lease_ms: int, pairs: Sequence[tuple[str, str]], register: bool = True
     ) -> list[str]:

@@ -332,6 +332,8 @@ async def close_async(client: aredis.Redis) -> None:
     await client.aclose()
     for sentinel in _sentinels(client):
         await sentinel.aclose()
+    for runner in client.__dict__.pop("_rjobs_node_runners", {}).values():
+        runner.close()  # the lean connections of the node runners (rjobs.store.cluster)
     for node in list(_nodes(client).values()):
         await node.aclose()
     _nodes(client).clear()
@@ -342,6 +344,8 @@ def close_sync(client: redis.Redis) -> None:
     client.close()
     for sentinel in _sentinels(client):
         sentinel.close()
+    for runner in client.__dict__.pop("_rjobs_node_runners", {}).values():
+        runner.close()
     for node in list(_nodes(client).values()):
         node.close()
     _nodes(client).clear()

@@ -36,7 +36,7 @@ from rjobs.store.scripts import Call, Cmd, Op
 from rjobs.store.sync_transport import SyncRunner
 from rjobs.store.wire import nap_sync
 
-__all__ = ["REDIRECT_WAIT", "SyncClusterRunner", "redirect_of", "runner_for"]
+__all__ = ["REDIRECT_WAIT", "SyncClusterRunner", "node_runner", "redirect_of", "run_by_node", "runner_for"]
 
 T = TypeVar("T")
 
@@ -83,14 +83,22 @@ class SyncClusterRunner:
     def _runner_at(self, address: tuple[str, int]) -> SyncRunner:
         runner = self._runners.get(address)
         if runner is None:
-            runner = self._runners[address] = SyncRunner(node_client_sync(self.cluster, *address))
+            runner = self._runners[address] = node_runner(self.cluster, address)
         return runner
+
+    def known_owner(self) -> SyncRunner | None:
+        """The runner of the slot's owner when it is known (no round trip), else None."""
+        return None if self._owner is None else self._runner_at(self._owner)
 
     def owner(self) -> SyncRunner:
         """The runner of the slot's owner, asking the cluster (``CLUSTER SLOTS``) when unknown."""
         if self._owner is None:
             self._owner = self._lookup()
         return self._runner_at(self._owner)
+
+    def forget_owner(self) -> None:
+        """Ask the cluster which node owns the slot before the next call (after a failure)."""
+        self._owner = None
 
     def _lookup(self) -> tuple[str, int]:
         failure: BaseException | None = None
@@ -166,10 +174,54 @@ class SyncClusterRunner:
                 self._owner = None
 
     def close(self) -> None:
-        """Close every node runner's lean connections (the node clients close with the cluster
-        client, rjobs.store.clients.close_sync)."""
-        for runner in self._runners.values():
-            runner.close()
+        """Nothing of its own to close: the node runners are shared by every queue of the cluster
+        client (their calls pipeline on one connection per node) and close with it
+        (rjobs.store.clients.close_sync)."""
+
+
+def node_runner(cluster: Any, address: tuple[str, int]) -> SyncRunner:
+    """The runner of one node of ``cluster``, shared by every queue on that cluster client."""
+    runners: dict[tuple[str, int], SyncRunner] = cluster.__dict__.setdefault("_rjobs_node_runners", {})
+    runner = runners.get(address)
+    if runner is None:
+        runner = runners[address] = SyncRunner(node_client_sync(cluster, *address))
+    return runner
+
+
+def run_by_node(items: Sequence[tuple[Any, Call[Any]]]) -> list[Any]:
+    """Send script calls of several queues, ``(runner, call)`` each, in one round trip per node:
+    the calls of queues whose slots one master owns go out together over its connection. A call
+    the cluster redirects did not run: it is sent again through its queue's runner, which follows
+    the redirect. Each result is the call's value or its exception (not raised)."""
+    results: list[Any] = [None] * len(items)
+    nodes: dict[int, tuple[SyncRunner, list[int]]] = {}
+    alone: list[int] = []
+    for i, (runner, _) in enumerate(items):
+        owner = runner.known_owner() if isinstance(runner, SyncClusterRunner) else None
+        if owner is None:
+            alone.append(i)
+        else:
+            nodes.setdefault(id(owner), (owner, []))[1].append(i)
+    for owner, members in nodes.values():
+        try:
+            replies = owner.run_many([items[i][1] for i in members])
+        except (redis.ConnectionError, OSError) as exc:
+            for i in members:
+                items[i][0].forget_owner()
+                results[i] = exc
+            continue
+        for i, reply in zip(members, replies, strict=True):
+            if redirect_of(reply) is None:
+                results[i] = reply
+            else:
+                alone.append(i)
+    for i in sorted(alone):
+        runner, call = items[i]
+        try:
+            results[i] = runner.run(call)
+        except (RjobsError, redis.RedisError, OSError) as exc:
+            results[i] = exc
+    return results
 
 
 def runner_for(client: Any, slot_key: str) -> SyncRunner | SyncClusterRunner:

@@ -40,6 +40,7 @@ from rjobs.client.queue import Queue
 from rjobs.errors import ServerRefused
 from rjobs.store.clients import server_label
 from rjobs.store.keys import validate_name
+from rjobs.worker.claims import Claimer
 from rjobs.worker.clock import ServerClock
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
@@ -52,8 +53,6 @@ from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.settings import (
     Given,
     check_settings,
-    claim_groups,
-    claim_order,
     make_worker_id,
     queues_of,
     reconfigured,
@@ -120,8 +119,7 @@ class Worker:
         self._pulse = Pulse()
         self._book = LeaseBook(self.stats)
         self._served: list[Served] = []
-        self._claim_groups: list[list[Served]] = []  # the partitions of one queue, claimed in turn
-        self._turn = 0
+        self._claimer = Claimer([], self.worker_id, self.lease, self.stats)
         self._runner: JobRunner | None = None
         self._jobs: JobSlots | None = None
 
@@ -244,7 +242,7 @@ class Worker:
         self._served = [
             Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
-        self._claim_groups = claim_groups(self._served)
+        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats)
         self._runner = JobRunner(
             self.functions,
             worker_id=self.worker_id,
@@ -281,7 +279,7 @@ class Worker:
                 await self._pulse.wait()  # enough slots free up, or stop()
                 continue
             try:
-                claimed, more, due = await self._claim(jobs, free)
+                claimed, more, due = await self._claimer.claim(jobs, free)
                 failures = 0
             except Exception as exc:  # Redis down, or a reply that cannot be decoded: never die here
                 failures += 1
@@ -300,31 +298,6 @@ class Worker:
                 return
             timeout = min(IDLE_WAIT_CAP, self.lease / 2, due_in if due_in is not None else math.inf)
             await self._idle(max(0.002, timeout), waker)
-
-    async def _claim(self, jobs: JobSlots, free: int) -> tuple[int, bool, int | None]:
-        """Claim at most ``free`` jobs (the slots with no job) and hand them to the slots."""
-        claimed, more, due = 0, False, None
-        self._turn += 1
-        for served in claim_order(self._claim_groups, self._turn):
-            want = min(free - claimed, 1000)
-            if want <= 0:
-                return claimed, True, due
-            sent = anyio.current_time()
-            # Shielded: a claim that ran must be seen, or its jobs would sit leased to nobody. One
-            # scope with its own deadline, rather than a shield inside a fail_after: one scope less
-            # on the hot path.
-            with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:
-                result = await served.queue.backend.claim(self.worker_id, want, int(self.lease * 1000))
-            if bounded.cancelled_caught:
-                raise TimeoutError(f"no answer to claim within {self.lease} s")
-            self.stats.claim_calls += 1
-            self.stats.claimed += len(result.jobs)
-            jobs.add(served, result.jobs, sent + self.lease)
-            claimed += len(result.jobs)
-            more = more or result.ready_left > 0
-            if result.next_due_ms is not None:
-                due = result.next_due_ms if due is None else min(due, result.next_due_ms)
-        return claimed, more, due
 
     async def _idle(self, block: float, waker: Waker | None) -> None:
         with anyio.CancelScope() as scope:

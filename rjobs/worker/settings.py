@@ -11,9 +11,8 @@ from collections.abc import Sequence
 
 from rjobs.client.partitioned import PartitionedQueue
 from rjobs.client.queue import Queue
-from rjobs.worker.pool import Served
 
-__all__ = ["Given", "check_settings", "claim_groups", "claim_order", "make_worker_id", "queues_of", "reconfigured"]
+__all__ = ["Given", "check_settings", "make_worker_id", "queues_of", "reconfigured"]
 
 
 def make_worker_id() -> str:
@@ -42,27 +41,6 @@ def queues_of(queues: Given | Sequence[Given], url: str | None, own: list[Queue]
             own.append(q)
         out.append(q)
     return _distinct(out)
-
-
-def claim_groups(served: Sequence[Served]) -> list[list[Served]]:
-    """The served queues in their order, the partitions of one queue (``name#i``) grouped, so a
-    claim takes them in turn (:func:`claim_order`) while separate queues keep their order."""
-    groups: dict[str, list[Served]] = {}
-    for s in served:
-        groups.setdefault(s.queue.name.partition("#")[0], []).append(s)
-    return list(groups.values())
-
-
-def claim_order(groups: list[list[Served]], turn: int) -> list[Served]:
-    """The order of one claim round: each group rotated by ``turn``, so no partition is always
-    first (its jobs would always be claimed before the other partitions')."""
-    if len(groups) == 1 and len(groups[0]) == 1:
-        return groups[0]
-    out: list[Served] = []
-    for group in groups:
-        k = turn % len(group)
-        out += group[k:] + group[:k]
-    return out
 
 
 def reconfigured(current: list[Queue], url: str | None, names: Sequence[str] | None, own: list[Queue]) -> list[Queue]:

@@ -20,6 +20,7 @@ import rjobs
 from rjobs.cli.server import find_redis_server
 from rjobs.machines import JOB
 from rjobs.store.keys import QueueKeys
+from rjobs.store.transport import AsyncRunner
 from tests.clusterkit import LocalCluster, slot_of
 from tests.helpers import SERVER_KINDS
 from tests.invariants import assert_indexes_consistent
@@ -293,3 +294,30 @@ async def test_a_call_whose_reply_is_lost_is_not_sent_again(clean_cluster: Local
         assert 3 in ran and sorted(set(ran)) == sorted(ran), f"each lost call ran at most once: {ran}"
     await client.aclose()
     finished_once(clean_cluster, name)
+
+
+@pytest.mark.anyio
+async def test_claims_of_partitions_on_one_master_share_a_round_trip(
+    clean_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[str]] = []  # the scripts of each round trip over a node's connection
+    plain = AsyncRunner.run_many
+
+    async def spy(self: AsyncRunner, ops: Any) -> list[Any]:
+        batches.append([getattr(getattr(op, "script", None), "name", "cmd") for op in ops])
+        return await plain(self, ops)
+
+    monkeypatch.setattr(AsyncRunner, "run_many", spy)
+    q = rjobs.PartitionedQueue("pernode", 9, url=clean_cluster.url)
+    try:
+        await q.enqueue_many([rjobs.JobRequest(type="square", params={"i": i}) for i in range(900)])
+        batches.clear()
+        await rjobs.Worker(q, functions={"square": square}, concurrency=90, burst=True).run()
+        assert (await q.counts())["completed"] == 900
+    finally:
+        await q.close()
+    claims = [b.count("claim") for b in batches if "claim" in b]
+    # 9 partitions on 3 masters: a claim round is at most 3 round trips, so some carry several claims
+    assert max(claims) >= 2, claims
+    for p in q.partitions:
+        finished_once(clean_cluster, p.name)

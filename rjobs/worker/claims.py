@@ -1,0 +1,116 @@
+"""How a worker claims jobs: from its queues in their order, the partitions of one queue in
+turn (no partition is always first), each claim shielded and bounded by the lease; on a cluster
+the claims of the queues one master serves go out together, one round trip per node."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from rjobs.store.clients import is_cluster
+from rjobs.store.cluster import run_by_node
+from rjobs.worker.pool import JobSlots, Served
+from rjobs.worker.stats import WorkerStats
+
+__all__ = ["Claimer", "claim_groups", "claim_order"]
+
+log = logging.getLogger("rjobs.worker")
+
+
+def claim_groups(served: Sequence[Served]) -> list[list[Served]]:
+    """The served queues in their order, the partitions of one queue (``name#i``) grouped, so a
+    claim takes them in turn (:func:`claim_order`) while separate queues keep their order."""
+    groups: dict[str, list[Served]] = {}
+    for s in served:
+        groups.setdefault(s.queue.name.partition("#")[0], []).append(s)
+    return list(groups.values())
+
+
+def claim_order(groups: list[list[Served]], turn: int) -> list[Served]:
+    """The order of one claim round: each group rotated by ``turn``, so no partition is always
+    first (its jobs would always be claimed before the other partitions')."""
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return groups[0]
+    out: list[Served] = []
+    for group in groups:
+        k = turn % len(group)
+        out += group[k:] + group[:k]
+    return out
+
+
+class Claimer:
+    """Claims for one run of a worker: ``claim(jobs, free)`` leases at most ``free`` jobs and hands
+    them to the slots; returns (claimed, more ready, next due time in ms or None)."""
+
+    def __init__(self, served: list[Served], worker_id: str, lease: float, stats: WorkerStats) -> None:
+        self.worker_id = worker_id
+        self.lease = lease
+        self.stats = stats
+        self._groups = claim_groups(served)
+        self._turn = 0
+        self._by_node = len(served) > 1 and all(is_cluster(s.queue.client) for s in served)
+
+    async def claim(self, jobs: JobSlots, free: int) -> tuple[int, bool, int | None]:
+        """Claim at most ``free`` jobs (the slots with no job) and hand them to the slots."""
+        claimed, more, due = 0, False, None
+        self._turn += 1
+        order = claim_order(self._groups, self._turn)
+        if self._by_node and len(order) > 1:
+            return await self._claim_by_node(jobs, free, order)
+        for served in order:
+            want = min(free - claimed, 1000)
+            if want <= 0:
+                return claimed, True, due
+            sent = anyio.current_time()
+            # Shielded: a claim that ran must be seen, or its jobs would sit leased to nobody. One
+            # scope with its own deadline, rather than a shield inside a fail_after: one scope less
+            # on the hot path.
+            with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:
+                result = await served.queue.backend.claim(self.worker_id, want, int(self.lease * 1000))
+            if bounded.cancelled_caught:
+                raise TimeoutError(f"no answer to claim within {self.lease} s")
+            self.stats.claim_calls += 1
+            self.stats.claimed += len(result.jobs)
+            jobs.add(served, result.jobs, sent + self.lease)
+            claimed += len(result.jobs)
+            more = more or result.ready_left > 0
+            if result.next_due_ms is not None:
+                due = result.next_due_ms if due is None else min(due, result.next_due_ms)
+        return claimed, more, due
+
+    async def _claim_by_node(self, jobs: JobSlots, free: int, order: list[Served]) -> tuple[int, bool, int | None]:
+        """On a cluster: the claims of the queues one master serves go out together, one round
+        trip per node (run_by_node). At most ``free`` jobs: the free slots are shared among as many
+        queues as there are slots, the next ones in turn if those had nothing."""
+        claimed, more, due = 0, False, None
+        failure: BaseException | None = None
+        rest, lease_ms = order, int(self.lease * 1000)
+        while rest and claimed < free:
+            left = free - claimed
+            chunk, rest = rest[:left], rest[left:]
+            wants = [min(1000, left // len(chunk) + (i < left % len(chunk))) for i in range(len(chunk))]
+            sent = anyio.current_time()
+            with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:  # see claim
+                results = await run_by_node(
+                    [s.queue.backend.claim_call(self.worker_id, w, lease_ms) for s, w in zip(chunk, wants)]
+                )
+            if bounded.cancelled_caught:
+                raise TimeoutError(f"no answer to claim within {self.lease} s")
+            for served, result in zip(chunk, results):
+                if isinstance(result, BaseException):
+                    failure = failure or result
+                    continue
+                self.stats.claim_calls += 1
+                self.stats.claimed += len(result.jobs)
+                jobs.add(served, result.jobs, sent + self.lease)
+                claimed += len(result.jobs)
+                more = more or result.ready_left > 0
+                if result.next_due_ms is not None:
+                    due = result.next_due_ms if due is None else min(due, result.next_due_ms)
+        if failure is not None:
+            if not claimed:
+                raise failure
+            log.warning("claim failed on a queue (%s: %s); the others' jobs run", type(failure).__name__, failure)
+        return claimed, more, due
