@@ -205,10 +205,19 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
     for ev in events:
         out.event(q.machine, ev)
     after = events[-1].id if events else "0-0"
-    while True:
-        for ev in q.queue_events(after, count=100, block_ms=5000):
-            out.event(q.machine, ev)
-            after = ev.id
+    # Ctrl-C ends the loop between two reads (within a second): a KeyboardInterrupt raised inside
+    # redis-py's socket read could surface as a timeout, and the exit code would then say
+    # "cannot reach Redis".
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            for ev in q.queue_events(after, count=100, block_ms=1000):
+                out.event(q.machine, ev)
+                after = ev.id
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT["interrupted"]
 
 
 def cmd_watch(args: argparse.Namespace, out: Output) -> int:
