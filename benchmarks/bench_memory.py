@@ -8,10 +8,17 @@ delta to the same baseline / N is the memory per *finished* job (kept until rete
 24 h for successes by default). ``MEMORY USAGE`` of one job's keys and of each shared index
 (divided by N) gives the breakdown. used_memory includes allocator rounding, so the parts do not
 add up exactly.
+
+With the peers' venv present (``PEER_PYTHON``, default ``~/.cache/peerbench-venv/bin/python``),
+BullMQ, SAQ and RQ are measured the same way on the same server (benchmarks/peers/memory.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import bench_roundtrips as RT
@@ -86,10 +93,29 @@ def measure_tuned(url: str, n: int) -> dict[str, Any]:
         r.config_set("stream-node-max-bytes", default)
 
 
+#: The peers measured next to rjobs, each in the peers' venv (benchmarks/peers/memory.py).
+PEERS = ("bullmq", "saq", "rq")
+PEER_PYTHON = os.environ.get("PEER_PYTHON", os.path.expanduser("~/.cache/peerbench-venv/bin/python"))
+
+
+def measure_peer(peer: str, url: str, n: int) -> dict[str, Any]:
+    """The same two figures for a peer, on the same server: its bulk (or single) enqueue of the
+    reference job, then its own worker with its default retention of finished jobs."""
+    script = Path(__file__).parent / "peers" / "memory.py"
+    done = subprocess.run([PEER_PYTHON, str(script), peer, url, str(n)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{peer}: {done.stderr[-2000:]}")
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
 def run(url: str, n: int, reps: int) -> dict[str, Any]:
     out = {}
     for qe in (True, False):
         tag = "events_on" if qe else "events_off"
         out[tag] = C.repeat(lambda qe=qe: measure(url, n, qe), reps, f"memory {tag}")
     out["events_on_node512"] = C.repeat(lambda: measure_tuned(url, n), reps, "memory events_on_node512")
+    if Path(PEER_PYTHON).exists():  # the peers' venv (benchmarks/README.md, "Peers")
+        for peer in PEERS:
+            out[f"peer_{peer}"] = C.repeat(lambda peer=peer: measure_peer(peer, url, n), reps, f"memory {peer}")
     return out

@@ -60,7 +60,7 @@ def run_saq(url: str, n: int, r: redis.Redis) -> tuple[int, int]:
         for i in range(n):  # SAQ has no bulk enqueue
             await q.enqueue("noop", i=i)
         waiting = used(r)
-        worker = Worker(q, functions=[("noop", anoop)], concurrency=100, burst=True)
+        worker = Worker(q, functions=[("noop", anoop)], concurrency=100, burst=True, dequeue_timeout=1.0)
         await worker.start()  # burst: returns once the queue is empty
         await asyncio.sleep(0.5)
         finished = used(r)
