@@ -117,6 +117,30 @@ async def until(check: Any, q: rjobs.Queue, seconds: float) -> None:
             await anyio.sleep(0.02)
 
 
+def test_the_worker_command_serves_queues_on_every_master(clean_cluster: LocalCluster, tmp_path: Any) -> None:
+    names = [clean_cluster.queue_name_on(m, prefix="cmd") for m in clean_cluster.masters()]
+    (tmp_path / "clusterjobs.py").write_text(
+        "from rjobs.worker.loop import Worker\n"
+        "def triple(ctx, params):\n    return params['n'] * 3\n"
+        f"worker = Worker({names!r}, functions={{'triple': triple}}, lease=5.0)\n"
+    )
+    env = {
+        **os.environ,
+        "RJOBS_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+    }
+    ids = {}
+    for name in names:
+        with rjobs.SyncQueue(name, url=clean_cluster.url) as q:
+            ids[name] = q.enqueue("triple", {"n": 5}).id
+    command = [sys.executable, "-m", "rjobs", "worker", "clusterjobs:worker", "--burst", "--url", clean_cluster.url]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in names:
+        with rjobs.SyncQueue(name, url=clean_cluster.url) as q:
+            assert q.get(ids[name]).result == 15
+
+
 async def _drain_while(cluster: LocalCluster, name: str, change: Any, jobs: int = 3000) -> dict[str, int]:
     """Enqueue ``jobs`` jobs on ``name``, start a worker, call ``change()`` (in a thread) while it
     drains, then let it finish; returns the queue's jobs per state after the keyspace checks."""
