@@ -13,7 +13,7 @@ from rjobs.errors import ValidationError
 
 __all__ = ["PRIORITIES", "QueueConfig", "Retention", "default_actor", "parse_priority"]
 
-#: Named priority levels on seed 002's 1-10 scale (seed 003's names, higher runs first).
+#: Named priority levels on the 1-10 scale (higher runs first).
 PRIORITIES: dict[str, int] = {"low": 1, "normal": 5, "high": 7, "urgent": 9, "critical": 10}
 
 

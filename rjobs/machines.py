@@ -6,7 +6,7 @@ from rjobs.statemachine import StateMachine
 
 __all__ = ["JOB", "TASK"]
 
-#: Seed 000's job machine (queued -> processing -> completed | partial | failed) plus the edges a
+#: The JOB machine (queued -> processing -> completed | partial | failed) plus the edges a
 #: real queue needs: ``scheduled`` for delays and retry backoff, ``waiting`` for dependencies,
 #: ``cancelled``, and processing -> queued for a lost or handed-back lease.
 JOB = StateMachine.define(
@@ -32,7 +32,7 @@ JOB = StateMachine.define(
     cancelled="cancelled",
 )
 
-#: Seed 003's task lifecycle, exactly its transition table. A claim walks queued -> assigned ->
+#: The TASK lifecycle, exactly its transition table. A claim walks queued -> assigned ->
 #: in_progress in one script; ``pending`` holds a task created but not yet queued.
 TASK = StateMachine.define(
     "task",

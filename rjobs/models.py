@@ -21,7 +21,7 @@ __all__ = [
 
 
 class JobError(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A structured error (seed 003): a machine-readable code, a message for people, optionally
+    """A structured error: a machine-readable code, a message for people, optionally
     when to try again (ms) and the traceback of the exception that caused it."""
 
     code: str
@@ -143,7 +143,7 @@ class Undecodable(msgspec.Struct, frozen=True, tag=True):
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What wait() returns (seed 003 waitForTask): whether the job succeeded, its output or error."""
+    """What wait() returns: whether the job succeeded, its output or error."""
 
     job_id: str
     status: str
@@ -153,7 +153,7 @@ class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True):
-    """An output linked to a job (seed 000): a file or URL and where it is stored."""
+    """An output linked to a job: a file or URL and where it is stored."""
 
     id: str
     job_id: str

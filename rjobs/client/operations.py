@@ -275,7 +275,7 @@ class QueuePlans(ReadPlans):
         return out
 
     def retry(self, job_id: str, params: Any = UNSET, actor: str | None = None) -> Plan[Job]:
-        """Failed/cancelled -> ready (seed 003 retryTask), optionally with new params."""
+        """Failed/cancelled -> ready, optionally with new params."""
         jid = self._id(job_id)
         encoded = b"" if params is UNSET else self._payload(params, "params")
         status, raw = yield [self.scripts.retry(self._actor(actor), jid, encoded), Cmd(("HGETALL", self.keys.job(jid)))]

@@ -93,7 +93,7 @@ class ReadPlans:
 
     # -- reads ------------------------------------------------------------------------------------
     def get(self, job_id: str, user_id: str | None = None) -> Plan[Job]:
-        """The job, with the seed's ownership check when ``user_id`` is given."""
+        """The job, with the ownership check when ``user_id`` is given."""
         raw = yield Cmd(("HGETALL", self.keys.job(self._id(job_id))))
         return self._job(raw, job_id, user_id)
 
@@ -174,7 +174,7 @@ class ReadPlans:
         return codec.events_from_entries(stream_entries(reply))
 
     def assets(self, job_id: str, user_id: str | None = None) -> Plan[list[Asset]]:
-        """Assets linked to the job, with the ownership check (seed 000 getJobAssets)."""
+        """Assets linked to the job, with the ownership check."""
         jid = self._id(job_id)
         owner, raw = yield [
             Cmd(("HMGET", self.keys.job(jid), "status", "user_id")),

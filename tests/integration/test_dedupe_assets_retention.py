@@ -1,4 +1,4 @@
-"""Seed 002 dedupe/replace with cache invalidation, seed 000 assets and ownership, and retention:
+"""Dedupe/replace with cache invalidation, assets and ownership, and retention:
 finished jobs expire with every key and index entry that points at them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Seed lifecycle features against real servers: scheduling, priority changes, dependencies,
+"""Lifecycle features against real servers: scheduling, priority changes, dependencies,
 review, comments and provenance, metadata, wait, bulk operations."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every edge of the seed-000 (JOB) and seed-003 (TASK) machines, valid and invalid, against real
+"""Every edge of the JOB machine and the TASK lifecycle, valid and invalid, against real
 servers. A rejected transition raises InvalidTransition(current, target) and leaves every key of
 the queue exactly as it was."""
 

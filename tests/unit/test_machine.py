@@ -33,7 +33,7 @@ def test_minimal_machine_is_valid() -> None:
     assert m.allows("ready", "run") and not m.allows("run", "ready")
 
 
-def test_seed_000_job_machine() -> None:
+def test_the_job_machine() -> None:
     m = machines.JOB
     assert m.allows("queued", "processing")
     for final in ("completed", "partial", "failed"):
@@ -43,7 +43,7 @@ def test_seed_000_job_machine() -> None:
     assert m.allows("processing", "scheduled"), "retry backoff"
 
 
-def test_seed_003_task_machine_is_exactly_the_table() -> None:
+def test_the_task_lifecycle_is_exactly_its_table() -> None:
     expected = {
         "pending": {"queued", "scheduled", "cancelled"},
         "scheduled": {"queued", "cancelled"},

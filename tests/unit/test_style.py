@@ -26,3 +26,24 @@ def test_ruff(command: list[str]) -> None:
 def test_mypy_strict() -> None:
     done = _run("mypy", "--strict", "rjobs")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_project_names_things_by_what_they_are() -> None:
+    """Users have the project, not the requirement documents it was built from: no "seed 000"
+    or "seed's" in the package, the docs or the tests; the JOB machine, the TASK lifecycle."""
+    import re
+
+    pattern = re.compile(r"\bseed[\s_-]*0\d\d|\bseeds?'s?\b", re.IGNORECASE)
+    files = [ROOT / "README.md"] + [
+        path
+        for tree in ("rjobs", "docs", "tests")
+        for path in sorted((ROOT / tree).rglob("*"))
+        if path.suffix in (".py", ".md", ".lua") and path.name != "test_style.py"
+    ]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in files
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, f"refer to the JOB machine / the TASK lifecycle instead: {found}"

@@ -1,6 +1,6 @@
 -- lib/core.lua — included by every script after lib/layout.lua (rjobs/store/scripts.py expands the
 -- include lines).
--- Conventions every script follows (docs/design.md, "Decisions shared by the current wave"):
+-- Conventions every script follows (docs/design.md, "The shape of a script"):
 --   ARGV[1] is the queue prefix "rjobs:{Q}:"; KEYS[1] must be prefix.."machine", KEYS[2]
 --   prefix.."events". Every other key is built from the prefix, so it shares the queue's hash tag.
 --   A script validates its arguments, reads everything it needs and decides every change in Lua
