@@ -4,6 +4,7 @@ Every state change is one Lua script checked against the queue's state machine s
 """
 
 from rjobs import machines
+from rjobs.about import VERSION
 from rjobs.client.partitioned import PartitionedQueue
 from rjobs.client.queue import Queue
 from rjobs.client.sync_partitioned import SyncPartitionedQueue
@@ -40,7 +41,7 @@ from rjobs.worker.loop import Worker
 from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.stats import WorkerStats
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "PRIORITIES",

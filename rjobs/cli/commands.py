@@ -7,6 +7,7 @@ localhost:6379) unless ``--url``. Rendering lives in rjobs.cli.render."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import fcntl
 import os
 import signal
@@ -136,6 +137,7 @@ def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
     q = open_queue(connect(resolve_url(args.url, out)), args.queue, create=machine, require=args.machine is not None)
     outcome = q.enqueue(
         args.type, params, priority=_priority(args.priority), user_id=args.user, delay=args.delay,
+        run_at=_when(args.run_at) if args.run_at else None,
         dedupe_key=args.dedupe_key, dedupe=args.dedupe, max_attempts=args.max_attempts,
         depends_on=args.depends_on or (),
     )  # fmt: skip
@@ -148,6 +150,29 @@ def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
     elif outcome.previous_id and outcome.stale_cancelled:
         out.notice(f"replaced job {outcome.previous_id} (cancelled) holding dedupe key {args.dedupe_key!r}")
     return EXIT["ok"]
+
+
+def _when(text: str) -> float | dt.datetime:
+    """--run-at: epoch seconds, or an ISO 8601 time with its time zone."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"--run-at {text!r}: give ISO 8601 (2030-01-01T09:00:00+00:00) or epoch seconds"
+        ) from None
+    if when.tzinfo is None:
+        raise ValidationError(f"--run-at {text!r}: add a time zone (e.g. +00:00), or the time means nothing")
+    return when
+
+
+def cmd_queues(args: argparse.Namespace, out: Output) -> int:
+    """Every queue on the server with its jobs per state (``rjobs stats`` without a queue)."""
+    args.queue = None
+    return cmd_stats(args, out)
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:

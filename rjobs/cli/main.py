@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from rjobs import errors
+from rjobs.about import VERSION
 from rjobs.cli.commands import (
     ERRORS,
     EXIT,
@@ -19,6 +20,7 @@ from rjobs.cli.commands import (
     cmd_enqueue,
     cmd_events,
     cmd_ls,
+    cmd_queues,
     cmd_retry,
     cmd_server,
     cmd_show,
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rjobs", description="Redis-native job queue: inspect and drive queues.")
     parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", default=False, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"rjobs {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace, Output], int], text: str) -> argparse.ArgumentParser:
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--params", help="params as JSON, e.g. '{\"w\": 100}'")
     p.add_argument("--priority", default="normal", help="low|normal|high|urgent|critical or 1-10 (default normal)")
     p.add_argument("--delay", type=float, help="seconds to wait before the job may run")
+    p.add_argument("--run-at", help="when the job may run: ISO 8601 with a time zone, or epoch seconds")
     p.add_argument("-u", "--user", help="owner user id")
     p.add_argument("--dedupe-key", help="at most one live job per key")
     p.add_argument("--dedupe", choices=("keep", "replace"), default="keep", help="policy for a live duplicate")
@@ -79,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("stats", cmd_stats, "jobs per state, live workers, oldest waiting job (all queues by default)")
     p.add_argument("queue", nargs="?")
+
+    command("queues", cmd_queues, "every queue on the server, with its jobs per state")
 
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")

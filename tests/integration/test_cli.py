@@ -140,6 +140,32 @@ def test_exit_codes_for_bad_input_missing_things_and_no_server(rjobs: Any, url: 
 
 
 @valkey_only
+def test_version_queues_and_run_at(rjobs: Any, url: str, redis_sync: redis.Redis) -> None:
+    from rjobs.about import VERSION
+
+    version = rjobs("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"rjobs {VERSION}"
+    later = rjobs("enqueue", "mail", "send", "--run-at", "2031-05-01T09:00:00+02:00", "--url", url)
+    assert later.returncode == 0, later.stderr
+    job = SyncQueue("mail", url).get(later.stdout.strip())
+    assert job.status == "scheduled" and job.scheduled_ms == 1_935_385_200_000
+    epoch = rjobs("enqueue", "mail", "send", "--run-at", "1935385200", "--url", url)
+    assert SyncQueue("mail", url).get(epoch.stdout.strip()).scheduled_ms == 1_935_385_200_000
+    before = redis_sync.dbsize()
+    for bad in ("tomorrow", "2031-05-01T09:00:00"):  # not a time; no time zone
+        refused = rjobs("enqueue", "mail", "send", "--run-at", bad, "--url", url)
+        assert refused.returncode == 2 and "--run-at" in refused.stderr
+    assert redis_sync.dbsize() == before
+    rjobs("enqueue", "other", "t", "--url", url)
+    listed = json.loads(rjobs("queues", "--json", "--url", url).stdout)
+    assert {row["queue"]: row["counts"]["scheduled"] + row["counts"]["queued"] for row in listed} == {
+        "mail": 2,
+        "other": 1,
+    }
+    assert "mail" in rjobs("queues", "--url", url).stdout
+
+
+@valkey_only
 def test_stats_of_every_queue_and_of_one(rjobs: Any, url: str, redis_sync: redis.Redis) -> None:
     # A queue declared by an app with its own options: the CLI must use its stored machine (TASK)
     # and must not reset its options to the defaults when it re-declares.
