@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 
 import anyio
+import redis
 
 from rjobs.client.queue import Queue
 from rjobs.errors import ServerRefused
@@ -68,7 +69,8 @@ IDLE_WAIT_CAP = 1.0  # seconds an idle worker blocks before claiming again (cove
 
 
 class Worker:
-    """Runs jobs of one or more queues (served in the order given when several have work).
+    """Runs jobs of one or more queues (served in the order given when several have work; the
+    partitions of one queue in turn).
 
     ``functions``: a mapping name -> callable, or callables / :func:`rjobs.job` functions
     registered under their name. The worker only ever runs registered functions; a job of another
@@ -76,7 +78,9 @@ class Worker:
     renewal interval (default ``lease / 3``), ``grace`` how long shutdown waits for running jobs.
     A job whose lease expired ``max_lease_losses`` times (its worker died each time) is failed
     with code ``poison_pill`` by the reaper. ``burst=True`` returns from :meth:`run` once no job
-    is ready, due or running. Queues may be given by name (then ``url`` applies).
+    is ready, due or running. Queues may be given by name (then ``url`` applies). A server that
+    cannot be reached at start is tried again with a back-off, a log line per try, for
+    ``start_timeout`` seconds (None, the default: for as long as it takes).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class Worker:
         retry: RetryPolicy | None = None,
         url: str | None = None,
         reap_limit: int = 100,
+        start_timeout: float | None = None,
     ) -> None:
         self.functions = registry(functions)
         self._own: list[Queue] = []
@@ -107,6 +112,7 @@ class Worker:
         self.burst = burst
         self.retry = retry or RetryPolicy()
         self.reap_limit = reap_limit
+        self.start_timeout = start_timeout  # None: keep trying to reach the server at start
         self.stats = WorkerStats()
         self._validate()
         self._stopping = False
@@ -214,10 +220,11 @@ class Worker:
             log.info("worker %s stopped (%s)", self.worker_id, self.stats)
 
     async def _start(self) -> bool:
-        """Declare the queues and read the server's clock. While the server refuses for now
-        (loading its data, out of memory...) wait and try again, one log line per try; False when
+        """Declare the queues and read the server's clock. While the server cannot be reached or
+        refuses for now (loading its data, out of memory...) wait and try again with a back-off,
+        one log line per try, until ``start_timeout`` (None: for as long as it takes); False when
         stopped meanwhile."""
-        failures = 0
+        failures, deadline = 0, None if self.start_timeout is None else time.monotonic() + self.start_timeout
         while True:
             try:
                 for q in self.queues:
@@ -226,8 +233,10 @@ class Worker:
                 reply = await self.queues[0].backend.server_time()
                 self._clock.observe(reply, sent, time.time())
                 return True
-            except ServerRefused as exc:
-                if not exc.retryable:
+            except (ServerRefused, redis.ConnectionError, OSError) as exc:
+                if isinstance(exc, ServerRefused) and not exc.retryable:
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
                     raise
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)

@@ -565,3 +565,28 @@ def test_run_from_cli_applies_overrides_and_burst(url: str) -> None:
         assert {q.get(i).status for i in ids} == {JOB.success}
     for bad in ("tests.workerapp:missing", "no_colon", "tests.workerapp:QUEUE"):
         assert run_from_cli(bad, url=url, queues=None, concurrency=None, burst=True) == 1
+
+
+@pytest.mark.anyio
+async def test_a_worker_waits_for_its_server_to_come_up(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from rjobs.cli.server import LocalServer, find_valkey_binary, free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = LocalServer(find_valkey_binary(), port=port, data_dir=tmp_path / "late")
+
+    async def double(ctx: Any, params: Any) -> int:
+        return int(params["n"]) * 2
+
+    worker = Worker("late", functions={"double": double}, url=url, burst=True)
+    with caplog.at_level("WARNING", logger="rjobs.worker"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await anyio.sleep(0.8)  # nothing listens yet: the worker logs and tries again
+            await anyio.to_thread.run_sync(server.start)
+    try:
+        assert any("cannot start yet" in r.getMessage() for r in caplog.records)
+        with pytest.raises(redis.ConnectionError):  # with a time limit, it gives up
+            await Worker("late", functions={"double": double}, url="redis://127.0.0.1:1/0", start_timeout=0.5).run()
+    finally:
+        server.stop()
