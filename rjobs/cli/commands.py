@@ -299,7 +299,12 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> int:
     from rjobs.cli.worker import run_from_cli
 
     url = args.url or None
-    return int(run_from_cli(args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst))
+    return int(
+        run_from_cli(
+            args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst,
+            log_level=args.log_level, log_format=args.log_format,
+        )
+    )  # fmt: skip
 
 
 def cmd_server(args: argparse.Namespace, out: Output) -> int:

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--queue", action="append", help="only these queues (repeatable)")
     p.add_argument("-c", "--concurrency", type=int, help="jobs at a time")
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    p.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="INFO: a line per job that succeeded, failed or is retried; DEBUG: and when each starts",
+    )  # fmt: skip
+    p.add_argument("--log-format", default="text", choices=("text", "json"), help="json: one object per line")
 
     p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on)")
     p.add_argument("--port", type=int, help="TCP port (default: a free one)")

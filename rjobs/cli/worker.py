@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
 import sys
@@ -39,8 +40,49 @@ def load_target(target: str) -> Worker:
     return obj
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and the job's fields when the
+    record has them (job_id, job_type, queue, worker), the traceback as ``exc``."""
+
+    FIELDS = ("job_id", "job_type", "queue", "worker")
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(level: str, form: str) -> None:
+    """The worker command's logging: ``level`` (DEBUG, INFO, WARNING, ERROR) and ``form`` (text or
+    json lines) on stderr, unless the application configured logging itself."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    if form == "json":
+        handler.setFormatter(JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
 def run_from_cli(
-    target: str, *, url: str | None, queues: list[str] | None, concurrency: int | None, burst: bool
+    target: str,
+    *,
+    url: str | None,
+    queues: list[str] | None,
+    concurrency: int | None,
+    burst: bool,
+    log_level: str = "INFO",
+    log_format: str = "text",
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
@@ -50,8 +92,7 @@ def run_from_cli(
     the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
     normally, 1 = could not start or crashed, 130 = interrupted at start-up.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level, log_format)
     try:
         worker = load_target(target)
         worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)

@@ -46,9 +46,12 @@ class JobContext:
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger (``rjobs.job``) that adds ``job_id`` to every record's ``extra``."""
+        """A logger (``rjobs.job``) that adds ``job_id``, ``job_type``, ``queue`` and ``worker`` to
+        every record (``rjobs worker --log-format json`` writes them as fields)."""
         if self._log is None:  # made on first use: most jobs never log
-            self._log = logging.LoggerAdapter(_job_log, {"job_id": self._held.job.id})
+            job = self._held.job
+            facts = {"job_id": job.id, "job_type": job.type, "queue": self.queue.name, "worker": self.worker_id}
+            self._log = logging.LoggerAdapter(_job_log, facts)
         return self._log
 
     @property

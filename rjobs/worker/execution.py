@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
 __all__ = ["JobRunner", "Moves", "short_text"]
 
 log = logging.getLogger("rjobs.worker")
+#: One line per job outcome: ERROR when it failed (with its traceback), WARNING when an attempt
+#: failed and it will be retried, INFO when it succeeded, DEBUG when it started. Each record
+#: carries job_id, job_type, queue and worker (for ``rjobs worker --log-format json``).
+job_log = logging.getLogger("rjobs.job")
 TRACEBACK_LIMIT = 8000  # characters of traceback kept (the end: the raising frame matters most)
 
 
@@ -137,6 +142,10 @@ class JobRunner:
             log.warning("job %s: %s", job.id, msg)
             return moves.fail(job, JobError(code="invalid_params", message=msg))
         ctx = JobContext(held, queue, self.worker_id)
+        facts = {"job_id": job.id, "job_type": job.type, "queue": queue.name, "worker": self.worker_id}
+        if job_log.isEnabledFor(logging.DEBUG):
+            job_log.debug("job %s (%s) attempt %d started", job.id, job.type, job.attempt, extra=facts)
+        started = time.monotonic()
         value: Any = None
         error: BaseException | None = None
         timed_out = False
@@ -158,10 +167,36 @@ class JobRunner:
             return None  # lost, cancelled or moved on: this attempt writes nothing more
         if timed_out:
             error = TimeoutError(f"{job.type} ran longer than its timeout of {fn.timeout} s")
-            return self._failed(moves, fn, job, error, code="timeout")
+            return self._logged(self._failed(moves, fn, job, error, code="timeout"), moves, error, facts, started)
         if error is not None:
-            return self._failed(moves, fn, job, error)
-        return self._returned(queue, moves, job, value)
+            return self._logged(self._failed(moves, fn, job, error), moves, error, facts, started)
+        return self._logged(self._returned(queue, moves, job, value), moves, None, facts, started)
+
+    @staticmethod
+    def _logged(
+        request: MoveRequest, moves: Moves, error: BaseException | None, facts: dict[str, Any], started: float
+    ) -> MoveRequest:
+        """Log the outcome the request records (see :data:`job_log`), and return it."""
+        seconds = time.monotonic() - started
+        jid, jtype = facts["job_id"], facts["job_type"]
+        if request.target == moves.success:
+            if job_log.isEnabledFor(logging.INFO):
+                job_log.info("job %s (%s) succeeded in %.3f s", jid, jtype, seconds, extra=facts)
+        elif request.target == moves.partial:
+            job_log.warning("job %s (%s) ended partial after %.3f s", jid, jtype, seconds, extra=facts)
+        elif request.target in (moves.ready, moves.delayed):
+            delay = max(0.0, request.run_at_ms / 1000 - time.time()) if request.run_at_ms else 0.0
+            job_log.warning(
+                "job %s (%s) failed (%s: %s); retrying in %.1f s", jid, jtype, type(error).__name__, error, delay,
+                extra=facts,
+            )  # fmt: skip
+        else:
+            why = f"{type(error).__name__}: {error}" if error is not None else "see its error"
+            job_log.error(
+                "job %s (%s) ended %s after %.3f s: %s", jid, jtype, request.target, seconds, why, extra=facts,
+                exc_info=(type(error), error, error.__traceback__) if error is not None else None,
+            )  # fmt: skip
+        return request
 
     async def _call(self, fn: JobFunction[Any], ctx: JobContext, params: Any) -> Any:
         if fn.is_async:

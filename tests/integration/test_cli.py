@@ -330,6 +330,24 @@ def test_worker_command_runs_a_module_worker(rjobs: Any, tmp_path: Path, url: st
     assert missing.returncode == 1 and "nope" in missing.stderr
 
 
+@valkey_only
+def test_worker_command_logs_json_lines_per_job(rjobs: Any, tmp_path: Path, url: str) -> None:
+    (tmp_path / "myjobs.py").write_text(WORKER_MODULE)
+    env = cli_env(tmp_path / "home")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    q = SyncQueue("wq", url)
+    job = q.enqueue("double", {"n": 2}).id
+    args = ("worker", "myjobs:worker", "--burst", "--log-level", "debug", "--log-format", "json", "--url", url)
+    done = rjobs(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    mine = [doc for doc in lines if doc.get("job_id") == job]
+    assert [doc["level"] for doc in mine] == ["DEBUG", "INFO"], lines
+    assert {(doc["job_type"], doc["queue"], doc["logger"]) for doc in mine} == {("double", "wq", "rjobs.job")}
+    bad = rjobs("worker", "myjobs:worker", "--burst", "--log-format", "xml", "--url", url, env=env)
+    assert bad.returncode == 2 and "--log-format" in bad.stderr
+
+
 async def _ok(ctx: Any, params: Any) -> dict[str, int]:
     for pct, step in ((20, "fetch"), (60, "resize"), (90, "upload")):
         await ctx.progress(pct, step=step)

@@ -590,3 +590,28 @@ async def test_a_worker_waits_for_its_server_to_come_up(tmp_path: Any, caplog: p
             await Worker("late", functions={"double": double}, url="redis://127.0.0.1:1/0", start_timeout=0.5).run()
     finally:
         server.stop()
+
+
+async def test_every_outcome_leaves_a_log_line(queue: Queue, caplog: pytest.LogCaptureFixture) -> None:
+    async def flaky(ctx: JobContext, params: None) -> None:
+        ctx.log.info("trying")
+        raise KeyError(f"missing on attempt {ctx.attempt}")
+
+    async def fine(ctx: JobContext, params: None) -> int:
+        return 1
+
+    with caplog.at_level("DEBUG", logger="rjobs.job"):
+        async with running(Worker(queue, [flaky, fine], lease=5, retry=FAST)):
+            bad = await queue.enqueue("flaky", None, max_attempts=2)
+            good = await queue.enqueue("fine", None)
+            await queue.wait(bad.id, timeout=10)
+            await queue.wait(good.id, timeout=10)
+    mine = [r for r in caplog.records if r.name == "rjobs.job" and getattr(r, "job_id", None) == bad.id]
+    warnings = [r.getMessage() for r in mine if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "retrying in" in warnings[0]
+    failed = next(r for r in mine if r.levelname == "ERROR")
+    assert "ended failed" in failed.getMessage() and failed.exc_info is not None and "KeyError" in failed.getMessage()
+    assert {(r.job_type, r.queue) for r in mine} == {("flaky", queue.name)}  # type: ignore[attr-defined]
+    assert sum(r.getMessage() == "trying" for r in mine) == 2  # ctx.log carries the job's fields
+    ok = [r for r in caplog.records if getattr(r, "job_id", None) == good.id]
+    assert [r.levelname for r in ok] == ["DEBUG", "INFO"] and "succeeded in" in ok[-1].getMessage()
