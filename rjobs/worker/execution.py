@@ -142,8 +142,8 @@ class JobRunner:
             log.warning("job %s: %s", job.id, msg)
             return moves.fail(job, JobError(code="invalid_params", message=msg))
         ctx = JobContext(held, queue, self.worker_id)
-        facts = {"job_id": job.id, "job_type": job.type, "queue": queue.name, "worker": self.worker_id}
         if job_log.isEnabledFor(logging.DEBUG):
+            facts = self._facts(queue, job)
             job_log.debug("job %s (%s) attempt %d started", job.id, job.type, job.attempt, extra=facts)
         started = time.monotonic()
         value: Any = None
@@ -167,21 +167,32 @@ class JobRunner:
             return None  # lost, cancelled or moved on: this attempt writes nothing more
         if timed_out:
             error = TimeoutError(f"{job.type} ran longer than its timeout of {fn.timeout} s")
-            return self._logged(self._failed(moves, fn, job, error, code="timeout"), moves, error, facts, started)
+            return self._logged(self._failed(moves, fn, job, error, code="timeout"), moves, error, queue, job, started)
         if error is not None:
-            return self._logged(self._failed(moves, fn, job, error), moves, error, facts, started)
-        return self._logged(self._returned(queue, moves, job, value), moves, None, facts, started)
+            return self._logged(self._failed(moves, fn, job, error), moves, error, queue, job, started)
+        request = self._returned(queue, moves, job, value)
+        if request.target == moves.success and not job_log.isEnabledFor(logging.INFO):
+            return request  # the common case: nothing to log
+        return self._logged(request, moves, None, queue, job, started)
 
-    @staticmethod
+    def _facts(self, queue: Queue, job: ClaimedJob) -> dict[str, Any]:
+        return {"job_id": job.id, "job_type": job.type, "queue": queue.name, "worker": self.worker_id}
+
     def _logged(
-        request: MoveRequest, moves: Moves, error: BaseException | None, facts: dict[str, Any], started: float
+        self,
+        request: MoveRequest,
+        moves: Moves,
+        error: BaseException | None,
+        queue: Queue,
+        job: ClaimedJob,
+        started: float,
     ) -> MoveRequest:
         """Log the outcome the request records (see :data:`job_log`), and return it."""
         seconds = time.monotonic() - started
-        jid, jtype = facts["job_id"], facts["job_type"]
+        facts = self._facts(queue, job)
+        jid, jtype = job.id, job.type
         if request.target == moves.success:
-            if job_log.isEnabledFor(logging.INFO):
-                job_log.info("job %s (%s) succeeded in %.3f s", jid, jtype, seconds, extra=facts)
+            job_log.info("job %s (%s) succeeded in %.3f s", jid, jtype, seconds, extra=facts)
         elif request.target == moves.partial:
             job_log.warning("job %s (%s) ended partial after %.3f s", jid, jtype, seconds, extra=facts)
         elif request.target in (moves.ready, moves.delayed):
