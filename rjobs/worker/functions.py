@@ -15,6 +15,7 @@ is annotated with (validated before the call). Then:
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import math
 import typing
@@ -124,6 +125,7 @@ class JobFunction(Generic[R]):
         self.timeout = float(timeout) if timeout is not None else None
         self.is_async = _is_async(fn)
         self.params_type: Any = params if params is not None else _struct_annotation(fn)
+        self._empty = _empty_for(fn) if self.params_type is None else None
         _check_signature(fn, self.name)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
@@ -139,9 +141,24 @@ class JobFunction(Generic[R]):
         return JobFunction(self.fn, name=name, retry=self.retry, timeout=self.timeout, params=self.params_type)
 
     def convert_params(self, params: Any) -> Any:
-        """Validate raw params against ``params_type`` (raises msgspec.ValidationError)."""
+        """Validate raw params against ``params_type`` (raises msgspec.ValidationError). A job
+        enqueued without params (None) gets the type's empty value when it has one: ``{}`` for a
+        mapping or a Struct whose fields all have defaults, ``[]`` for a sequence; None when the type
+        allows it; else the same validation error (the job fails without retries)."""
         if self.params_type is None:
+            if params is None and self._empty is not None:
+                return type(self._empty)()  # a fresh {} or [] per job
             return params
+        if params is None:
+            try:
+                return msgspec.convert(None, self.params_type)
+            except msgspec.ValidationError:
+                empties: tuple[Any, ...] = ({}, [])
+                for empty in empties:
+                    try:
+                        return msgspec.convert(empty, self.params_type)
+                    except msgspec.ValidationError:
+                        continue
         return msgspec.convert(params, self.params_type)
 
 
@@ -188,7 +205,7 @@ def _params_parameter(fn: Callable[..., Any]) -> inspect.Parameter | None:
     return positional[1] if len(positional) >= 2 else None
 
 
-def _struct_annotation(fn: Callable[..., Any]) -> Any:
+def _params_annotation(fn: Callable[..., Any]) -> Any:
     param = _params_parameter(fn)
     if param is None:
         return None
@@ -199,8 +216,25 @@ def _struct_annotation(fn: Callable[..., Any]) -> Any:
         annotation = hints.get(param.name, annotation)
     except Exception:  # forward refs under TYPE_CHECKING: fall back to the raw annotation
         pass
+    return annotation
+
+
+def _struct_annotation(fn: Callable[..., Any]) -> Any:
+    annotation = _params_annotation(fn)
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return annotation
+    return None
+
+
+def _empty_for(fn: Callable[..., Any]) -> dict[str, Any] | list[Any] | None:
+    """What a job without params hands a function whose params are annotated as a mapping
+    (``{}``) or a sequence (``[]``), instead of None; None for any other annotation."""
+    annotation = _params_annotation(fn)
+    origin = typing.get_origin(annotation) or annotation
+    if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
+        return {}
+    if origin in (list, collections.abc.Sequence, collections.abc.MutableSequence):
+        return []
     return None
 
 

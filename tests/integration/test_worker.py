@@ -615,3 +615,12 @@ async def test_every_outcome_leaves_a_log_line(queue: Queue, caplog: pytest.LogC
     assert sum(r.getMessage() == "trying" for r in mine) == 2  # ctx.log carries the job's fields
     ok = [r for r in caplog.records if getattr(r, "job_id", None) == good.id]
     assert [r.levelname for r in ok] == ["DEBUG", "INFO"] and "succeeded in" in ok[-1].getMessage()
+
+
+async def test_a_job_without_params_runs_a_typed_function_with_the_empty_value(queue: Queue) -> None:
+    async def count(ctx: JobContext, params: dict[str, int]) -> int:
+        return len(params)
+
+    async with running(Worker(queue, [count], lease=5)):
+        out = await queue.wait((await queue.enqueue("count")).id, timeout=10)
+    assert (out.success, out.output) == (True, 0)

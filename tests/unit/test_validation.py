@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import msgspec
 import pytest
@@ -167,3 +168,28 @@ def test_exception_text_with_lone_surrogates_can_still_be_recorded() -> None:
 
     err = describe_error(ValueError("bad \ud800 byte"), traceback="tb \udc80")
     assert b"\\ud800" in encode_json(err) and "\\udc80" in (err.traceback or "")
+
+
+def test_a_job_enqueued_without_params_gets_the_empty_value_of_its_type() -> None:
+    import msgspec
+
+    from rjobs.worker.functions import JobFunction
+
+    class Options(msgspec.Struct):
+        size: int = 100
+
+    class Needs(msgspec.Struct):
+        size: int
+
+    def fn(ctx: Any, params: Any) -> None:
+        return None
+
+    def converted(tp: Any) -> Any:
+        return JobFunction(fn, params=tp).convert_params(None)
+
+    assert converted(dict) == {} and converted(dict[str, int]) == {} and converted(list[int]) == []
+    assert converted(Options) == Options(size=100) and converted(dict | None) is None
+    for no_empty in (Needs, int, str):
+        with pytest.raises(msgspec.ValidationError):  # the job fails as invalid_params, no retries
+            converted(no_empty)
+    assert JobFunction(fn, params=dict).convert_params({"a": 1}) == {"a": 1}
