@@ -12,6 +12,7 @@ import fcntl
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,9 +277,36 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     return final_exit(q.machine, job.status)
 
 
+def _selected(q: SyncQueue, args: argparse.Namespace) -> Iterator[list[str]]:
+    """The ids ``--state`` (and ``--type``) select, a page at a time; every page is acted on before
+    the next is read (the jobs it moved leave the state), and a page with no new id ends it."""
+    if args.id is not None or not args.all or not args.state:
+        raise ValidationError("give a job id, or --state STATE --all (with --type TYPE to narrow it)")
+    seen: set[str] = set()
+    while True:
+        page = [j for j in q.list(args.state, limit=1000) if j.id not in seen]
+        if not page:
+            return
+        seen.update(j.id for j in page)
+        picked = [j.id for j in page if args.type is None or j.type == args.type]
+        if picked:
+            yield picked
+
+
+def _many(args: argparse.Namespace, out: Output, q: SyncQueue, act: Callable[[list[str]], dict[str, str]]) -> int:
+    outcomes: dict[str, str] = {}
+    for ids in _selected(q, args):
+        outcomes.update(act(ids))
+    done = sum(1 for o in outcomes.values() if o == "done")
+    out.result(outcomes, lambda: out.out.print(f"{done} of {len(outcomes)} {args.command} done", markup=False))
+    return EXIT["ok"] if done == len(outcomes) else EXIT["refused"]
+
+
 def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
-    """Cancel a job; a running one is stopped by its worker."""
+    """Cancel a job; a running one is stopped by its worker. With --state/--all: every job there."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    if args.id is None or args.all:
+        return _many(args, out, q, lambda ids: q.bulk_cancel(ids, args.reason))
     before = q.get(args.id).status
     job = q.cancel(args.id, args.reason)
     out.result(job, lambda: out.out.print(f"cancelled {job.id} (was {before})", markup=False))
@@ -286,11 +314,22 @@ def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, out: Output) -> int:
-    """Send a failed or cancelled job back to the ready state, optionally with new params."""
+    """Send a failed or cancelled job back to the ready state, optionally with new params. With
+    --state/--all: every job there (one call each: a retry may be refused per job)."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    if args.id is None or args.all:
+        return _many(args, out, q, lambda ids: {i: _retried(q, i) for i in ids})
     job = q.retry(args.id, _json_arg(args.params, "--params")) if args.params is not None else q.retry(args.id)
     out.result(job, lambda: out.out.print(f"retried {job.id}: now {job.status} (retry #{job.retry_count})"))
     return EXIT["ok"]
+
+
+def _retried(q: SyncQueue, job_id: str) -> str:
+    try:
+        q.retry(job_id)
+    except RjobsError as exc:
+        return getattr(exc, "code", "refused")
+    return "done"
 
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:

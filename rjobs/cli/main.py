@@ -93,12 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     job_ref(command("watch", cmd_watch, "live progress until the job ends (exit 0 ok, 1 failed/cancelled, 5 partial)"))
 
-    p = command("cancel", cmd_cancel, "cancel a job (a running one is stopped by its worker)")
-    job_ref(p)
+    def many(p: argparse.ArgumentParser, verb: str) -> None:
+        p.add_argument("id", nargs="?", help=f"job id (or --state STATE --all to {verb} many)")
+        p.add_argument("-q", "--queue", required=True, help="the job's queue (ids are per queue)")
+        p.add_argument("-s", "--state", help=f"with --all: {verb} every job in this state")
+        p.add_argument("-t", "--type", help="with --all: only jobs of this type")
+        p.add_argument("--all", action="store_true", help=f"{verb} every job --state (and --type) selects")
+
+    p = command("cancel", cmd_cancel, "cancel a job, or every job in a state (a running one is stopped)")
+    many(p, "cancel")
     p.add_argument("-r", "--reason", default="", help="why, recorded in the history")
 
-    p = command("retry", cmd_retry, "send a failed or cancelled job back to the queue")
-    job_ref(p)
+    p = command("retry", cmd_retry, "send a failed or cancelled job (or all of a state) back to the queue")
+    many(p, "retry")
     p.add_argument("-p", "--params", help="new params as JSON")
 
     p = command("worker", cmd_worker, "run workers: rjobs worker myapp.jobs:worker")

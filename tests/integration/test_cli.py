@@ -166,6 +166,30 @@ def test_version_queues_and_run_at(rjobs: Any, url: str, redis_sync: redis.Redis
 
 
 @valkey_only
+def test_retry_and_cancel_every_job_of_a_state(rjobs: Any, url: str, redis_sync: redis.Redis) -> None:
+    q = SyncQueue("bulk", url)
+    a_ids = [q.enqueue("a").id for _ in range(3)]
+    b_id = q.enqueue("b").id
+    q.bulk_cancel([*a_ids, b_id])
+    retried = rjobs("retry", "-q", "bulk", "--state", "cancelled", "--type", "a", "--all", "--json", "--url", url)
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout) == dict.fromkeys(a_ids, "done")
+    assert [q.get(i).status for i in a_ids] == ["queued"] * 3 and q.get(b_id).status == "cancelled"
+    cancelled = rjobs("cancel", "-q", "bulk", "--state", "queued", "--all", "--url", url)
+    assert cancelled.returncode == 0 and "3 of 3 cancel done" in cancelled.stdout
+    assert q.counts()["cancelled"] == 4
+    before = redis_sync.dbsize()
+    for wrong in (
+        ("retry", "-q", "bulk"),
+        ("retry", "-q", "bulk", "--state", "cancelled"),
+        ("cancel", "x", "-q", "bulk", "--all"),
+    ):
+        refused = rjobs(*wrong, "--url", url)
+        assert refused.returncode == 2 and "--state STATE --all" in refused.stderr
+    assert redis_sync.dbsize() == before
+
+
+@valkey_only
 def test_stats_of_every_queue_and_of_one(rjobs: Any, url: str, redis_sync: redis.Redis) -> None:
     # A queue declared by an app with its own options: the CLI must use its stored machine (TASK)
     # and must not reset its options to the defaults when it re-declares.
