@@ -72,7 +72,6 @@ class SyncClusterRunner:
     def __init__(self, client: Any, slot_key: str) -> None:
         self.cluster = client
         self.slot = key_slot(slot_key.encode())
-        self._runners: dict[tuple[str, int], SyncRunner] = {}
         self._owner: tuple[str, int] | None = None
 
     @property
@@ -81,10 +80,7 @@ class SyncClusterRunner:
         return self._runner_at(self._owner or cluster_addresses(self.cluster)[0]).client
 
     def _runner_at(self, address: tuple[str, int]) -> SyncRunner:
-        runner = self._runners.get(address)
-        if runner is None:
-            runner = self._runners[address] = node_runner(self.cluster, address)
-        return runner
+        return node_runner(self.cluster, address)
 
     def known_owner(self) -> SyncRunner | None:
         """The runner of the slot's owner when it is known (no round trip), else None."""
@@ -102,7 +98,8 @@ class SyncClusterRunner:
 
     def _lookup(self) -> tuple[str, int]:
         failure: BaseException | None = None
-        for address in [*self._runners, *cluster_addresses(self.cluster)]:
+        known = list(self.cluster.__dict__.get("_rjobs_node_runners", {}))  # nodes already talked to
+        for address in dict.fromkeys([*known, *cluster_addresses(self.cluster)]):
             try:
                 ranges = self._runner_at(address).command(Cmd(("CLUSTER", "SLOTS")))
             except (redis.RedisError, RjobsError, OSError) as exc:
@@ -160,6 +157,8 @@ class SyncClusterRunner:
                 return results
             first = redirected[0]
             todo = sorted(set(redirected) | {i for i in todo if i > first and isinstance(ops[i], Cmd)})
+            if time.monotonic() >= deadline:
+                return results  # still redirected: the cluster's answers are the results
             kind, address = target
             asking = None
             if kind == "moved" and address is not None:
@@ -167,8 +166,6 @@ class SyncClusterRunner:
             elif kind == "ask" and address is not None:
                 asking = address
             else:
-                if time.monotonic() >= deadline:
-                    return results
                 nap_sync(delay)
                 delay = min(delay * 2, 0.2)
                 self._owner = None
