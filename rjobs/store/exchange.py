@@ -64,6 +64,13 @@ class Dialect:
     def __init__(self, legacy: bool) -> None:
         self.legacy = legacy
 
+    def turn(self, used_legacy: bool, refused: BaseException) -> None:
+        """After ``SCRIPT LOAD`` of the form ``used_legacy`` was refused: turn legacy when the
+        server could not read the shebang (another call may have turned it already), else raise."""
+        if used_legacy or not shebang_refused(refused):
+            raise load_failed(refused)
+        self.legacy = True  # Redis 6.2: the scripts without their shebang, from now on
+
 
 def shebang_refused(reply: BaseException) -> bool:
     """``SCRIPT LOAD`` failed because the server cannot read the shebang (before Redis 7)."""
@@ -148,9 +155,7 @@ def over_link(ops: Sequence[Op], dialect: Dialect) -> Generator[Exchange, list[A
             refused = next((r for r in loaded if isinstance(r, ResponseError)), None)
             if refused is None:
                 break
-            if legacy or not shebang_refused(refused):
-                raise load_failed(refused)
-            dialect.legacy = True  # Redis 6.2: the scripts without their shebang, from now on
+            dialect.turn(legacy, refused)
         todo = rerun(ops, missing)
     raise RjobsError("scripts could not be loaded")
 

@@ -32,13 +32,11 @@ from rjobs.store.exchange import (
     decode_one,
     is_noscript,
     linkable,
-    load_failed,
     over_link,
     parse_callback,
     reads_only,
     refused_read,
     rerun,
-    shebang_refused,
 )
 from rjobs.store.scripts import Call, Cmd, Op
 from rjobs.store.wire import PoolGate, blocks, fresh_async, legacy_lua, pack, parse_reply, settled_async, wire
@@ -170,9 +168,7 @@ class AsyncRunner:
                             await conn.read_response(disconnect_on_error=False)
                             break
                         except REPLY_ERRORS as exc:
-                            if legacy or not shebang_refused(exc):
-                                raise load_failed(exc) from exc
-                            self._dialect.legacy = True  # Redis 6.2: no shebang, from now on
+                            self._dialect.turn(legacy, exc)
                 todo = rerun(ops, missing)
         except BaseException:
             await conn.disconnect()  # replies may be half read: this connection cannot be trusted
