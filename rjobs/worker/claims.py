@@ -11,6 +11,7 @@ import anyio
 
 from rjobs.store.clients import is_cluster
 from rjobs.store.cluster import run_by_node
+from rjobs.store.scripts import ClaimResult
 from rjobs.worker.pool import JobSlots, Served
 from rjobs.worker.stats import WorkerStats
 
@@ -71,14 +72,20 @@ class Claimer:
                 result = await served.queue.backend.claim(self.worker_id, want, int(self.lease * 1000))
             if bounded.cancelled_caught:
                 raise TimeoutError(f"no answer to claim within {self.lease} s")
-            self.stats.claim_calls += 1
-            self.stats.claimed += len(result.jobs)
-            jobs.add(served, result.jobs, sent + self.lease)
-            claimed += len(result.jobs)
-            more = more or result.ready_left > 0
-            if result.next_due_ms is not None:
-                due = result.next_due_ms if due is None else min(due, result.next_due_ms)
+            claimed, more, due = self._took(jobs, served, result, sent, (claimed, more, due))
         return claimed, more, due
+
+    def _took(
+        self, jobs: JobSlots, served: Served, result: ClaimResult, sent: float, tally: tuple[int, bool, int | None]
+    ) -> tuple[int, bool, int | None]:
+        """Hand one claim's jobs to the slots; the tally (claimed, more ready, next due) after it."""
+        claimed, more, due = tally
+        self.stats.claim_calls += 1
+        self.stats.claimed += len(result.jobs)
+        jobs.add(served, result.jobs, sent + self.lease)
+        if result.next_due_ms is not None:
+            due = result.next_due_ms if due is None else min(due, result.next_due_ms)
+        return claimed + len(result.jobs), more or result.ready_left > 0, due
 
     async def _claim_by_node(self, jobs: JobSlots, free: int, order: list[Served]) -> tuple[int, bool, int | None]:
         """On a cluster: the claims of the queues one master serves go out together, one round
@@ -102,13 +109,7 @@ class Claimer:
                 if isinstance(result, BaseException):
                     failure = failure or result
                     continue
-                self.stats.claim_calls += 1
-                self.stats.claimed += len(result.jobs)
-                jobs.add(served, result.jobs, sent + self.lease)
-                claimed += len(result.jobs)
-                more = more or result.ready_left > 0
-                if result.next_due_ms is not None:
-                    due = result.next_due_ms if due is None else min(due, result.next_due_ms)
+                claimed, more, due = self._took(jobs, served, result, sent, (claimed, more, due))
         if failure is not None:
             if not claimed:
                 raise failure
