@@ -47,3 +47,16 @@ def test_the_project_names_things_by_what_they_are() -> None:
         if pattern.search(line)
     ]
     assert not found, f"refer to the JOB machine / the TASK lifecycle instead: {found}"
+
+
+def test_microsecond_figures_stay_in_benchmarks() -> None:
+    """Measured figures belong in benchmarks/README.md, not in the package, its docs or README."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    files += [p for p in sorted((ROOT / "rjobs").rglob("*")) if p.suffix in (".py", ".lua")]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in files
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "µs" in line
+    ]
+    assert not found, f"move these figures to benchmarks/README.md: {found}"
