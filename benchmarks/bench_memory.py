@@ -50,8 +50,10 @@ def measure(url: str, n: int, queue_events: bool = True) -> dict[str, Any]:
     RT.preload(q, n)
     s1 = C.commandstats(r)
     waiting = C.memory_used(r)
-    first = r.zrange(prefix + "ready", 0, 0)[0].decode()
-    waiting_parts = _breakdown(r, prefix, first, n, ["ready", "state:queued", "events"])
+    # the ready set: one lane per job type since the lanes change ("ready" before it)
+    ready = prefix + "ready:noop" if r.exists(prefix + "ready:noop") else prefix + "ready"
+    first = r.zrange(ready, 0, 0)[0].decode()
+    waiting_parts = _breakdown(r, prefix, first, n, [ready[len(prefix) :], "state:queued", "events"])
     s2 = C.commandstats(r)
     jobs = RT.claim_all(q, n, 100)
     s3 = C.commandstats(r)

@@ -129,7 +129,7 @@ def measure(
         polls += 1
         if keep is not None:
             polls += 1
-            return n - int(r.zcard(compat.backend(q).keys.ready)) - int(r.zcard(running_key))
+            return n - int(r.zcard(compat.backend(q).keys.state(q.machine.ready))) - int(r.zcard(running_key))
         return int(r.zcard(completed_key))
 
     s0 = C.commandstats(r)

@@ -52,7 +52,7 @@ def claim_all(q: rjobs.SyncQueue, n: int, batch: int) -> list[ClaimedJob]:
     """Lease every ready job, ``batch`` per claim call (the Worker's claim call)."""
     jobs: list[ClaimedJob] = []
     while len(jobs) < n:
-        got = compat.backend(q).run(compat.backend(q).scripts.claim(WORKER_ID, min(batch, n - len(jobs)), LEASE_MS))
+        got = compat.backend(q).run(compat.claim(q, WORKER_ID, min(batch, n - len(jobs)), LEASE_MS, ["noop"]))
         if not got.jobs:
             break
         jobs += got.jobs

@@ -21,3 +21,15 @@ def backend(q: Any) -> Any:
 def plans(q: Any) -> Any:
     """The queue's plans (the sans-IO operations), under either layout."""
     return getattr(q, "_plans", None) or q.plans
+
+
+def claim(q: Any, worker: str, n: int, lease_ms: int, types: list[str]) -> Any:
+    """The worker's claim call: with the job types it runs where the snapshot routes by type
+    (lanes; as most of a worker's claims, not listing them as served: it does every few seconds),
+    else the snapshot's claim of any ready job."""
+    import inspect
+
+    scripts = backend(q).scripts
+    if "types" in inspect.signature(scripts.claim).parameters:
+        return scripts.claim(worker, n, lease_ms, types, seen=False)
+    return scripts.claim(worker, n, lease_ms)

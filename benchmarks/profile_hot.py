@@ -158,7 +158,7 @@ def server_costs(url: str) -> dict[str, Any]:
     C.fresh(r)
     q = RT.sync_queue(url)
     fixed = {}
-    for name, call in (("claim max_jobs=0", compat.backend(q).scripts.claim("w", 0, 30000)),
+    for name, call in (("claim max_jobs=0", compat.claim(q, "w", 0, 30000, ["noop"])),
                        ("heartbeat 0 leases", compat.backend(q).scripts.heartbeat("w", 30000, []))):  # fmt: skip
         sha = r.script_load(call.script.source)
         r.config_resetstat()

@@ -98,9 +98,7 @@ def main() -> None:
     def leased(q: SyncQueue) -> list[Any]:
         ready(q)
         return [
-            j
-            for _ in range(0, n, 100)
-            for j in compat.backend(q).run(compat.backend(q).scripts.claim("w1", 100, 30000)).jobs
+            j for _ in range(0, n, 100) for j in compat.backend(q).run(compat.claim(q, "w1", 100, 30000, ["t"])).jobs
         ]
 
     def finish(q: SyncQueue, jobs: list[Any], batch: int) -> None:
@@ -118,7 +116,7 @@ def main() -> None:
     def claim(batch: int) -> Callable[[SyncQueue, Any], None]:
         def work(q: SyncQueue, s: Any) -> None:
             for _ in range(0, n, batch):
-                compat.backend(q).run(compat.backend(q).scripts.claim("w1", batch, 30000))
+                compat.backend(q).run(compat.claim(q, "w1", batch, 30000, ["t"]))
 
         return work
 

@@ -64,8 +64,19 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
         members = {m.decode() for m in client.zrange(k.state(state), 0, -1)}
         expected = {j for j, s in statuses.items() if s == state}
         assert members == expected, f"state:{state} index {sorted(members)} != jobs {sorted(expected)}"
-    ready = {m.decode() for m in client.zrange(k.ready, 0, -1)}
-    assert ready == {j for j, s in statuses.items() if s == machine.ready}, "ready zset disagrees with statuses"
+    # ready jobs wait in the lane of their type, each listed in the lanes index
+    lanes = {key.decode()[len(k.prefix) + 6 :] for key in client.scan_iter(match=k.prefix + "ready:*", count=1000)}
+    listed = {m.decode() for m in client.zrange(k.lanes, 0, -1)}
+    assert lanes <= listed, f"lanes {sorted(lanes - listed)} missing from the lanes index"
+    lines = {key.decode()[len(k.prefix) + 5 :] for key in client.scan_iter(match=k.prefix + "wake:*", count=1000)}
+    assert lines <= listed, f"wake lines {sorted(lines - listed)} of types missing from the lanes index"
+    assert all(client.llen(k.wake(t)) <= 1 for t in lines), "a wake line holds at most one token"
+    for t in lanes:
+        for m in client.zrange(k.lane(t), 0, -1):
+            jid = m.decode()
+            assert _s(jobs.get(jid, {}).get(b"type")) == t, f"lane {t} holds {jid} of another type"
+    ready = {m.decode() for t in lanes for m in client.zrange(k.lane(t), 0, -1)}
+    assert ready == {j for j, s in statuses.items() if s == machine.ready}, "ready lanes disagree with statuses"
     if machine.delayed:
         delayed = {m.decode() for m in client.zrange(k.delayed, 0, -1)}
         assert delayed == {j for j, s in statuses.items() if s == machine.delayed}, "delayed zset disagrees"

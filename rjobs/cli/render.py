@@ -295,3 +295,7 @@ def queue_stats(console: Console, machine: StateMachine, s: dict[str, Any]) -> N
     console.print(f"workers alive (last 30 s): {len(s['workers'])}  {workers}", markup=False)
     oldest = s["oldest_ready_age_ms"]
     console.print(f"oldest ready job waiting: {age(oldest) if oldest is not None else '-'}", markup=False)
+    lanes = s.get("lanes") or {}
+    if lanes:  # ready jobs wait in one lane per job type: a type no live worker runs is marked
+        shown = [f"{t} {v['ready']}" + ("" if v["served"] else " (no live worker runs it)") for t, v in lanes.items()]
+        console.print("ready by job type: " + ", ".join(shown), markup=False)

@@ -339,8 +339,9 @@ def _as_str(value: Any) -> str:
 
 
 def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str, Any]]:
-    """Counts per state, workers seen within the window, the oldest ready job's age and warnings
-    about the server's settings (:func:`server_warnings`)."""
+    """Counts per state, workers seen within the window, the oldest ready job's age, the ready jobs
+    per job type with whether a live worker runs that type (``lanes``), and warnings: about the
+    server's settings (:func:`server_warnings`) and about ready jobs no live worker runs."""
     k = plans.keys
     states = plans.machine.states
     ops: list[Op] = [Cmd(("ZCARD", k.state(s))) for s in states]
@@ -348,6 +349,7 @@ def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str
         Cmd(("TIME",)),
         Cmd(("ZRANGE", k.workers, 0, -1, "WITHSCORES")),
         Cmd(("ZRANGE", k.state(plans.machine.ready), 0, 0, "WITHSCORES")),
+        Cmd(("ZRANGE", k.lanes, 0, 999, "WITHSCORES")),
     ]
     raw: list[Any] = yield ops
     counts = {s: int(n) for s, n in zip(states, raw)}
@@ -355,13 +357,22 @@ def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str
     now = int(now_s) * 1000 + int(now_us) // 1000
     workers = [w.decode() for w, seen in raw[len(states) + 1] if now - seen <= alive_window_ms]
     oldest = raw[len(states) + 2]
+    listed = [(_as_str(t), now - seen <= alive_window_ms) for t, seen in raw[len(states) + 3]]
+    ready: list[Any] = (yield [Cmd(("ZCARD", k.lane(t))) for t, _ in listed]) if listed else []
+    lanes = {t: {"ready": int(n), "served": served} for (t, served), n in sorted(zip(listed, ready))}
     plans.warnings = yield from server_warnings()
+    unserved = [
+        f"queue {k.name}: {v['ready']} ready job(s) of type {t!r}, which no live worker runs"
+        for t, v in lanes.items()
+        if v["ready"] and not v["served"]
+    ]
     return {
         "queue": k.name,
         "machine": plans.machine.name,
         "counts": counts,
         "workers": workers,
         "oldest_ready_age_ms": now - int(oldest[0][1]) if oldest else None,
+        "lanes": lanes,
         "server_time_ms": now,
-        "warnings": plans.warnings,
+        "warnings": [*plans.warnings, *unserved],
     }

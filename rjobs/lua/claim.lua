@@ -1,4 +1,7 @@
--- claim.lua — promote due delayed jobs, then lease up to N ready jobs to one worker.
+-- claim.lua — promote due delayed jobs, then lease up to N ready jobs of the types a worker runs to
+-- that worker. Ready jobs wait in lanes, one per job type (docs/design.md, decision 5): the claim
+-- merges the heads of the lanes it serves by ready score, so a type no worker here runs is never
+-- taken (it waits for a worker that runs it) and never blocks the others.
 -- Called by: Worker (Scripts.claim)
 -- KEYS[1]  machine  hash    rjobs:{Q}:machine
 -- KEYS[2]  events   stream  rjobs:{Q}:events
@@ -7,8 +10,12 @@
 -- ARGV[3]  max_jobs how many jobs to lease at most (0-1000)
 -- ARGV[4]  lease_ms lease length in ms (100 ms to 366 days)
 -- ARGV[5]  promote  how many due delayed jobs to promote at most (0-10000)
--- Builds   job:<id>, job:<id>:history, ready, delayed, leases, state:<s>, workers, wake
--- Returns  {next_due_ms (-1 = nothing delayed), ready_left, jobs...}; each job is
+-- ARGV[6]  seen     1 = record in the lanes index that a worker running these types came now (a
+--                   worker sends it every few seconds, not on every claim); 0 = not this time
+-- ARGV[7]  n        how many job types follow (0-1000), or '*' (alone): every type (the first 1000 lanes)
+-- ARGV[8..] types   the job types the worker runs (charset A-Z a-z 0-9 _ . -, <= 128; a repeat counts once)
+-- Builds   job:<id>, job:<id>:history, ready:<type>, lanes, delayed, leases, state:<s>, workers, wake:<type>
+-- Returns  {next_due_ms (-1 = nothing delayed), ready_left (in the lanes served), jobs...}; each job is
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
 --           created_ms, lease_deadline_ms}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
@@ -25,6 +32,22 @@ if not valid_name(worker, 200) then return fail('RJ_INVALID', 'worker id') end
 if not max_jobs then return fail('RJ_INVALID', 'max_jobs must be an integer 0-1000') end
 if not lease_ms then return fail('RJ_INVALID', 'lease_ms must be an integer 100 ms to 366 days') end
 if not promote then return fail('RJ_INVALID', 'promote must be an integer 0-10000') end
+local seen = ARGV[6]
+if seen ~= '0' and seen ~= '1' then return fail('RJ_INVALID', 'seen must be 0 or 1') end
+local any = ARGV[7] == '*' and #ARGV == 7
+local ntypes = any and 0 or int_arg(ARGV[7], 0, 1000)
+if not ntypes or #ARGV ~= 7 + ntypes then
+  return fail('RJ_INVALID', "types: n must be 0-1000 and match the list, or '*'")
+end
+local types, serves = {}, {}
+for i = 8, 7 + ntypes do
+  local t = ARGV[i]
+  if not valid_name(t) then return fail('RJ_INVALID', 'job type') end
+  if not serves[t] then serves[t] = true; types[#types + 1] = t end
+end
+if any then  -- a consumer that takes every type: the lanes listed in the index (bounded)
+  for _, t in ipairs(read('ZRANGE', P .. 'lanes', 0, 999)) do serves[t] = true; types[#types + 1] = t end
+end
 local m, P, now = M, P, NOW
 local ready, delayed = m.ready, m.delayed
 local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',
@@ -32,8 +55,24 @@ local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'param
 local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
   user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12}
 
--- 1. Due delayed jobs become ready; they may be claimed by this very call.
-local promoted, left = {}, read('ZCARD', P .. 'ready')  -- promoted: {score, id}, few
+-- 1. Due delayed jobs become ready (whatever their type: the first claim after they are due
+-- promotes them); those of a type served here may be claimed by this very call.
+-- promoted: {score, id, type}, few; count: jobs per served lane; heads: per lane with jobs, its
+-- best max_jobs as h = {id, score, id, score, ...}, a cursor and its type
+local promoted, left, count, heads = {}, 0, {}, {}
+for _, t in ipairs(types) do
+  local key, n = P .. 'ready:' .. t, 0
+  if max_jobs > 0 then
+    local h = read('ZRANGE', key, 0, max_jobs - 1, 'WITHSCORES')
+    n = #h / 2
+    if n == max_jobs then n = read('ZCARD', key) end  -- a full page: there may be more
+    if n > 0 then heads[#heads + 1] = {h = h, at = 1, t = t} end
+  else
+    n = read('ZCARD', key)
+  end
+  count[t] = n
+  left = left + n
+end
 local skipped = 0  -- delayed members read, promoted or stale
 local head = read('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
@@ -43,8 +82,13 @@ if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
     local rec = load_job(id, CLAIM_FIELDS, CLAIM_IX)
     if rec.status == delayed then
       move(rec, ready, {actor = 'rjobs', msg = 'due'})
-      promoted[#promoted + 1] = {ready_score(field(rec, 'priority'), field(rec, 'seq')), id}
-      left = left + 1
+      local t = field(rec, 'type')
+      if any and not serves[t] then serves[t] = true; types[#types + 1] = t; count[t] = 0 end
+      if serves[t] then
+        promoted[#promoted + 1] = {ready_score(field(rec, 'priority'), field(rec, 'seq')), id, t}
+        count[t] = count[t] + 1
+        left = left + 1
+      end
     else
       zset(P .. 'delayed', id, false)  -- stale member; the hash is authoritative
     end
@@ -52,26 +96,40 @@ if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
 end
 if skipped > 0 then head = read('ZRANGE', P .. 'delayed', skipped, skipped, 'WITHSCORES') end
 
--- 2. The best max_jobs of the ready set and the promoted jobs, by ready score.
+-- 2. The best max_jobs of the served lanes and the promoted jobs, by ready score: a merge of
+-- their heads (each lane is in order, and so is the sorted promoted list).
 local out = {head[2] and tonumber(head[2]) or -1, 0}
 op('ZADD', P .. 'workers', now, worker)
-if max_jobs > 0 then
-  -- the ready set's best (id, score pairs, in order) merged with the promoted jobs
-  local best = read('ZRANGE', P .. 'ready', 0, max_jobs - 1, 'WITHSCORES')
+if seen == '1' and #types > 0 and not any then
+  local listing = {}  -- the lanes index: each served type, with the time a worker that runs it last came
+  for i, t in ipairs(types) do listing[2 * i - 1] = now; listing[2 * i] = t end
+  op('ZADD', P .. 'lanes', unpack(listing))
+end
+if max_jobs > 0 and left > 0 then
   if #promoted > 1 then table.sort(promoted, function(a, b) return a[1] < b[1] end) end
-  local claimed, b, p = 0, 1, 1
+  local claimed, p = 0, 1
   local opts = {lease_ms = lease_ms, holder = worker, actor = worker}
-  while claimed < max_jobs and (b < #best or p <= #promoted) do
-    local id
-    if p <= #promoted and (b >= #best or promoted[p][1] < tonumber(best[b + 1])) then
-      id = promoted[p][2]; p = p + 1
+  while claimed < max_jobs do
+    local id, t, best, lane = nil, nil, nil, nil
+    for i = 1, #heads do
+      local l = heads[i]
+      if l.at < #l.h then
+        local score = tonumber(l.h[l.at + 1])
+        if not best or score < best then best, lane = score, l end
+      end
+    end
+    if p <= #promoted and (not best or promoted[p][1] < best) then
+      id, t = promoted[p][2], promoted[p][3]; p = p + 1
+    elseif lane then
+      id, t = lane.h[lane.at], lane.t; lane.at = lane.at + 2
     else
-      id = best[b]; b = b + 2
+      break
     end
     local rec = load_job(id, CLAIM_FIELDS, CLAIM_IX)
     if rec.status ~= ready then
-      zset(P .. 'ready', id, false)  -- stale member; the hash is authoritative
+      zset(P .. 'ready:' .. t, id, false)  -- stale member; the hash is authoritative
       left = left - 1
+      count[t] = count[t] - 1
     else
       for i, st in ipairs(m.chain) do
         opts.token = i > 1 and field(rec, 'token') or nil
@@ -79,15 +137,19 @@ if max_jobs > 0 then
       end
       claimed = claimed + 1
       left = left - 1
+      count[t] = count[t] - 1
       local g = field
       -- never put a nil in a reply array (Lua would cut the array short there)
-      out[#out + 1] = {id, g(rec, 'type') or '', g(rec, 'params') or '', tonumber(g(rec, 'attempt')),
+      out[#out + 1] = {id, t or '', g(rec, 'params') or '', tonumber(g(rec, 'attempt')),
         tonumber(g(rec, 'max_attempts')) or 1, g(rec, 'token'), g(rec, 'user_id') or '', tonumber(g(rec, 'priority')) or 0,
         tonumber(g(rec, 'retry_count')) or 0, tonumber(g(rec, 'created_ms')) or 0, tonumber(g(rec, 'lease_deadline_ms'))}
     end
   end
 end
+-- jobs left in a lane served here: wake another worker idle on that lane
+for _, t in ipairs(types) do
+  if count[t] > 0 then wake(t) end
+end
 out[2] = left
-if left > 0 then WAKE = true end
 commit()
 return out

@@ -12,7 +12,7 @@
 -- ARGV[4..] per job, the 14 fields at the offsets below (rjobs.store.scripts.EnqueueSpec, same order),
 --          then its dependency ids
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
---          ready, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq, wake (under the prefix)
+--          ready:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq, wake:<type> (under the prefix)
 -- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept), status,
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>; every error about

@@ -12,8 +12,8 @@
 -- ARGV[3]  max_lease_losses  lease losses after which a job is a poison pill (1-1000)
 -- ARGV[4]  purge    finished jobs to purge at most (0-10000)
 -- ARGV[5]  worker_ttl_ms     drop workers silent for longer than this from the workers zset (1 s to 366 days)
--- Builds   job:<id> (+ :history :assets :dependents), leases, ready, delayed, state:<s>,
---          owner:<u>, dedupe:<k>, workers, wake
+-- Builds   job:<id> (+ :history :assets :dependents), leases, ready:<type>, lanes, delayed, state:<s>,
+--          owner:<u>, dedupe:<k>, workers, wake:<type>, ready (the layout before lanes: emptied)
 -- Returns  {requeued, failed, purged}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/layout.lua
@@ -60,6 +60,25 @@ for _, id in ipairs(read('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0
   end
 end
 op('ZREMRANGEBYSCORE', P .. 'workers', '-inf', now - worker_ttl)
+-- ready jobs left in the single ready set of the layout before lanes (an upgrade while jobs
+-- waited) move into their type's lane, a bounded batch per call
+for _, id in ipairs(read('ZRANGE', P .. 'ready', 0, 99)) do
+  local rec = load_job(id, FIELDS, IX)
+  if rec.status == m.ready then
+    local t = lane_of(rec)
+    zset(P .. 'ready:' .. t, id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
+    wake(t)
+  end
+  zset(P .. 'ready', id, false)
+end
+-- the lanes index: a type no worker has come for in a day leaves it once its lane is empty (bounded)
+for _, t in ipairs(read('ZRANGEBYSCORE', P .. 'lanes', '-inf', now - 86400000, 'LIMIT', 0, 100)) do
+  if read('ZCARD', P .. 'ready:' .. t) == 0 then
+    read('EXISTS', P .. 'wake:' .. t)  -- read before the first write (docs/design.md, decision 3)
+    op('ZREM', P .. 'lanes', t)
+    op('DEL', P .. 'wake:' .. t)  -- its line's token, if any, would only wake a worker for nothing
+  end
+end
 local purged = purge(purge_max)
 commit()
 return {requeued, failed, purged}

@@ -13,8 +13,8 @@
 -- ARGV[2]  actor    (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  id
 -- ARGV[4]  params   new params JSON ('' = keep; at most the queue's max_payload bytes)
--- Builds   job:<id>, job:<id>:history, job:<dep>:dependents, ready, waiting, state:<s>,
---          dedupe:<k>, cache:<k>, wake
+-- Builds   job:<id>, job:<id>:history, job:<dep>:dependents, ready:<type>, lanes, waiting, state:<s>,
+--          dedupe:<k>, cache:<k>, wake:<type>
 -- Returns  the new status
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND, RJ_TRANSITION, RJ_DEPENDENCY, RJ_DEDUPE <holder> <why>
 --!include lib/layout.lua

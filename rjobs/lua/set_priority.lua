@@ -7,7 +7,7 @@
 -- ARGV[2]  actor    (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  id
 -- ARGV[4]  priority 1-10
--- Builds   job:<id>, job:<id>:history, ready
+-- Builds   job:<id>, job:<id>:history, ready:<type>
 -- Returns  the previous priority
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND <id>, RJ_STATE <id> <status> (running or finished)
 --!include lib/layout.lua
@@ -29,7 +29,7 @@ end
 local previous = field(rec, 'priority')
 hset(rec, 'priority', priority)
 hset(rec, 'updated_ms', NOW)
-if rec.status == M.ready then zset(P .. 'ready', id, ready_score(priority, field(rec, 'seq'))) end
+if rec.status == M.ready then zset(P .. 'ready:' .. lane_of(rec), id, ready_score(priority, field(rec, 'seq'))) end
 log_event(rec, 'priority', nil, nil, actor, tostring(previous) .. ' -> ' .. priority, nil, nil, nil, nil, false)
 commit()
 return tonumber(previous)

@@ -7,8 +7,8 @@
 -- ARGV[2]  actor    who acts (worker id, user, or client name; charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  n        number of requests (1-1000)
 -- ARGV[4..] n requests of 10 fields (see lib/apply.lua)
--- Builds   job:<id>, job:<id>:history, job:<id>:dependents, ready, delayed, leases, state:<s>,
---          owner:<u>, dedupe:<k>, cache:<k>, wake (under the prefix)
+-- Builds   job:<id>, job:<id>:history, job:<id>:dependents, ready:<type>, lanes, delayed, leases, state:<s>,
+--          owner:<u>, dedupe:<k>, cache:<k>, wake:<type> (under the prefix)
 -- Returns  one outcome per request: 'ok' | 'already' | a refusal 'RJ_<CODE> <detail>' with CODE
 --          RJ_INVALID, RJ_NOT_FOUND, RJ_FENCED, RJ_LEASE_LOST or RJ_TRANSITION (lib/apply.lua; a
 --          bulk call reports each id; a refused request wrote nothing)

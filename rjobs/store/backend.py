@@ -55,14 +55,19 @@ class Backend:
         """The server's ``TIME`` reply (seconds, microseconds)."""
         return await self.runner.command(Cmd(("TIME",)))
 
-    async def claim(self, worker_id: str, max_jobs: int, lease_ms: int) -> ClaimResult:
-        """Promote due delayed jobs and lease up to ``max_jobs`` ready ones to ``worker_id``."""
-        return await self.runner.run(self.scripts.claim(worker_id, max_jobs, lease_ms))
+    async def claim(
+        self, worker_id: str, max_jobs: int, lease_ms: int, types: Sequence[str], seen: bool = True
+    ) -> ClaimResult:
+        """Promote due delayed jobs and lease up to ``max_jobs`` ready ones of the job ``types`` to
+        ``worker_id``; ``seen`` records in the lanes index that a worker running them came."""
+        return await self.runner.run(self.scripts.claim(worker_id, max_jobs, lease_ms, types, seen=seen))
 
-    def claim_call(self, worker_id: str, max_jobs: int, lease_ms: int) -> tuple[Runner, Call[ClaimResult]]:
+    def claim_call(
+        self, worker_id: str, max_jobs: int, lease_ms: int, types: Sequence[str], seen: bool = True
+    ) -> tuple[Runner, Call[ClaimResult]]:
         """The claim as ``(runner, call)``, for a worker that sends the claims of several queues
         together (:func:`rjobs.store.cluster.run_by_node`)."""
-        return self.runner, self.scripts.claim(worker_id, max_jobs, lease_ms)
+        return self.runner, self.scripts.claim(worker_id, max_jobs, lease_ms, types, seen=seen)
 
     async def heartbeat(
         self, holder: str, lease_ms: int, pairs: Sequence[tuple[str, str]], register: bool = True

@@ -50,13 +50,12 @@ class QueueKeys:
     __slots__ = (
         "delayed",
         "events",
+        "lanes",
         "leases",
         "machine",
         "name",
         "prefix",
-        "ready",
         "seq",
-        "wake",
         "workers",
     )
 
@@ -67,13 +66,20 @@ class QueueKeys:
         self.prefix = f"rjobs:{{{queue}}}:"
         p = self.prefix
         self.machine = p + "machine"  # hash: the state machine table and roles
-        self.ready = p + "ready"  # zset: claimable jobs, score = priority band then FIFO seq
+        self.lanes = p + "lanes"  # zset: job type -> when a worker that runs it last claimed (ms; 0 = never)
         self.delayed = p + "delayed"  # zset: jobs waiting for a time, score = due epoch ms
         self.leases = p + "leases"  # zset: leased jobs, score = lease deadline epoch ms
         self.events = p + "events"  # stream: the queue's events (all, or only final moves), capped
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
-        self.wake = p + "wake"  # list: at most one token that wakes an idle worker
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
+
+    def lane(self, job_type: str) -> str:
+        """Zset of the claimable jobs of one type (score = priority band, then FIFO sequence)."""
+        return f"{self.prefix}ready:{job_type}"
+
+    def wake(self, job_type: str) -> str:
+        """List with at most one token that wakes a worker idle on the lane of ``job_type``."""
+        return f"{self.prefix}wake:{job_type}"
 
     def job(self, job_id: str) -> str:
         """Hash with the job's flat fields."""

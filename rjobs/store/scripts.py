@@ -249,7 +249,7 @@ class Scripts:
         self.keys = keys
         self._k = (keys.machine, keys.events)
         k = keys
-        self._queue_keys = (*self._k, k.ready, k.delayed, k.leases, k.seq, k.wake, k.workers, *map(k.state, states))
+        self._queue_keys = (*self._k, k.lanes, k.delayed, k.leases, k.seq, k.workers, *map(k.state, states))
         #: On a cluster every call declares, beyond the two keys it always names, the queue's keys
         #: and those of the jobs and dedupe keys it names (docs/design.md, decision 3): the server
         #: then answers ASK or TRYAGAIN before the script runs while the queue's slot migrates.
@@ -287,15 +287,33 @@ class Scripts:
         if not self.cluster:
             return self._call("enqueue", args, _decode_enqueue)
         jobs = {j: None for spec in specs for j in (spec.job_id, *spec.depends_on) if j}
-        dedupe = {x: None for spec in specs if spec.dedupe_key for x in self._dedupe_keys(spec.dedupe_key)}
-        return self._call("enqueue", args, _decode_enqueue, jobs, dedupe)
+        more = {x: None for spec in specs if spec.dedupe_key for x in self._dedupe_keys(spec.dedupe_key)}
+        more.update((x, None) for spec in specs for x in self._lane_keys(spec.type))
+        return self._call("enqueue", args, _decode_enqueue, jobs, more)
+
+    def _lane_keys(self, job_type: str) -> tuple[str, str]:
+        return self.keys.lane(job_type), self.keys.wake(job_type)
 
     def _dedupe_keys(self, dedupe_key: str) -> tuple[str, str]:
         return self.keys.dedupe(dedupe_key), self.keys.dedupe_result(dedupe_key)
 
-    def claim(self, worker: str, max_jobs: int, lease_ms: int, promote: int = 100) -> Call[ClaimResult]:
-        """Promote due delayed jobs and lease up to ``max_jobs`` ready ones."""
-        return self._call("claim", [worker, max_jobs, lease_ms, promote], _decode_claim)
+    def claim(
+        self,
+        worker: str,
+        max_jobs: int,
+        lease_ms: int,
+        types: Sequence[str] | None = None,
+        promote: int = 100,
+        seen: bool = True,
+    ) -> Call[ClaimResult]:
+        """Promote due delayed jobs and lease up to ``max_jobs`` ready ones of the job ``types``
+        (None: of every type, for a consumer that runs anything). ``seen``: record in the lanes
+        index that a worker running ``types`` came (a worker does every few seconds)."""
+        if types is None:
+            return self._call("claim", [worker, max_jobs, lease_ms, promote, 0, "*"], _decode_claim)
+        lanes = [x for t in types for x in self._lane_keys(t)] if self.cluster else ()
+        args: list[Arg] = [worker, max_jobs, lease_ms, promote, int(seen), len(types), *types]
+        return self._call("claim", args, _decode_claim, (), lanes)
 
     def heartbeat(
         self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: bool = True

@@ -18,6 +18,7 @@ from rjobs.worker.stats import WorkerStats
 __all__ = ["Claimer", "claim_groups", "claim_order"]
 
 log = logging.getLogger("rjobs.worker")
+SEEN_EVERY = 5.0  # seconds between two claims that list the worker's types as served
 
 
 def claim_groups(served: Sequence[Served]) -> list[list[Served]]:
@@ -42,11 +43,16 @@ def claim_order(groups: list[list[Served]], turn: int) -> list[Served]:
 
 
 class Claimer:
-    """Claims for one run of a worker: ``claim(jobs, free)`` leases at most ``free`` jobs and hands
-    them to the slots; returns (claimed, more ready, next due time in ms or None)."""
+    """Claims for one run of a worker: ``claim(jobs, free)`` leases at most ``free`` jobs of the
+    job ``types`` the worker runs (each type's lane; other types wait for a worker that runs them)
+    and hands them to the slots; returns (claimed, more ready, next due time in ms or None)."""
 
-    def __init__(self, served: list[Served], worker_id: str, lease: float, stats: WorkerStats) -> None:
+    def __init__(
+        self, served: list[Served], worker_id: str, lease: float, stats: WorkerStats, types: Sequence[str] = ()
+    ) -> None:
         self.worker_id = worker_id
+        self.types = sorted(set(types))
+        self._seen_at: dict[int, float] = {}  # per queue: when its lanes index last heard of us
         self.lease = lease
         self.stats = stats
         self._groups = claim_groups(served)
@@ -69,11 +75,22 @@ class Claimer:
             # scope with its own deadline, rather than a shield inside a fail_after: one scope less
             # on the hot path.
             with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:
-                result = await served.queue.backend.claim(self.worker_id, want, int(self.lease * 1000))
+                result = await served.queue.backend.claim(
+                    self.worker_id, want, int(self.lease * 1000), self.types, self._seen(served, sent)
+                )
             if bounded.cancelled_caught:
                 raise TimeoutError(f"no answer to claim within {self.lease} s")
             claimed, more, due = self._took(jobs, served, result, sent, (claimed, more, due))
         return claimed, more, due
+
+    def _seen(self, served: Served, now: float) -> bool:
+        """Whether this claim tells the queue's lanes index that a worker running our types came:
+        every few seconds (stats count a type as served for 30 s), not on every claim."""
+        last = self._seen_at.get(id(served))
+        if last is not None and now - last < SEEN_EVERY:
+            return False
+        self._seen_at[id(served)] = now
+        return True
 
     def _took(
         self, jobs: JobSlots, served: Served, result: ClaimResult, sent: float, tally: tuple[int, bool, int | None]
@@ -101,7 +118,10 @@ class Claimer:
             sent = anyio.current_time()
             with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:  # see claim
                 results = await run_by_node(
-                    [s.queue.backend.claim_call(self.worker_id, w, lease_ms) for s, w in zip(chunk, wants)]
+                    [
+                        s.queue.backend.claim_call(self.worker_id, w, lease_ms, self.types, self._seen(s, sent))
+                        for s, w in zip(chunk, wants)
+                    ]
                 )
             if bounded.cancelled_caught:
                 raise TimeoutError(f"no answer to claim within {self.lease} s")

@@ -73,9 +73,10 @@ class Worker:
     partitions of one queue in turn).
 
     ``functions``: a mapping name -> callable, or callables / :func:`rjobs.job` functions
-    registered under their name. The worker only ever runs registered functions; a job of another
-    type fails with code ``unknown_function``. ``lease`` is the lease length (s), ``heartbeat`` the
-    renewal interval (default ``lease / 3``), ``grace`` how long shutdown waits for running jobs.
+    registered under their name. The worker only ever runs registered functions and claims only
+    jobs of those types (a job of another type waits in its lane for a worker that runs it).
+    ``lease`` is the lease length (s), ``heartbeat`` the renewal interval (default ``lease / 3``),
+    ``grace`` how long shutdown waits for running jobs.
     A job whose lease expired ``max_lease_losses`` times (its worker died each time) is failed
     with code ``poison_pill`` by the reaper. ``burst=True`` returns from :meth:`run` once no job
     is ready, due or running. Queues may be given by name (then ``url`` applies). A server that
@@ -187,7 +188,7 @@ class Worker:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when ``install_signal_handlers``), or, in
         burst mode, until no job is left to do. Cancelling it hands running jobs back."""
         self._loop = asyncio.get_running_loop()
-        waker = Waker(self.queues)
+        waker = Waker(self.queues, list(self.functions))
         try:
             if not await self._start():
                 return  # stopped while waiting for the server
@@ -251,7 +252,7 @@ class Worker:
         self._served = [
             Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
-        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats)
+        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats, list(self.functions))
         self._runner = JobRunner(
             self.functions,
             worker_id=self.worker_id,

@@ -28,22 +28,29 @@ __all__ = ["Waker"]
 
 
 class Waker:
-    """How an idle worker waits for leases to take: BLPOP on the queues' wake lists (enqueue and
-    claim push a token there), over one dedicated connection per Redis client so the blocking
+    """How an idle worker waits for leases to take: BLPOP on the wake lists of the lanes it serves
+    (one per queue and job type it runs: a job entering a lane pushes a token on that lane's list,
+    so only a worker that can run it wakes), over one dedicated connection per Redis client so the blocking
     call never holds a pooled connection other calls need. Cancelling a wait drops (and later
     re-opens) that connection; a token it had already popped is lost, which costs another idle
     worker at most its 1 s cap."""
 
-    def __init__(self, queues: Sequence[Queue]) -> None:
+    def __init__(self, queues: Sequence[Queue], types: Sequence[str]) -> None:
         groups: dict[tuple[int, str], tuple[Callable[[], aredis.Redis], list[str]]] = {}
         for q in queues:
             runner = q.backend.runner
             group = (id(q.client), q.name if is_cluster(q.client) else "")
-            groups.setdefault(group, (lambda r=runner: r.client, []))[1].append(q.backend.keys.wake)  # type: ignore[misc]
-        self._groups = [_WakeLine(source, keys) for source, keys in groups.values()]
+            lines = [q.backend.keys.wake(t) for t in sorted(set(types))]
+            groups.setdefault(group, (lambda r=runner: r.client, []))[1].extend(lines)  # type: ignore[misc]
+        self._groups = [_WakeLine(source, keys) for source, keys in groups.values() if keys]
+        if not self._groups:
+            self._groups = [_WakeLine(lambda: queues[0].client, [])]
 
     async def wait(self, block: float) -> None:
         """Return when a wake token arrives or after ``block`` seconds."""
+        if not self._groups[0].keys and len(self._groups) == 1:  # a worker with no job function
+            await anyio.sleep(block)
+            return
         if len(self._groups) == 1:
             await self._groups[0].blpop(block)
             return

@@ -217,13 +217,13 @@ async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_th
     from rjobs.worker.wake import Waker
 
     async with Queue("wake", url) as q, aredis.Redis.from_url(url) as admin:
-        waker = Waker([q])
+        waker = Waker([q], ["t"])
         with anyio.move_on_after(0.05):
             await waker.wait(1.0)  # cancelled while BLPOP blocks on the server
-        await admin.lpush(q.backend.keys.wake, "1")
+        await admin.lpush(q.backend.keys.wake("t"), "1")
         with anyio.fail_after(0.5):  # not queued behind the cancelled 1 s BLPOP
             await waker.wait(1.0)
-        assert await admin.llen(q.backend.keys.wake) == 0, "the token was taken"
+        assert await admin.llen(q.backend.keys.wake("t")) == 0, "the token was taken"
         with anyio.fail_after(0.5):
             await waker.wait(0.05)  # nothing to take: returns after its block time
         await waker.aclose()

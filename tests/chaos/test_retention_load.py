@@ -32,7 +32,7 @@ async def test_expired_jobs_stay_bounded_under_sustained_load(url: str, redis_sy
 
         async def produce() -> None:
             while True:
-                if redis_sync.zcard(q.backend.keys.ready) < 2000:
+                if redis_sync.zcard(q.backend.keys.lane("noop")) < 2000:
                     await q.enqueue_many([JobRequest(type="noop", params={"i": i}) for i in range(500)])
                 await anyio.sleep(0.02)
 

@@ -66,7 +66,7 @@ def test_queue_names_land_on_each_master(clean_cluster: LocalCluster) -> None:
     assert len(set(names)) == 3
     for master, name in zip(clean_cluster.masters(), names):
         keys = QueueKeys(name)
-        assert {slot_of(keys.ready), slot_of(keys.job("j1")), slot_of(keys.machine)} <= clean_cluster.slots(master)
+        assert {slot_of(keys.lane("t")), slot_of(keys.job("j1")), slot_of(keys.machine)} <= clean_cluster.slots(master)
     assert clean_cluster.queue_name_on(clean_cluster.masters()[1], prefix="jobs-").startswith("jobs-")
 
 

@@ -82,8 +82,14 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
         return st.tuples(NAMES, NUMBERS, FLAGS, pairs).map(
             lambda t: [t[0], t[1], t[2], str(len(t[3])), *[x for p in t[3] for x in p]]
         )
+    if name == "claim":  # the job types: '*', a counted list (duplicates too), or a count that lies
+        types = st.one_of(
+            st.just(["*"]),
+            st.lists(st.one_of(st.sampled_from(["t", "t"]), NAMES), max_size=4).map(lambda ts: [str(len(ts)), *ts]),
+            st.tuples(NUMBERS, st.lists(NAMES, max_size=2)).map(lambda t: [t[0], *t[1]]),
+        )
+        return st.tuples(NAMES, NUMBERS, NUMBERS, NUMBERS, types).map(lambda t: [*t[:4], *t[4]])
     simple: dict[str, Any] = {
-        "claim": st.tuples(NAMES, NUMBERS, NUMBERS, NUMBERS),
         "retry": st.tuples(NAMES, job, TEXT),
         "progress": st.tuples(NAMES, job, tok, NUMBERS, TEXT, FLAGS),
         "reap": st.tuples(NUMBERS, NUMBERS, NUMBERS, NUMBERS),
@@ -163,7 +169,7 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
         return ["fuzzer", "1", "", "t", '{"a":1}', "5", "u1", "0", "0", "3", "k1", "replace", "1", "fail", "0", "1",
                 pick(ready)]  # fmt: skip
     if name == "claim":
-        return ["w1", "2", "30000", "100"]
+        return ["w1", "2", "30000", "100", "2", "t", "t"]
     if name == "heartbeat":
         return ["w1", "30000", "1", "1", lj, st8.token(lj)]
     if name == "transition":

@@ -137,11 +137,16 @@ async def test_typed_params_are_validated_before_the_call(queue: Queue) -> None:
     assert (await queue.get(bad.job_id)).attempt == 1  # not retried
 
 
-async def test_unknown_function_fails_without_retry(queue: Queue) -> None:
-    async with running(Worker(queue, {}, lease=5)):
-        out = await queue.wait((await queue.enqueue("nobody", None, max_attempts=5)).id, timeout=10)
-    assert out.status == JOB.failure and out.error is not None and out.error.code == "unknown_function"
-    assert (await queue.get(out.job_id)).attempt == 1
+async def test_a_type_the_worker_does_not_run_stays_ready(queue: Queue) -> None:
+    async def known(ctx: JobContext, params: None) -> str:
+        return "ran"
+
+    async with running(Worker(queue, [known], lease=5)):
+        nobody = (await queue.enqueue("nobody", None, max_attempts=5, priority=10)).id
+        out = await queue.wait((await queue.enqueue("known", None)).id, timeout=10)
+    assert out.output == "ran", "the other type is not held up"
+    job = await queue.get(nobody)
+    assert job.status == JOB.ready and job.attempt == 0 and job.error is None
 
 
 async def test_exceptions_are_retried_with_backoff_then_fail_with_traceback(

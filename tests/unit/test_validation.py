@@ -39,7 +39,18 @@ def test_dedupe_keys_allow_readable_separators() -> None:
 
 def test_keys_share_one_hash_tag() -> None:
     k = QueueKeys("images")
-    for key in (k.machine, k.ready, k.delayed, k.leases, k.events, k.job("j1"), k.state("queued"), k.owner("u1")):
+    for key in (
+        k.machine,
+        k.lane("t"),
+        k.wake("t"),
+        k.lanes,
+        k.delayed,
+        k.leases,
+        k.events,
+        k.job("j1"),
+        k.state("queued"),
+        k.owner("u1"),
+    ):
         assert key.startswith("rjobs:{images}:")
 
 

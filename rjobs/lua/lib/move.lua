@@ -50,6 +50,18 @@ local function ready_score(priority, seq)
   return (10 - tonumber(priority)) * 1e13 + tonumber(seq)
 end
 
+-- The lane of a job (docs/design.md, decision 5): ready jobs are kept per job type, so a claim
+-- takes only the types its worker runs; the type is fixed at creation.
+local function lane_of(rec)
+  return field(rec, 'type') or '?'
+end
+
+-- Mark a lane as having claimable work (or a delayed job due sooner): commit wakes its line.
+local function wake(t)
+  if not WAKE then WAKE = {} end
+  WAKE[t] = true
+end
+
 local dhead, dhead_read = false, false  -- the earliest delayed job's due time, as this call leaves it
 local settle_dependents  -- made on first use (few jobs have dependents): see define_settle below
 local define_settle
@@ -63,7 +75,7 @@ local function move(rec, to, opts)
   local id, from = rec.id, rec.status
   -- 1. leave: drop the job from the indexes of `from`
   if from then
-    if from == M.ready then zset(P .. 'ready', id, false)
+    if from == M.ready then zset(P .. 'ready:' .. lane_of(rec), id, false)
     elseif from == M.delayed then zset(P .. 'delayed', id, false) end
     if M.is_leased[from] then zset(P .. 'leases', id, false) end
     zset(P .. 'state:' .. from, id, false)
@@ -75,15 +87,16 @@ local function move(rec, to, opts)
   rec.status = to
   rec.moved = true
   if to == M.ready then
-    zset(P .. 'ready', id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
-    WAKE = true
+    local t = lane_of(rec)
+    zset(P .. 'ready:' .. t, id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
+    wake(t)
   elseif to == M.delayed then
     -- an idle worker sleeps until the earliest delayed job is due: wake it if this one is earlier
     if not dhead_read then
       local h = read('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
       dhead, dhead_read = h[2] and tonumber(h[2]) or false, true
     end
-    if not dhead or dhead > opts.run_at then WAKE = true; dhead = opts.run_at end
+    if not dhead or dhead > opts.run_at then wake(lane_of(rec)); dhead = opts.run_at end
     zset(P .. 'delayed', id, opts.run_at)
     hset(rec, 'scheduled_ms', opts.run_at)
   end

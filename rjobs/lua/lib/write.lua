@@ -8,7 +8,8 @@
 -- OPS (other writes in order: {cmd, key, args...}), QEV (queue stream entries, flat: n, then n XADD
 -- arguments).
 local Z, ZKEYS, OPS, QEV = false, false, false, false
-local WAKE = false  -- something became claimable: wake an idle worker
+local WAKE = false  -- job type -> true: a job of that lane became claimable (or due sooner): wake a
+                    -- worker idle on that lane's line; made on first use
 
 local function hset(rec, name, value)
   local set = rec.set
@@ -120,7 +121,8 @@ local function commit()
     for i = 1, ZKEYS and #ZKEYS or 0 do want(ZKEYS[i]) end
     for i = 1, OPS and #OPS or 0 do want(OPS[i][2]) end
     if QEV then want(EVENTS_KEY) end
-    if WAKE then want(P .. 'wake') end
+    if WAKE then for t in pairs(WAKE) do want(P .. 'wake:' .. t) end end
+    if WAKE then want(P .. 'lanes') end
     for s = 1, n, 1000 do call('EXISTS', unpack(keys, s, math.min(s + 999, n))) end
   end
   -- from here on: writes only
@@ -172,7 +174,16 @@ local function commit()
     end
   end
   if WAKE then
-    local wk = P .. 'wake'
-    if call('LLEN', wk) == 0 then call('LPUSH', wk, '1') end
+    -- A lane's line holds at most one token. Whoever pushes one also lists the type in the lanes
+    -- index (score 0 = no worker that runs it seen yet, kept if listed) and the reaper drops both
+    -- together, so a line with a token always has its type listed: a lane entered while the token
+    -- waits needs no write to the index.
+    for t in pairs(WAKE) do
+      local wk = P .. 'wake:' .. t
+      if call('LLEN', wk) == 0 then
+        call('LPUSH', wk, '1')
+        call('ZADD', P .. 'lanes', 'NX', 0, t)
+      end
+    end
   end
 end
