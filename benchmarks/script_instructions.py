@@ -85,6 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--server", choices=["redis", "valkey"], default="redis")
     p.add_argument("--n", type=int, default=300)
+    p.add_argument("--only", default="", help="measure only the rows whose name contains this text")
     a = p.parse_args()
     binary = str(find_redis_server() if a.server == "redis" else find_valkey_binary())
     n = a.n
@@ -135,6 +136,8 @@ def main() -> None:
     }
     print(f"rjobs at {os.environ.get('RJOBS_SRC', 'this checkout')}, {a.server}: instructions per call (or job)")
     for name, (setup, work, units) in rows.items():
+        if a.only not in name:
+            continue
         print(f"  {name:34} {measure(binary, setup, work, units):12,.0f}")
 
 

@@ -61,7 +61,7 @@ local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, 
 -- best max_jobs as h = {id, score, id, score, ...}, a cursor and its type
 local promoted, left, count, heads = {}, 0, {}, {}
 for _, t in ipairs(types) do
-  local key, n = P .. 'ready:' .. t, 0
+  local key, n = lane_key(t), 0
   if max_jobs > 0 then
     local h = read('ZRANGE', key, 0, max_jobs - 1, 'WITHSCORES')
     n = #h / 2
@@ -109,16 +109,21 @@ if max_jobs > 0 and left > 0 then
   if #promoted > 1 then table.sort(promoted, function(a, b) return a[1] < b[1] end) end
   local claimed, p = 0, 1
   local opts = {lease_ms = lease_ms, holder = worker, actor = worker}
+  local only = #heads == 1 and #promoted == 0 and heads[1]  -- one source: no scores to compare
   while claimed < max_jobs do
-    local id, t, best, lane = nil, nil, nil, nil
-    for i = 1, #heads do
-      local l = heads[i]
-      if l.at < #l.h then
-        local score = tonumber(l.h[l.at + 1])
-        if not best or score < best then best, lane = score, l end
+    local id, t, best, lane = nil, nil, nil, only
+    if not only then
+      for i = 1, #heads do
+        local l = heads[i]
+        if l.at < #l.h then
+          local score = tonumber(l.h[l.at + 1])
+          if not best or score < best then best, lane = score, l end
+        end
       end
+    elseif only.at >= #only.h then
+      lane = nil
     end
-    if p <= #promoted and (not best or promoted[p][1] < best) then
+    if p <= #promoted and (not lane or promoted[p][1] < best) then
       id, t = promoted[p][2], promoted[p][3]; p = p + 1
     elseif lane then
       id, t = lane.h[lane.at], lane.t; lane.at = lane.at + 2
@@ -127,7 +132,7 @@ if max_jobs > 0 and left > 0 then
     end
     local rec = load_job(id, CLAIM_FIELDS, CLAIM_IX)
     if rec.status ~= ready then
-      zset(P .. 'ready:' .. t, id, false)  -- stale member; the hash is authoritative
+      zset(lane_key(t), id, false)  -- stale member; the hash is authoritative
       left = left - 1
       count[t] = count[t] - 1
     else

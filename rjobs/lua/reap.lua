@@ -66,14 +66,14 @@ for _, id in ipairs(read('ZRANGE', P .. 'ready', 0, 99)) do
   local rec = load_job(id, FIELDS, IX)
   if rec.status == m.ready then
     local t = lane_of(rec)
-    zset(P .. 'ready:' .. t, id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
+    zset(lane_key(t), id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
     wake(t)
   end
   zset(P .. 'ready', id, false)
 end
 -- the lanes index: a type no worker has come for in a day leaves it once its lane is empty (bounded)
 for _, t in ipairs(read('ZRANGEBYSCORE', P .. 'lanes', '-inf', now - 86400000, 'LIMIT', 0, 100)) do
-  if read('ZCARD', P .. 'ready:' .. t) == 0 then
+  if read('ZCARD', lane_key(t)) == 0 then
     read('EXISTS', P .. 'wake:' .. t)  -- read before the first write (docs/design.md, decision 3)
     op('ZREM', P .. 'lanes', t)
     op('DEL', P .. 'wake:' .. t)  -- its line's token, if any, would only wake a worker for nothing

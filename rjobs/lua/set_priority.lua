@@ -29,7 +29,7 @@ end
 local previous = field(rec, 'priority')
 hset(rec, 'priority', priority)
 hset(rec, 'updated_ms', NOW)
-if rec.status == M.ready then zset(P .. 'ready:' .. lane_of(rec), id, ready_score(priority, field(rec, 'seq'))) end
+if rec.status == M.ready then zset(lane_key(lane_of(rec)), id, ready_score(priority, field(rec, 'seq'))) end
 log_event(rec, 'priority', nil, nil, actor, tostring(previous) .. ' -> ' .. priority, nil, nil, nil, nil, false)
 commit()
 return tonumber(previous)

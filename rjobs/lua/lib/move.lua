@@ -51,7 +51,15 @@ local function ready_score(priority, seq)
 end
 
 -- The lane of a job (docs/design.md, decision 5): ready jobs are kept per job type, so a claim
--- takes only the types its worker runs; the type is fixed at creation.
+-- takes only the types its worker runs; the type is fixed at creation. lane_key(t) is the key of
+-- a type's lane, made once per call and type.
+local LANE_KEYS = {}
+local function lane_key(t)
+  local key = LANE_KEYS[t]
+  if not key then key = P .. 'ready:' .. t; LANE_KEYS[t] = key end
+  return key
+end
+
 local function lane_of(rec)
   return field(rec, 'type') or '?'
 end
@@ -75,7 +83,7 @@ local function move(rec, to, opts)
   local id, from = rec.id, rec.status
   -- 1. leave: drop the job from the indexes of `from`
   if from then
-    if from == M.ready then zset(P .. 'ready:' .. lane_of(rec), id, false)
+    if from == M.ready then zset(lane_key(lane_of(rec)), id, false)
     elseif from == M.delayed then zset(P .. 'delayed', id, false) end
     if M.is_leased[from] then zset(P .. 'leases', id, false) end
     zset(P .. 'state:' .. from, id, false)
@@ -88,7 +96,7 @@ local function move(rec, to, opts)
   rec.moved = true
   if to == M.ready then
     local t = lane_of(rec)
-    zset(P .. 'ready:' .. t, id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
+    zset(lane_key(t), id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
     wake(t)
   elseif to == M.delayed then
     -- an idle worker sleeps until the earliest delayed job is due: wake it if this one is earlier
