@@ -1,6 +1,6 @@
 """The ``rjobs`` subcommands: each ``cmd_<name>(args, out)`` runs one command and returns its
 exit code. Server choice: ``--url`` > ``REDIS_URL`` > the default, which for the inspection
-commands is the embedded valkey kept in ``RJOBS_HOME`` (``~/.rjobs``), started on first use;
+commands is the embedded valkey of ``RJOBS_HOME`` (``~/.rjobs``; rjobs.cli.embedded), started on first use;
 ``rjobs worker`` uses its module's queues' own servers (``url=`` > ``REDIS_URL`` >
 localhost:6379) unless ``--url``. Rendering lives in rjobs.cli.render."""
 
@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,6 +20,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from rjobs import errors
+from rjobs.cli import embedded
 from rjobs.cli import server as servers
 from rjobs.cli.live import JobWatch
 from rjobs.cli.render import Output, history_table, jobs_table, queue_stats, show_job, stats_table
@@ -69,15 +68,15 @@ ERRORS: tuple[tuple[tuple[type[Exception], ...], int, str], ...] = (
 
 # -- server and queue -----------------------------------------------------------------------------
 def resolve_url(explicit: str | None, out: Output) -> str:
-    """``--url`` > ``REDIS_URL`` > the embedded server (started if needed; announced on stderr)."""
+    """``--url`` > ``REDIS_URL`` > the embedded server (started if needed, and then announced on stderr)."""
     if explicit:
         return explicit
     if env := os.environ.get("REDIS_URL"):
         return env
-    state_dir = servers.DEFAULT_STATE_DIR
-    url = servers.ensure_embedded(state_dir)
-    out.notice(f"[dim]rjobs: embedded valkey at {url} (data: {state_dir / 'data'}; stop: rjobs server --stop)[/]")
-    return url
+    found = embedded.ensure_embedded()
+    for line in found.notices():
+        out.err.print(f"rjobs: {line}", style="dim", markup=False)
+    return found.url
 
 
 def connect(url: str) -> redis.Redis:
@@ -347,42 +346,19 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_server(args: argparse.Namespace, out: Output) -> int:
-    """Run the bundled valkey in the foreground (AOF on) until Ctrl-C/SIGTERM; or --stop the
-    detached one that other commands start on demand."""
-    state_dir = servers.DEFAULT_STATE_DIR
+    """Run the home's embedded valkey in the foreground (AOF on) until Ctrl-C/SIGTERM; or --stop
+    it, whether it runs in the foreground or was started on demand (rjobs.cli.embedded)."""
     if args.stop:
-        stopped = servers.stop_embedded(state_dir)
-        text = "stopped the embedded server" if stopped else f"no embedded server was running for {state_dir}"
+        home = embedded.rjobs_home()
+        stopped = embedded.stop_embedded(home)
+        text = "stopped the embedded server" if stopped else f"no embedded server was running for {home}"
         out.result({"stopped": stopped}, lambda: out.notice(text))
         return EXIT["ok"]
-    data_dir = Path(args.data_dir) if args.data_dir else state_dir / "server"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "rjobs-server.lock", "w") as lock:
-        try:  # two servers appending to one AOF would corrupt it
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValidationError(f"another `rjobs server` is using {data_dir}") from None
-        server = servers.LocalServer(servers.find_valkey_binary(), args.port, data_dir, appendonly=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        server.start()
-        try:
-            info = {"url": server.url, "port": server.port, "data_dir": str(data_dir), "pid": server.pid}
-            text = f"valkey {server.version()} on {server.url} (data: {data_dir}, AOF on); Ctrl-C stops it\n"
-            out.result(info, lambda: out.out.print(text + f"use it with:  export REDIS_URL={server.url}", markup=False))
-            while not stop.wait(0.5):
-                if server.pid is None and not stop.wait(0.2):  # died on its own, not by our Ctrl-C
-                    out.error("the server exited unexpectedly; see its log in " + str(data_dir))
-                    return EXIT["failed"]
-        finally:
-            server.stop()
-        out.notice("server stopped")
-    return EXIT["ok"]
+    return embedded.serve(embedded.rjobs_home(), args.port, out)
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     """Run the guided demo (rjobs.cli.demo)."""
     from rjobs.cli.demo import run_demo
 
-    return run_demo(resolve_url(args.url, out), out)
+    return run_demo(resolve_url(args.url, out), out, url_flag=bool(args.url))

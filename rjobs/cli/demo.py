@@ -1,6 +1,6 @@
 """``rjobs demo``: a guided tour in one command. It declares a fresh queue, enqueues one job per
 interesting ending, runs a real Worker in-process, shows live progress, then prints the outcomes
-and the redis-cli commands that show the same data straight from Redis.
+and the ``rjobs`` commands that show the same data again (and the raw keys, for a redis-cli).
 
 The demo jobs and how they must end (the command exits 0 only if every one did):
 
@@ -36,7 +36,7 @@ from rjobs.models import Job
 from rjobs.worker.functions import Fail, Partial, job
 from rjobs.worker.retry import RetryPolicy
 
-__all__ = ["DEMO_JOBS", "DemoJob", "run_demo"]
+__all__ = ["DEMO_JOBS", "DemoJob", "inspect_commands", "redis_cli_commands", "run_demo"]
 
 DEADLINE = 25.0  # seconds: the demo takes ~6 s; past this something is wrong, report and exit 1
 CANCEL_AFTER = 1.0  # seconds after export_archive reports progress, so it is visibly running
@@ -138,8 +138,19 @@ def _redis_cli(url: str) -> str:
     return cmd
 
 
-def inspect_commands(url: str, queue: Queue, job_id: str) -> list[str]:
-    """Copy-pasteable redis-cli commands showing a job, its history and the queue's stream."""
+def inspect_commands(queue: Queue, job_id: str, url: str | None = None) -> list[str]:
+    """Copy-pasteable ``rjobs`` commands showing a job with its history, the queue's stream and its
+    counts; ``url``: the ``--url`` they need (None when they find the server on their own)."""
+    tail = f" --url {url}" if url else ""
+    return [
+        f"rjobs show {job_id} -q {queue.name}{tail}",
+        f"rjobs events {queue.name}{tail}",
+        f"rjobs stats {queue.name}{tail}",
+    ]
+
+
+def redis_cli_commands(url: str, queue: Queue, job_id: str) -> list[str]:
+    """The same data as raw keys, for a redis-cli (the embedded server ships none)."""
     cli, k = _redis_cli(url), queue.backend.keys
     return [
         f"{cli} HGETALL '{k.job(job_id)}'",
@@ -150,8 +161,8 @@ def inspect_commands(url: str, queue: Queue, job_id: str) -> list[str]:
 
 
 class _Demo:
-    def __init__(self, url: str, out: Output) -> None:
-        self.url, self.out = url, out
+    def __init__(self, url: str, out: Output, url_flag: bool) -> None:
+        self.url, self.out, self.url_flag = url, out, url_flag
         self.name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
         self.queue = Queue(self.name, client=aredis.Redis.from_url(url), actor="rjobs-demo")
         self.ids: dict[str, DemoJob] = {}
@@ -242,7 +253,8 @@ class _Demo:
         rows = self.rows()
         ok = not timed_out and all(r.ok for r in rows)
         flaky = next(jid for jid, d in self.ids.items() if d.attempts is not None)
-        commands = inspect_commands(self.url, self.queue, flaky)
+        commands = inspect_commands(self.queue, flaky, self.url if self.url_flag else None)
+        raw = redis_cli_commands(self.url, self.queue, flaky)
         if self.out.json:
             self.out.json_doc(
                 {
@@ -252,6 +264,7 @@ class _Demo:
                     "seconds": round(took, 2),
                     "jobs": rows,
                     "commands": commands,
+                    "redis_cli": raw,
                 }
             )
             return 0 if ok else 1
@@ -267,22 +280,25 @@ class _Demo:
         if timed_out:
             self.out.error(f"the demo jobs did not all finish within {DEADLINE:.0f} s")
         con.print(
-            "\nEverything above lives in Redis. Look at it directly (send_invoice: a failed attempt, "
-            "its retry, the success):",
+            "\nEverything above lives in Redis. Look at it again (send_invoice: a failed attempt, its retry, "
+            "the success):",
             markup=False,
         )
         for cmd in commands:
             con.print(f"  {cmd}", markup=False, soft_wrap=True)
-        con.print(f"  rjobs show {flaky} -q {self.name} --url {self.url}", markup=False, soft_wrap=True)
+        con.print("The same data as raw keys, with a redis-cli if you have one:", markup=False)
+        for cmd in raw:
+            con.print(f"  {cmd}", markup=False, soft_wrap=True)
         con.print("[green]demo passed: every job ended as expected[/]" if ok else "[red]demo FAILED[/]")
         return 0 if ok else 1
 
 
-def run_demo(url: str, out: Output) -> int:
-    """Run the demo against ``url``; 0 when every demo job ended in its expected state, else 1."""
+def run_demo(url: str, out: Output, url_flag: bool = False) -> int:
+    """Run the demo against ``url``; 0 when every demo job ended in its expected state, else 1.
+    ``url_flag``: the URL was given with ``--url``, so the commands it suggests repeat it."""
 
     async def main() -> int:
-        demo = _Demo(url, out)
+        demo = _Demo(url, out, url_flag)
         try:
             return await demo.run()
         finally:

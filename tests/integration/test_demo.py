@@ -14,7 +14,8 @@ from typing import Any
 
 import redis
 
-from rjobs.cli.server import stop_embedded
+from rjobs.cli.embedded import stop_embedded
+from rjobs.cli.server import free_port
 from tests.helpers import job_history
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,12 +28,14 @@ EXPECTED = {
 }
 
 
-def run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_rjobs(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``rjobs ARGS`` with a private RJOBS_HOME whose embedded server gets a free port, no REDIS_URL."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["RJOBS_HOME"] = str(home)
+    env["RJOBS_SERVER_PORT"] = str(free_port())
     return subprocess.run(
-        [sys.executable, "-m", "rjobs", "demo", *args],
+        [sys.executable, "-m", "rjobs", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -66,7 +69,7 @@ def check_in_redis(client: redis.Redis, queue: str) -> dict[str, str]:
 
 def test_demo_against_a_given_server(tmp_path: Path, url: str, redis_sync: redis.Redis) -> None:
     started = time.monotonic()
-    done = run_demo(tmp_path / "home", "--url", url, "--json")
+    done = run_rjobs(tmp_path / "home", "demo", "--url", url, "--json")
     took = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)  # --json: one document and nothing else on stdout
@@ -76,16 +79,22 @@ def test_demo_against_a_given_server(tmp_path: Path, url: str, redis_sync: redis
     assert check_in_redis(redis_sync, report["queue"]) == EXPECTED
     port = url.rsplit(":", 1)[1].split("/")[0]
     invoice = next(j["id"] for j in report["jobs"] if j["type"] == "send_invoice")
-    assert report["commands"][0] == f"redis-cli -p {port} HGETALL 'rjobs:{{{report['queue']}}}:job:{invoice}'"
+    queue = report["queue"]
+    assert report["commands"] == [  # given with --url, so the suggested commands repeat it
+        f"rjobs show {invoice} -q {queue} --url {url}",
+        f"rjobs events {queue} --url {url}",
+        f"rjobs stats {queue} --url {url}",
+    ]
+    assert report["redis_cli"][0] == f"redis-cli -p {port} HGETALL 'rjobs:{{{queue}}}:job:{invoice}'"
     assert not (tmp_path / "home").exists()  # with --url nothing embedded was started
 
 
 def test_demo_on_the_embedded_server_from_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     try:
-        done = run_demo(home)
+        done = run_rjobs(home, "demo")
         assert done.returncode == 0, done.stdout + done.stderr
-        url = re.search(r"embedded valkey at (redis://\S+)", done.stderr)
+        url = re.search(r"started the embedded valkey at (redis://\S+)", done.stderr)
         assert url is not None, done.stderr
         out = done.stdout
         queue = re.search(r"on queue (demo-[\w-]+)", out)
@@ -93,10 +102,16 @@ def test_demo_on_the_embedded_server_from_nothing(tmp_path: Path) -> None:
         for kind, state in EXPECTED.items():  # the outcome table (rich draws it without a terminal too)
             assert re.search(rf"{kind}\W+{state}\b", out), (kind, out)
         port = url.group(1).rsplit(":", 1)[1].split("/")[0]
+        # The hint works without redis-cli: rjobs commands, which find the embedded server on their own.
+        show = re.search(rf"^  (rjobs show (\S+) -q {queue.group(1)})$", out, re.MULTILINE)
+        assert show is not None, out
+        assert f"  rjobs events {queue.group(1)}\n" in out and f"  rjobs stats {queue.group(1)}\n" in out
         assert f"redis-cli -p {port} HGETALL 'rjobs:{{{queue.group(1)}}}:job:" in out
-        assert f"redis-cli -p {port} XRANGE 'rjobs:{{{queue.group(1)}}}:events' - + COUNT 20" in out
         assert "demo passed" in out
         with redis.Redis.from_url(url.group(1)) as client:
             assert check_in_redis(client, queue.group(1)) == EXPECTED
+        again = run_rjobs(home, *show.group(1).split()[1:])  # the hint, as printed
+        assert again.returncode == 0 and again.stderr == "", again.stderr  # the server is reused, silently
+        assert "send_invoice" in again.stdout and "completed" in again.stdout
     finally:
         stop_embedded(home)
