@@ -16,6 +16,7 @@ import anyio
 import redis
 
 from rjobs.errors import RjobsError
+from rjobs.worker.hooks import StartupFailed
 from rjobs.worker.loop import Worker
 
 __all__ = ["load_target", "run_from_cli"]
@@ -104,6 +105,10 @@ def run_from_cli(
         anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
     except KeyboardInterrupt:
         code = 130
+    except StartupFailed as exc:  # one line; the traceback with --log-level DEBUG
+        debug = log.isEnabledFor(logging.DEBUG)
+        log.error("worker %s could not start: %s", worker.worker_id, exc, exc_info=exc if debug else None)
+        code = 1
     except (RjobsError, redis.ConnectionError, redis.TimeoutError) as exc:  # expected: one line, no traceback
         log.error("worker %s stopped: %s: %s", worker.worker_id, type(exc).__name__, exc)
         code = 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 
 import anyio
 
-__all__ = ["Flag", "Pulse", "scope_factory"]
+__all__ = ["Flag", "Pulse", "scope_factory", "signal_handlers"]
 
 
 def scope_factory() -> Callable[[], anyio.CancelScope]:
@@ -58,3 +60,21 @@ class Flag:
     def is_set(self) -> bool:
         """True once :meth:`set` was called."""
         return self._set
+
+
+@contextlib.contextmanager
+def signal_handlers(on_signal: Callable[[int], None], install: bool = True) -> Iterator[None]:
+    """Call ``on_signal(signum)`` in the running loop on SIGTERM and SIGINT while inside (main
+    thread only); ``install=False`` does nothing."""
+    if not install:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    signums = (signal.SIGTERM, signal.SIGINT)
+    for signum in signums:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum in signums:
+            loop.remove_signal_handler(signum)
