@@ -34,6 +34,7 @@ from rjobs.worker.context import JobContext
 from rjobs.worker.functions import JobFunction, Partial, describe_error, retry_after, retryable
 from rjobs.worker.hooks import Hooks, WorkerState, outcome_of
 from rjobs.worker.inflight import Held, HeldState
+from rjobs.worker.isolation import ChildPool
 from rjobs.worker.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class JobRunner:
         self.functions = functions
         self.hooks = hooks or Hooks()
         self.state = state if state is not None else WorkerState()
+        self.children = ChildPool(worker_id)  # for isolated functions; no process until one runs
         self.worker_id = worker_id
         self.retry = retry
         self.limiter = limiter
@@ -166,7 +168,9 @@ class JobRunner:
             try:
                 if self.hooks.before_job is not None:
                     await self.hooks.before(ctx)
-                if fn.timeout is not None:
+                if fn.isolate:  # in a child process, killed at the timeout (rjobs.worker.isolation)
+                    value = await self.children.run(fn, ctx, fn.timeout)
+                elif fn.timeout is not None:
                     with anyio.move_on_after(fn.timeout) as deadline:
                         value = await self._call(fn, ctx, params)
                     timed_out = deadline.cancelled_caught
@@ -262,7 +266,7 @@ class JobRunner:
     def _failed(
         self, moves: Moves, fn: JobFunction[Any], job: ClaimedJob, exc: BaseException, code: str | None = None
     ) -> MoveRequest:
-        tb = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+        tb = (getattr(exc, "child_traceback", None) or "".join(traceback.format_exception(exc)))[-TRACEBACK_LIMIT:]
         error = describe_error(exc, code=code, traceback=tb)
         if not retryable(exc):
             return moves.fail(job, error)

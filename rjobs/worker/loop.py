@@ -211,6 +211,8 @@ class Worker:
                         self._jobs.hand_back_unstarted()
                     for served in self._served:  # outcomes still buffered when the worker itself was cancelled
                         await served.finisher.flush()
+                    if self._runner is not None:
+                        await self._runner.children.aclose()
                     if started:
                         await self.hooks.shutdown(self.state)
                     await waker.aclose()
