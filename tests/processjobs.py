@@ -89,3 +89,13 @@ def make_worker() -> Worker:
         concurrency=2,
         grace=5.0,
     )
+
+
+def broken_startup(state: Any) -> None:
+    """An on_startup that always fails."""
+    raise RuntimeError("no database here")
+
+
+def make_failing_worker() -> Worker:
+    """A worker whose start-up fails (for the prefork tests)."""
+    return Worker(os.environ.get("RJOBS_TEST_QUEUE", "pre"), [slow], on_startup=broken_startup)

@@ -3,6 +3,7 @@ overrides, run it with signal handling, and turn the outcome into an exit code."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -19,9 +20,11 @@ from typing import Any
 import anyio
 import redis
 
+from rjobs.cli.prefork import Prefork
 from rjobs.client.partitioned import PartitionedQueue
 from rjobs.client.queue import Queue
 from rjobs.errors import RjobsError
+from rjobs.store.keys import validate_name
 from rjobs.worker.functions import JobFunction
 from rjobs.worker.hooks import StartupFailed
 from rjobs.worker.loop import Worker
@@ -171,6 +174,9 @@ def run_from_cli(
     burst: bool,
     log_level: str = "INFO",
     log_format: str = "text",
+    processes: int = 1,
+    worker_id: str | None = None,
+    ready_fd: int | None = None,
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
@@ -180,16 +186,30 @@ def run_from_cli(
     the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
     normally, 1 = could not start (on_startup failed) or crashed, 2 = the target cannot be loaded
     (one line on stderr saying why and what to do), 130 = interrupted at start-up.
+
+    ``processes`` > 1 runs that many worker processes under this one (:mod:`rjobs.cli.prefork`),
+    each a run of this function with ``worker_id`` ``<id>-<i>`` that writes a byte to ``ready_fd``
+    once it started.
     """
     setup_logging(log_level, log_format)
     try:
         worker = load_target(target)
         worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)
-    except (TargetError, ValueError, TypeError) as exc:  # one line; the cause's traceback with DEBUG
+        if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 256:
+            raise ValueError(f"--processes must be 1-256, not {processes}")
+        if worker_id is not None:
+            worker.worker_id = validate_name("worker id", worker_id)
+    except (TargetError, ValueError, TypeError, RjobsError) as exc:  # one line; the cause's traceback with DEBUG
         if log.isEnabledFor(logging.DEBUG) and exc.__cause__ is not None:
             log.debug("loading %s", target, exc_info=exc.__cause__)
         sys.stderr.write(f"rjobs: error: cannot load worker {target}: {exc}\n")
         return USAGE
+    if processes > 1:
+        options = {"target": target, "url": url, "queues": queues, "concurrency": concurrency, "burst": burst}
+        options.update(log_level=log_level, log_format=log_format)
+        return Prefork(options, processes, worker.worker_id, worker.burst).run()
+    if ready_fd is not None:
+        worker.hooks.when_ready(functools.partial(_tell_ready, ready_fd))
     code = 0
     try:
         anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
@@ -207,6 +227,13 @@ def run_from_cli(
         code = 1
     _exit_if_threads_linger(worker, code)
     return code
+
+
+def _tell_ready(fd: int) -> None:
+    """Tell a prefork parent that this child started (once: the fd is closed after)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, b"r")
+        os.close(fd)
 
 
 def _exit_if_threads_linger(worker: Worker, code: int) -> None:

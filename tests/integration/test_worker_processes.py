@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +21,18 @@ import pytest
 import redis
 
 from rjobs.client.queue import Queue
+from rjobs.client.sync_queue import SyncQueue
 from rjobs.models import JobRequest
 from rjobs.worker.functions import job
 from rjobs.worker.loop import Worker
 from rjobs.worker.retry import RetryPolicy
 from tests import processjobs
-from tests.helpers import job_history
+from tests.helpers import job_history, keyspace_fingerprint
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 #: Process handling is not server-specific: one server kind keeps these tests short.
 valkey_only = pytest.mark.parametrize("server", ["valkey"], indirect=True)
+ROOT = Path(__file__).resolve().parents[2]
 NOW = RetryPolicy(base=0, jitter="none")
 
 
@@ -164,3 +173,133 @@ async def test_isolated_jobs_of_a_batch(queue: Queue) -> None:
     jobs = await queue.list(state="completed")
     assert sorted(j.result["params"]["n"] for j in jobs) == [0, 1, 2, 3]
     assert len({j.result["pid"] for j in jobs}) <= 2  # at most one child per slot
+
+
+# -- rjobs worker --processes N ---------------------------------------------------------------------
+PREFIX = "rjobs:{pre}:"
+CHILD_LINE = re.compile(r"child (\d+) (started|ready) \(pid (\d+), worker (\S+)\)")
+
+
+class Prefork:
+    """A real ``rjobs worker tests.processjobs:... --processes N``, its stderr read by a thread."""
+
+    def __init__(self, url: str, *args: str, target: str = "tests.processjobs:make_worker") -> None:
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        env.update(PYTHONPATH=str(ROOT), RJOBS_TEST_QUEUE="pre", RJOBS_TEST_LEASE="1.0")
+        cmd = [sys.executable, "-m", "rjobs", "worker", target, "--url", url, *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def children(self, state: str) -> dict[int, tuple[int, str]]:
+        """Child index -> (pid, worker id) of its latest `started` or `ready` line."""
+        out: dict[int, tuple[int, str]] = {}
+        for line in list(self.lines):
+            m = CHILD_LINE.search(line)
+            if m and m.group(2) == state:
+                out[int(m.group(1))] = (int(m.group(3)), m.group(4))
+        return out
+
+    def wait_for(self, check: Callable[[], bool], what: str, within: float = 30) -> None:
+        deadline = time.monotonic() + within
+        while not check():
+            assert time.monotonic() < deadline, f"never: {what}\n{''.join(self.lines)}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid, _ in self.children("started").values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def prefork(url: str) -> Iterator[Callable[..., Prefork]]:
+    started: list[Prefork] = []
+
+    def start(*args: str, **kwargs: str) -> Prefork:
+        started.append(Prefork(url, *args, **kwargs))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+@valkey_only
+@pytest.mark.chaos
+@pytest.mark.slow
+def test_processes_share_the_work_restart_a_killed_child_and_stop_on_sigterm(
+    prefork: Callable[..., Prefork], url: str, redis_sync: redis.Redis
+) -> None:
+    p = prefork("--processes", "2")
+    p.wait_for(lambda: len(p.children("ready")) == 2, "two children ready")
+    (pid1, id1), (pid2, id2) = p.children("ready")[1], p.children("ready")[2]
+    assert id1.endswith("-1") and id2.endswith("-2") and id1[:-2] == id2[:-2] and pid1 != pid2
+    with SyncQueue("pre", url=url) as q:
+        ids = [q.enqueue("slow", {"seconds": 0.3}).id for _ in range(8)]
+        results = {q.wait(jid, timeout=30).output for jid in ids}
+        assert results == {id1, id2}  # both children ran jobs, under their own worker ids
+        claimed_by = {
+            e["actor"] for jid in ids for e in job_history(redis_sync, PREFIX, jid) if e.get("to") == "processing"
+        }
+        assert claimed_by == {id1, id2}
+
+        # SIGKILL the child running a long job: it is restarted, the job re-queued by a reaper.
+        long = q.enqueue("slow", {"seconds": 2.0}).id
+        p.wait_for(lambda: q.get(long).status == "processing", "the long job runs")
+        holder = next(e["actor"] for e in job_history(redis_sync, PREFIX, long) if e.get("to") == "processing")
+        index = 1 if holder == id1 else 2
+        victim = p.children("ready")[index][0]
+        os.kill(victim, signal.SIGKILL)
+        p.wait_for(lambda: p.children("ready")[index][0] != victim, "the killed child restarted")
+        assert any(f"child {index} (pid {victim}" in line and "restarting it" in line for line in p.lines)
+        assert q.wait(long, timeout=30).status == "completed"
+        assert q.get(long).attempt == 2
+        events = job_history(redis_sync, PREFIX, long)
+        assert any(e["event"] == "lease_expired" for e in events)
+
+    pids = [pid for pid, _ in p.children("started").values()] + [victim]
+    assert p.stop() == 0, "".join(p.lines)
+    assert all(gone(pid) for pid in pids)
+
+
+@valkey_only
+def test_processes_exit_with_the_start_up_failure_of_their_children(
+    prefork: Callable[..., Prefork], redis_sync: redis.Redis
+) -> None:
+    before = keyspace_fingerprint(redis_sync)
+    p = prefork("--processes", "2", target="tests.processjobs:make_failing_worker")
+    code = p.proc.wait(timeout=60)
+    p._reader.join(5)
+    assert code == 1, "".join(p.lines)
+    text = "".join(p.lines)
+    assert "on_startup hook broken_startup failed: RuntimeError: no database here" in text
+    assert "before it started: stopping" in text and "Traceback" not in text
+    assert keyspace_fingerprint(redis_sync) == before
+
+
+@valkey_only
+def test_processes_in_burst_mode_end_when_the_queue_is_empty(prefork: Callable[..., Prefork], url: str) -> None:
+    with SyncQueue("pre", url=url) as q:
+        ids = [q.enqueue("slow", {"seconds": 0.05}).id for _ in range(4)]
+        p = prefork("--processes", "2", "--burst")
+        assert p.proc.wait(timeout=60) == 0
+        p._reader.join(5)
+        assert all(q.get(jid).status == "completed" for jid in ids)
+    assert not any("restarting" in line for line in p.lines)
