@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -125,15 +126,6 @@ def _name(hook: Hook) -> str:
     return str(getattr(hook, "__qualname__", None) or getattr(hook, "__name__", None) or repr(hook))
 
 
-async def _call(hook: Hook, *args: Any) -> None:
-    if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None)):  # noqa: B004
-        await hook(*args)
-        return
-    value = await anyio.to_thread.run_sync(lambda: hook(*args), abandon_on_cancel=True)
-    if inspect.isawaitable(value):
-        await value
-
-
 class Hooks:
     """A worker's hooks (see the module docstring); each may be None."""
 
@@ -162,7 +154,28 @@ class Hooks:
         self.after_job = after_job
         self.shutdown_timeout = float(shutdown_timeout)
         self._scope: anyio.CancelScope | None = None  # set while on_startup runs
+        self.threads_busy = 0  # sync hooks running in threads, abandoned ones included
+        self._lock = threading.Lock()
         self._ready: list[Callable[[], None]] = []
+
+    async def _call(self, hook: Hook, *args: Any) -> None:
+        if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None)):  # noqa: B004
+            await hook(*args)
+            return
+
+        def in_thread() -> Any:
+            with self._lock:
+                self.threads_busy += 1
+            try:
+                return hook(*args)
+            finally:
+                with self._lock:
+                    self.threads_busy -= 1
+
+        # Abandoned on cancel (a stuck on_startup must not hold up stop()); the CLI exits without it.
+        value = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        if inspect.isawaitable(value):
+            await value
 
     def interrupt(self) -> None:
         """Cancel a running ``on_startup`` (the worker is stopping)."""
@@ -190,7 +203,7 @@ class Hooks:
         error: BaseException | None = None
         with anyio.CancelScope() as self._scope:
             try:
-                await _call(hook, state)
+                await self._call(hook, state)
             except Exception as exc:
                 error = exc
         self._scope = None
@@ -207,7 +220,7 @@ class Hooks:
         with anyio.CancelScope(shield=True):
             try:
                 with anyio.fail_after(self.shutdown_timeout):
-                    await _call(hook, state)
+                    await self._call(hook, state)
             except TimeoutError:
                 log.error("on_shutdown hook %s did not end within %.1f s", _name(hook), self.shutdown_timeout)
             except Exception:
@@ -216,7 +229,7 @@ class Hooks:
     async def before(self, ctx: JobContext) -> None:
         """Run ``before_job`` (its exception propagates: the attempt fails with it)."""
         if self.before_job is not None:
-            await _call(self.before_job, ctx)
+            await self._call(self.before_job, ctx)
 
     async def after(self, ctx: JobContext, outcome: Outcome) -> None:
         """Run ``after_job``; an exception is logged and ignored."""
@@ -224,6 +237,6 @@ class Hooks:
         if hook is None:
             return
         try:
-            await _call(hook, ctx, outcome)
+            await self._call(hook, ctx, outcome)
         except Exception:
             log.exception("after_job hook %s failed for job %s (ignored)", _name(hook), ctx.job.id)

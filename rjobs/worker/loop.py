@@ -190,8 +190,8 @@ class Worker:
 
     @property
     def busy_threads(self) -> int:
-        """Sync job functions still running in threads (including ones abandoned on cancel)."""
-        return self._runner.threads_busy if self._runner is not None else 0
+        """Sync job functions and hooks still running in threads (including ones abandoned on cancel)."""
+        return self.hooks.threads_busy + (self._runner.threads_busy if self._runner is not None else 0)
 
     # -- run ----------------------------------------------------------------------------------------
     async def run(self, *, install_signal_handlers: bool = False) -> None:

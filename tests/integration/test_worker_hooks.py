@@ -371,6 +371,10 @@ def note(text):
 def open_pool(state):
     if os.environ.get("FAIL_STARTUP"):
         raise RuntimeError("cannot open the pool")
+    if os.environ.get("HANG_STARTUP"):
+        note("hanging")
+        import time
+        time.sleep(1000)
     state.pool = "pool"
     note("startup")
 
@@ -452,3 +456,23 @@ def test_failing_startup_through_the_cli(tmp_path: Path, url: str, redis_sync: r
         env=_env(tmp_path, FAIL_STARTUP="1"), cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+@pytest.mark.slow
+def test_hanging_startup_stopped_by_sigterm(tmp_path: Path, url: str, redis_sync: redis.Redis) -> None:
+    (tmp_path / "hooked.py").write_text(HOOKED_MODULE)
+    before = keyspace_fingerprint(redis_sync)
+    args = [sys.executable, "-m", "rjobs", "worker", "hooked:worker", "--url", url]
+    env = _env(tmp_path, HANG_STARTUP="1")
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "hooks.log", "hanging", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "could not start: on_startup hook open_pool was cancelled" in err and "Traceback" not in err
+    assert keyspace_fingerprint(redis_sync) == before
