@@ -59,7 +59,7 @@ from rjobs.worker.settings import (
     queues_of,
     reconfigured,
 )
-from rjobs.worker.signals import Pulse, signal_handlers
+from rjobs.worker.signals import Pulse, watch_signals
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
 
@@ -200,45 +200,44 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         waker = Waker(self.queues)
         started = False
-        with signal_handlers(self._on_signal, install_signal_handlers):  # also while shutting down
-            try:
-                await self.hooks.startup(self.state, lambda: self._stopping)
-                started = True
-                await self._serve(waker)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    if self._jobs is not None:
-                        self._jobs.hand_back_unstarted()
-                    for served in self._served:  # outcomes still buffered when the worker itself was cancelled
-                        await served.finisher.flush()
-                    if self._runner is not None:
-                        await self._runner.children.aclose()
-                    if started:
-                        await self.hooks.shutdown(self.state)
-                    await waker.aclose()
-                    for q in self._own:
-                        await q.close()
-                self._served, self._jobs = [], None
-                self._stopping = self._force = False
-                log.info("worker %s stopped (%s)", self.worker_id, self.stats)
-
-    async def _serve(self, waker: Waker) -> None:
-        if not await self._start():
-            return  # stopped while waiting for the server
-        jobs = self._setup()
-        self.hooks.ready()
-        async with anyio.create_task_group() as services:
-            services.start_soon(self._keeper.run)
-            services.start_soon(self._reaper.run)
-            for served in self._served:
-                services.start_soon(served.finisher.run)
-            async with anyio.create_task_group() as slots:
-                jobs.start(slots)
-                await self._claim_loop(jobs, waker)
-                await self._wind_down(jobs)
-                slots.cancel_scope.cancel()  # every job has ended: the slots are idle
-            await self._drain()
-            services.cancel_scope.cancel()
+        restore = watch_signals(self._on_signal) if install_signal_handlers else None  # also while shutting down
+        try:
+            await self.hooks.startup(self.state, lambda: self._stopping)
+            started = True
+            if not await self._start():
+                return  # stopped while waiting for the server
+            jobs = self._setup()
+            self.hooks.ready()
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._keeper.run)
+                services.start_soon(self._reaper.run)
+                for served in self._served:
+                    services.start_soon(served.finisher.run)
+                async with anyio.create_task_group() as slots:
+                    jobs.start(slots)
+                    await self._claim_loop(jobs, waker)
+                    await self._wind_down(jobs)
+                    slots.cancel_scope.cancel()  # every job has ended: the slots are idle
+                await self._drain()
+                services.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self._jobs is not None:
+                    self._jobs.hand_back_unstarted()
+                for served in self._served:  # outcomes still buffered when the worker itself was cancelled
+                    await served.finisher.flush()
+                if self._runner is not None:
+                    await self._runner.children.aclose()
+                if started:
+                    await self.hooks.shutdown(self.state)
+                await waker.aclose()
+                for q in self._own:
+                    await q.close()
+            self._served, self._jobs = [], None
+            self._stopping = self._force = False
+            log.info("worker %s stopped (%s)", self.worker_id, self.stats)
+            if restore is not None:
+                restore()
 
     async def _start(self) -> bool:
         """Declare the queues and read the server's clock. While the server cannot be reached or

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["Flag", "Pulse", "scope_factory", "signal_handlers"]
+__all__ = ["Flag", "Pulse", "scope_factory", "watch_signals"]
 
 
 def scope_factory() -> Callable[[], anyio.CancelScope]:
@@ -62,19 +61,16 @@ class Flag:
         return self._set
 
 
-@contextlib.contextmanager
-def signal_handlers(on_signal: Callable[[int], None], install: bool = True) -> Iterator[None]:
-    """Call ``on_signal(signum)`` in the running loop on SIGTERM and SIGINT while inside (main
-    thread only); ``install=False`` does nothing."""
-    if not install:
-        yield
-        return
+def watch_signals(on_signal: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``on_signal(signum)`` in the running loop on SIGTERM and SIGINT (main thread only);
+    returns the function that removes the handlers."""
     loop = asyncio.get_running_loop()
     signums = (signal.SIGTERM, signal.SIGINT)
     for signum in signums:
         loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for signum in signums:
             loop.remove_signal_handler(signum)
+
+    return restore
