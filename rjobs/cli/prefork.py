@@ -147,7 +147,8 @@ class Prefork:
                 if slot.proc is None and slot.restart_at is not None and now >= slot.restart_at and not self.signals:
                     self._start(slot)
             if all(slot.proc is None and (slot.done or self.signals) for slot in self.slots):
-                failed = [c for slot in self.slots for c in slot.codes if c != 0]
+                # A child ended by a signal the parent forwarded (after its own handlers were gone) stopped as asked.
+                failed = [c for slot in self.slots for c in slot.codes if c not in (0, -signal.SIGTERM, -signal.SIGINT)]
                 return 0 if not failed else (failed[0] if failed[0] > 0 else 1)
             time.sleep(POLL)
 

@@ -476,3 +476,17 @@ def test_hanging_startup_stopped_by_sigterm(tmp_path: Path, url: str, redis_sync
     assert proc.returncode == 1, err
     assert "could not start: on_startup hook open_pool was cancelled" in err and "Traceback" not in err
     assert keyspace_fingerprint(redis_sync) == before
+
+
+async def test_on_shutdown_runs_when_the_run_fails_after_start_up() -> None:
+    from rjobs.cli.server import free_port
+
+    calls: list[str] = []
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    w = Worker(
+        "nowhere", {"work": lambda ctx, p: None}, url=url, start_timeout=0.3,
+        on_startup=lambda state: calls.append("startup"), on_shutdown=lambda state: calls.append("shutdown"),
+    )  # fmt: skip
+    with pytest.raises(redis.ConnectionError):
+        await w.run()
+    assert calls == ["startup", "shutdown"]

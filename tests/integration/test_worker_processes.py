@@ -303,3 +303,20 @@ def test_processes_in_burst_mode_end_when_the_queue_is_empty(prefork: Callable[.
         p._reader.join(5)
         assert all(q.get(jid).status == "completed" for jid in ids)
     assert not any("restarting" in line for line in p.lines)
+
+
+@valkey_only
+@pytest.mark.chaos
+def test_a_second_signal_stops_the_children_at_once(prefork: Callable[..., Prefork], url: str) -> None:
+    p = prefork("--processes", "2")
+    p.wait_for(lambda: len(p.children("ready")) == 2, "two children ready")
+    with SyncQueue("pre", url=url) as q:
+        jid = q.enqueue("slow", {"seconds": 60}).id
+        p.wait_for(lambda: q.get(jid).status == "processing", "the long job runs")
+        p.proc.send_signal(signal.SIGTERM)  # graceful: the children wait up to their 5 s grace
+        p.wait_for(lambda: any("shutting the children down" in line for line in p.lines), "the first signal seen")
+        p.proc.send_signal(signal.SIGTERM)  # at once: the job is handed back
+        assert p.proc.wait(timeout=30) == 0, "".join(p.lines)
+        got = q.get(jid)
+        assert (got.status, got.attempt) == ("queued", 0)
+    assert all(gone(pid) for pid, _ in p.children("started").values())
