@@ -99,3 +99,10 @@ def broken_startup(state: Any) -> None:
 def make_failing_worker() -> Worker:
     """A worker whose start-up fails (for the prefork tests)."""
     return Worker(os.environ.get("RJOBS_TEST_QUEUE", "pre"), [slow], on_startup=broken_startup)
+
+
+@job(isolate=True)
+def nap(ctx: Any, params: dict[str, Any]) -> int:
+    """Sleeps ``seconds`` in its child, then returns its pid."""
+    time.sleep(float(params["seconds"]))
+    return os.getpid()

@@ -99,6 +99,19 @@ async def test_results_progress_and_reuse_cross_the_process_boundary(
 
 
 @valkey_only
+@pytest.mark.slow
+async def test_the_lease_is_renewed_while_the_child_runs(queue: Queue, redis_sync: redis.Redis) -> None:
+    jid = (await queue.enqueue("nap", {"seconds": 2.5})).id
+    w = Worker(queue, [processjobs.nap], burst=True, lease=0.6)  # the job outlives four leases
+    with anyio.fail_after(60):
+        await w.run()
+    got = await queue.get(jid)
+    assert (got.status, got.attempt) == ("completed", 1)
+    assert w.stats.lease_lost == 0 and w.stats.heartbeats >= 3
+    assert not any(e["event"] == "lease_expired" for e in job_history(redis_sync, queue.backend.keys.prefix, jid))
+
+
+@valkey_only
 async def test_errors_and_deaths_in_the_child(queue: Queue, tmp_path: Path) -> None:
     declined = (await queue.enqueue("declined", max_attempts=3)).id
     exited = (await queue.enqueue("crash", {"pid_file": str(tmp_path / "a")}, max_attempts=1)).id
