@@ -340,7 +340,7 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> int:
     return int(
         run_from_cli(
             args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst,
-            log_level=args.log_level, log_format=args.log_format,
+            log_level=args.log_level, log_format=args.log_format, processes=args.processes,
         )
     )  # fmt: skip
 

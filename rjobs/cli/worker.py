@@ -3,41 +3,132 @@ overrides, run it with signal handling, and turn the outcome into an exit code."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import inspect
 import json
 import logging
 import os
 import sys
 import time
+import traceback
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
 import redis
 
+from rjobs.cli.prefork import Prefork
+from rjobs.client.partitioned import PartitionedQueue
+from rjobs.client.queue import Queue
 from rjobs.errors import RjobsError
+from rjobs.store.keys import validate_name
+from rjobs.worker.functions import JobFunction
+from rjobs.worker.hooks import StartupFailed
 from rjobs.worker.loop import Worker
 
-__all__ = ["load_target", "run_from_cli"]
+__all__ = ["USAGE", "TargetError", "load_target", "run_from_cli"]
 
 log = logging.getLogger("rjobs.worker")
+USAGE = 2  # docs/cli.md: a target that cannot be loaded is a usage error, like a bad option
+
+
+class TargetError(Exception):
+    """A worker target that cannot be loaded; the message says what was expected and how to fix it."""
 
 
 def load_target(target: str) -> Worker:
-    """Import ``module:attr``: a Worker, or a zero-argument callable returning one."""
+    """Import ``module:attr``: a Worker, or a zero-argument callable returning one; TargetError
+    (one line: what was wrong, what to do) for anything else."""
     module_name, sep, attr = target.partition(":")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        file = Path(module_name)
+        folder = str(file.parent) if str(file.parent) not in ("", ".") else "the current directory"
+        raise TargetError(
+            f"{target!r} is a file path, but rjobs worker takes a module path: use "
+            f"{file.stem}:{attr or 'worker'} and run it from the directory that holds {file.name} ({folder}), "
+            "or add that directory to PYTHONPATH"
+        )
     if not sep or not module_name or not attr:
-        raise ValueError(f"worker target must look like 'module:attr', not {target!r}")
+        raise TargetError(
+            f"worker target must look like module:attr, e.g. {module_name or 'myjobs'}:worker for "
+            f"`worker = rjobs.Worker(...)` in {module_name or 'myjobs'}.py, not {target!r}"
+        )
     if os.getcwd() not in sys.path:  # like `python -m`: the current directory is importable
         sys.path.insert(0, os.getcwd())
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
+    module = _import(module_name)
+    obj: Any = module
+    for i, part in enumerate(attr.split(".")):
+        if not hasattr(obj, part):
+            where = module_name if i == 0 else f"{module_name}:{'.'.join(attr.split('.')[:i])}"
+            raise TargetError(f"{where} has no attribute {part!r}; {_workers_hint(module, module_name)}")
         obj = getattr(obj, part)
-    if not isinstance(obj, Worker) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, Worker):
-        raise TypeError(f"{target} is not an rjobs.Worker (nor a callable returning one)")
-    return obj
+    if isinstance(obj, Worker):
+        return obj
+    what = _not_a_factory(obj)
+    if what is not None:
+        raise TargetError(f"{target} is {what}, not an rjobs.Worker: {_workers_hint(module, module_name)}")
+    try:
+        made = obj()
+    except Exception as exc:
+        raise TargetError(f"calling {target}() to make the worker failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(made, Worker):
+        raise TargetError(f"{target}() returned {type(made).__name__}, not an rjobs.Worker")
+    return made
+
+
+def _import(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            first = exc.name.split(".")[-1]
+            raise TargetError(
+                f"no module named {exc.name!r} (looked in {os.getcwd()} and on PYTHONPATH): run from the "
+                f"directory that holds {first}.py (or its package), or add that directory to PYTHONPATH"
+            ) from exc
+        raise TargetError(f"importing {module_name} failed{_at(exc)}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # the module itself raised: show its error, not "not found"
+        raise TargetError(f"importing {module_name} failed{_at(exc)}: {type(exc).__name__}: {exc}") from exc
+
+
+def _at(exc: BaseException) -> str:
+    """Where in the user's code an import failed (`` at path:line``), '' when unknown."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" at {exc.filename}:{exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+def _not_a_factory(obj: Any) -> str | None:
+    """What ``obj`` is when it cannot make a Worker by being called with no arguments, else None."""
+    if isinstance(obj, JobFunction):
+        return f"the job function {obj.name!r}"
+    if isinstance(obj, (Queue, PartitionedQueue)):
+        return "a queue"
+    if not callable(obj) or isinstance(obj, type):
+        return f"a {type(obj).__name__}" if not isinstance(obj, type) else f"the class {obj.__name__}"
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind()
+    except TypeError:
+        return "a job function" if len(sig.parameters) >= 2 else "a function that takes arguments"
+    return None
+
+
+def _workers_hint(module: ModuleType, module_name: str) -> str:
+    found = [name for name, value in vars(module).items() if isinstance(value, Worker)]
+    if found:
+        return "the Worker it defines is " + " or ".join(f"{module_name}:{name}" for name in found)
+    return (
+        f"define one in {module_name} (worker = rjobs.Worker(queue, [your_job_functions])) and run "
+        f"rjobs worker {module_name}:worker"
+    )
 
 
 class JsonLines(logging.Formatter):
@@ -83,6 +174,9 @@ def run_from_cli(
     burst: bool,
     log_level: str = "INFO",
     log_format: str = "text",
+    processes: int = 1,
+    worker_id: str | None = None,
+    ready_fd: int | None = None,
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
@@ -90,20 +184,41 @@ def run_from_cli(
     else localhost:6379). ``url`` / ``queues`` / ``concurrency`` override the worker's own settings
     when given: ``url`` moves every queue to that server; queues not defined by the worker take
     the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
-    normally, 1 = could not start or crashed, 130 = interrupted at start-up.
+    normally, 1 = could not start (on_startup failed) or crashed, 2 = the target cannot be loaded
+    (one line on stderr saying why and what to do), 130 = interrupted at start-up.
+
+    ``processes`` > 1 runs that many worker processes under this one (:mod:`rjobs.cli.prefork`),
+    each a run of this function with ``worker_id`` ``<id>-<i>`` that writes a byte to ``ready_fd``
+    once it started.
     """
     setup_logging(log_level, log_format)
     try:
         worker = load_target(target)
         worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)
-    except Exception as exc:
-        log.error("cannot load worker %s: %s: %s", target, type(exc).__name__, exc)
-        return 1
+        if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 256:
+            raise ValueError(f"--processes must be 1-256, not {processes}")
+        if worker_id is not None:
+            worker.worker_id = validate_name("worker id", worker_id)
+    except (TargetError, ValueError, TypeError, RjobsError) as exc:  # one line; the cause's traceback with DEBUG
+        if log.isEnabledFor(logging.DEBUG) and exc.__cause__ is not None:
+            log.debug("loading %s", target, exc_info=exc.__cause__)
+        sys.stderr.write(f"rjobs: error: cannot load worker {target}: {exc}\n")
+        return USAGE
+    if processes > 1:
+        options = {"target": target, "url": url, "queues": queues, "concurrency": concurrency, "burst": burst}
+        options.update(log_level=log_level, log_format=log_format)
+        return Prefork(options, processes, worker.worker_id, worker.burst).run()
+    if ready_fd is not None:
+        worker.hooks.when_ready(functools.partial(_tell_ready, ready_fd))
     code = 0
     try:
         anyio.run(functools.partial(worker.run, install_signal_handlers=True), backend="asyncio")
     except KeyboardInterrupt:
         code = 130
+    except StartupFailed as exc:  # one line; the traceback with --log-level DEBUG
+        debug = log.isEnabledFor(logging.DEBUG)
+        log.error("worker %s could not start: %s", worker.worker_id, exc, exc_info=exc if debug else None)
+        code = 1
     except (RjobsError, redis.ConnectionError, redis.TimeoutError) as exc:  # expected: one line, no traceback
         log.error("worker %s stopped: %s: %s", worker.worker_id, type(exc).__name__, exc)
         code = 1
@@ -112,6 +227,13 @@ def run_from_cli(
         code = 1
     _exit_if_threads_linger(worker, code)
     return code
+
+
+def _tell_ready(fd: int) -> None:
+    """Tell a prefork parent that this child started (once: the fd is closed after)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, b"r")
+        os.close(fd)
 
 
 def _exit_if_threads_linger(worker: Worker, code: int) -> None:

@@ -18,6 +18,7 @@ from rjobs.errors import LeaseLost, ValidationError
 from rjobs.models import Asset, ClaimedJob, Progress
 from rjobs.store import codec
 from rjobs.store.scripts import outcome_error
+from rjobs.worker.hooks import WorkerState
 from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import FINAL_WRITE_TIMEOUT
 
@@ -36,12 +37,14 @@ class JobContext:
     """What a running job knows and may do. One per attempt; do not keep it after the function
     returns."""
 
-    __slots__ = ("_held", "_log", "queue", "worker_id")
+    __slots__ = ("_held", "_log", "queue", "state", "worker_id")
 
-    def __init__(self, held: Held, queue: Queue, worker_id: str) -> None:
+    def __init__(self, held: Held, queue: Queue, worker_id: str, state: WorkerState | None = None) -> None:
         self._held = held
         self.queue = queue
         self.worker_id = worker_id
+        #: The worker's shared namespace (what ``on_startup`` put there); the same object in every job.
+        self.state = state if state is not None else WorkerState()
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property

@@ -32,7 +32,9 @@ from rjobs.store.scripts import MoveRequest
 from rjobs.worker.clock import ServerClock
 from rjobs.worker.context import JobContext
 from rjobs.worker.functions import JobFunction, Partial, describe_error, retry_after, retryable
+from rjobs.worker.hooks import Hooks, WorkerState, outcome_of
 from rjobs.worker.inflight import Held, HeldState
+from rjobs.worker.isolation import ChildPool
 from rjobs.worker.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -110,8 +112,13 @@ class JobRunner:
         retry: RetryPolicy,
         limiter: anyio.CapacityLimiter,
         clock: ServerClock,
+        hooks: Hooks | None = None,
+        state: WorkerState | None = None,
     ) -> None:
         self.functions = functions
+        self.hooks = hooks or Hooks()
+        self.state = state if state is not None else WorkerState()
+        self.children = ChildPool(worker_id)  # for isolated functions; no process until one runs
         self.worker_id = worker_id
         self.retry = retry
         self.limiter = limiter
@@ -121,10 +128,19 @@ class JobRunner:
 
     async def execute(self, queue: Queue, moves: Moves, held: Held) -> MoveRequest | None:
         """Run the job; the move that records its outcome, or None when nothing may be written."""
-        job = held.job
         state = held.state
         if state is not HeldState.RUNNING:  # stopped before its slot started it (shutdown)
-            return moves.handback(job) if state is HeldState.HANDBACK else None
+            return moves.handback(held.job) if state is HeldState.HANDBACK else None
+        ctx = JobContext(held, queue, self.worker_id, self.state)
+        if self.hooks.after_job is None:
+            return await self._attempt(queue, moves, held, ctx)
+        started = time.monotonic()
+        request = await self._attempt(queue, moves, held, ctx)
+        await self.hooks.after(ctx, outcome_of(request, moves, held, time.monotonic() - started))
+        return request
+
+    async def _attempt(self, queue: Queue, moves: Moves, held: Held, ctx: JobContext) -> MoveRequest | None:
+        job = held.job
         fn = self.functions.get(job.type)
         if fn is None:
             known = ", ".join(sorted(self.functions)) or "none"
@@ -141,7 +157,6 @@ class JobRunner:
             msg = f"params of {job.type!r} do not match {_type_name(fn.params_type)}: {exc}"
             log.warning("job %s: %s", job.id, msg)
             return moves.fail(job, JobError(code="invalid_params", message=msg))
-        ctx = JobContext(held, queue, self.worker_id)
         if job_log.isEnabledFor(logging.DEBUG):
             facts = self._facts(queue, job)
             job_log.debug("job %s (%s) attempt %d started", job.id, job.type, job.attempt, extra=facts)
@@ -151,7 +166,11 @@ class JobRunner:
         timed_out = False
         with held.scope:
             try:
-                if fn.timeout is not None:
+                if self.hooks.before_job is not None:
+                    await self.hooks.before(ctx)
+                if fn.isolate:  # in a child process, killed at the timeout (rjobs.worker.isolation)
+                    value = await self.children.run(fn, ctx, fn.timeout)
+                elif fn.timeout is not None:
                     with anyio.move_on_after(fn.timeout) as deadline:
                         value = await self._call(fn, ctx, params)
                     timed_out = deadline.cancelled_caught
@@ -247,7 +266,7 @@ class JobRunner:
     def _failed(
         self, moves: Moves, fn: JobFunction[Any], job: ClaimedJob, exc: BaseException, code: str | None = None
     ) -> MoveRequest:
-        tb = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+        tb = (getattr(exc, "child_traceback", None) or "".join(traceback.format_exception(exc)))[-TRACEBACK_LIMIT:]
         error = describe_error(exc, code=code, traceback=tb)
         if not retryable(exc):
             return moves.fail(job, error)

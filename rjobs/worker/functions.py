@@ -16,6 +16,7 @@ is annotated with (validated before the call). Then:
 from __future__ import annotations
 
 import collections.abc
+import importlib
 import inspect
 import math
 import typing
@@ -33,6 +34,7 @@ __all__ = [
     "JobFunction",
     "Partial",
     "Retry",
+    "check_importable",
     "describe_error",
     "error_code",
     "job",
@@ -97,7 +99,10 @@ class JobFunction(Generic[R]):
     ``params`` is the type params are converted to with ``msgspec.convert`` before the call (any
     type msgspec understands); when not given, a msgspec Struct annotation on the function's second
     parameter is used. ``timeout`` (seconds) makes a run that takes longer a retryable failure with
-    code ``timeout``. ``retry`` overrides the worker's backoff policy.
+    code ``timeout``. ``retry`` overrides the worker's backoff policy. ``isolate=True`` runs each
+    attempt in a child process (:mod:`rjobs.worker.isolation`), so ``timeout`` is a hard limit: the
+    process is killed. Such a function must be importable by reference (defined at the top level
+    of a module other than ``__main__``), and its params, result and errors must pickle.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class JobFunction(Generic[R]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         params: Any = None,
+        isolate: bool = False,
     ) -> None:
         if isinstance(fn, JobFunction):
             raise TypeError("already a JobFunction")
@@ -124,6 +130,9 @@ class JobFunction(Generic[R]):
         self.retry = retry
         self.timeout = float(timeout) if timeout is not None else None
         self.is_async = _is_async(fn)
+        self.isolate = bool(isolate)
+        if self.isolate:
+            _check_reference(fn, self.name)
         self.params_type: Any = params if params is not None else _struct_annotation(fn)
         self._empty = _empty_for(fn) if self.params_type is None else None
         _check_signature(fn, self.name)
@@ -138,7 +147,9 @@ class JobFunction(Generic[R]):
 
     def with_name(self, name: str) -> JobFunction[R]:
         """The same function and settings under another registered name."""
-        return JobFunction(self.fn, name=name, retry=self.retry, timeout=self.timeout, params=self.params_type)
+        return JobFunction(
+            self.fn, name=name, retry=self.retry, timeout=self.timeout, params=self.params_type, isolate=self.isolate
+        )
 
     def convert_params(self, params: Any) -> Any:
         """Validate raw params against ``params_type`` (raises msgspec.ValidationError). A job
@@ -168,7 +179,12 @@ def job(fn: Callable[..., R], /) -> JobFunction[R]: ...
 
 @overload
 def job(
-    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: float | None = None, params: Any = None
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    params: Any = None,
+    isolate: bool = False,
 ) -> Callable[[Callable[..., R]], JobFunction[R]]: ...
 
 
@@ -180,11 +196,13 @@ def job(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     params: Any = None,
+    isolate: bool = False,
 ) -> JobFunction[R] | Callable[[Callable[..., R]], JobFunction[R]]:
-    """Decorate a job function, bare (``@job``) or with settings (``@job(timeout=30)``)."""
+    """Decorate a job function, bare (``@job``) or with settings (``@job(timeout=30)``,
+    ``@job(timeout=60, isolate=True)`` for a hard limit in a child process)."""
 
     def wrap(f: Callable[..., R]) -> JobFunction[R]:
-        return JobFunction(f, name=name, retry=retry, timeout=timeout, params=params)
+        return JobFunction(f, name=name, retry=retry, timeout=timeout, params=params, isolate=isolate)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -236,6 +254,34 @@ def _empty_for(fn: Callable[..., Any]) -> dict[str, Any] | list[Any] | None:
     if origin in (list, collections.abc.Sequence, collections.abc.MutableSequence):
         return []
     return None
+
+
+def _check_reference(fn: Callable[..., Any], name: str) -> None:
+    """TypeError unless ``fn`` can be found again by module and qualified name in another process."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    how = "define it with `def` at the top level of an importable module (not in a function, not in __main__)"
+    if not inspect.isfunction(fn) or not module or module in ("__main__", "__mp_main__") or "<" in qualname:
+        where = f"{module}.{qualname}" if module else repr(fn)
+        raise TypeError(f"job function {name!r} has isolate=True but {where} cannot be imported by reference: {how}")
+
+
+def check_importable(jf: JobFunction[Any]) -> None:
+    """TypeError unless an isolated function's module, imported, names this very function."""
+    fn = jf.fn
+    try:
+        obj: Any = importlib.import_module(fn.__module__)
+        for part in fn.__qualname__.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        raise TypeError(
+            f"job function {jf.name!r} has isolate=True but {fn.__module__}.{fn.__qualname__} cannot be "
+            f"imported ({type(exc).__name__}: {exc}): a child process finds it by that name"
+        ) from None
+    if obj is not fn and getattr(obj, "fn", None) is not fn:
+        raise TypeError(
+            f"job function {jf.name!r} has isolate=True but {fn.__module__}.{fn.__qualname__} names another "
+            "object: a child process finds the function by that name"
+        )
 
 
 def _check_signature(fn: Callable[..., Any], name: str) -> None:
@@ -294,6 +340,8 @@ def registry(functions: Functions) -> dict[str, JobFunction[Any]]:
         if name is not None and jf.name != name:
             jf = jf.with_name(name)
         validate_name("job type", jf.name)
+        if jf.isolate:
+            check_importable(jf)
         if jf.name in out:
             raise ValueError(f"two job functions are registered as {jf.name!r}")
         out[jf.name] = jf

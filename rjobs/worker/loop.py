@@ -46,6 +46,7 @@ from rjobs.worker.clock import ServerClock
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
+from rjobs.worker.hooks import Hook, Hooks, WorkerState
 from rjobs.worker.inflight import HeldState
 from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
@@ -58,7 +59,7 @@ from rjobs.worker.settings import (
     queues_of,
     reconfigured,
 )
-from rjobs.worker.signals import Pulse
+from rjobs.worker.signals import Pulse, watch_signals
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
 
@@ -81,7 +82,9 @@ class Worker:
     with code ``poison_pill`` by the reaper. ``burst=True`` returns from :meth:`run` once no job
     is ready, due or running. Queues may be given by name (then ``url`` applies). A server that
     cannot be reached at start is tried again with a back-off, a log line per try, for
-    ``start_timeout`` seconds (None, the default: for as long as it takes).
+    ``start_timeout`` seconds (None, the default: for as long as it takes). ``on_startup``,
+    ``on_shutdown``, ``before_job`` and ``after_job`` are lifecycle hooks, ``state`` the namespace
+    they share with every job (``ctx.state``); see :mod:`rjobs.worker.hooks`.
     """
 
     def __init__(
@@ -100,7 +103,14 @@ class Worker:
         url: str | None = None,
         reap_limit: int = 100,
         start_timeout: float | None = None,
+        on_startup: Hook | None = None,
+        on_shutdown: Hook | None = None,
+        before_job: Hook | None = None,
+        after_job: Hook | None = None,
+        shutdown_timeout: float = 30.0,
     ) -> None:
+        self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
+        self.state = WorkerState()  # ctx.state of every job; on_startup fills it
         self.functions = registry(functions)
         self._own: list[Queue] = []
         self.queues = queues_of(queues, url, self._own)
@@ -170,6 +180,7 @@ class Worker:
             )
         self._stopping = True
         self._force = self._force or force
+        self.hooks.interrupt()
         for scope in (self._idle_scope, self._grace_scope if force else None):
             if scope is not None:
                 scope.cancel()
@@ -180,8 +191,8 @@ class Worker:
 
     @property
     def busy_threads(self) -> int:
-        """Sync job functions still running in threads (including ones abandoned on cancel)."""
-        return self._runner.threads_busy if self._runner is not None else 0
+        """Sync job functions and hooks still running in threads (including ones abandoned on cancel)."""
+        return self.hooks.threads_busy + (self._runner.threads_busy if self._runner is not None else 0)
 
     # -- run ----------------------------------------------------------------------------------------
     async def run(self, *, install_signal_handlers: bool = False) -> None:
@@ -189,17 +200,20 @@ class Worker:
         burst mode, until no job is left to do. Cancelling it hands running jobs back."""
         self._loop = asyncio.get_running_loop()
         waker = Waker(self.queues, list(self.functions))
+        started = False
+        restore = watch_signals(self._on_signal) if install_signal_handlers else None  # also while shutting down
         try:
+            await self.hooks.startup(self.state, lambda: self._stopping)
+            started = True
             if not await self._start():
                 return  # stopped while waiting for the server
             jobs = self._setup()
+            self.hooks.ready()
             async with anyio.create_task_group() as services:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
                 for served in self._served:
                     services.start_soon(served.finisher.run)
-                if install_signal_handlers:
-                    services.start_soon(self._watch_signals)
                 async with anyio.create_task_group() as slots:
                     jobs.start(slots)
                     await self._claim_loop(jobs, waker)
@@ -213,12 +227,18 @@ class Worker:
                     self._jobs.hand_back_unstarted()
                 for served in self._served:  # outcomes still buffered when the worker itself was cancelled
                     await served.finisher.flush()
+                if self._runner is not None:
+                    await self._runner.children.aclose()
+                if started:
+                    await self.hooks.shutdown(self.state)
                 await waker.aclose()
                 for q in self._own:
                     await q.close()
             self._served, self._jobs = [], None
             self._stopping = self._force = False
             log.info("worker %s stopped (%s)", self.worker_id, self.stats)
+            if restore is not None:
+                restore()
 
     async def _start(self) -> bool:
         """Declare the queues and read the server's clock. While the server cannot be reached or
@@ -259,6 +279,8 @@ class Worker:
             retry=self.retry,
             limiter=anyio.CapacityLimiter(self.concurrency),
             clock=self._clock,
+            hooks=self.hooks,
+            state=self.state,
         )
         self._keeper = LeaseKeeper(self._book, self.queues, self.worker_id, lease=self.lease, interval=self.heartbeat)
         self._reaper = Reaper(
@@ -349,12 +371,10 @@ class Worker:
             while len(self._book):
                 await self._book.changed.wait()
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                force = self._stopping
-                log.warning("%s: %s", signal.Signals(signum).name, "stopping now" if force else "shutting down")
-                self.stop(force=force)
+    def _on_signal(self, signum: int) -> None:
+        force = self._stopping
+        log.warning("%s: %s", signal.Signals(signum).name, "stopping now" if force else "shutting down")
+        self.stop(force=force)
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

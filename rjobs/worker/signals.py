@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 
 import anyio
 
-__all__ = ["Flag", "Pulse", "scope_factory"]
+__all__ = ["Flag", "Pulse", "scope_factory", "watch_signals"]
 
 
 def scope_factory() -> Callable[[], anyio.CancelScope]:
@@ -58,3 +59,18 @@ class Flag:
     def is_set(self) -> bool:
         """True once :meth:`set` was called."""
         return self._set
+
+
+def watch_signals(on_signal: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``on_signal(signum)`` in the running loop on SIGTERM and SIGINT (main thread only);
+    returns the function that removes the handlers."""
+    loop = asyncio.get_running_loop()
+    signums = (signal.SIGTERM, signal.SIGINT)
+    for signum in signums:
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    def restore() -> None:
+        for signum in signums:
+            loop.remove_signal_handler(signum)
+
+    return restore

@@ -354,7 +354,7 @@ def test_worker_command_runs_a_module_worker(rjobs: Any, tmp_path: Path, url: st
     assert [q.get(i).result for i in ids] == [0, 2, 4, 6]
     assert all(q.get(i).status == "completed" for i in ids)
     missing = rjobs("worker", "myjobs:nope", "--burst", "--url", url, env=env)
-    assert missing.returncode == 1 and "nope" in missing.stderr
+    assert missing.returncode == 2 and "nope" in missing.stderr
 
 
 @valkey_only

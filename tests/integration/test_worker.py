@@ -569,7 +569,7 @@ def test_run_from_cli_applies_overrides_and_burst(url: str) -> None:
         assert code == 0
         assert {q.get(i).status for i in ids} == {JOB.success}
     for bad in ("tests.workerapp:missing", "no_colon", "tests.workerapp:QUEUE"):
-        assert run_from_cli(bad, url=url, queues=None, concurrency=None, burst=True) == 1
+        assert run_from_cli(bad, url=url, queues=None, concurrency=None, burst=True) == 2  # usage: not a Worker
 
 
 @pytest.mark.anyio
