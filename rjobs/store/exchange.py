@@ -4,13 +4,14 @@ reloads included), and which batches may use a link at all."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 import hiredis
 from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 
-from rjobs.errors import RjobsError, ServerRefused, error_from_reply, server_refusal
+from rjobs.errors import RjobsError, ServerRefused, error_from_reply, reply_text, server_refusal
 from rjobs.store.connection import Each
 from rjobs.store.scripts import Arg, Call, Cmd, Op
 from rjobs.store.wire import blocks, pack, parse_reply, wire
@@ -30,6 +31,7 @@ __all__ = [
     "reads_only",
     "refused_read",
     "rerun",
+    "script_error",
     "shebang_refused",
 ]
 
@@ -42,6 +44,35 @@ Plan = Generator[Op | list[Op], Any, T]
 REPLY_ERRORS = (ResponseError, BusyLoadingError)
 
 
+#: How Redis before 7 words a refusal met by ``redis.call`` inside a script: the script's error
+#: wraps the server's reply (with its ``-`` prefix), or an ACL refusal's own sentence.
+_IN_SCRIPT = re.compile(
+    r"Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: @user_script: \d+: (.*)",
+    re.S,
+)
+_ACL_IN_SCRIPT = "The user executing the script can't"
+
+
+def script_error(reply: BaseException | str) -> RjobsError:
+    """A script call's error reply as its exception (:func:`rjobs.errors.error_from_reply`).
+
+    Without the shebang's flags (Redis 6.2) the server does not refuse a script up front on a
+    replica, at ``maxmemory`` or when it cannot persist: the script runs until its first write is
+    refused (a later write is never refused for memory once one went through) and the refusal comes
+    wrapped in a script error. The scripts read and decide before they write, so nothing was
+    written: unwrapped, it is the typed refusal (ReadOnly, OutOfMemory, PermissionDenied)."""
+    found = _IN_SCRIPT.search(reply_text(reply))
+    if found is not None:
+        inner = found.group(1)
+        if inner.startswith("-"):
+            refused = server_refusal(inner[1:])
+        else:
+            refused = server_refusal(f"NOPERM {inner}") if inner.startswith(_ACL_IN_SCRIPT) else None
+        if refused is not None:
+            return refused
+    return error_from_reply(reply)
+
+
 def decode_one(op: Op, raw: Any) -> Any:
     """One raw reply as its op's result: the decoded value, a script error as its typed
     exception, a plain read refused by the server's state as its typed refusal (not raised)."""
@@ -49,7 +80,7 @@ def decode_one(op: Op, raw: Any) -> Any:
         return raw
     if isinstance(raw, REPLY_ERRORS):
         if isinstance(op, Call):
-            return error_from_reply(raw)
+            return script_error(raw)
         return server_refusal(raw) or raw  # a read refused by the server's state: typed
     return op.decode(raw) if isinstance(op, Call) else raw
 
@@ -123,7 +154,7 @@ def decoder(ops: Sequence[Op], sent: list[int]) -> Each:
         if isinstance(op, Cmd):
             return (server_refusal(raw) or raw) if isinstance(raw, ResponseError) else parse_reply(op, raw)
         if isinstance(raw, ResponseError):
-            return NOT_RUN if is_noscript(raw) else error_from_reply(raw)
+            return NOT_RUN if is_noscript(raw) else script_error(raw)
         return op.decode(raw)
 
     return decode

@@ -20,6 +20,7 @@ from rjobs import JobRequest, Queue, SyncQueue
 from rjobs.cli.server import LocalServer
 from rjobs.store.connection import Link, LinkSettings, SyncLink
 from rjobs.store.scripts import load_script
+from tests.helpers import script_for
 
 pytestmark = pytest.mark.chaos
 
@@ -299,7 +300,7 @@ def _mixed_batch(q: SyncQueue | Queue) -> list[Any]:
 def _only_enqueue_loaded(url: str) -> None:
     with redis.Redis.from_url(url) as admin:
         admin.script_flush()
-        admin.script_load(load_script("enqueue").source)
+        admin.script_load(script_for(admin, load_script("enqueue"))[0])
 
 
 def test_sync_batch_with_one_script_missing_resends_only_that_call(url: str) -> None:

@@ -54,8 +54,8 @@ def clean_cluster(cluster: LocalCluster) -> LocalCluster:
 def fresh_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
     """A new 3+3 cluster with a 1 s node timeout, for tests that kill nodes or move slots.
 
-    valkey unless parametrized indirectly with a kind from SERVER_KINDS:
-    ``@pytest.mark.parametrize("fresh_cluster", SERVER_KINDS, indirect=True)``."""
+    valkey unless parametrized indirectly with a kind from CLUSTER_KINDS (not 6.2):
+    ``@pytest.mark.parametrize("fresh_cluster", CLUSTER_KINDS, indirect=True)``."""
     kind = getattr(request, "param", "valkey")
     binary = server_binary(kind)
     fresh = _started(LocalCluster(binary, node_timeout_ms=1000, data_dir=tmp_path / "cluster"))

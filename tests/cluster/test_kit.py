@@ -13,7 +13,7 @@ from redis.retry import Retry
 from rjobs.cli.server import find_redis_server, find_valkey_binary
 from rjobs.store.keys import QueueKeys
 from tests.clusterkit import SLOTS, ClusterUnavailable, LocalCluster, slot_of
-from tests.helpers import SERVER_KINDS
+from tests.helpers import CLUSTER_KINDS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -71,7 +71,7 @@ def test_queue_names_land_on_each_master(clean_cluster: LocalCluster) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fresh_cluster", SERVER_KINDS, indirect=True)
+@pytest.mark.parametrize("fresh_cluster", CLUSTER_KINDS, indirect=True)
 def test_split_migration_redirects(fresh_cluster: LocalCluster) -> None:
     src, dst = fresh_cluster.masters()[:2]
     name = fresh_cluster.queue_name_on(src)
@@ -131,7 +131,7 @@ def test_migrate_slot_with_traffic_between_batches(fresh_cluster: LocalCluster) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fresh_cluster", SERVER_KINDS, indirect=True)
+@pytest.mark.parametrize("fresh_cluster", CLUSTER_KINDS, indirect=True)
 def test_failover_promotes_the_replica(fresh_cluster: LocalCluster) -> None:
     old = fresh_cluster.masters()[0]
     (heir,) = fresh_cluster.replicas(old)

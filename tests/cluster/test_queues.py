@@ -22,7 +22,7 @@ from rjobs.machines import JOB
 from rjobs.store.keys import QueueKeys
 from rjobs.store.transport import AsyncRunner
 from tests.clusterkit import LocalCluster, slot_of
-from tests.helpers import SERVER_KINDS
+from tests.helpers import CLUSTER_KINDS
 from tests.invariants import assert_indexes_consistent
 
 
@@ -164,7 +164,7 @@ async def _drain_while(cluster: LocalCluster, name: str, change: Any, jobs: int 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fresh_cluster", SERVER_KINDS, indirect=True)
+@pytest.mark.parametrize("fresh_cluster", CLUSTER_KINDS, indirect=True)
 @pytest.mark.anyio
 async def test_a_slot_migrated_under_a_draining_worker(fresh_cluster: LocalCluster) -> None:
     src, dst = fresh_cluster.masters()[:2]

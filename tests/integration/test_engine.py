@@ -30,7 +30,7 @@ from rjobs import (
 from rjobs.models import Undecodable
 from rjobs.store.keys import QueueKeys
 from rjobs.store.scripts import Call, compile_machine
-from tests.helpers import job_history, keyspace_fingerprint, lease_number
+from tests.helpers import job_history, keyspace_fingerprint, lease_number, script_for
 from tests.invariants import assert_indexes_consistent
 
 JOB = machines.JOB
@@ -265,11 +265,10 @@ def test_raw_evalsha_cannot_forge_keys(q: SyncQueue, redis_sync: redis.Redis) ->
     call = q.backend.scripts.transition("x", [rjobs.store.scripts.MoveRequest("a}b:c", "processing")])
     assert q.backend.run(call)[0].startswith("RJ_INVALID")
     claim = q.backend.scripts.claim("w", 1, 30_000).script
-    redis_sync.script_load(claim.source)
+    source, sha = script_for(redis_sync, claim)
+    redis_sync.script_load(source)
     with pytest.raises(redis.ResponseError, match="RJ_INVALID"):
-        redis_sync.evalsha(
-            claim.sha, 2, "rjobs:{other}:machine", "rjobs:{other}:events", "rjobs:{engine}:", "w", 1, 1000, 1
-        )
+        redis_sync.evalsha(sha, 2, "rjobs:{other}:machine", "rjobs:{other}:events", "rjobs:{engine}:", "w", 1, 1000, 1)
     assert keyspace_fingerprint(redis_sync, "*") == before
 
 

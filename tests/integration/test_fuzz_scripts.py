@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rjobs import JobRequest, SyncQueue, machines
 from rjobs.store.scripts import load_script, script_names
-from tests.helpers import keyspace_fingerprint
+from tests.helpers import keyspace_fingerprint, script_for
 from tests.invariants import assert_indexes_consistent
 
 pytestmark = pytest.mark.slow
@@ -212,9 +212,10 @@ def raw_call(client: redis.Redis, name: str, argv: list[str], shape: str) -> Any
         keys = ["rjobs:{other}:machine", "rjobs:{other}:events"]
     elif shape == "bad prefix":
         prefix = "rjobs:{fuzz}:job:"
-    client.script_load(script.source)
+    source, sha = script_for(client, script)
+    client.script_load(source)
     try:
-        return client.execute_command("EVALSHA", script.sha, 2, *keys, prefix, *argv)
+        return client.execute_command("EVALSHA", sha, 2, *keys, prefix, *argv)
     except redis.ResponseError as exc:
         return exc
 

@@ -30,7 +30,7 @@ from rjobs.cli.server import (
     free_port,
 )
 from rjobs.errors import ValidationError
-from tests.helpers import SERVER_KINDS, keyspace_fingerprint, server_binary
+from tests.helpers import SERVER_KINDS, keyspace_fingerprint, kind_of, server_binary
 
 
 def _client(url: str) -> redis.Redis:
@@ -48,7 +48,7 @@ def _refuses(url: str) -> bool:
 
 
 def test_shared_server_fixture_is_flushed_and_answers(server: LocalServer, redis_sync: redis.Redis) -> None:
-    assert server.name in SERVER_KINDS
+    assert kind_of(server) in SERVER_KINDS
     assert redis_sync.ping() is True
     assert redis_sync.dbsize() == 0
     redis_sync.set("rjobs:leftover", b"x")  # the next parametrization must not see this
@@ -60,7 +60,7 @@ def test_local_server_starts_answers_and_stops(kind: str) -> None:
     server = LocalServer(binary)
     with server:
         pid, data_dir = server.pid, server.data_dir
-        assert pid is not None and server.name == kind
+        assert pid is not None and kind_of(server) == kind and server.name == kind.removesuffix("62")
         assert server.url == f"redis://127.0.0.1:{server.port}/0"
         with _client(server.url) as client:
             assert client.ping() is True
@@ -69,6 +69,7 @@ def test_local_server_starts_answers_and_stops(kind: str) -> None:
         # The version must be the server's own (valkey also reports a redis_version of 7.2.4).
         banner = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
         assert f"v={server.version()} " in banner
+        assert server.version().startswith("6.2.") == (kind == "redis62")
         assert data_dir.is_dir()
     assert server.pid is None
     assert not data_dir.exists()  # the temp dir it made for itself is gone
