@@ -83,19 +83,22 @@ def run_from_cli(
     burst: bool,
     log_level: str = "INFO",
     log_format: str = "text",
+    health: tuple[str | None, int | None, str | None] = (None, None, None),
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
     The worker serves its queues on the servers they name (``Queue(url=...)``, else REDIS_URL,
     else localhost:6379). ``url`` / ``queues`` / ``concurrency`` override the worker's own settings
     when given: ``url`` moves every queue to that server; queues not defined by the worker take
-    the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
+    the first queue's machine, config and server. ``burst`` turns burst mode on. ``health``: the
+    health file, port and host (rjobs.worker.health), each None to keep the worker's own. 0 = stopped
     normally, 1 = could not start or crashed, 130 = interrupted at start-up.
     """
     setup_logging(log_level, log_format)
     try:
         worker = load_target(target)
         worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)
+        worker.health.configure(*health)
     except Exception as exc:
         log.error("cannot load worker %s: %s: %s", target, type(exc).__name__, exc)
         return 1

@@ -58,6 +58,7 @@ class QueueKeys:
         "seq",
         "wake",
         "workers",
+        "workers_info",
     )
 
     def __init__(self, queue: str) -> None:
@@ -74,6 +75,7 @@ class QueueKeys:
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
         self.wake = p + "wake"  # list: at most one token that wakes an idle worker
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
+        self.workers_info = p + "workers:info"  # hash: worker id -> its details as JSON (rjobs.worker.presence)
 
     def job(self, job_id: str) -> str:
         """Hash with the job's flat fields."""

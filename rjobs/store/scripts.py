@@ -298,13 +298,14 @@ class Scripts:
         return self._call("claim", [worker, max_jobs, lease_ms, promote], _decode_claim)
 
     def heartbeat(
-        self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: bool = True
+        self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: int = 1, info: bytes = b""
     ) -> Call[list[str]]:
-        """Renew leases; per job 'ok' | 'cancel' | 'lost'. ``register``: list the holder as a live
-        worker (a worker does, a manual holder does not)."""
+        """Renew leases; per job 'ok' | 'cancel' | 'lost'. ``register``: 1 lists the holder as a live
+        worker (a worker does, a manual holder passes 0), with ``info`` (a JSON object) as its
+        details; 2 drops a leaving worker and its details (no pairs)."""
         pairs = list(held)
         flat: list[Arg] = [x for pair in pairs for x in pair]
-        args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat]
+        args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat, *([info] if info else [])]
         return self._call("heartbeat", args, _strings, (job for job, _ in pairs))
 
     def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:

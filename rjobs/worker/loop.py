@@ -46,9 +46,11 @@ from rjobs.worker.clock import ServerClock
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
+from rjobs.worker.health import Health, HealthPath
 from rjobs.worker.inflight import HeldState
 from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
+from rjobs.worker.presence import Presence
 from rjobs.worker.reaper import Reaper
 from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.settings import (
@@ -80,7 +82,8 @@ class Worker:
     with code ``poison_pill`` by the reaper. ``burst=True`` returns from :meth:`run` once no job
     is ready, due or running. Queues may be given by name (then ``url`` applies). A server that
     cannot be reached at start is tried again with a back-off, a log line per try, for
-    ``start_timeout`` seconds (None, the default: for as long as it takes).
+    ``start_timeout`` seconds (None, the default: for as long as it takes). ``health_file`` and
+    ``health_port`` (on ``health_host``) tell supervisors it heartbeats (:mod:`rjobs.worker.health`).
     """
 
     def __init__(
@@ -99,6 +102,9 @@ class Worker:
         url: str | None = None,
         reap_limit: int = 100,
         start_timeout: float | None = None,
+        health_file: HealthPath | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
     ) -> None:
         self.functions = registry(functions)
         self._own: list[Queue] = []
@@ -114,6 +120,7 @@ class Worker:
         self.reap_limit = reap_limit
         self.start_timeout = start_timeout  # None: keep trying to reach the server at start
         self.stats = WorkerStats()
+        self.health = Health(self.worker_id, self.heartbeat, health_file, health_port, health_host)
         self._validate()
         self._stopping = False
         self._force = False
@@ -168,6 +175,7 @@ class Worker:
                 "worker %s stopping: no new jobs; waiting up to %.1f s for running ones", self.worker_id, self.grace
             )
         self._stopping = True
+        self.health.stop()
         self._force = self._force or force
         for scope in (self._idle_scope, self._grace_scope if force else None):
             if scope is not None:
@@ -195,6 +203,7 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
+                services.start_soon(self.health.serve)
                 for served in self._served:
                     services.start_soon(served.finisher.run)
                 if install_signal_handlers:
@@ -212,6 +221,8 @@ class Worker:
                     self._jobs.hand_back_unstarted()
                 for served in self._served:  # outcomes still buffered when the worker itself was cancelled
                     await served.finisher.flush()
+                if self._served:  # a clean stop: unlisted at once, not a few leases later
+                    await self._keeper.leave()
                 await waker.aclose()
                 for q in self._own:
                     await q.close()
@@ -259,7 +270,10 @@ class Worker:
             limiter=anyio.CapacityLimiter(self.concurrency),
             clock=self._clock,
         )
-        self._keeper = LeaseKeeper(self._book, self.queues, self.worker_id, lease=self.lease, interval=self.heartbeat)
+        self._keeper = LeaseKeeper(
+            self._book, self.queues, self.worker_id, lease=self.lease, interval=self.heartbeat,
+            details=Presence(self, self._book, self._clock).info, on_round=self.health.beat,
+        )  # fmt: skip
         self._reaper = Reaper(
             self.queues,
             self.stats,
