@@ -10,6 +10,7 @@ within :data:`ALIVE_WINDOW_MS`, the window ``rjobs stats`` counts its workers in
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,14 +93,18 @@ def warn_if_unserved(client: redis.Redis, queue: str, new: bool, out: Output) ->
 
 class QueueWatchers:
     """For ``rjobs watch``: says on stderr when no worker is alive for the job's queue, and again
-    when one appears or the last one disappears."""
+    when one appears or the last one disappears (read at most once a second)."""
 
     def __init__(self, client: redis.Redis, queue: str, out: Output) -> None:
         self.client, self.queue, self.out = client, queue, out
         self.alive: bool | None = None
+        self.next_check = 0.0
 
     def check(self) -> None:
         """Read the queue's live workers; print a notice when that changed (or, first, when none)."""
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + 1.0
         try:
             alive = read_workers(self.client, [self.queue])[1][self.queue] > 0
         except redis.RedisError:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -36,7 +37,8 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Servic
 
 class Health:
     """A worker's liveness signals: the health file and the HTTP endpoint (each optional).
-    ``beat(ok)`` is told the outcome of every heartbeat round, ``stop()`` that shutdown began."""
+    ``beat(ok)`` is told the outcome of every heartbeat round; ``stopping()`` says whether the
+    worker is shutting down."""
 
     def __init__(
         self,
@@ -45,8 +47,10 @@ class Health:
         file: HealthPath | None = None,
         port: int | None = None,
         host: str = "127.0.0.1",
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.worker_id = worker_id
+        self.stopping = stopping
         self.interval = interval
         self.file: Path | None = None
         self.port: int | None = None
@@ -55,7 +59,6 @@ class Health:
         #: The port the endpoint listens on once serving (``port=0`` picks a free one).
         self.bound_port: int | None = None
         self.last_ok: float | None = None  # monotonic time of the last good heartbeat round
-        self.stopping = False
 
     def configure(self, file: HealthPath | None = None, port: int | None = None, host: str | None = None) -> None:
         """Set the health file, the port (0: any free one) and the host it listens on; None keeps
@@ -79,14 +82,10 @@ class Health:
             except OSError as exc:
                 log.warning("cannot touch the health file %s: %s", self.file, exc)
 
-    def stop(self) -> None:
-        """The worker is shutting down: the endpoint answers 503 from now on."""
-        self.stopping = True
-
     def status(self) -> tuple[int, dict[str, object]]:
         """The endpoint's answer now: (HTTP status, JSON body)."""
         age = None if self.last_ok is None else time.monotonic() - self.last_ok
-        if self.stopping:
+        if self.stopping():
             state = "stopping"
         elif age is None:
             state = "starting"
@@ -101,14 +100,16 @@ class Health:
 
     async def serve(self) -> None:
         """Serve the endpoint until cancelled (returns at once without ``port``)."""
-        self.stopping, self.last_ok = False, None
         if self.port is None:
             return
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-        async with listener:
-            self.bound_port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-            log.info("worker %s: health endpoint on http://%s:%d/health", self.worker_id, self.host, self.bound_port)
-            await listener.serve(self._answer)
+        try:
+            async with listener:
+                self.bound_port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+                log.info("worker %s: health on http://%s:%d/health", self.worker_id, self.host, self.bound_port)
+                await listener.serve(self._answer)
+        finally:
+            self.bound_port = self.last_ok = None  # a later run starts afresh
 
     async def _answer(self, stream: anyio.abc.SocketStream) -> None:
         try:

@@ -120,7 +120,9 @@ class Worker:
         self.reap_limit = reap_limit
         self.start_timeout = start_timeout  # None: keep trying to reach the server at start
         self.stats = WorkerStats()
-        self.health = Health(self.worker_id, self.heartbeat, health_file, health_port, health_host)
+        self.health = Health(
+            self.worker_id, self.heartbeat, health_file, health_port, health_host, lambda: self._stopping
+        )
         self._validate()
         self._stopping = False
         self._force = False
@@ -175,7 +177,6 @@ class Worker:
                 "worker %s stopping: no new jobs; waiting up to %.1f s for running ones", self.worker_id, self.grace
             )
         self._stopping = True
-        self.health.stop()
         self._force = self._force or force
         for scope in (self._idle_scope, self._grace_scope if force else None):
             if scope is not None:

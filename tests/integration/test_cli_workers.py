@@ -136,6 +136,7 @@ def test_workers_lists_a_live_worker_its_health_signals_and_a_clean_stop(
 
 
 @pytest.mark.chaos
+@pytest.mark.slow
 def test_a_killed_worker_is_unlisted_by_another_workers_reaper(procs: Procs, redis_sync: redis.Redis) -> None:
     victim = procs.worker()
     vid = wait_until(lambda: worker_id_of(redis_sync, victim), "the victim listed", lambda: procs.log(victim))

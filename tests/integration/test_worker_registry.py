@@ -6,6 +6,7 @@ workers (in process here; subprocesses in tests/integration/test_cli_workers.py)
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import urllib.error
@@ -14,12 +15,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import anyio
 import pytest
 import redis
+from rich.console import Console
 
 from rjobs.about import VERSION
+from rjobs.cli.roster import read_workers, workers_table
 from rjobs.client.queue import Queue
 from rjobs.errors import ValidationError
 from rjobs.worker.context import JobContext
@@ -115,6 +119,21 @@ async def test_the_reaper_drops_the_details_of_a_silent_worker(queue: Queue, red
     assert [f.decode() for f in redis_sync.hkeys(b.keys.workers_info)] == ["alive"]
     assert [m.decode() for m in redis_sync.zrange(b.keys.workers, 0, -1)] == ["alive"]
     assert_indexes_consistent(redis_sync, "work", queue.machine)
+
+
+async def test_a_worker_without_details_is_listed_all_the_same(queue: Queue, redis_sync: redis.Redis) -> None:
+    """A worker of an older rjobs (its claims list it, it publishes no details) shows with what is
+    known: its id, the queues listing it and its heartbeat."""
+    await queue.declare()
+    await queue.backend.claim("old-worker", 1, 30_000)
+    workers, alive = read_workers(redis_sync, ["work"])
+    assert alive == {"work": 1}
+    (w,) = workers
+    assert w["id"] == "old-worker" and w["queues"] == w["seen_in"] == ["work"] and w["alive"] and "host" not in w
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(workers_table(workers))
+    row = next(line for line in console.export_text().splitlines() if "old-worker" in line)
+    assert row.split("│")[2].strip() == "-", "an unknown host shows as -"
 
 
 @pytest.mark.parametrize(
@@ -214,7 +233,9 @@ async def test_health_file_and_endpoint_follow_the_heartbeats(
         monkeypatch.undo()
         await until(lambda: healthy_now(port), "healthy again once heartbeats succeed")
         assert path.stat().st_mtime_ns > stale
-        w.health.stop()  # what stop() does first: a stopping worker is not healthy
-        assert (await health(port))[1]["status"] == "stopping"
+        await queue.enqueue("nap", {"seconds": 1.5})
+        await until(lambda: details(redis_sync, queue, "w-health").get("in_flight") == 1, "the job running")
+        w.stop()  # the job may finish within the grace; meanwhile the worker is not healthy
+        assert (await health(port)) == (503, {**body, "status": "stopping", "last_heartbeat_age_s": ANY})
     with pytest.raises(OSError):
         get_health(port)  # the endpoint closed with the worker
