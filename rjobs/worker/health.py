@@ -102,7 +102,12 @@ class Health:
         """Serve the endpoint until cancelled (returns at once without ``port``)."""
         if self.port is None:
             return
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        except OSError as exc:  # the worker stops: a supervisor probing this port would see it dead anyway
+            raise OSError(
+                exc.errno, f"health endpoint cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from exc
         try:
             async with listener:
                 self.bound_port = int(listener.extra(anyio.abc.SocketAttribute.local_port))

@@ -9,6 +9,7 @@ import inspect
 import io
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -239,3 +240,18 @@ async def test_health_file_and_endpoint_follow_the_heartbeats(
         assert (await health(port)) == (503, {**body, "status": "stopping", "last_heartbeat_age_s": ANY})
     with pytest.raises(OSError):
         get_health(port)  # the endpoint closed with the worker
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+async def test_a_taken_health_port_stops_the_worker_with_a_clear_error(queue: Queue, redis_sync: redis.Redis) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        w = Worker(queue, [nap], lease=1.5, health_port=port, worker_id="w-taken")
+        with pytest.raises(Exception) as caught, anyio.fail_after(20):  # noqa: PT011 - checked below
+            await w.run()
+    errors = getattr(caught.value, "exceptions", (caught.value,))  # an ExceptionGroup of the task group
+    assert any(f"health endpoint cannot listen on 127.0.0.1:{port}" in str(e) for e in errors), errors
+    assert redis_sync.zscore(queue.backend.keys.workers, "w-taken") is None, "unlisted on the way out"
+    assert not redis_sync.exists(queue.backend.keys.workers_info)
