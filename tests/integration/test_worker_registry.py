@@ -249,7 +249,7 @@ async def test_a_taken_health_port_stops_the_worker_with_a_clear_error(queue: Qu
         taken.listen()
         port = taken.getsockname()[1]
         w = Worker(queue, [nap], lease=1.5, health_port=port, worker_id="w-taken")
-        with pytest.raises(Exception) as caught, anyio.fail_after(20):  # noqa: PT011 - checked below
+        with pytest.raises(Exception) as caught, anyio.fail_after(20):  # checked below
             await w.run()
     errors = getattr(caught.value, "exceptions", (caught.value,))  # an ExceptionGroup of the task group
     assert any(f"health endpoint cannot listen on 127.0.0.1:{port}" in str(e) for e in errors), errors
