@@ -28,22 +28,21 @@ ALIVE_WINDOW_MS = 30_000
 
 
 def read_workers(client: redis.Redis, queues: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The workers listed in ``queues`` (one pipeline), freshest first, each with its details and
-    ``last_heartbeat_ms``, ``age_ms``, ``alive`` and ``seen_in`` (the queues that list it); and
-    the live workers per queue."""
-    pipe = client.pipeline(transaction=False)
-    pipe.time()
+    """The workers listed in ``queues`` (one pipeline, then the server's TIME), freshest first,
+    each with its details and ``last_heartbeat_ms``, ``age_ms``, ``alive`` and ``seen_in`` (the
+    queues that list it); and the live workers per queue."""
+    pipe = client.pipeline(transaction=False)  # TIME stays out: a cluster pipeline refuses it
     for name in queues:
         k = QueueKeys(name)
         pipe.zrange(k.workers, 0, -1, withscores=True)
         pipe.hgetall(k.workers_info)
     raw: list[Any] = pipe.execute()
-    seconds, micros = raw[0]
+    seconds, micros = client.time()
     now = int(seconds) * 1000 + int(micros) // 1000
     found: dict[str, dict[str, Any]] = {}
     alive: dict[str, int] = {}
     for i, name in enumerate(queues):
-        listed, infos = raw[1 + 2 * i], raw[2 + 2 * i]
+        listed, infos = raw[2 * i], raw[2 * i + 1]
         alive[name] = 0
         for member, score in listed:
             wid = member.decode()

@@ -306,7 +306,7 @@ class Scripts:
         pairs = list(held)
         flat: list[Arg] = [x for pair in pairs for x in pair]
         args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat, *([info] if info else [])]
-        return self._call("heartbeat", args, _strings, (job for job, _ in pairs))
+        return self._call("heartbeat", args, _strings, (job for job, _ in pairs), (self.keys.workers_info,))
 
     def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Client-side moves; one outcome string per request (see :func:`outcome_error`)."""
@@ -344,6 +344,7 @@ class Scripts:
             "reap",
             [limit, max_lease_losses, purge, worker_ttl_ms],
             lambda r: (int(r[0]), int(r[1]), int(r[2])),
+            more=(self.keys.workers_info,),
         )
 
     def add_asset(
