@@ -12,7 +12,8 @@ and asserts what every script promises to keep true, whatever sequence of calls 
 - a waiting job waits for something: its count of pending dependencies equals the number of its
   dependencies that have not ended, and that number is above zero (no waiting job whose
   dependencies are all final) unless someone moved the job there by hand (a manual block);
-- a dedupe key names a job that carries that key.
+- a dedupe key names a job that carries that key;
+- every worker described in ``workers:info`` is listed in ``workers``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
         assert int(float(h[b"lease_deadline_ms"])) == int(leases[jid]), f"{jid}: lease deadline disagrees"
     for jid, h in jobs.items():
         assert jid in leased or b"lease_deadline_ms" not in h, f"job {jid} keeps a lease deadline, not leased"
+    listed = {m.decode() for m in client.zrange(k.workers, 0, -1)}
+    described = {f.decode() for f in client.hkeys(k.workers_info)}
+    assert described <= listed, f"details of workers no longer listed: {sorted(described - listed)}"
 
     for key in client.scan_iter(match=k.prefix + "owner:*", count=1000):
         user = key.decode()[len(k.prefix) + 6 :]

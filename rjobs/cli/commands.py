@@ -24,6 +24,7 @@ from rjobs.cli import embedded
 from rjobs.cli import server as servers
 from rjobs.cli.live import JobWatch
 from rjobs.cli.render import Output, history_table, jobs_table, queue_stats, show_job, stats_table
+from rjobs.cli.roster import QueueWatchers, warn_if_unserved
 from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import default_actor
 from rjobs.errors import JobNotFound, MachineConflict, RjobsError, ValidationError
@@ -134,13 +135,16 @@ def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
     """Create a job; stdout gets its id (or the EnqueueOutcome as JSON)."""
     params = _json_arg(args.params, "--params") if args.params is not None else None
     machine = MACHINES[args.machine or "job"]
-    q = open_queue(connect(resolve_url(args.url, out)), args.queue, create=machine, require=args.machine is not None)
+    client = connect(resolve_url(args.url, out))
+    new = not client.exists(QueueKeys(args.queue).machine)  # warned below when nobody serves it
+    q = open_queue(client, args.queue, create=machine, require=args.machine is not None)
     outcome = q.enqueue(
         args.type, params, priority=_priority(args.priority), user_id=args.user, delay=args.delay,
         run_at=_when(args.run_at) if args.run_at else None,
         dedupe_key=args.dedupe_key, dedupe=args.dedupe, max_attempts=args.max_attempts,
         depends_on=args.depends_on or (),
     )  # fmt: skip
+    warn_if_unserved(client, args.queue, new, out)
     if out.json:
         out.json_doc(outcome)
         return EXIT["ok"]
@@ -261,9 +265,11 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
         return (last[0][0].decode() if last else "0-0"), codec.job_from_hash(raw)
 
     after, job = snapshot()  # the stream position first: no event between the two is missed
+    served = QueueWatchers(q.client, q.name, out)  # says when no worker is alive, and when that changes
     with JobWatch(out, q.machine) as view:
         view.start(job)
         while not q.machine.is_final(job.status):
+            served.check()
             reply: Any = q.client.xread({stream: after}, count=1000, block=1000)
             for _, entries in reply or []:
                 for ev in codec.events_from_entries(entries):
@@ -341,6 +347,7 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> int:
         run_from_cli(
             args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst,
             log_level=args.log_level, log_format=args.log_format, processes=args.processes,
+            health=(args.health_file, args.health_port, args.health_host),
         )
     )  # fmt: skip
 

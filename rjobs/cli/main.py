@@ -28,6 +28,7 @@ from rjobs.cli.commands import (
     cmd_watch,
     cmd_worker,
 )
+from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.render import Output
 
 __all__ = ["build_parser", "main"]
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("queues", cmd_queues, "every queue on the server, with its jobs per state")
 
+    p = command("workers", cmd_workers, "live workers: host, pid, queues, jobs in flight (all queues by default)")
+    p.add_argument("-q", "--queue", action="append", help="only workers of these queues (repeatable)")
+
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events (JSON lines with --json)")
@@ -119,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="INFO: a line per job that succeeded, failed or is retried; DEBUG: and when each starts",
     )  # fmt: skip
     p.add_argument("--log-format", default="text", choices=("text", "json"), help="json: one object per line")
+    p.add_argument("--health-file", metavar="PATH", help="touch PATH after every good heartbeat (for liveness probes)")
+    p.add_argument("--health-port", type=int, metavar="PORT", help="serve GET /health: 200 while heartbeats are fresh")
+    p.add_argument("--health-host", metavar="HOST", help="address --health-port listens on (default 127.0.0.1)")
 
     p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on, data in $RJOBS_HOME/data)")
     p.add_argument("--port", type=int, help="TCP port (default: $RJOBS_SERVER_PORT, else its last one, else 6390)")

@@ -177,13 +177,15 @@ def run_from_cli(
     processes: int = 1,
     worker_id: str | None = None,
     ready_fd: int | None = None,
+    health: tuple[str | None, int | None, str | None] = (None, None, None),
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
     The worker serves its queues on the servers they name (``Queue(url=...)``, else REDIS_URL,
     else localhost:6379). ``url`` / ``queues`` / ``concurrency`` override the worker's own settings
     when given: ``url`` moves every queue to that server; queues not defined by the worker take
-    the first queue's machine, config and server. ``burst`` turns burst mode on. 0 = stopped
+    the first queue's machine, config and server. ``burst`` turns burst mode on. ``health``: the
+    health file, port and host (rjobs.worker.health), each None to keep the worker's own. 0 = stopped
     normally, 1 = could not start (on_startup failed) or crashed, 2 = the target cannot be loaded
     (one line on stderr saying why and what to do), 130 = interrupted at start-up.
 
@@ -195,6 +197,7 @@ def run_from_cli(
     try:
         worker = load_target(target)
         worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)
+        worker.health.configure(*health)
         if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 256:
             raise ValueError(f"--processes must be 1-256, not {processes}")
         if worker_id is not None:
@@ -205,8 +208,11 @@ def run_from_cli(
         sys.stderr.write(f"rjobs: error: cannot load worker {target}: {exc}\n")
         return USAGE
     if processes > 1:
+        if health[1] is not None:  # one port cannot be bound by every process
+            sys.stderr.write("rjobs: error: --health-port serves one process: with --processes use --health-file\n")
+            return USAGE
         options = {"target": target, "url": url, "queues": queues, "concurrency": concurrency, "burst": burst}
-        options.update(log_level=log_level, log_format=log_format)
+        options.update(log_level=log_level, log_format=log_format, health=health)  # the file: touched by each
         return Prefork(options, processes, worker.worker_id, worker.burst).run()
     if ready_fd is not None:
         worker.hooks.when_ready(functools.partial(_tell_ready, ready_fd))

@@ -11,9 +11,10 @@
 -- ARGV[2]  limit    expired leases to handle at most (1-10000)
 -- ARGV[3]  max_lease_losses  lease losses after which a job is a poison pill (1-1000)
 -- ARGV[4]  purge    finished jobs to purge at most (0-10000)
--- ARGV[5]  worker_ttl_ms     drop workers silent for longer than this from the workers zset (1 s to 366 days)
+-- ARGV[5]  worker_ttl_ms     drop workers silent for longer than this from the workers zset and
+--          their details from workers:info (1 s to 366 days; at most 1000 workers a call)
 -- Builds   job:<id> (+ :history :assets :dependents), leases, ready:<type>, lanes, delayed, state:<s>,
---          owner:<u>, dedupe:<k>, workers, wake:<type>, ready (the layout before lanes: emptied)
+--          owner:<u>, dedupe:<k>, workers, workers:info, wake:<type>, ready (the layout before lanes: emptied)
 -- Returns  {requeued, failed, purged}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/layout.lua
@@ -59,7 +60,11 @@ for _, id in ipairs(read('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0
     end
   end
 end
-op('ZREMRANGEBYSCORE', P .. 'workers', '-inf', now - worker_ttl)
+local gone = read('ZRANGEBYSCORE', P .. 'workers', '-inf', now - worker_ttl, 'LIMIT', 0, 1000)
+if #gone > 0 then
+  op('ZREM', P .. 'workers', unpack(gone))
+  op('HDEL', P .. 'workers:info', unpack(gone))
+end
 -- ready jobs left in the single ready set of the layout before lanes (an upgrade while jobs
 -- waited) move into their type's lane, a bounded batch per call
 for _, id in ipairs(read('ZRANGE', P .. 'ready', 0, 99)) do

@@ -57,6 +57,7 @@ class QueueKeys:
         "prefix",
         "seq",
         "workers",
+        "workers_info",
     )
 
     def __init__(self, queue: str) -> None:
@@ -72,6 +73,7 @@ class QueueKeys:
         self.events = p + "events"  # stream: the queue's events (all, or only final moves), capped
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
+        self.workers_info = p + "workers:info"  # hash: worker id -> its details as JSON (rjobs.worker.presence)
 
     def lane(self, job_type: str) -> str:
         """Zset of the claimable jobs of one type (score = priority band, then FIFO sequence)."""

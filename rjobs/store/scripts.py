@@ -316,14 +316,15 @@ class Scripts:
         return self._call("claim", args, _decode_claim, (), lanes)
 
     def heartbeat(
-        self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: bool = True
+        self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: int = 1, info: bytes = b""
     ) -> Call[list[str]]:
-        """Renew leases; per job 'ok' | 'cancel' | 'lost'. ``register``: list the holder as a live
-        worker (a worker does, a manual holder does not)."""
+        """Renew leases; per job 'ok' | 'cancel' | 'lost'. ``register``: 1 lists the holder as a live
+        worker (a worker does, a manual holder passes 0), with ``info`` (a JSON object) as its
+        details; 2 drops a leaving worker and its details (no pairs)."""
         pairs = list(held)
         flat: list[Arg] = [x for pair in pairs for x in pair]
-        args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat]
-        return self._call("heartbeat", args, _strings, (job for job, _ in pairs))
+        args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat, *([info] if info else [])]
+        return self._call("heartbeat", args, _strings, (job for job, _ in pairs), (self.keys.workers_info,))
 
     def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Client-side moves; one outcome string per request (see :func:`outcome_error`)."""
@@ -361,6 +362,7 @@ class Scripts:
             "reap",
             [limit, max_lease_losses, purge, worker_ttl_ms],
             lambda r: (int(r[0]), int(r[1]), int(r[2])),
+            more=(self.keys.workers_info,),
         )
 
     def add_asset(

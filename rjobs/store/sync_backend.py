@@ -71,17 +71,24 @@ class SyncBackend:
         return self.runner, self.scripts.claim(worker_id, max_jobs, lease_ms, types, seen=seen)
 
     def heartbeat(
-        self, holder: str, lease_ms: int, pairs: Sequence[tuple[str, str]], register: bool = True
+        self, holder: str, lease_ms: int, pairs: Sequence[tuple[str, str]], register: bool = True, info: bytes = b""
     ) -> list[str]:
         """Renew the leases of ``(job id, token)`` pairs for ``lease_ms``: per job ``'ok'``,
         ``'cancel'`` (cancelled while held) or ``'lost'``. ``register`` lists the holder as a live
-        worker (a worker does, a manual holder does not)."""
+        worker (a worker does, a manual holder does not), with ``info`` (a JSON object, at most
+        4096 bytes) as its details in ``workers:info``."""
         replies: list[str] = []
         for i in range(0, max(len(pairs), 1), HEARTBEAT_CHUNK):
-            call = self.scripts.heartbeat(holder, lease_ms, pairs[i : i + HEARTBEAT_CHUNK], register)
+            call = self.scripts.heartbeat(
+                holder, lease_ms, pairs[i : i + HEARTBEAT_CHUNK], int(register), info if i == 0 else b""
+            )
             chunk: list[str] = self.runner.run(call)
             replies.extend(chunk)
         return replies
+
+    def leave(self, worker_id: str, lease_ms: int) -> None:
+        """Drop a worker that shuts down cleanly from the live workers and their details."""
+        self.runner.run(self.scripts.heartbeat(worker_id, lease_ms, [], 2))
 
     def finish(self, worker_id: str, requests: Sequence[MoveRequest]) -> list[str]:
         """Write fenced outcomes (each request carries its lease token); one outcome per request."""

@@ -102,7 +102,9 @@ class LeaseBook:
 
 
 class LeaseKeeper:
-    """The heartbeat task: one ``heartbeat`` call per queue per interval for all held jobs."""
+    """The heartbeat task: one ``heartbeat`` call per queue per interval for all held jobs, which
+    also lists the worker as live with its ``details`` (a JSON object: rjobs.worker.presence);
+    ``on_round`` is told whether every queue answered (rjobs.worker.health)."""
 
     def __init__(
         self,
@@ -112,6 +114,8 @@ class LeaseKeeper:
         *,
         lease: float,
         interval: float,
+        details: Callable[[], bytes] | None = None,
+        on_round: Callable[[bool], None] | None = None,
     ) -> None:
         self.book = book
         self.queues = queues
@@ -123,10 +127,14 @@ class LeaseKeeper:
         # Cancel a little before the lease could expire: a reaper elsewhere may act right at expiry.
         self.margin = min(lease * 0.1, 2.0)
         self.stats = book.stats
+        self.details = details
+        self.on_round = on_round
+        self.info = b""  # the details sent this round
 
     async def run(self) -> None:
-        """Beat forever (until cancelled), warning when the event loop lags."""
-        due = anyio.current_time() + self.interval
+        """Beat at once (the worker is listed as soon as it runs), then forever (until cancelled),
+        warning when the event loop lags."""
+        due = anyio.current_time()
         while True:
             await anyio.sleep(max(0.0, due - anyio.current_time()))
             lag = anyio.current_time() - due
@@ -143,21 +151,36 @@ class LeaseKeeper:
 
     async def beat(self) -> bool:
         """Renew every live lease once; True when every queue answered."""
-        if len(self.queues) == 1:
-            return await self._beat_slot(0)
         results: list[bool] = [True] * len(self.queues)
+        self.info = self.details() if self.details is not None else b""
 
         async def one(slot: int) -> None:
             results[slot] = await self._beat_slot(slot)
 
-        async with anyio.create_task_group() as tg:
-            for slot in range(len(self.queues)):
-                tg.start_soon(one, slot)
+        if len(self.queues) == 1:
+            await one(0)
+        else:
+            async with anyio.create_task_group() as tg:
+                for slot in range(len(self.queues)):
+                    tg.start_soon(one, slot)
+        if self.on_round is not None:
+            self.on_round(all(results))
         return all(results)
 
     async def renew(self, slot: int, pairs: list[tuple[str, str]]) -> list[str]:
-        """The one Redis call of a beat for one queue (chunked by the script's limit)."""
-        return await self.queues[slot].backend.heartbeat(self.worker_id, self.lease_ms, pairs)
+        """The one Redis call of a beat for one queue (chunked by the script's limit), with the
+        worker's details of this round."""
+        return await self.queues[slot].backend.heartbeat(self.worker_id, self.lease_ms, pairs, info=self.info)
+
+    async def leave(self) -> None:
+        """At a clean shutdown: drop the worker from every queue's live workers and details at once
+        (else the reaper does, a few leases later). Best effort, within two seconds."""
+        with anyio.move_on_after(2.0):
+            for queue in self.queues:
+                try:
+                    await queue.backend.leave(self.worker_id, self.lease_ms)
+                except RETRYABLE as exc:
+                    log.info("worker %s: could not unlist it from %s (%s)", self.worker_id, queue.name, exc)
 
     async def _beat_slot(self, slot: int) -> bool:
         held = self.book.live(slot)

@@ -47,9 +47,11 @@ from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
 from rjobs.worker.hooks import Hook, Hooks, WorkerState
+from rjobs.worker.health import Health, HealthPath
 from rjobs.worker.inflight import HeldState
 from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
+from rjobs.worker.presence import Presence
 from rjobs.worker.reaper import Reaper
 from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.settings import (
@@ -84,7 +86,8 @@ class Worker:
     cannot be reached at start is tried again with a back-off, a log line per try, for
     ``start_timeout`` seconds (None, the default: for as long as it takes). ``on_startup``,
     ``on_shutdown``, ``before_job`` and ``after_job`` are lifecycle hooks, ``state`` the namespace
-    they share with every job (``ctx.state``); see :mod:`rjobs.worker.hooks`.
+    they share with every job (``ctx.state``); see :mod:`rjobs.worker.hooks`. ``health_file`` and
+    ``health_port`` (on ``health_host``) tell supervisors it heartbeats (:mod:`rjobs.worker.health`).
     """
 
     def __init__(
@@ -108,6 +111,9 @@ class Worker:
         before_job: Hook | None = None,
         after_job: Hook | None = None,
         shutdown_timeout: float = 30.0,
+        health_file: HealthPath | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
     ) -> None:
         self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
         self.state = WorkerState()  # ctx.state of every job; on_startup fills it
@@ -125,6 +131,9 @@ class Worker:
         self.reap_limit = reap_limit
         self.start_timeout = start_timeout  # None: keep trying to reach the server at start
         self.stats = WorkerStats()
+        self.health = Health(
+            self.worker_id, self.heartbeat, health_file, health_port, health_host, lambda: self._stopping
+        )
         self._validate()
         self._stopping = False
         self._force = False
@@ -212,6 +221,7 @@ class Worker:
             async with anyio.create_task_group() as services:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
+                services.start_soon(self.health.serve)
                 for served in self._served:
                     services.start_soon(served.finisher.run)
                 async with anyio.create_task_group() as slots:
@@ -231,6 +241,8 @@ class Worker:
                     await self._runner.children.aclose()
                 if started:
                     await self.hooks.shutdown(self.state)
+                if self._served:  # a clean stop: unlisted at once, not a few leases later
+                    await self._keeper.leave()
                 await waker.aclose()
                 for q in self._own:
                     await q.close()
@@ -282,7 +294,10 @@ class Worker:
             hooks=self.hooks,
             state=self.state,
         )
-        self._keeper = LeaseKeeper(self._book, self.queues, self.worker_id, lease=self.lease, interval=self.heartbeat)
+        self._keeper = LeaseKeeper(
+            self._book, self.queues, self.worker_id, lease=self.lease, interval=self.heartbeat,
+            details=Presence(self, self._book, self._clock).info, on_round=self.health.beat,
+        )  # fmt: skip
         self._reaper = Reaper(
             self.queues,
             self.stats,

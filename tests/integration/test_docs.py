@@ -1,8 +1,10 @@
 """Docs that run: every fenced code block of README.md and docs/*.md is executed here.
 
 Every fence names its language, one of :data:`LANGUAGES` (``test_fences`` fails on any other and on
-an untagged fence). ``text`` is for output samples and illustrations that are not code; it is the
-only kind that does not run. One test per runnable block, with ids like ``README.md:3`` (the third
+an untagged fence). ``text`` is for output samples and illustrations that are not code; the
+languages of :data:`NOT_EXECUTED` (a systemd unit, a Dockerfile, Kubernetes YAML) are code this
+module cannot run: each such block is a listed skip here, with the reason and the test that checks
+it instead. Every other block runs. One test per block, with ids like ``README.md:3`` (the third
 fence of README.md, counting every fence, ``text`` ones too).
 
 How blocks run, on the suite's Valkey (``REDIS_URL`` names it; the docs' examples read the server
@@ -50,8 +52,14 @@ from rjobs.cli.server import LocalServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-#: Fence languages the docs may use; all but ``text`` run.
-LANGUAGES = {"python", "bash", "text"}
+#: Fence languages of code this module cannot run, and why (each block is a listed skip).
+NOT_EXECUTED = {
+    "ini": "a systemd unit: needs systemd; checked by tests/integration/test_deploy.py",
+    "dockerfile": "a Dockerfile: needs Docker; checked by tests/integration/test_deploy.py",
+    "yaml": "a Kubernetes manifest: needs a cluster; checked by tests/integration/test_deploy.py",
+}
+#: Fence languages the docs may use; all but ``text`` and those of NOT_EXECUTED run.
+LANGUAGES = {"python", "bash", "text", *NOT_EXECUTED}
 #: Commands shown in the docs that this module does not run, and why.
 NOT_RUN = {
     "python3 -m pip install": "installs packages: the environment running these tests already has them",
@@ -101,7 +109,8 @@ def blocks_of(doc: Path) -> list[Block]:
 
 
 ALL_BLOCKS = [b for doc in DOCS for b in blocks_of(doc)]
-RUNNABLE = [b for b in ALL_BLOCKS if b.language in LANGUAGES - {"text"}]
+RUNNABLE = [b for b in ALL_BLOCKS if b.language in LANGUAGES - {"text", *NOT_EXECUTED}]
+NOT_RUNNABLE = [b for b in ALL_BLOCKS if b.language in NOT_EXECUTED]
 
 
 def test_fences() -> None:
@@ -111,6 +120,12 @@ def test_fences() -> None:
     ]
     assert not wrong, f"code fences must name one of {sorted(LANGUAGES)}: {wrong}"
     assert RUNNABLE, "no runnable blocks found"
+
+
+@pytest.mark.parametrize("block", NOT_RUNNABLE, ids=lambda b: b.id)
+def test_block_not_executed(block: Block) -> None:
+    """A block of code this module cannot run: listed and counted as a skip, with the reason."""
+    pytest.skip(f"{block.id} ({block.language}) not executed: {NOT_EXECUTED[block.language]}")
 
 
 # -- running --------------------------------------------------------------------------------------

@@ -77,10 +77,11 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
         return st.tuples(NAMES, st.lists(request, min_size=1, max_size=3)).map(
             lambda t: [t[0], str(len(t[1])), *[x for r in t[1] for x in r]]
         )
-    if name == "heartbeat":
+    if name == "heartbeat":  # the worker's details (info) at the end, or not
         pairs = st.lists(st.tuples(job, tok), max_size=3)
-        return st.tuples(NAMES, NUMBERS, FLAGS, pairs).map(
-            lambda t: [t[0], t[1], t[2], str(len(t[3])), *[x for p in t[3] for x in p]]
+        info = st.one_of(st.just([]), TEXT.map(lambda x: [x]))
+        return st.tuples(NAMES, NUMBERS, FLAGS, pairs, info).map(
+            lambda t: [t[0], t[1], t[2], str(len(t[3])), *[x for p in t[3] for x in p], *t[4]]
         )
     if name == "claim":  # the job types: '*', a counted list (duplicates too), or a count that lies
         types = st.one_of(
@@ -171,7 +172,7 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
     if name == "claim":
         return ["w1", "2", "30000", "100", "2", "t", "t"]
     if name == "heartbeat":
-        return ["w1", "30000", "1", "1", lj, st8.token(lj)]
+        return ["w1", "30000", "1", "1", lj, st8.token(lj), '{"id":"w1","queues":["fuzz"]}']
     if name == "transition":
         return ["fuzzer", "1", pick(ready), "", JOB.delayed, "", "", "-60000", "note", "0", "0", "0"]
     if name == "finish":

@@ -21,7 +21,7 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "declare_machine": lambda: S.declare_machine(JOB, {}),
     "enqueue": lambda: S.enqueue("me", [EnqueueSpec(type="t", params=b"{}", priority=5)]),
     "claim": lambda: S.claim("w", 1, 1000, ["t", "u"]),
-    "heartbeat": lambda: S.heartbeat("w", 1000, [("j", "1")]),
+    "heartbeat": lambda: S.heartbeat("w", 1000, [("j", "1")], info=b'{"id":"w"}'),
     "transition": lambda: S.transition("me", [MoveRequest("j", "queued")]),
     "finish": lambda: S.finish("me", [MoveRequest("j", "completed", token="1")]),
     "retry": lambda: S.retry("me", "j"),
