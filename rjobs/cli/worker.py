@@ -211,8 +211,8 @@ def run_from_cli(
         if health[1] is not None:  # one port cannot be bound by every process
             sys.stderr.write("rjobs: error: --health-port serves one process: with --processes use --health-file\n")
             return USAGE
-        options = {"target": target, "url": url, "queues": queues, "concurrency": concurrency, "burst": burst}
-        options.update(log_level=log_level, log_format=log_format, health=health)  # the file: touched by each
+        options: dict[str, Any] = {"target": target, "url": url, "queues": queues, "concurrency": concurrency}
+        options.update(burst=burst, log_level=log_level, log_format=log_format, health=health)  # one file for all
         return Prefork(options, processes, worker.worker_id, worker.burst).run()
     if ready_fd is not None:
         worker.hooks.when_ready(functools.partial(_tell_ready, ready_fd))

@@ -46,8 +46,8 @@ from rjobs.worker.clock import ServerClock
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
-from rjobs.worker.hooks import Hook, Hooks, WorkerState
 from rjobs.worker.health import Health, HealthPath
+from rjobs.worker.hooks import Hook, Hooks, WorkerState
 from rjobs.worker.inflight import HeldState
 from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
