@@ -28,6 +28,7 @@ from rjobs.cli.commands import (
     cmd_watch,
     cmd_worker,
 )
+from rjobs.cli.control import cmd_pause, cmd_resume
 from rjobs.cli.render import Output
 
 __all__ = ["build_parser", "main"]
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("queue", nargs="?")
 
     command("queues", cmd_queues, "every queue on the server, with its jobs per state")
+
+    p = command("pause", cmd_pause, "stop workers claiming from a queue (running jobs finish)")
+    p.add_argument("queue")
+    p.add_argument("--reason", default="", help="why, for whoever looks (stats show it)")
+
+    p = command("resume", cmd_resume, "let workers claim from a paused queue again")
+    p.add_argument("queue")
 
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")
