@@ -29,6 +29,7 @@ FILES = {
     "rjobs/client/hold.py": "rjobs/client/sync_hold.py",
     "rjobs/store/cluster.py": "rjobs/store/sync_cluster.py",
     "rjobs/client/partitioned.py": "rjobs/client/sync_partitioned.py",
+    "rjobs/client/control.py": "rjobs/client/sync_control.py",
 }
 
 #: whole-word swaps (identifiers and dotted module paths)
@@ -39,6 +40,8 @@ NAMES = {
     "rjobs.client.hold": "rjobs.client.sync_hold",
     "rjobs.store.cluster": "rjobs.store.sync_cluster",
     "rjobs.client.partitioned": "rjobs.client.sync_partitioned",
+    "rjobs.client.control": "rjobs.client.sync_control",
+    "QueueControl": "SyncQueueControl",
     "PartitionedQueue": "SyncPartitionedQueue",
     "ClusterRunner": "SyncClusterRunner",
     "node_client_async": "node_client_sync",

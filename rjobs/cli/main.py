@@ -29,6 +29,7 @@ from rjobs.cli.commands import (
     cmd_worker,
 )
 from rjobs.cli.fleet import cmd_workers
+from rjobs.cli.control import cmd_pause, cmd_resume
 from rjobs.cli.render import Output
 
 __all__ = ["build_parser", "main"]
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("workers", cmd_workers, "live workers: host, pid, queues, jobs in flight (all queues by default)")
     p.add_argument("-q", "--queue", action="append", help="only workers of these queues (repeatable)")
+
+    p = command("pause", cmd_pause, "stop workers claiming from a queue (running jobs finish)")
+    p.add_argument("queue")
+    p.add_argument("--reason", default="", help="why, for whoever looks (stats show it)")
+
+    p = command("resume", cmd_resume, "let workers claim from a paused queue again")
+    p.add_argument("queue")
 
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")

@@ -272,7 +272,7 @@ def stats_table(machines: dict[str, StateMachine], stats: Sequence[dict[str, Any
                     counts.append("  ")
                 counts.append(f"{state} {n}", style=state_style(machine, state))
         table.add_row(
-            s["queue"],
+            s["queue"] + (" (paused)" if s.get("paused") else ""),
             s["machine"],
             counts if counts else Text("empty", style="dim"),
             str(sum(s["counts"].values())),
@@ -285,6 +285,12 @@ def stats_table(machines: dict[str, StateMachine], stats: Sequence[dict[str, Any
 def queue_stats(console: Console, machine: StateMachine, s: dict[str, Any]) -> None:
     """One queue in detail: every state with its count, workers alive, oldest ready age."""
     console.print(f"queue {s['queue']} (machine {s['machine']})", markup=False)
+    if s.get("paused"):
+        p = s["paused"]
+        when = dt.datetime.fromtimestamp(p["t"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        why = f": {p['msg']}" if p["msg"] else ""
+        line = f"PAUSED by {p['by']} at {when}{why} (rjobs resume {s['queue']})"
+        console.print(line, style="bold yellow", markup=False)
     table = Table(header_style="bold")
     table.add_column("state")
     table.add_column("jobs", justify="right")

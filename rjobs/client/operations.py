@@ -363,6 +363,11 @@ class QueuePlans(ReadPlans):
         yield self.scripts.add_asset(self._actor(actor), jid, token_text(token), owner, asset.id, data, asset_type, op)
         return asset
 
+    def pause(self, paused: bool, reason: str = "", actor: str | None = None) -> Plan[bool]:
+        """Pause (``paused``) or resume the queue; whether that changed it."""
+        changed: bool = yield self.scripts.pause(self._actor(actor), paused, reason_text(reason))
+        return changed
+
     def set_priority(self, job_id: str, priority: str | int, actor: str | None = None) -> Plan[int]:
         """Change the priority of a job not yet running; returns the previous priority."""
         previous: int = yield self.scripts.set_priority(self._actor(actor), self._id(job_id), parse_priority(priority))

@@ -221,18 +221,34 @@ class PartitionedQueue:
         parts = [await q.stats() for q in self.partitions]
         ages = [s["oldest_ready_age_ms"] for s in parts if s["oldest_ready_age_ms"] is not None]
         counts = dict.fromkeys(self.machine.states, 0)
+        lanes: dict[str, dict[str, Any]] = {}
         for s in parts:
             for state, n in s["counts"].items():
                 counts[state] += n
+            for t, lane in s["lanes"].items():
+                total = lanes.setdefault(t, {"ready": 0, "served": False})
+                total["ready"] += lane["ready"]
+                total["served"] = total["served"] or lane["served"]
+        paused = [s["paused"] for s in parts if s["paused"]]
         return {
             "queue": self.name,
             "machine": self.machine.name,
             "counts": counts,
             "workers": sorted({w for s in parts for w in s["workers"]}),
             "oldest_ready_age_ms": max(ages) if ages else None,
+            "lanes": dict(sorted(lanes.items())),
+            "paused": paused[0] if len(paused) == len(parts) else None,  # each partition's is in partitions
             "warnings": list(dict.fromkeys(w for s in parts for w in s["warnings"])),
             "partitions": parts,
         }
+
+    async def pause(self, reason: str = "", *, actor: str | None = None) -> bool:
+        """:meth:`rjobs.Queue.pause` on every partition; True when one of them was running."""
+        return any([await q.pause(reason, actor=actor) for q in self.partitions])
+
+    async def resume(self, *, actor: str | None = None) -> bool:
+        """:meth:`rjobs.Queue.resume` on every partition; True when one of them was paused."""
+        return any([await q.resume(actor=actor) for q in self.partitions])
 
     async def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first over every partition, by state and/or owner."""

@@ -338,6 +338,17 @@ def _as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def paused_plan(keys: QueueKeys) -> Plan[dict[str, Any] | None]:
+    """Whether the queue is paused: ``{"by": actor, "t": epoch ms, "msg": reason}``, or None."""
+    raw = yield Cmd(("HGET", keys.machine, "paused"))
+    return None if raw is None else _paused(raw)
+
+
+def _paused(raw: bytes | str) -> dict[str, Any]:
+    info: dict[str, Any] = msgspec.json.decode(raw)
+    return info
+
+
 def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str, Any]]:
     """Counts per state, workers seen within the window, the oldest ready job's age, the ready jobs
     per job type with whether a live worker runs that type (``lanes``), and warnings: about the
@@ -350,6 +361,7 @@ def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str
         Cmd(("ZRANGE", k.workers, 0, -1, "WITHSCORES")),
         Cmd(("ZRANGE", k.state(plans.machine.ready), 0, 0, "WITHSCORES")),
         Cmd(("ZRANGE", k.lanes, 0, 999, "WITHSCORES")),
+        Cmd(("HGET", k.machine, "paused")),
     ]
     raw: list[Any] = yield ops
     counts = {s: int(n) for s, n in zip(states, raw)}
@@ -373,6 +385,7 @@ def stats_plan(plans: ReadPlans, alive_window_ms: int = 30_000) -> Plan[dict[str
         "workers": workers,
         "oldest_ready_age_ms": now - int(oldest[0][1]) if oldest else None,
         "lanes": lanes,
+        "paused": None if raw[len(states) + 4] is None else _paused(raw[len(states) + 4]),
         "server_time_ms": now,
         "warnings": [*plans.warnings, *unserved],
     }

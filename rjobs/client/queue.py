@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import redis.asyncio as aredis
 
 from rjobs.client.arguments import UNSET, job_request
+from rjobs.client.control import QueueControl
 from rjobs.client.hold import Hold
 from rjobs.client.operations import QueuePlans
-from rjobs.client.queries import stats_plan
 from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -34,8 +34,8 @@ __all__ = ["Queue"]
 T = TypeVar("T")
 
 
-class Queue:
-    """An async handle on one queue: enqueue, inspect and move jobs.
+class Queue(QueueControl):
+    """An async handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
     ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
@@ -155,14 +155,6 @@ class Queue:
     async def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
         return await self._read(self._plans.get(job_id, user_id))
-
-    async def counts(self) -> dict[str, int]:
-        """Jobs per state."""
-        return await self._read(self._plans.counts())
-
-    async def stats(self) -> dict[str, Any]:
-        """Counts, live workers and the age of the oldest ready job."""
-        return await self._read(stats_plan(self._plans))
 
     async def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
         """The job's history, oldest first."""

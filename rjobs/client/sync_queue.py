@@ -17,7 +17,7 @@ import redis
 
 from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.operations import QueuePlans
-from rjobs.client.queries import stats_plan
+from rjobs.client.sync_control import SyncQueueControl
 from rjobs.client.sync_hold import SyncHold
 from rjobs.client.waits import SyncWaits
 from rjobs.config import QueueConfig, default_actor
@@ -35,8 +35,8 @@ __all__ = ["SyncQueue"]
 T = TypeVar("T")
 
 
-class SyncQueue:
-    """A blocking handle on one queue: enqueue, inspect and move jobs.
+class SyncQueue(SyncQueueControl):
+    """A blocking handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.Redis client), else ``url``, else the
     ``REDIS_URL`` environment variable, else ``redis://localhost:6379/0``; ``url`` may be a
@@ -156,14 +156,6 @@ class SyncQueue:
     def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
         return self._read(self._plans.get(job_id, user_id))
-
-    def counts(self) -> dict[str, int]:
-        """Jobs per state."""
-        return self._read(self._plans.counts())
-
-    def stats(self) -> dict[str, Any]:
-        """Counts, live workers and the age of the oldest ready job."""
-        return self._read(stats_plan(self._plans))
 
     def events(self, job_id: str, after: str = "-", count: int | None = None) -> list[Event]:
         """The job's history, oldest first."""

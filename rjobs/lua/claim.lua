@@ -14,8 +14,10 @@
 --                   worker sends it every few seconds, not on every claim); 0 = not this time
 -- ARGV[7]  n        how many job types follow (0-1000), or '*' (alone): every type (the first 1000 lanes)
 -- ARGV[8..] types   the job types the worker runs (charset A-Z a-z 0-9 _ . -, <= 128; a repeat counts once)
+-- Reads    machine (field paused: set by pause.lua)
 -- Builds   job:<id>, job:<id>:history, ready:<type>, lanes, delayed, leases, state:<s>, workers, wake:<type>
--- Returns  {next_due_ms (-1 = nothing delayed), ready_left (in the lanes served), jobs...}; each job is
+-- Returns  {next_due_ms (-1 = nothing delayed), ready_left (in the lanes served; -1 = the queue is
+--          paused: no job), jobs...}; each job is
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
 --           created_ms, lease_deadline_ms}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
@@ -45,6 +47,9 @@ for i = 8, 7 + ntypes do
   if not valid_name(t) then return fail('RJ_INVALID', 'job type') end
   if not serves[t] then serves[t] = true; types[#types + 1] = t end
 end
+-- a paused queue (pause.lua): due delayed jobs still become ready, nothing is claimed
+local paused = call('HGET', MACHINE_KEY, 'paused')
+if paused then max_jobs = 0 end
 if any then  -- a consumer that takes every type: the lanes listed in the index (bounded)
   for _, t in ipairs(read('ZRANGE', P .. 'lanes', 0, 999)) do serves[t] = true; types[#types + 1] = t end
 end
@@ -60,7 +65,7 @@ local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, 
 -- promoted: {score, id, type}, few; count: jobs per served lane; heads: per lane with jobs, its
 -- best max_jobs as h = {id, score, id, score, ...}, a cursor and its type
 local promoted, left, count, heads = {}, 0, {}, {}
-for _, t in ipairs(types) do
+for _, t in ipairs(paused and {} or types) do
   local key, n = lane_key(t), 0
   if max_jobs > 0 then
     local h = read('ZRANGE', key, 0, max_jobs - 1, 'WITHSCORES')
@@ -84,7 +89,7 @@ if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
       move(rec, ready, {actor = 'rjobs', msg = 'due'})
       local t = field(rec, 'type')
       if any and not serves[t] then serves[t] = true; types[#types + 1] = t; count[t] = 0 end
-      if serves[t] then
+      if serves[t] and not paused then
         promoted[#promoted + 1] = {ready_score(field(rec, 'priority'), field(rec, 'seq')), id, t}
         count[t] = count[t] + 1
         left = left + 1
@@ -153,8 +158,8 @@ if max_jobs > 0 and left > 0 then
 end
 -- jobs left in a lane served here: wake another worker idle on that lane
 for _, t in ipairs(types) do
-  if count[t] > 0 then wake(t) end
+  if (count[t] or 0) > 0 then wake(t) end
 end
-out[2] = left
+out[2] = paused and -1 or left
 commit()
 return out

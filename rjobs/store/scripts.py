@@ -179,11 +179,13 @@ class MoveRequest(msgspec.Struct, frozen=True):
 
 
 class ClaimResult(msgspec.Struct, frozen=True):
-    """What claim.lua returns: the leased jobs, how many remain ready, the next delayed due time."""
+    """What claim.lua returns: the leased jobs, how many remain ready, the next delayed due time,
+    and whether the queue is paused (then no job)."""
 
     jobs: list[ClaimedJob]
     ready_left: int
     next_due_ms: int | None
+    paused: bool = False
 
 
 def outcome_error(outcome: bytes | str) -> RjobsError | None:
@@ -230,8 +232,8 @@ def _decode_claim(raw: list[Any]) -> ClaimResult:
         )
         for j in raw[2:]
     ]
-    due = int(raw[0])
-    return ClaimResult(jobs, int(raw[1]), None if due < 0 else due)
+    due, left = int(raw[0]), int(raw[1])
+    return ClaimResult(jobs, max(left, 0), None if due < 0 else due, left < 0)
 
 
 def _decode_declared(raw: list[Any]) -> tuple[str, dict[str, int]]:
@@ -387,6 +389,10 @@ class Scripts:
     def set_priority(self, actor: str, job_id: str, priority: int) -> Call[int]:
         """Change a waiting job's priority -> the previous one."""
         return self._call("set_priority", [actor, job_id, priority], int, (job_id,))
+
+    def pause(self, actor: str, paused: bool, reason: str = "") -> Call[bool]:
+        """Pause (``paused``) or resume the queue -> whether that changed it."""
+        return self._call("pause", [actor, int(paused), reason], lambda r: bool(int(r)))
 
     def invalidate(self, dedupe_key: str) -> Call[bool]:
         """Drop a dedupe key's cached result -> whether one existed."""

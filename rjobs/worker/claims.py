@@ -53,6 +53,7 @@ class Claimer:
         self.worker_id = worker_id
         self.types = sorted(set(types))
         self._seen_at: dict[int, float] = {}  # per queue: when its lanes index last heard of us
+        self._paused: set[str] = set()  # the queues whose last claim found them paused
         self.lease = lease
         self.stats = stats
         self._groups = claim_groups(served)
@@ -97,6 +98,9 @@ class Claimer:
     ) -> tuple[int, bool, int | None]:
         """Hand one claim's jobs to the slots; the tally (claimed, more ready, next due) after it."""
         claimed, more, due = tally
+        if result.paused != (served.queue.name in self._paused):  # said once per change
+            self._paused ^= {served.queue.name}
+            log.info("queue %s %s", served.queue.name, "is paused: no job is claimed" if result.paused else "resumed")
         self.stats.claim_calls += 1
         self.stats.claimed += len(result.jobs)
         jobs.add(served, result.jobs, sent + self.lease)

@@ -98,6 +98,7 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
         "comment": st.tuples(NAMES, job, tok, TEXT),
         "set_priority": st.tuples(NAMES, job, NUMBERS),
         "invalidate": st.tuples(TEXT),
+        "pause": st.tuples(NAMES, FLAGS, TEXT),
         "declare_machine": st.tuples(TEXT, NUMBERS, FLAGS, TEXT, TEXT, TEXT, NUMBERS),
     }
     return simple[name].map(list)
@@ -191,6 +192,8 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
         return ["fuzzer", pick(ready), "7"]
     if name == "invalidate":
         return ["dk"]
+    if name == "pause":
+        return ["fuzzer", "1", "maintenance"]
     call = st8.q.backend.scripts.declare_machine(JOB, st8.q.config.redis_options(), True)
     return [str(a) for a in call.args[1:]]
 

@@ -31,6 +31,7 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "comment": lambda: S.comment("me", "j", "", "hi"),
     "set_priority": lambda: S.set_priority("me", "j", 5),
     "invalidate": lambda: S.invalidate("k"),
+    "pause": lambda: S.pause("me", True, "why"),
 }
 
 

@@ -1,0 +1,55 @@
+"""A queue as a whole: :class:`QueueControl`, a base of :class:`rjobs.Queue` (counts and stats,
+pause and resume; what else reads or acts on a whole queue joins it here).
+
+This module is the async source of :mod:`rjobs.client.sync_control`, generated from it by
+``scripts/unasync.py``: edit this file, then run the script.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from rjobs.client.operations import QueuePlans
+from rjobs.client.queries import paused_plan, stats_plan
+from rjobs.store.transport import Plan
+
+__all__ = ["QueueControl"]
+
+T = TypeVar("T")
+
+
+class QueueControl:
+    """What reads or acts on a queue as a whole. A paused queue keeps taking jobs (enqueue, retry) and its
+    running jobs go on and finish, but no worker claims a job until it is resumed; due delayed jobs
+    still become ready meanwhile. Both are recorded with the actor and the time."""
+
+    _plans: QueuePlans
+
+    async def _drive(self, plan: Plan[T]) -> T:
+        raise NotImplementedError
+
+    async def _read(self, plan: Plan[T]) -> T:
+        raise NotImplementedError
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs per state."""
+        return await self._read(self._plans.counts())
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts, live workers, the age of the oldest ready job, the ready jobs per job type
+        (``lanes``), whether the queue is paused (``paused``) and warnings."""
+        return await self._read(stats_plan(self._plans))
+
+    async def pause(self, reason: str = "", *, actor: str | None = None) -> bool:
+        """Stop every worker claiming from this queue (for a partitioned queue, see its own
+        method); True when it was running, False when it already was paused (then the first
+        pause's actor, time and reason stay)."""
+        return await self._drive(self._plans.pause(True, reason, actor))
+
+    async def resume(self, *, actor: str | None = None) -> bool:
+        """Let workers claim again, waking the idle ones at once; True when it was paused."""
+        return await self._drive(self._plans.pause(False, "", actor))
+
+    async def paused(self) -> dict[str, Any] | None:
+        """Who paused the queue, when (server ms) and why: ``{"by", "t", "msg"}``; None when it runs."""
+        return await self._read(paused_plan(self._plans.keys))
