@@ -28,8 +28,8 @@ from rjobs.cli.commands import (
     cmd_watch,
     cmd_worker,
 )
-from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.control import cmd_pause, cmd_resume
+from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.render import Output
 
 __all__ = ["build_parser", "main"]
