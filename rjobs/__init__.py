@@ -37,6 +37,7 @@ from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome
 from rjobs.statemachine import StateMachine
 from rjobs.worker.context import JobContext
 from rjobs.worker.functions import Fail, JobFunction, Partial, Retry, job
+from rjobs.worker.hooks import Outcome, StartupFailed, WorkerState
 from rjobs.worker.loop import Worker
 from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.stats import WorkerStats
@@ -66,6 +67,7 @@ __all__ = [
     "MachineError",
     "MachineNotDeclared",
     "OutOfMemory",
+    "Outcome",
     "Partial",
     "PartitionedQueue",
     "PermissionDenied",
@@ -80,6 +82,7 @@ __all__ = [
     "ScriptError",
     "ServerBusy",
     "ServerRefused",
+    "StartupFailed",
     "StateConflict",
     "StateMachine",
     "SyncPartitionedQueue",
@@ -88,6 +91,7 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
     "Worker",
+    "WorkerState",
     "WorkerStats",
     "job",
     "machines",

@@ -228,11 +228,24 @@ def run_from_cli(
     except (RjobsError, redis.ConnectionError, redis.TimeoutError) as exc:  # expected: one line, no traceback
         log.error("worker %s stopped: %s: %s", worker.worker_id, type(exc).__name__, exc)
         code = 1
-    except Exception:
-        log.exception("worker %s crashed", worker.worker_id)
+    except Exception as exc:
+        cause = _alone(exc)  # an error of one task arrives wrapped in its task group's ExceptionGroup
+        if isinstance(cause, (RjobsError, redis.ConnectionError, redis.TimeoutError, OSError)):
+            log.error("worker %s stopped: %s: %s", worker.worker_id, type(cause).__name__, cause)
+        else:
+            log.exception("worker %s crashed", worker.worker_id)
         code = 1
     _exit_if_threads_linger(worker, code)
     return code
+
+
+def _alone(exc: BaseException) -> BaseException:
+    """The one error inside nested exception groups of one error each, else ``exc`` itself."""
+    inner = getattr(exc, "exceptions", None)  # an exception group (the built-in one needs 3.11)
+    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], BaseException):
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
 
 
 def _tell_ready(fd: int) -> None:

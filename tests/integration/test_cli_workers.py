@@ -184,3 +184,23 @@ def test_watch_says_when_no_worker_is_alive_and_when_one_comes(procs: Procs) -> 
     assert procs.log(watch).count("no worker is alive") == 1
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
+
+
+def test_a_taken_health_port_stops_the_worker_with_one_line(procs: Procs, redis_sync: redis.Redis) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = procs.worker("--health-port", str(port))
+        assert proc.wait(timeout=30) == 1
+    log = procs.log(proc)
+    assert f"health endpoint cannot listen on 127.0.0.1:{port}" in log and "Traceback" not in log, log
+    assert not redis_sync.exists(K.workers_info) and not redis_sync.exists(K.workers), "it unlisted itself"
+
+
+def test_health_port_is_refused_with_processes(procs: Procs, redis_sync: redis.Redis) -> None:
+    out = procs.run("worker", "tests.workerapp:make_worker", "--processes", "2", "--health-port", str(free_port()))
+    assert out.returncode == 2 and "--health-port serves one process" in out.stderr
+    assert not redis_sync.keys("rjobs:*")
