@@ -22,7 +22,7 @@ from rjobs.client.queue import Queue
 from rjobs.store.scripts import load_script
 from rjobs.worker.context import JobContext
 from rjobs.worker.loop import Worker
-from tests.helpers import keyspace_fingerprint
+from tests.helpers import keyspace_fingerprint, script_for
 from tests.integration.test_cli import cli_env
 from tests.invariants import assert_indexes_consistent
 
@@ -86,7 +86,7 @@ def test_a_raw_pause_with_bad_arguments_writes_nothing(q: SyncQueue, redis_sync:
     before = keyspace_fingerprint(redis_sync)
     k = q.backend.keys
     with pytest.raises(redis.ResponseError, match="RJ_INVALID"):
-        redis_sync.eval(load_script("pause").source, 2, k.machine, k.events, k.prefix, *argv)
+        redis_sync.eval(script_for(redis_sync, load_script("pause"))[0], 2, k.machine, k.events, k.prefix, *argv)
     assert keyspace_fingerprint(redis_sync) == before
 
 

@@ -22,7 +22,7 @@ from rjobs.errors import ValidationError
 from rjobs.store.scripts import load_script
 from rjobs.worker.context import JobContext
 from rjobs.worker.loop import Worker
-from tests.helpers import job_history, keyspace_fingerprint
+from tests.helpers import job_history, keyspace_fingerprint, script_for
 from tests.integration.test_cli import cli_env
 from tests.invariants import assert_indexes_consistent
 
@@ -133,7 +133,8 @@ def test_a_raw_claim_with_bad_types_is_refused_and_writes_nothing(
     script = load_script("claim")
     k = q.backend.keys
     with pytest.raises(redis.ResponseError, match="RJ_INVALID"):
-        redis_sync.eval(script.source, 2, k.machine, k.events, k.prefix, "w1", "5", "30000", "100", *types)
+        source = script_for(redis_sync, script)[0]
+        redis_sync.eval(source, 2, k.machine, k.events, k.prefix, "w1", "5", "30000", "100", "1", *types)
     assert keyspace_fingerprint(redis_sync) == before
 
 

@@ -31,7 +31,7 @@ from rjobs.worker.context import JobContext
 from rjobs.worker.leases import LeaseKeeper
 from rjobs.worker.loop import Worker
 from rjobs.worker.presence import MAX_INFO, Presence
-from tests.helpers import keyspace_fingerprint
+from tests.helpers import keyspace_fingerprint, script_for
 from tests.invariants import assert_indexes_consistent
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -126,7 +126,7 @@ async def test_a_worker_without_details_is_listed_all_the_same(queue: Queue, red
     """A worker of an older rjobs (its claims list it, it publishes no details) shows with what is
     known: its id, the queues listing it and its heartbeat."""
     await queue.declare()
-    await queue.backend.claim("old-worker", 1, 30_000)
+    await queue.backend.claim("old-worker", 1, 30_000, ["t"])
     workers, alive = read_workers(redis_sync, ["work"])
     assert alive == {"work": 1}
     (w,) = workers
@@ -155,7 +155,7 @@ async def test_raw_heartbeat_with_bad_details_writes_nothing(
     await queue.declare()
     k = queue.backend.keys
     await queue.backend.heartbeat("w1", 30_000, [], info=b'{"id":"w1"}')
-    sha = redis_sync.script_load(queue.backend.scripts.heartbeat("w1", 1000, []).script.source)
+    sha = redis_sync.script_load(script_for(redis_sync, queue.backend.scripts.heartbeat("w1", 1000, []).script)[0])
     before = keyspace_fingerprint(redis_sync)
     for register in ("1", "0", "2"):
         with pytest.raises(redis.ResponseError, match=r"^RJ_INVALID"):
