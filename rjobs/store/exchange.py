@@ -13,7 +13,8 @@ from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 
 from rjobs.errors import RjobsError, ServerRefused, error_from_reply, reply_text, server_refusal
 from rjobs.store.connection import Each
-from rjobs.store.scripts import Arg, Call, Cmd, Op
+from rjobs.store.messages import Arg
+from rjobs.store.scripts import Call, Cmd, Op
 from rjobs.store.wire import blocks, pack, parse_reply, wire
 
 __all__ = [

@@ -14,12 +14,22 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from rjobs.errors import RjobsError, error_from_reply
-from rjobs.models import ClaimedJob, EnqueueOutcome
+from rjobs.models import EnqueueOutcome
 from rjobs.statemachine import StateMachine
-from rjobs.store.codec import decode_stored
 from rjobs.store.keys import QueueKeys
 from rjobs.store.layout import COMPILED_OPTIONS, COMPILED_ROLES, compile_machine
+from rjobs.store.messages import (
+    Arg,
+    ClaimResult,
+    EnqueueSpec,
+    MoveRequest,
+    decode_claim,
+    decode_declared,
+    decode_enqueue,
+    decode_strings,
+    decode_text,
+    outcome_error,
+)
 
 __all__ = [
     "COMPILED_OPTIONS",
@@ -39,7 +49,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Arg = str | bytes | int | float
 _INCLUDE = re.compile(r"^--!include (\S+)$", re.MULTILINE)
 
 
@@ -107,143 +116,6 @@ class Cmd(msgspec.Struct, frozen=True):
 Op = Call[Any] | Cmd
 
 
-class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One job for enqueue.lua, already validated and encoded by the client. The fields are in
-    ARGV order: :meth:`args` sends them as declared (``depends_on`` as its count, then the ids),
-    and enqueue.lua names the same offsets at its top (a unit test holds the three together)."""
-
-    job_id: str = ""
-    type: str
-    params: bytes
-    priority: int
-    user_id: str = ""
-    run_at_ms: int = 0
-    delay_ms: int = 0
-    max_attempts: int = 1
-    dedupe_key: str = ""
-    dedupe_policy: str = "keep"
-    cancel_running: bool = False
-    on_dep_failure: str = "fail"
-    hold: bool = False
-    depends_on: tuple[str, ...] = ()
-
-    def args(self) -> list[Arg]:
-        """The record's ARGV fields, in declaration order."""
-        return [
-            self.job_id,
-            self.type,
-            self.params,
-            self.priority,
-            self.user_id,
-            self.run_at_ms,
-            self.delay_ms,
-            self.max_attempts,
-            self.dedupe_key,
-            self.dedupe_policy,
-            int(self.cancel_running),
-            self.on_dep_failure,
-            int(self.hold),
-            len(self.depends_on),
-            *self.depends_on,
-        ]
-
-
-class MoveRequest(msgspec.Struct, frozen=True):
-    """One move for transition.lua / finish.lua (see lua/lib/apply.lua for what each field means)."""
-
-    job_id: str
-    target: str
-    token: str = ""
-    result: bytes = b""
-    error: bytes = b""
-    run_at_ms: int = 0
-    msg: str = ""
-    refund: bool = False
-    lease_ms: int = 0
-    operator: bool = False
-
-    def args(self) -> list[Arg]:
-        """The request's 10 ARGV fields, in lua/lib/apply.lua's order."""
-        return [
-            self.job_id,
-            self.token,
-            self.target,
-            self.result,
-            self.error,
-            self.run_at_ms,
-            self.msg,
-            int(self.refund),
-            self.lease_ms,
-            int(self.operator),
-        ]
-
-
-class ClaimResult(msgspec.Struct, frozen=True):
-    """What claim.lua returns: the leased jobs, how many remain ready, the next delayed due time,
-    and whether the queue is paused (then no job)."""
-
-    jobs: list[ClaimedJob]
-    ready_left: int
-    next_due_ms: int | None
-    paused: bool = False
-
-
-def outcome_error(outcome: bytes | str) -> RjobsError | None:
-    """Per-request outcome of a batch script -> None for 'ok'/'already', else the exception."""
-    text = outcome.decode() if isinstance(outcome, bytes) else outcome
-    if text in ("ok", "already"):
-        return None
-    return error_from_reply(text)
-
-
-def _s(v: bytes | str | None) -> str:
-    return v.decode() if isinstance(v, bytes) else (v or "")
-
-
-def _decode_enqueue(raw: list[Any]) -> list[EnqueueOutcome]:
-    # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua)
-    return [
-        EnqueueOutcome(
-            id=_s(raw[i]),
-            outcome=_s(raw[i + 1]),
-            status=_s(raw[i + 2]),
-            previous_id=_s(raw[i + 3]) or None,
-            stale_cancelled=bool(raw[i + 4]),
-            cache_invalidated=bool(raw[i + 5]),
-        )
-        for i in range(0, len(raw), 6)
-    ]
-
-
-def _decode_claim(raw: list[Any]) -> ClaimResult:
-    jobs = [
-        ClaimedJob(
-            id=_s(j[0]),
-            type=_s(j[1]),
-            params=decode_stored(j[2]),  # Undecodable: that job fails alone (invalid_params)
-            attempt=int(j[3]),
-            max_attempts=int(j[4]),
-            token=_s(j[5]),
-            user_id=_s(j[6]) or None,
-            priority=int(j[7]),
-            retry_count=int(j[8]),
-            created_ms=int(j[9]),
-            lease_deadline_ms=int(j[10]),
-        )
-        for j in raw[2:]
-    ]
-    due, left = int(raw[0]), int(raw[1])
-    return ClaimResult(jobs, max(left, 0), None if due < 0 else due, left < 0)
-
-
-def _decode_declared(raw: list[Any]) -> tuple[str, dict[str, int]]:
-    return _s(raw[0]), {_s(raw[i]): int(raw[i + 1]) for i in range(1, len(raw), 2)}
-
-
-def _strings(raw: list[Any]) -> list[str]:
-    return [_s(x) for x in raw]
-
-
 class Scripts:
     """Typed builders for every script of one queue. Nothing here talks to Redis."""
 
@@ -278,7 +150,7 @@ class Scripts:
         return self._call(
             "declare_machine",
             [fingerprint, len(fields), int(write_options), *flat],
-            _decode_declared,
+            decode_declared,
         )
 
     def enqueue(self, actor: str, specs: Sequence[EnqueueSpec]) -> Call[list[EnqueueOutcome]]:
@@ -287,11 +159,11 @@ class Scripts:
         for spec in specs:
             args += spec.args()
         if not self.cluster:
-            return self._call("enqueue", args, _decode_enqueue)
+            return self._call("enqueue", args, decode_enqueue)
         jobs = {j: None for spec in specs for j in (spec.job_id, *spec.depends_on) if j}
         more = {x: None for spec in specs if spec.dedupe_key for x in self._dedupe_keys(spec.dedupe_key)}
         more.update((x, None) for spec in specs for x in self._lane_keys(spec.type))
-        return self._call("enqueue", args, _decode_enqueue, jobs, more)
+        return self._call("enqueue", args, decode_enqueue, jobs, more)
 
     def _lane_keys(self, job_type: str) -> tuple[str, str]:
         return self.keys.lane(job_type), self.keys.wake(job_type)
@@ -312,10 +184,10 @@ class Scripts:
         (None: of every type, for a consumer that runs anything). ``seen``: record in the lanes
         index that a worker running ``types`` came (a worker does every few seconds)."""
         if types is None:
-            return self._call("claim", [worker, max_jobs, lease_ms, promote, 0, "*"], _decode_claim)
+            return self._call("claim", [worker, max_jobs, lease_ms, promote, 0, "*"], decode_claim)
         lanes = [x for t in types for x in self._lane_keys(t)] if self.cluster else ()
         args: list[Arg] = [worker, max_jobs, lease_ms, promote, int(seen), len(types), *types]
-        return self._call("claim", args, _decode_claim, (), lanes)
+        return self._call("claim", args, decode_claim, (), lanes)
 
     def heartbeat(
         self, holder: str, lease_ms: int, held: Iterable[tuple[str, str]], register: int = 1, info: bytes = b""
@@ -326,15 +198,15 @@ class Scripts:
         pairs = list(held)
         flat: list[Arg] = [x for pair in pairs for x in pair]
         args: list[Arg] = [holder, lease_ms, int(register), len(pairs), *flat, *([info] if info else [])]
-        return self._call("heartbeat", args, _strings, (job for job, _ in pairs), (self.keys.workers_info,))
+        return self._call("heartbeat", args, decode_strings, (job for job, _ in pairs), (self.keys.workers_info,))
 
     def transition(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Client-side moves; one outcome string per request (see :func:`outcome_error`)."""
-        return self._call("transition", self._requests(actor, requests), _strings, (r.job_id for r in requests))
+        return self._call("transition", self._requests(actor, requests), decode_strings, (r.job_id for r in requests))
 
     def finish(self, actor: str, requests: Sequence[MoveRequest]) -> Call[list[str]]:
         """Fenced worker moves; one outcome string per request."""
-        return self._call("finish", self._requests(actor, requests), _strings, (r.job_id for r in requests))
+        return self._call("finish", self._requests(actor, requests), decode_strings, (r.job_id for r in requests))
 
     @staticmethod
     def _requests(actor: str, requests: Sequence[MoveRequest]) -> list[Arg]:
@@ -345,7 +217,7 @@ class Scripts:
 
     def retry(self, actor: str, job_id: str, params: bytes = b"") -> Call[str]:
         """Failed/cancelled -> ready, same id, retry_count + 1; -> the new status."""
-        return self._call("retry", [actor, job_id, params], _s, (job_id,))
+        return self._call("retry", [actor, job_id, params], decode_text, (job_id,))
 
     def progress(
         self, actor: str, job_id: str, token: str, percent: float, step: str, operator: bool = False
@@ -353,8 +225,8 @@ class Scripts:
         """-> ('ok', eta_ms) or ('ignored:<status>', -1)."""
 
         def decode(raw: list[Any]) -> tuple[str, int]:
-            kind = _s(raw[0])
-            return (kind, int(raw[1])) if kind == "ok" else (f"ignored:{_s(raw[1])}", -1)
+            kind = decode_text(raw[0])
+            return (kind, int(raw[1])) if kind == "ok" else (f"ignored:{decode_text(raw[1])}", -1)
 
         return self._call("progress", [actor, job_id, token, percent, step, int(operator)], decode, (job_id,))
 
@@ -380,11 +252,11 @@ class Scripts:
     ) -> Call[str]:
         """Link an asset to a job (the lease holder, the owner or an operator) -> asset id."""
         args: list[Arg] = [actor, job_id, token, user_id, asset_id, asset, label, int(operator)]
-        return self._call("add_asset", args, _s, (job_id,), (self.keys.job_assets(job_id),))
+        return self._call("add_asset", args, decode_text, (job_id,), (self.keys.job_assets(job_id),))
 
     def comment(self, actor: str, job_id: str, token: str, text: str) -> Call[str]:
         """Append a comment event."""
-        return self._call("comment", [actor, job_id, token, text], _s, (job_id,))
+        return self._call("comment", [actor, job_id, token, text], decode_text, (job_id,))
 
     def set_priority(self, actor: str, job_id: str, priority: int) -> Call[int]:
         """Change a waiting job's priority -> the previous one."""

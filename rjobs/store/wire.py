@@ -22,7 +22,8 @@ import redis.asyncio as aredis
 from redis._parsers import helpers
 from redis.exceptions import MaxConnectionsError
 
-from rjobs.store.scripts import Arg, Call, Cmd, Op
+from rjobs.store.messages import Arg
+from rjobs.store.scripts import Call, Cmd, Op
 
 T = TypeVar("T")
 
