@@ -71,6 +71,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     dedupe_key: str | None = None
     depends_on: tuple[str, ...] = ()
     deps_pending: int = 0
+    group: str | None = None
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +133,7 @@ class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
     retry_count: int
     created_ms: int
     lease_deadline_ms: int
+    group: str | None = None
 
 
 class Undecodable(msgspec.Struct, frozen=True, tag=True):
@@ -183,3 +185,4 @@ class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
     on_dependency_failure: str = "fail"
     job_id: str | None = None
     hold: bool = False
+    group: str | None = None

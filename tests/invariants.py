@@ -65,18 +65,34 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
         members = {m.decode() for m in client.zrange(k.state(state), 0, -1)}
         expected = {j for j, s in statuses.items() if s == state}
         assert members == expected, f"state:{state} index {sorted(members)} != jobs {sorted(expected)}"
-    # ready jobs wait in the lane of their type, each listed in the lanes index
-    lanes = {key.decode()[len(k.prefix) + 6 :] for key in client.scan_iter(match=k.prefix + "ready:*", count=1000)}
+    # ready jobs wait in the lane of their type (and group: ready:<type>:<group>, listed in the
+    # type's groups index), each type listed in the lanes index
+    lane_keys = {key.decode()[len(k.prefix) + 6 :] for key in client.scan_iter(match=k.prefix + "ready:*", count=1000)}
+    lanes = {name.partition(":")[0] for name in lane_keys}
     listed = {m.decode() for m in client.zrange(k.lanes, 0, -1)}
     assert lanes <= listed, f"lanes {sorted(lanes - listed)} missing from the lanes index"
+    ready_ids: set[str] = set()
+    for name in lane_keys:
+        t, _, g = name.partition(":")
+        if g:
+            assert client.zscore(k.prefix + "groups:" + t, g) is not None, f"group lane {name} not in groups:{t}"
+        for m in client.zrange(k.prefix + "ready:" + name, 0, -1):
+            jid = m.decode()
+            h = jobs.get(jid, {})
+            assert (_s(h.get(b"type")), _s(h.get(b"group"))) == (t, g), f"lane {name} holds {jid} of another lane"
+            ready_ids.add(jid)
+    # every capped slot is held by a leased job that lists it (lua/claim.lua, lib/move.lua)
+    held: dict[str, int] = {}
+    for jid, h in jobs.items():
+        for name in filter(None, _s(h.get(b"lim")).split(",")):
+            assert statuses[jid] in machine.leased, f"job {jid} holds limit slots but is {statuses[jid]}"
+            held[name] = held.get(name, 0) + 1
+    running = {_s(n): int(v) for n, v in client.hgetall(k.prefix + "running").items()}
+    assert {n: v for n, v in running.items() if v} == held, f"running counts {running} != slots held {held}"
     lines = {key.decode()[len(k.prefix) + 5 :] for key in client.scan_iter(match=k.prefix + "wake:*", count=1000)}
     assert lines <= listed, f"wake lines {sorted(lines - listed)} of types missing from the lanes index"
     assert all(client.llen(k.wake(t)) <= 1 for t in lines), "a wake line holds at most one token"
-    for t in lanes:
-        for m in client.zrange(k.lane(t), 0, -1):
-            jid = m.decode()
-            assert _s(jobs.get(jid, {}).get(b"type")) == t, f"lane {t} holds {jid} of another type"
-    ready = {m.decode() for t in lanes for m in client.zrange(k.lane(t), 0, -1)}
+    ready = ready_ids
     assert ready == {j for j, s in statuses.items() if s == machine.ready}, "ready lanes disagree with statuses"
     if machine.delayed:
         delayed = {m.decode() for m in client.zrange(k.delayed, 0, -1)}

@@ -142,7 +142,7 @@ def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
         args.type, params, priority=_priority(args.priority), user_id=args.user, delay=args.delay,
         run_at=_when(args.run_at) if args.run_at else None,
         dedupe_key=args.dedupe_key, dedupe=args.dedupe, max_attempts=args.max_attempts,
-        depends_on=args.depends_on or (),
+        depends_on=args.depends_on or (), group=args.group,
     )  # fmt: skip
     warn_if_unserved(client, args.queue, new, out)
     if out.json:

@@ -30,6 +30,7 @@ from rjobs.cli.commands import (
 )
 from rjobs.cli.control import cmd_pause, cmd_resume
 from rjobs.cli.fleet import cmd_workers
+from rjobs.cli.limits import cmd_limit
 from rjobs.cli.render import Output
 
 __all__ = ["build_parser", "main"]
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedupe", choices=("keep", "replace"), default="keep", help="policy for a live duplicate")
     p.add_argument("--max-attempts", type=int, default=3, help="attempts before the job fails (default 3)")
     p.add_argument("--depends-on", nargs="+", action="extend", metavar="ID", help="run after these jobs succeed")
+    p.add_argument("--group", help="concurrency / rate-limit group (see rjobs limit)")
     p.add_argument("--machine", choices=sorted(MACHINES), help="machine of a new queue (default job)")
 
     job_ref(command("show", cmd_show, "a job's fields, assets and full history"))
@@ -97,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("resume", cmd_resume, "let workers claim from a paused queue again")
     p.add_argument("queue")
+
+    p = command("limit", cmd_limit, "limit a job type or group: running jobs and claims per window")
+    p.add_argument("action", choices=["set", "rm", "ls", "backoff"])
+    p.add_argument("queue")
+    p.add_argument("--type", help="the job type to limit")
+    p.add_argument("--group", help="the group to limit (given at enqueue)")
+    p.add_argument("--concurrency", type=int, help="at most this many of its jobs running")
+    p.add_argument("--rate", type=int, help="at most this many claims per window (with --per)")
+    p.add_argument("--per", type=float, help="the rate's window, seconds")
+    p.add_argument("--seconds", type=float, help="backoff: claim none of it for this long")
 
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")

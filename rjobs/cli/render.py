@@ -22,6 +22,7 @@ __all__ = [
     "age",
     "event_line",
     "jobs_table",
+    "limits_lines",
     "percent_text",
     "show_job",
     "stamp",
@@ -187,6 +188,7 @@ def show_job(
         ("result", _json_text(job.result) if job.result is not None else ""),
         ("error", _error_text(job)),
         ("dedupe key", job.dedupe_key or ""),
+        ("group", job.group or ""),
         ("depends on", ", ".join(job.depends_on) + (f" ({job.deps_pending} pending)" if job.deps_pending else "")),
         ("created", stamp(job.created_ms, with_date=True)),
         ("scheduled", stamp(job.scheduled_ms, with_date=True)),
@@ -301,7 +303,26 @@ def queue_stats(console: Console, machine: StateMachine, s: dict[str, Any]) -> N
     console.print(f"workers alive (last 30 s): {len(s['workers'])}  {workers}", markup=False)
     oldest = s["oldest_ready_age_ms"]
     console.print(f"oldest ready job waiting: {age(oldest) if oldest is not None else '-'}", markup=False)
+    for line in limits_lines(s):
+        console.print(line, markup=False)
     lanes = s.get("lanes") or {}
     if lanes:  # ready jobs wait in one lane per job type: a type no live worker runs is marked
         shown = [f"{t} {v['ready']}" + ("" if v["served"] else " (no live worker runs it)") for t, v in lanes.items()]
         console.print("ready by job type: " + ", ".join(shown), markup=False)
+
+
+def limits_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per limit (running count, back-off) and per type with groups (ready per group)."""
+    lines = []
+    for name, lim in doc.get("limits", {}).items():
+        parts = []
+        if lim["concurrency"]:
+            parts.append(f"running {lim['running']}/{lim['concurrency']}")
+        if lim["rate"]:
+            parts.append(f"rate {lim['rate']} per {lim['per']:g} s")
+        if lim["backoff_until_ms"]:
+            parts.append(f"backed off until {lim['backoff_until_ms']} ms")
+        lines.append(f"limit {name}: " + ", ".join(parts))
+    for t, groups in doc.get("groups", {}).items():
+        lines.append(f"groups of {t} (ready, in turn): " + ", ".join(f"{g} {n}" for g, n in groups.items()))
+    return lines

@@ -171,6 +171,7 @@ def job_request(
     on_dependency_failure: str,
     job_id: str | None,
     hold: bool,
+    group: str | None = None,
 ) -> JobRequest:
     """Bundle enqueue's arguments into a request; timedelta/datetime become seconds."""
     if isinstance(delay, dt.timedelta):
@@ -197,6 +198,7 @@ def job_request(
             on_dependency_failure=on_dependency_failure,
             job_id=job_id,
             hold=hold,
+            group=group,
         )
     except TypeError as exc:
         raise ValidationError(str(exc)) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from rjobs.client.limits import backoff_plan, clear_limit_plan, limit_name, limits_plan, set_limit_plan
 from rjobs.client.operations import QueuePlans
 from rjobs.client.queries import paused_plan, stats_plan
 from rjobs.store.transport import Plan
@@ -37,8 +38,40 @@ class QueueControl:
 
     async def stats(self) -> dict[str, Any]:
         """Counts, live workers, the age of the oldest ready job, the ready jobs per job type
-        (``lanes``), whether the queue is paused (``paused``) and warnings."""
-        return await self._read(stats_plan(self._plans))
+        (``lanes``), whether the queue is paused (``paused``), warnings, and the limits with their
+        running counts (``limits``) and the ready jobs per group (``groups``)."""
+        stats = await self._read(stats_plan(self._plans))
+        stats.update(await self._read(limits_plan(self._plans.keys)))
+        return stats
+
+    async def set_limit(
+        self,
+        *,
+        type: str | None = None,
+        group: str | None = None,
+        concurrency: int | None = None,
+        rate: int | None = None,
+        per: float | None = None,
+    ) -> dict[str, Any] | None:
+        """Limit a job type or a group (given at enqueue), in every worker process: at most
+        ``concurrency`` of its jobs running, at most ``rate`` claims per ``per`` seconds. A job over
+        a limit stays ready (no attempt spent) and starts when it may; other types and groups go on.
+        Returns the previous limits of that name, or None."""
+        return await self._drive(set_limit_plan(self._plans.scripts, limit_name(type, group), concurrency, rate, per))
+
+    async def clear_limit(self, *, type: str | None = None, group: str | None = None) -> dict[str, Any] | None:
+        """Remove the limits of a job type or a group; the previous ones, or None."""
+        return await self._drive(clear_limit_plan(self._plans.scripts, limit_name(type, group)))
+
+    async def backoff(self, seconds: float, *, type: str | None = None, group: str | None = None) -> int:
+        """Claim no job of a limited type or group for ``seconds`` (a 429 from the service behind
+        it); a longer back-off in place is kept. Returns its end (server epoch ms)."""
+        return await self._drive(backoff_plan(self._plans.scripts, limit_name(type, group), seconds))
+
+    async def limits(self) -> dict[str, Any]:
+        """The limits by name (``t:<type>``, ``g:<group>``) with running counts and back-offs, and
+        the ready jobs of the first groups of each type in turn order."""
+        return await self._read(limits_plan(self._plans.keys))
 
     async def pause(self, reason: str = "", *, actor: str | None = None) -> bool:
         """Stop every worker claiming from this queue (for a partitioned queue, see its own

@@ -92,6 +92,7 @@ class QueuePlans(ReadPlans):
             cancel_running=flag(req.cancel_running, "cancel_running"),
             on_dep_failure=req.on_dependency_failure,
             hold=req.hold,
+            group=validate_name("group", req.group) if req.group is not None else "",
             # a set of ids: a dependency listed twice counts once
             depends_on=tuple(dict.fromkeys(self._id(d) for d in deps)) if deps else (),
         )

@@ -250,6 +250,17 @@ class PartitionedQueue:
         """:meth:`rjobs.Queue.resume` on every partition; True when one of them was paused."""
         return any([await q.resume(actor=actor) for q in self.partitions])
 
+    async def set_limit(self, **limit: Any) -> dict[str, Any] | None:
+        """:meth:`rjobs.Queue.set_limit` on every partition: a limit holds per partition (each one
+        is its own Redis queue), so a cap of K over N partitions lets up to N * K run."""
+        previous = [await q.set_limit(**limit) for q in self.partitions]
+        return previous[0]
+
+    async def clear_limit(self, **name: Any) -> dict[str, Any] | None:
+        """:meth:`rjobs.Queue.clear_limit` on every partition."""
+        previous = [await q.clear_limit(**name) for q in self.partitions]
+        return previous[0]
+
     async def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
         """Newest first over every partition, by state and/or owner."""
         found = [job for q in self.partitions for job in await q.list(state, user_id, limit)]

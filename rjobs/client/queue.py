@@ -123,12 +123,14 @@ class Queue(QueueControl):
         on_dependency_failure: str = "fail",
         job_id: str | None = None,
         hold: bool = False,
+        group: str | None = None,
         actor: str | None = None,
     ) -> EnqueueOutcome:
         """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
         ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
-        cancels it (a running one too with ``cancel_running``) and invalidates its cached result."""
+        cancels it (a running one too with ``cancel_running``) and invalidates its cached result.
+        ``group``: the job's concurrency and rate-limit key (:meth:`set_limit`; claims are fair across groups)."""
         req = job_request(
             type,
             params,
@@ -144,6 +146,7 @@ class Queue(QueueControl):
             on_dependency_failure,
             job_id,
             hold,
+            group,
         )
         return await self._drive(self._plans.enqueue(req, actor))
 

@@ -19,7 +19,7 @@
 -- Returns  {next_due_ms (-1 = nothing delayed), ready_left (in the lanes served; -1 = the queue is
 --          paused: no job), jobs...}; each job is
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
---           created_ms, lease_deadline_ms}
+--           created_ms, lease_deadline_ms, group ('' = none)}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
 --!include lib/layout.lua
 --!include lib/core.lua
@@ -47,8 +47,11 @@ for i = 8, 7 + ntypes do
   if not valid_name(t) then return fail('RJ_INVALID', 'job type') end
   if not serves[t] then serves[t] = true; types[#types + 1] = t end
 end
--- a paused queue (pause.lua): due delayed jobs still become ready, nothing is claimed
-local paused = call('HGET', MACHINE_KEY, 'paused')
+-- a paused queue (pause.lua): due delayed jobs still become ready, nothing is claimed; flow: the
+-- queue has limits (set_limit.lua) or grouped jobs, which this call then reads (else it reads nothing
+-- more than a queue without them)
+local flags = call('HMGET', MACHINE_KEY, 'paused', 'flow')
+local paused, flow = flags[1], flags[2]
 if paused then max_jobs = 0 end
 if any then  -- a consumer that takes every type: the lanes listed in the index (bounded)
   for _, t in ipairs(read('ZRANGE', P .. 'lanes', 0, 999)) do serves[t] = true; types[#types + 1] = t end
@@ -56,23 +59,84 @@ end
 local m, P, now = M, P, NOW
 local ready, delayed = m.ready, m.delayed
 local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',
-  'priority', 'seq', 'retry_count', 'created_ms'}
+  'priority', 'seq', 'retry_count', 'created_ms', 'group', 'lim'}
 local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
-  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12}
+  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, group = 13, lim = 14}
 
 -- 1. Due delayed jobs become ready (whatever their type: the first claim after they are due
 -- promotes them); those of a type served here may be claimed by this very call.
 -- promoted: {score, id, type}, few; count: jobs per served lane; heads: per lane with jobs, its
 -- best max_jobs as h = {id, score, id, score, ...}, a cursor and its type
 local promoted, left, count, heads = {}, 0, {}, {}
+-- Limits (docs/design.md, decision 5): a name ('t:<type>', 'g:<group>') may cap its running jobs
+-- and rate its claims; allowance(name) is how many more jobs of it this call may lease (math.huge:
+-- no limit), and when a rate window or a back-off opens (opens). Read once per name and call.
+local LIM, opens_at = {}, false
+local function allowance(name)
+  local a = LIM[name]
+  if a then return a end
+  a = {allow = math.huge}
+  local spec = read('HGET', P .. 'limits', name)
+  if spec then
+    local cap, n, per = string.match(spec, '^(%d+),(%d+),(%d+)$')
+    cap, n, per = tonumber(cap), tonumber(n), tonumber(per)
+    if cap and cap > 0 then
+      a.cap = true
+      a.allow = math.max(0, cap - math.max(0, tonumber(read('HGET', P .. 'running', name)) or 0))
+    end
+    if n and n > 0 then
+      a.rate, a.per = P .. 'rate:' .. name, per
+      local used = read('ZCOUNT', a.rate, '(' .. (now - per), '+inf')
+      if used >= n then
+        local oldest = read('ZRANGEBYSCORE', a.rate, '(' .. (now - per), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        a.opens = oldest[2] and tonumber(oldest[2]) + per or now + per
+      end
+      a.allow = math.min(a.allow, math.max(0, n - used))
+    end
+  end
+  local back = tonumber(read('HGET', P .. 'backoff', name))
+  if back and back > now then
+    a.allow, a.opens = 0, math.max(a.opens or 0, back)
+  end
+  if a.opens and (not opens_at or a.opens < opens_at) then opens_at = a.opens end
+  LIM[name] = a
+  return a
+end
+local function open(l)  -- a source may lease one more job under every limit it is under
+  for _, name in ipairs(l.names) do
+    if LIM[name].allow <= 0 then return false end
+  end
+  return true
+end
+local seq_now, turn = false, 0  -- a served group lane goes behind every job enqueued so far
 for _, t in ipairs(paused and {} or types) do
-  local key, n = lane_key(t), 0
-  if max_jobs > 0 then
+  local key, n, tn = lane_key(t), 0, 't:' .. t
+  local ta = flow and allowance(tn) or nil
+  if max_jobs > 0 and (not ta or ta.allow > 0) then
     local h = read('ZRANGE', key, 0, max_jobs - 1, 'WITHSCORES')
     n = #h / 2
     if n == max_jobs then n = read('ZCARD', key) end  -- a full page: there may be more
-    if n > 0 then heads[#heads + 1] = {h = h, at = 1, t = t} end
-  else
+    if n > 0 then heads[#heads + 1] = {h = h, at = 1, t = t, names = ta and {tn} or nil} end
+    -- the lanes of the type's groups, in turn (bounded): fair across groups
+    local groups = flow and read('ZRANGE', P .. 'groups:' .. t, 0, 99, 'WITHSCORES') or {}
+    for i = 1, #groups, 2 do
+      local g, gn = groups[i], 'g:' .. groups[i]
+      local ga = allowance(gn)
+      if ga.allow > 0 then
+        local gkey = key .. ':' .. g
+        local k = math.min(max_jobs, ga.allow, ta.allow)
+        local gh = read('ZRANGE', gkey, 0, k - 1, 'WITHSCORES')
+        if #gh == 0 then
+          op('ZREM', P .. 'groups:' .. t, g)  -- an emptied lane leaves the index
+        else
+          heads[#heads + 1] = {h = gh, at = 1, t = t, g = g, key = gkey, names = {tn, gn},
+            rot = tonumber(groups[i + 1]) % 1e13, more = #gh / 2 == k}
+          n = n + #gh / 2
+          if not seq_now then seq_now = tonumber(read('GET', P .. 'seq')) or 0 end
+        end
+      end
+    end
+  elseif max_jobs == 0 then
     n = read('ZCARD', key)
   end
   count[t] = n
@@ -89,7 +153,7 @@ if delayed ~= '' and promote > 0 and head[2] and tonumber(head[2]) <= now then
       move(rec, ready, {actor = 'rjobs', msg = 'due'})
       local t = field(rec, 'type')
       if any and not serves[t] then serves[t] = true; types[#types + 1] = t; count[t] = 0 end
-      if serves[t] and not paused then
+      if serves[t] and not paused and not group_of(rec) and not flow then
         promoted[#promoted + 1] = {ready_score(field(rec, 'priority'), field(rec, 'seq')), id, t}
         count[t] = count[t] + 1
         left = left + 1
@@ -114,14 +178,17 @@ if max_jobs > 0 and left > 0 then
   if #promoted > 1 then table.sort(promoted, function(a, b) return a[1] < b[1] end) end
   local claimed, p = 0, 1
   local opts = {lease_ms = lease_ms, holder = worker, actor = worker}
-  local only = #heads == 1 and #promoted == 0 and heads[1]  -- one source: no scores to compare
+  local only = #heads == 1 and #promoted == 0 and not flow and heads[1]  -- one source: nothing to compare
+  local lane
   while claimed < max_jobs do
-    local id, t, best, lane = nil, nil, nil, only
+    local id, t, best = nil, nil, nil
+    lane = only
     if not only then
       for i = 1, #heads do
         local l = heads[i]
-        if l.at < #l.h then
+        if l.at < #l.h and (not l.names or open(l)) then
           local score = tonumber(l.h[l.at + 1])
+          if l.g then score = math.floor(score / 1e13) * 1e13 + l.rot end  -- the group's turn
           if not best or score < best then best, lane = score, l end
         end
       end
@@ -130,6 +197,7 @@ if max_jobs > 0 and left > 0 then
     end
     if p <= #promoted and (not lane or promoted[p][1] < best) then
       id, t = promoted[p][2], promoted[p][3]; p = p + 1
+      lane = nil
     elseif lane then
       id, t = lane.h[lane.at], lane.t; lane.at = lane.at + 2
     else
@@ -137,10 +205,25 @@ if max_jobs > 0 and left > 0 then
     end
     local rec = load_job(id, CLAIM_FIELDS, CLAIM_IX)
     if rec.status ~= ready then
-      zset(lane_key(t), id, false)  -- stale member; the hash is authoritative
+      zset(lane and lane.key or lane_key(t), id, false)  -- stale member; the hash is authoritative
       left = left - 1
       count[t] = count[t] - 1
     else
+      if lane and lane.names then  -- under limits: a slot of each capped name, a mark in each rate
+        local held = {}
+        for _, name in ipairs(lane.names) do
+          local a = LIM[name]
+          a.allow = a.allow - 1
+          if a.cap then held[#held + 1] = name; a.took = (a.took or 0) + 1 end
+          if a.rate then op('ZADD', a.rate, now, id .. ':' .. (tonumber(field(rec, 'attempt')) or 0)); a.used = true end
+        end
+        if #held > 0 then hset(rec, 'lim', table.concat(held, ',')) end
+      end
+      if lane and lane.g then  -- the group goes behind the jobs enqueued so far (in its band)
+        turn = turn + 1
+        lane.rot = seq_now + turn
+        lane.taken = true
+      end
       for i, st in ipairs(m.chain) do
         opts.token = i > 1 and field(rec, 'token') or nil
         move(rec, st, opts)
@@ -152,10 +235,31 @@ if max_jobs > 0 and left > 0 then
       -- never put a nil in a reply array (Lua would cut the array short there)
       out[#out + 1] = {id, t or '', g(rec, 'params') or '', tonumber(g(rec, 'attempt')),
         tonumber(g(rec, 'max_attempts')) or 1, g(rec, 'token'), g(rec, 'user_id') or '', tonumber(g(rec, 'priority')) or 0,
-        tonumber(g(rec, 'retry_count')) or 0, tonumber(g(rec, 'created_ms')) or 0, tonumber(g(rec, 'lease_deadline_ms'))}
+        tonumber(g(rec, 'retry_count')) or 0, tonumber(g(rec, 'created_ms')) or 0, tonumber(g(rec, 'lease_deadline_ms')),
+        g(rec, 'group') or ''}
     end
   end
 end
+-- the limits' counts and windows, and each served group lane's new turn in its type's index
+for name, a in pairs(LIM) do
+  if a.took then op('HINCRBY', P .. 'running', name, a.took) end
+  if a.used then
+    op('ZREMRANGEBYSCORE', a.rate, '-inf', now - a.per)
+    op('PEXPIRE', a.rate, 2 * a.per)
+  end
+end
+for _, l in ipairs(heads) do
+  if l.taken then
+    if l.at < #l.h then
+      op('ZADD', P .. 'groups:' .. l.t, math.floor(tonumber(l.h[l.at + 1]) / 1e13) * 1e13 + l.rot, l.g)
+    elseif l.more then  -- its next job was not read: its turn in the band of the last one
+      op('ZADD', P .. 'groups:' .. l.t, math.floor(tonumber(l.h[l.at - 1]) / 1e13) * 1e13 + l.rot, l.g)
+    else
+      op('ZREM', P .. 'groups:' .. l.t, l.g)  -- its lane is empty now
+    end
+  end
+end
+if opens_at and (out[1] < 0 or opens_at < out[1]) then out[1] = opens_at end  -- wake when a limit opens
 -- jobs left in a lane served here: wake another worker idle on that lane
 for _, t in ipairs(types) do
   if (count[t] or 0) > 0 then wake(t) end

@@ -9,10 +9,11 @@
 -- ARGV[1]  prefix   "rjobs:{Q}:"
 -- ARGV[2]  actor    who enqueues (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  njobs    number of job records that follow (1-10000)
--- ARGV[4..] per job, the 14 fields at the offsets below (rjobs.store.scripts.EnqueueSpec, same order),
+-- ARGV[4..] per job, the 15 fields at the offsets below (rjobs.store.scripts.EnqueueSpec, same order),
 --          then its dependency ids
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
---          ready:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq, wake:<type> (under the prefix)
+--          ready:<type>[:<group>], groups:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq,
+--          wake:<type> (under the prefix), machine (flow: set once a job names a group)
 -- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept), status,
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>; every error about
@@ -23,8 +24,8 @@
 --!include lib/checks.lua
 --!include lib/move.lua
 local ID, TYPE, PARAMS, PRIORITY, USER, RUN_AT, DELAY, MAX_ATTEMPTS, DEDUPE_KEY, DEDUPE, CANCEL_RUNNING,
-  ON_DEP_FAILURE, HOLD, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
-local FIELDS = 14
+  ON_DEP_FAILURE, HOLD, GROUP, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
+local FIELDS = 15
 
 -- A job this call creates (its keys were checked to be free by the caller); `fields` is its flat
 -- field/value list (the creation HSET).
@@ -50,6 +51,7 @@ local function refuse(code, text, n) return fail(code, text .. ' (request ' .. n
 
 -- 1. Validate every record (no reads yet). A record stays in ARGV; later steps read it in place.
 local starts, dues, pos = {}, {}, 4
+local grouped = false  -- a request names a group: the queue's claims then read groups (claim.lua)
 for n = 1, njobs do
   local ndeps = int(ARGV[pos + NDEPS], 0, 1000)
   if not ndeps or pos + FIELDS + ndeps - 1 > #ARGV then return refuse('RJ_INVALID', 'malformed job record', n) end
@@ -63,6 +65,11 @@ for n = 1, njobs do
   if not run_at or not delay then return refuse('RJ_INVALID', 'run_at/delay must be integer ms in range', n) end
   if not int(ARGV[pos + MAX_ATTEMPTS], 1, 1000) then return refuse('RJ_INVALID', 'max_attempts must be 1-1000', n) end
   if dkey ~= '' and not valid_dedupe_key(dkey) then return refuse('RJ_INVALID', 'dedupe key', n) end
+  local group = ARGV[pos + GROUP]
+  if group ~= '' then
+    if not valid_name(group) then return refuse('RJ_INVALID', 'group', n) end
+    grouped = true
+  end
   local policy, cancel_running = ARGV[pos + DEDUPE], ARGV[pos + CANCEL_RUNNING]
   if (policy ~= 'keep' and policy ~= 'replace') or (cancel_running ~= '0' and cancel_running ~= '1') then
     return refuse('RJ_INVALID', 'dedupe policy must be keep or replace, cancel_running 0 or 1', n)
@@ -197,6 +204,7 @@ for n = 1, njobs do
       f[#f + 1] = 'dedupe_policy'; f[#f + 1] = ARGV[pos + DEDUPE]
       if ARGV[pos + CANCEL_RUNNING] == '1' then f[#f + 1] = 'cancel_running'; f[#f + 1] = '1' end
     end
+    if ARGV[pos + GROUP] ~= '' then f[#f + 1] = 'group'; f[#f + 1] = ARGV[pos + GROUP] end
     if ndeps > 0 then
       f[#f + 1] = 'depends_on'; f[#f + 1] = table.concat(ARGV, ',', pos + FIELDS, pos + FIELDS + ndeps - 1)
       f[#f + 1] = 'on_dep_failure'; f[#f + 1] = ARGV[pos + ON_DEP_FAILURE]
@@ -227,5 +235,6 @@ for n = 1, njobs do
   end
 end
 op('SET', P .. 'seq', seq0 + njobs)
+if grouped and not call('HGET', MACHINE_KEY, 'flow') then op('HSET', MACHINE_KEY, 'flow', '1') end
 commit()
 return out

@@ -69,6 +69,10 @@ class Backend:
         together (:func:`rjobs.store.cluster.run_by_node`)."""
         return self.runner, self.scripts.claim(worker_id, max_jobs, lease_ms, types, seen=seen)
 
+    async def backoff(self, name: str, ms: int) -> int:
+        """Claim no job of the limited ``t:<type>`` / ``g:<group>`` for ``ms``; the back-off's end."""
+        return await self.runner.run(self.scripts.backoff(name, ms))
+
     async def heartbeat(
         self, holder: str, lease_ms: int, pairs: Sequence[tuple[str, str]], register: bool = True, info: bytes = b""
     ) -> list[str]:

@@ -177,6 +177,7 @@ def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         dedupe_key=_str(g(b"dedupe_key")),
         depends_on=tuple(deps.decode().split(",")) if deps else (),
         deps_pending=_int(g(b"deps_pending")) or 0,
+        group=_str(g(b"group")),
     )
 
 

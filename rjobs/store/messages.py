@@ -47,6 +47,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     cancel_running: bool = False
     on_dep_failure: str = "fail"
     hold: bool = False
+    group: str = ""
     depends_on: tuple[str, ...] = ()
 
     def args(self) -> list[Arg]:
@@ -65,6 +66,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
             int(self.cancel_running),
             self.on_dep_failure,
             int(self.hold),
+            self.group,
             len(self.depends_on),
             *self.depends_on,
         ]
@@ -151,6 +153,7 @@ def decode_claim(raw: list[Any]) -> ClaimResult:
             retry_count=int(j[8]),
             created_ms=int(j[9]),
             lease_deadline_ms=int(j[10]),
+            group=decode_text(j[11]) or None if len(j) > 11 else None,
         )
         for j in raw[2:]
     ]

@@ -262,6 +262,15 @@ class Scripts:
         """Change a waiting job's priority -> the previous one."""
         return self._call("set_priority", [actor, job_id, priority], int, (job_id,))
 
+    def set_limit(self, name: str, cap: int, rate: int, per_ms: int) -> Call[str]:
+        """Set (or with cap and rate 0, clear) the limits of ``t:<type>`` / ``g:<group>`` -> the
+        previous ones ("cap,rate,per_ms", or '')."""
+        return self._call("set_limit", [name, cap, rate, per_ms], decode_text)
+
+    def backoff(self, name: str, ms: int) -> Call[int]:
+        """Claim no job of a limited name for ``ms`` -> the back-off's end (server epoch ms)."""
+        return self._call("backoff", [name, ms], int)
+
     def pause(self, actor: str, paused: bool, reason: str = "") -> Call[bool]:
         """Pause (``paused``) or resume the queue -> whether that changed it."""
         return self._call("pause", [actor, int(paused), reason], lambda r: bool(int(r)))

@@ -24,14 +24,14 @@ import anyio.to_thread
 import msgspec
 
 from rjobs.client.operations import to_job_error
-from rjobs.errors import ValidationError
+from rjobs.errors import RjobsError, ValidationError
 from rjobs.models import ClaimedJob, JobError, Undecodable
 from rjobs.statemachine import StateMachine
 from rjobs.store import codec
 from rjobs.store.scripts import MoveRequest
 from rjobs.worker.clock import ServerClock
 from rjobs.worker.context import JobContext
-from rjobs.worker.functions import JobFunction, Partial, describe_error, retry_after, retryable
+from rjobs.worker.functions import JobFunction, Partial, Retry, describe_error, retry_after, retryable
 from rjobs.worker.hooks import Hooks, WorkerState, outcome_of
 from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.isolation import ChildPool
@@ -188,11 +188,22 @@ class JobRunner:
             error = TimeoutError(f"{job.type} ran longer than its timeout of {fn.timeout} s")
             return self._logged(self._failed(moves, fn, job, error, code="timeout"), moves, error, queue, job, started)
         if error is not None:
+            if isinstance(error, Retry) and error.group:
+                await self._push_back(queue, job, error.after or 0)
             return self._logged(self._failed(moves, fn, job, error), moves, error, queue, job, started)
         request = self._returned(queue, moves, job, value)
         if request.target == moves.success and not job_log.isEnabledFor(logging.INFO):
             return request  # the common case: nothing to log
         return self._logged(request, moves, None, queue, job, started)
+
+    async def _push_back(self, queue: Queue, job: ClaimedJob, seconds: float) -> None:
+        """Retry(group=True): the job's group (else its type) waits too; a name without limits is
+        only logged (the job itself is retried as asked)."""
+        name = f"g:{job.group}" if job.group else f"t:{job.type}"
+        try:
+            await queue.backend.backoff(name, max(1, round(seconds * 1000)))
+        except (RjobsError, OSError) as exc:
+            log.warning("job %s: cannot push %s back: %s", job.id, name, exc)
 
     def _facts(self, queue: Queue, job: ClaimedJob) -> dict[str, Any]:
         return {"job_id": job.id, "job_type": job.type, "queue": queue.name, "worker": self.worker_id}

@@ -57,21 +57,26 @@ class Partial(msgspec.Struct, frozen=True):
 
 
 class Retry(Exception):
-    """Raise to run the job again ``after`` seconds (None = the function's backoff policy).
+    """Raise to run the job again ``after`` seconds (None = the function's backoff policy). With
+    ``group=True`` (a 429 from the service behind a limited group or type) no job of the job's group
+    (else of its type) is claimed for ``after`` seconds either, in any worker (Queue.backoff).
 
     It counts as an attempt: once ``max_attempts`` is reached the job fails with code ``retry``.
     """
 
     code = "retry"
 
-    def __init__(self, after: float | None = None, reason: str = "") -> None:
+    def __init__(self, after: float | None = None, reason: str = "", *, group: bool = False) -> None:
         if after is not None and (
             isinstance(after, bool) or not isinstance(after, (int, float)) or not 0 <= after < math.inf
         ):
             raise ValueError("Retry(after=...) must be a non-negative, finite number of seconds or None")
+        if group and not after:
+            raise ValueError("Retry(group=True) needs after= (how long the whole group waits)")
         super().__init__(reason or (f"retry requested in {after} s" if after is not None else "retry requested"))
         self.after = after
         self.reason = reason
+        self.group = group  # push the job's group (else its type) back too: no job of it claimed meanwhile
 
 
 class Fail(Exception):

@@ -99,6 +99,10 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
         "set_priority": st.tuples(NAMES, job, NUMBERS),
         "invalidate": st.tuples(TEXT),
         "pause": st.tuples(NAMES, FLAGS, TEXT),
+        "set_limit": st.tuples(
+            st.one_of(st.sampled_from(["g:a", "t:t", "x:a", "g:"]), TEXT), NUMBERS, NUMBERS, NUMBERS
+        ),
+        "backoff": st.tuples(st.one_of(st.sampled_from(["g:a", "t:t", "g:none"]), TEXT), NUMBERS),
         "declare_machine": st.tuples(TEXT, NUMBERS, FLAGS, TEXT, TEXT, TEXT, NUMBERS),
     }
     return simple[name].map(list)
@@ -194,6 +198,11 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
         return ["dk"]
     if name == "pause":
         return ["fuzzer", "1", "maintenance"]
+    if name == "set_limit":
+        return ["g:a", "2", "10", "1000"]
+    if name == "backoff":
+        st8.q.set_limit(group="a", concurrency=5)
+        return ["g:a", "1000"]
     call = st8.q.backend.scripts.declare_machine(JOB, st8.q.config.redis_options(), True)
     return [str(a) for a in call.args[1:]]
 

@@ -32,6 +32,8 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "set_priority": lambda: S.set_priority("me", "j", 5),
     "invalidate": lambda: S.invalidate("k"),
     "pause": lambda: S.pause("me", True, "why"),
+    "set_limit": lambda: S.set_limit("g:tenant", 2, 10, 1000),
+    "backoff": lambda: S.backoff("g:tenant", 5000),
 }
 
 
@@ -194,6 +196,7 @@ _ENQUEUE_OFFSETS = {
     "CANCEL_RUNNING": "cancel_running",
     "ON_DEP_FAILURE": "on_dep_failure",
     "HOLD": "hold",
+    "GROUP": "group",
     "NDEPS": "depends_on",
 }
 
@@ -216,6 +219,7 @@ def test_enqueue_record_is_one_definition() -> None:
         cancel_running=True,
         on_dep_failure="cancel",
         hold=True,
+        group="g",
         depends_on=("d1", "d2"),
     )
     sent = spec.args()

@@ -114,9 +114,9 @@ end
 -- HSET keeps the last of a name), del (fields to delete), new (created by this call). field()
 -- reads a field as the moves planned so far leave it.
 local MOVE = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents', 'lease_deadline_ms',
-  'dedupe_key', 'executions'}
+  'dedupe_key', 'executions', 'lim'}
 local MOVE_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
-  lease_deadline_ms = 8, dedupe_key = 9, executions = 10}
+  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11}
 
 -- Load a job once per call: the fields `names` (names[1] must be 'status'), `ix` giving each
 -- one's position (default: MOVE).

@@ -64,6 +64,20 @@ local function lane_of(rec)
   return field(rec, 'type') or '?'
 end
 
+-- A job's group (a concurrency or rate key given at enqueue), or false. A grouped job waits in the
+-- (type, group) lane ready:<type>:<group>, listed in its type's index groups:<type> by its turn
+-- (claim.lua: fair across groups).
+local function group_of(rec)
+  local g = field(rec, 'group')
+  return g and g ~= '' and g or false
+end
+
+local function lane_key_of(rec)
+  local t, g = lane_of(rec), group_of(rec)
+  if g then return P .. 'ready:' .. t .. ':' .. g, t, g end
+  return lane_key(t), t, false
+end
+
 -- Mark a lane as having claimable work (or a delayed job due sooner): commit wakes its line.
 local function wake(t)
   if not WAKE then WAKE = {} end
@@ -83,7 +97,7 @@ local function move(rec, to, opts)
   local id, from = rec.id, rec.status
   -- 1. leave: drop the job from the indexes of `from`
   if from then
-    if from == M.ready then zset(lane_key(lane_of(rec)), id, false)
+    if from == M.ready then zset((lane_key_of(rec)), id, false)
     elseif from == M.delayed then zset(P .. 'delayed', id, false) end
     if M.is_leased[from] then zset(P .. 'leases', id, false) end
     zset(P .. 'state:' .. from, id, false)
@@ -95,8 +109,11 @@ local function move(rec, to, opts)
   rec.status = to
   rec.moved = true
   if to == M.ready then
-    local t = lane_of(rec)
-    zset(lane_key(t), id, ready_score(field(rec, 'priority'), field(rec, 'seq')))
+    local key, t, g = lane_key_of(rec)
+    local score = ready_score(field(rec, 'priority'), field(rec, 'seq'))
+    zset(key, id, score)
+    -- a new group lane takes its first job's turn; a job of a higher priority moves its lane up
+    if g then op('ZADD', P .. 'groups:' .. t, 'LT', score, g) end
     wake(t)
   elseif to == M.delayed then
     -- an idle worker sleeps until the earliest delayed job is due: wake it if this one is earlier
@@ -132,6 +149,12 @@ local function move(rec, to, opts)
     zset(P .. 'leases', id, deadline)
   elseif from and M.is_leased[from] then
     hdel(rec, 'lease_deadline_ms')  -- only a leased job has a deadline (the leases index's score)
+    local held = field(rec, 'lim')
+    if held then  -- the limit slots its claim took (claim.lua) are given back; its lanes may go on
+      for name in string.gmatch(held, '[^,]+') do op('HINCRBY', P .. 'running', name, -1) end
+      hdel(rec, 'lim')
+      wake(lane_of(rec))
+    end
   end
   -- 4. final: when a final state was reached (the duration is completed_ms - started_ms)
   local final = M.final_role[to]
