@@ -223,15 +223,9 @@ def test_limits_and_fairness_hold_across_worker_processes(url: str, tmp_path: Pa
     burst = [o.id for o in q.enqueue_many([JobRequest(type="quick", group="burst", params={"seconds": 0.01})] * 300)]
     late = q.enqueue("quick", {"seconds": 0.01}, group="late").id
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RJOBS_TEST_QUEUE": "chaos", "RJOBS_TEST_CONCURRENCY": "4"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "rjobs", "worker", "tests.workerapp:make_worker", "--url", url],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(3)
-    ]
+    command = [sys.executable, "-m", "rjobs", "worker", "tests.workerapp:make_worker", "--url", url]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen(command, env=env, **quiet) for _ in range(3)]
     try:
         deadline = time.monotonic() + 90
         while q.counts()[JOB.success] < len(capped) + len(rated) + len(burst) + 1:
