@@ -50,8 +50,7 @@ end
 -- a paused queue (pause.lua): due delayed jobs still become ready, nothing is claimed; flow: the
 -- queue has limits (set_limit.lua) or grouped jobs, which this call then reads (else it reads nothing
 -- more than a queue without them)
-local flags = call('HMGET', MACHINE_KEY, 'paused', 'flow')
-local paused, flow = flags[1], flags[2]
+local paused, flow = call('HGET', MACHINE_KEY, 'paused'), FLOW
 if paused then max_jobs = 0 end
 if any then  -- a consumer that takes every type: the lanes listed in the index (bounded)
   for _, t in ipairs(read('ZRANGE', P .. 'lanes', 0, 999)) do serves[t] = true; types[#types + 1] = t end
@@ -59,7 +58,7 @@ end
 local m, P, now = M, P, NOW
 local ready, delayed = m.ready, m.delayed
 local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',
-  'priority', 'seq', 'retry_count', 'created_ms', 'group', 'lim'}
+  'priority', 'seq', 'retry_count', 'created_ms', flow and 'group' or nil, flow and 'lim' or nil}
 local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
   user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, group = 13, lim = 14}
 

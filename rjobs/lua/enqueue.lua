@@ -93,6 +93,8 @@ for n = 1, njobs do
   pos = pos + FIELDS + ndeps
 end
 if pos ~= #ARGV + 1 then return fail('RJ_INVALID', 'malformed job records') end
+local had_flow = FLOW
+if grouped then FLOW = true end  -- grouped jobs enter their group's lane (lib/move.lua)
 
 -- 2. Generated ids: server ms and the queue's sequence, and in partition <i> of a partitioned
 -- queue (prefix rjobs:{<name>#<i>}:) the suffix -p<i>, so an id names its partition. One EXISTS
@@ -235,6 +237,6 @@ for n = 1, njobs do
   end
 end
 op('SET', P .. 'seq', seq0 + njobs)
-if grouped and not call('HGET', MACHINE_KEY, 'flow') then op('HSET', MACHINE_KEY, 'flow', '1') end
+if grouped and not had_flow then op('HSET', MACHINE_KEY, 'flow', '1') end
 commit()
 return out

@@ -21,6 +21,7 @@ local call = redis.call
 -- The call's state, set by init.
 local P, EVENTS_KEY, MACHINE_KEY, NOW, NOW_S, M  -- prefix, keys, server time (number, text), machine
 local CLUSTER = false  -- the client declared the queue's keys beyond the two fixed ones
+local FLOW = false  -- the queue has limits or grouped jobs (machine field flow): only then are they read
 local KNOWN = false  -- on a cluster: the keys read (so served here), see lib/write.lua
 local JOBS, ORDER = {}, {}  -- loaded jobs by id, and in load order
 
@@ -48,13 +49,10 @@ local function init(keys, prefix, with_edges)
   local t = call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   NOW_S = string.format('%d', NOW)  -- formatted once: a number in a string costs a sprintf
-  local head, edges
-  if with_edges then
-    local r = call('HMGET', keys[1], 'compiled:head', 'compiled:edges')
-    head, edges = r[1], r[2] or nil
-  else
-    head = call('HGET', keys[1], 'compiled:head')
-  end
+  local r = with_edges and call('HMGET', keys[1], 'compiled:head', 'flow', 'compiled:edges') or
+    call('HMGET', keys[1], 'compiled:head', 'flow')
+  local head, edges = r[1], r[3] or nil
+  FLOW = r[2] and true or false
   if not head then
     if call('EXISTS', keys[1]) == 0 then return 'RJ_NO_MACHINE no state machine declared for this queue' end
     return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
@@ -114,9 +112,15 @@ end
 -- HSET keeps the last of a name), del (fields to delete), new (created by this call). field()
 -- reads a field as the moves planned so far leave it.
 local MOVE = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents', 'lease_deadline_ms',
-  'dedupe_key', 'executions', 'lim'}
+  'dedupe_key', 'executions'}
 local MOVE_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
-  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11}
+  lease_deadline_ms = 8, dedupe_key = 9, executions = 10}
+-- with limits or groups (FLOW), also the limit slots a leased job holds (a field absent from most
+-- jobs costs a scan of the hash to read, so only then)
+local MOVE_FLOW = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents',
+  'lease_deadline_ms', 'dedupe_key', 'executions', 'lim', 'group', 'type'}
+local MOVE_FLOW_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
+  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11, group = 12, type = 13}
 
 -- Load a job once per call: the fields `names` (names[1] must be 'status'), `ix` giving each
 -- one's position (default: MOVE).
@@ -125,7 +129,7 @@ local function load_job(id, names, ix)
   if rec then return rec end
   local jk = P .. 'job:' .. id
   if not names then
-    names, ix = MOVE, MOVE_IX
+    if FLOW then names, ix = MOVE_FLOW, MOVE_FLOW_IX else names, ix = MOVE, MOVE_IX end
   elseif not ix then
     ix = {}
     for i = 1, #names do ix[names[i]] = i end

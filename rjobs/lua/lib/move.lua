@@ -73,7 +73,7 @@ local function group_of(rec)
 end
 
 local function lane_key_of(rec)
-  local t, g = lane_of(rec), group_of(rec)
+  local t, g = lane_of(rec), FLOW and group_of(rec)  -- without FLOW no job has a group
   if g then return P .. 'ready:' .. t .. ':' .. g, t, g end
   return lane_key(t), t, false
 end
@@ -149,7 +149,7 @@ local function move(rec, to, opts)
     zset(P .. 'leases', id, deadline)
   elseif from and M.is_leased[from] then
     hdel(rec, 'lease_deadline_ms')  -- only a leased job has a deadline (the leases index's score)
-    local held = field(rec, 'lim')
+    local held = FLOW and field(rec, 'lim')  -- without FLOW no claim took a slot
     if held then  -- the limit slots its claim took (claim.lua) are given back; its lanes may go on
       for name in string.gmatch(held, '[^,]+') do op('HINCRBY', P .. 'running', name, -1) end
       hdel(rec, 'lim')
