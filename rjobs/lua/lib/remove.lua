@@ -39,6 +39,12 @@ end
 -- included) and how many dependents were moved.
 local function remove_jobs(ids, user, force, policy, actor)
   local out, cand = {}, {}
+  -- where fail and cancel move a waiting dependent: the asked final state, else the other one; a
+  -- machine with neither edge from its waiting state cannot move them, so the delete is refused
+  local first, second = M.failure, M.cancelled
+  if policy == 'cancel' then first, second = M.cancelled, M.failure end
+  local target = (allows(M.waiting, first) and first) or (allows(M.waiting, second) and second) or nil
+  if (policy == 'fail' or policy == 'cancel') and not target then policy = 'refuse' end
   for i, id in ipairs(ids) do
     local rec = load_job(id, PURGE_FIELDS, PURGE_IX)
     if not rec.status then
@@ -109,8 +115,6 @@ local function remove_jobs(ids, user, force, policy, actor)
       local rec = cand[id]
       for _, c in ipairs(rec and waiting_for(rec) or {}) do
         if not cand[c.id] and c.status == M.waiting then
-          local target = M.cancelled
-          if policy == 'fail' and allows(c.status, M.failure) then target = M.failure end
           local msg = 'dependency ' .. id .. ' was deleted'
           hset(c, 'error', '{"code":"dependency_deleted","message":' .. cjson.encode(msg) .. '}')
           move(c, target, {actor = actor, msg = msg})
