@@ -16,7 +16,7 @@ def cmd_delete(args: argparse.Namespace, out: Output) -> int:
     """Delete a job with everything it owns; with --state/--all (--type, --code): every job there.
     A running job needs --force; a job others wait for needs --dependents."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    how = {"force": args.force, "dependents": args.dependents}
+    how = {"force": args.force, "dependents": args.dependents, "user_id": args.user}
     if args.id is None or args.all:
         return act_on_selected(args, out, q, lambda ids: q.bulk_delete(ids, **how))
     n = q.delete(args.id, **how)

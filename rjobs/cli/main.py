@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("delete", cmd_delete, "delete a job (or all of a state) with its history, assets and index entries")
     many(p, "delete")
     p.add_argument("--force", action="store_true", help="delete running jobs too (their workers find them gone)")
+    p.add_argument("-u", "--user", help="only if the job belongs to this user (else exit 2, nothing deleted)")
     p.add_argument(
         "--dependents", choices=("refuse", "fail", "cancel", "delete"), default="refuse",
         help="what happens to jobs waiting for a deleted one (default: refuse the delete)",

@@ -209,6 +209,7 @@ def test_cli_delete_drain_and_obliterate(
         (("delete", parent, "-q", "bulk"), 2, "waits for it"),
         (("delete", running, "-q", "bulk"), 2, "cancel it first"),
         (("delete", "-q", "bulk"), 2, "give a job id"),
+        (("delete", running, "-q", "bulk", "--force", "-u", "someone"), 2, "belongs to another user"),
         (("obliterate", "bulk"), 2, "add --yes"),
         (("obliterate", "bulk", "--yes"), 2, "leased"),
     ):
