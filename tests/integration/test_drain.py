@@ -152,7 +152,8 @@ def test_failed_jobs_filtered_by_type_and_code(q: SyncQueue, redis_sync: redis.R
     got = q.list(JOB.failure, type="resize", error_code="timeout")
     assert [j.id for j in got] == made[("resize", "timeout")][::-1]
     assert {j.id for j in q.list(JOB.failure, error_code="bad_input", limit=100)} == {
-        *made[("resize", "bad_input")], *made[("email", "bad_input")]
+        *made[("resize", "bad_input")],
+        *made[("email", "bad_input")],
     }
     assert len(q.list(JOB.failure, type="email", limit=2)) == 2
     assert q.list(JOB.failure, type="nope") == []
