@@ -29,13 +29,21 @@ def parse_priority(value: str | int) -> int:
 
 
 class Retention(msgspec.Struct, frozen=True):
-    """How long finished jobs are kept, per outcome, in seconds (None = forever). After that the
-    job, its history, assets, dedupe key and every index entry are purged together."""
+    """How long finished jobs are kept, per outcome: ``success`` ... ``cancelled`` in seconds
+    (None = no time limit), and ``success_count`` ... ``cancelled_count``, the most finished jobs
+    of that outcome to keep (None = no cap; BullMQ's ``removeOnComplete: N``): beyond it the oldest
+    go first. Both apply together. A purged job goes with its history, assets, dedupe key and every
+    index entry; purging is bounded per call (see docs/design.md, decision 6), so a cap is reached
+    within a few finishes or reaper passes, not at once."""
 
     success: float | None = 24 * 3600.0
     partial: float | None = 7 * 24 * 3600.0
     failure: float | None = 7 * 24 * 3600.0
     cancelled: float | None = 24 * 3600.0
+    success_count: int | None = None
+    partial_count: int | None = None
+    failure_count: int | None = None
+    cancelled_count: int | None = None
 
 
 class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +72,10 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
             "keep_partial_ms": ms(r.partial),
             "keep_failure_ms": ms(r.failure),
             "keep_cancelled_ms": ms(r.cancelled),
+            "keep_success_count": -1 if r.success_count is None else r.success_count,
+            "keep_partial_count": -1 if r.partial_count is None else r.partial_count,
+            "keep_failure_count": -1 if r.failure_count is None else r.failure_count,
+            "keep_cancelled_count": -1 if r.cancelled_count is None else r.cancelled_count,
             "max_payload": self.max_payload,
             "cache_ttl_ms": ms(self.cache_ttl),
             "queue_events": int(self.queue_events),
@@ -80,6 +92,10 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
                 return default
             return None if options[name] < 0 else options[name] / 1000
 
+        def count(name: str) -> int | None:
+            n = options.get(name, -1)
+            return None if n < 0 else n
+
         d = cls()
         r = d.retention
         return cls(
@@ -88,6 +104,10 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
                 partial=seconds("keep_partial_ms", r.partial),
                 failure=seconds("keep_failure_ms", r.failure),
                 cancelled=seconds("keep_cancelled_ms", r.cancelled),
+                success_count=count("keep_success_count"),
+                partial_count=count("keep_partial_count"),
+                failure_count=count("keep_failure_count"),
+                cancelled_count=count("keep_cancelled_count"),
             ),
             max_payload=options.get("max_payload", d.max_payload),
             cache_ttl=seconds("cache_ttl_ms", d.cache_ttl) or 0.0,
@@ -101,6 +121,9 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True):
             v = getattr(self.retention, name)
             if v is not None and not _seconds_ok(v):
                 raise ValidationError(f"retention.{name} must be 0 to 100 years in seconds, or None")
+            n = getattr(self.retention, f"{name}_count")
+            if n is not None and (_bad_int(n) or not 0 <= n <= 1_000_000_000):
+                raise ValidationError(f"retention.{name}_count must be an integer 0 to 10**9, or None")
         if _bad_int(self.max_payload) or not 1 <= self.max_payload <= 512 * 1024 * 1024:
             raise ValidationError("max_payload must be 1 byte to 512 MiB")
         if not _seconds_ok(self.cache_ttl):

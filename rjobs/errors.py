@@ -6,9 +6,11 @@ from __future__ import annotations
 __all__ = [
     "DedupeConflict",
     "DependencyError",
+    "HasDependents",
     "InvalidTransition",
     "JobExists",
     "JobNotFound",
+    "JobRunning",
     "LeaseLost",
     "LeaseRequired",
     "MachineConflict",
@@ -123,6 +125,13 @@ class StateConflict(RjobsError):
     code = "state_conflict"
 
 
+class JobRunning(StateConflict):
+    """The job is running (held under a lease): deleting it needs ``force=True``, or cancel it
+    first. For a whole queue: some of its jobs are. Nothing was written."""
+
+    code = "running"
+
+
 class DedupeConflict(JobExists):
     """A live job holds the dedupe key and the policy keeps it (e.g. retrying a job whose key was
     taken meanwhile). ``holder`` is that job's id."""
@@ -138,6 +147,13 @@ class DependencyError(RjobsError):
     """A dependency is missing, or already ended in a way its dependents cannot follow."""
 
     code = "dependency"
+
+
+class HasDependents(DependencyError):
+    """Other jobs wait for this one: deleting it needs a ``dependents`` policy (fail, cancel or
+    delete them). Nothing was written."""
+
+    code = "has_dependents"
 
 
 class WaitTimeout(RjobsError, TimeoutError):
@@ -255,6 +271,8 @@ def error_from_reply(reply: BaseException | str) -> RjobsError:
         "RJ_FENCED": LeaseRequired,
         "RJ_STATE": StateConflict,
         "RJ_DEDUPE": DedupeConflict,
+        "RJ_RUNNING": JobRunning,
+        "RJ_DEPENDENTS": HasDependents,
     }
     cls = simple.get(code)
     if cls is not None:

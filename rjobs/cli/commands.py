@@ -35,7 +35,16 @@ from rjobs.store import codec
 from rjobs.store.clients import sync_client
 from rjobs.store.keys import MACHINE_PATTERN, QueueKeys, queue_of_machine_key
 
-__all__ = ["ERRORS", "EXIT", "MACHINES", "QueueNotFound", "open_queue", "resolve_url"]
+__all__ = [
+    "ERRORS",
+    "EXIT",
+    "MACHINES",
+    "QueueNotFound",
+    "act_on_selected",
+    "open_queue",
+    "resolve_url",
+    "selected_ids",
+]
 
 #: Exit codes (docs/cli.md): watch maps the job's final role to ok / failed / partial.
 EXIT = {"ok": 0, "failed": 1, "usage": 2, "not_found": 3, "connection": 4, "partial": 5, "refused": 6,
@@ -55,6 +64,7 @@ _USAGE = (
     errors.MachineConflict,
     errors.MachineNotDeclared,
     errors.Unauthorized,
+    errors.JobRunning,
 )
 #: Exit code and words before the message per expected error; anything else is a bug and keeps its
 #: traceback. An ACL refusal is 4 like a failed AUTH; refusals that pass (busy, out of memory...) 6.
@@ -192,7 +202,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     """Jobs of a queue, newest first, by state and/or owner."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    jobs = q.list(state=args.state, user_id=args.user, limit=args.limit)
+    jobs = q.list(state=args.state, user_id=args.user, limit=args.limit, type=args.type, error_code=args.code)
     if out.json:
         out.json_doc(jobs)
     elif jobs:
@@ -282,25 +292,29 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     return final_exit(q.machine, job.status)
 
 
-def _selected(q: SyncQueue, args: argparse.Namespace) -> Iterator[list[str]]:
-    """The ids ``--state`` (and ``--type``) select, a page at a time; every page is acted on before
-    the next is read (the jobs it moved leave the state), and a page with no new id ends it."""
+def selected_ids(q: SyncQueue, args: argparse.Namespace) -> Iterator[list[str]]:
+    """The ids ``--state`` (and ``--type``, ``--code``) select, a page at a time (read from the state
+    index, filtered in bounded pages: no SCAN); every page is acted on before the next is read (the
+    jobs it moved leave the state), and a page with no new id ends it."""
     if args.id is not None or not args.all or not args.state:
-        raise ValidationError("give a job id, or --state STATE --all (with --type TYPE to narrow it)")
+        raise ValidationError("give a job id, or --state STATE --all (with --type TYPE, --code CODE to narrow it)")
     seen: set[str] = set()
     while True:
-        page = [j for j in q.list(args.state, limit=1000) if j.id not in seen]
+        found = q.list(args.state, limit=1000, type=args.type, error_code=getattr(args, "code", None))
+        page = [j.id for j in found if j.id not in seen]
         if not page:
             return
-        seen.update(j.id for j in page)
-        picked = [j.id for j in page if args.type is None or j.type == args.type]
-        if picked:
-            yield picked
+        seen.update(page)
+        yield page
 
 
-def _many(args: argparse.Namespace, out: Output, q: SyncQueue, act: Callable[[list[str]], dict[str, str]]) -> int:
+def act_on_selected(
+    args: argparse.Namespace, out: Output, q: SyncQueue, act: Callable[[list[str]], dict[str, str]]
+) -> int:
+    """Act on every job :func:`selected_ids` picks; prints how many were done (``--json``: the
+    outcome per id), exit 0 when all were, 6 when some were refused."""
     outcomes: dict[str, str] = {}
-    for ids in _selected(q, args):
+    for ids in selected_ids(q, args):
         outcomes.update(act(ids))
     done = sum(1 for o in outcomes.values() if o == "done")
     out.result(outcomes, lambda: out.out.print(f"{done} of {len(outcomes)} {args.command} done", markup=False))
@@ -311,7 +325,7 @@ def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
     """Cancel a job; a running one is stopped by its worker. With --state/--all: every job there."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
     if args.id is None or args.all:
-        return _many(args, out, q, lambda ids: q.bulk_cancel(ids, args.reason))
+        return act_on_selected(args, out, q, lambda ids: q.bulk_cancel(ids, args.reason))
     before = q.get(args.id).status
     job = q.cancel(args.id, args.reason)
     out.result(job, lambda: out.out.print(f"cancelled {job.id} (was {before})", markup=False))
@@ -323,18 +337,10 @@ def cmd_retry(args: argparse.Namespace, out: Output) -> int:
     --state/--all: every job there (one call each: a retry may be refused per job)."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
     if args.id is None or args.all:
-        return _many(args, out, q, lambda ids: {i: _retried(q, i) for i in ids})
+        return act_on_selected(args, out, q, q.bulk_retry)
     job = q.retry(args.id, _json_arg(args.params, "--params")) if args.params is not None else q.retry(args.id)
     out.result(job, lambda: out.out.print(f"retried {job.id}: now {job.status} (retry #{job.retry_count})"))
     return EXIT["ok"]
-
-
-def _retried(q: SyncQueue, job_id: str) -> str:
-    try:
-        q.retry(job_id)
-    except RjobsError as exc:
-        return getattr(exc, "code", "refused")
-    return "done"
 
 
 def cmd_worker(args: argparse.Namespace, out: Output) -> int:

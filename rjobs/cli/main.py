@@ -11,6 +11,7 @@ import redis
 
 from rjobs import errors
 from rjobs.about import VERSION
+from rjobs.cli.cleanup import cmd_delete, cmd_drain, cmd_obliterate
 from rjobs.cli.commands import (
     ERRORS,
     EXIT,
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--state", help="only jobs in this state")
     p.add_argument("-u", "--user", help="only jobs of this owner")
     p.add_argument("-n", "--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("-t", "--type", help="only jobs of this type (with --state or --user)")
+    p.add_argument("--code", help="only jobs whose error has this code (with --state or --user)")
 
     p = command("stats", cmd_stats, "jobs per state, live workers, oldest waiting job (all queues by default)")
     p.add_argument("queue", nargs="?")
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--queue", required=True, help="the job's queue (ids are per queue)")
         p.add_argument("-s", "--state", help=f"with --all: {verb} every job in this state")
         p.add_argument("-t", "--type", help="with --all: only jobs of this type")
+        p.add_argument("--code", help="with --all: only jobs whose error has this code (e.g. failed ones)")
         p.add_argument("--all", action="store_true", help=f"{verb} every job --state (and --type) selects")
 
     p = command("cancel", cmd_cancel, "cancel a job, or every job in a state (a running one is stopped)")
@@ -131,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("retry", cmd_retry, "send a failed or cancelled job (or all of a state) back to the queue")
     many(p, "retry")
     p.add_argument("-p", "--params", help="new params as JSON")
+
+    p = command("delete", cmd_delete, "delete a job (or all of a state) with its history, assets and index entries")
+    many(p, "delete")
+    p.add_argument("--force", action="store_true", help="delete running jobs too (their workers find them gone)")
+    p.add_argument("-u", "--user", help="only if the job belongs to this user (else exit 2, nothing deleted)")
+    p.add_argument(
+        "--dependents", choices=("refuse", "fail", "cancel", "delete"), default="refuse",
+        help="what happens to jobs waiting for a deleted one (default: refuse the delete)",
+    )  # fmt: skip
+
+    p = command("drain", cmd_drain, "delete every job waiting to run (running and finished ones stay)")
+    p.add_argument("queue")
+
+    p = command("obliterate", cmd_obliterate, "delete a whole queue: its jobs, indexes, stream and machine")
+    p.add_argument("queue")
+    p.add_argument("--yes", action="store_true", help="yes, delete it all")
+    p.add_argument("--force", action="store_true", help="even while jobs are running")
 
     p = command("worker", cmd_worker, "run workers: rjobs worker myapp.jobs:worker")
     p.add_argument("target", help="module:attr of a Worker (or a factory returning one)")

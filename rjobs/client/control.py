@@ -1,5 +1,6 @@
 """A queue as a whole: :class:`QueueControl`, a base of :class:`rjobs.Queue` (counts and stats,
-pause and resume; what else reads or acts on a whole queue joins it here).
+pause and resume, deleting jobs one, many or all at a time; what else reads or acts on a whole
+queue or on many jobs joins it here).
 
 This module is the async source of :mod:`rjobs.client.sync_control`, generated from it by
 ``scripts/unasync.py``: edit this file, then run the script.
@@ -7,11 +8,21 @@ This module is the async source of :mod:`rjobs.client.sync_control`, generated f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from rjobs.client.limits import backoff_plan, clear_limit_plan, limit_name, limits_plan, set_limit_plan
 from rjobs.client.operations import QueuePlans
 from rjobs.client.queries import paused_plan, stats_plan
+from rjobs.client.removal import (
+    bulk_delete_plan,
+    bulk_retry_plan,
+    delete_plan,
+    drain_plan,
+    filtered_list_plan,
+    obliterate_plan,
+)
+from rjobs.models import Job
 from rjobs.store.transport import Plan
 
 __all__ = ["QueueControl"]
@@ -25,6 +36,7 @@ class QueueControl:
     still become ready meanwhile. Both are recorded with the actor and the time."""
 
     _plans: QueuePlans
+    _declared: bool
 
     async def _drive(self, plan: Plan[T]) -> T:
         raise NotImplementedError
@@ -86,3 +98,70 @@ class QueueControl:
     async def paused(self) -> dict[str, Any] | None:
         """Who paused the queue, when (server ms) and why: ``{"by", "t", "msg"}``; None when it runs."""
         return await self._read(paused_plan(self._plans.keys))
+
+    # -- removal and many jobs at once (rjobs.client.removal) ---------------------------------------
+    async def delete(
+        self,
+        job_id: str,
+        *,
+        force: bool = False,
+        dependents: str = "refuse",
+        user_id: str | None = None,
+        actor: str | None = None,
+    ) -> int:
+        """Delete a job with everything it owns (hash, history, assets, dedupe key, every index
+        entry); returns how many jobs went (its deleted dependents included). A running job needs
+        ``force=True`` (else JobRunning; its worker then finds the job gone: its heartbeat answers
+        'lost' and its writes are refused); a job others wait for needs ``dependents`` = 'fail',
+        'cancel' or 'delete' (else HasDependents); ``user_id`` enforces ownership (Unauthorized).
+        A refused delete writes nothing."""
+        return await self._drive(
+            delete_plan(self._plans, job_id, user_id=user_id, force=force, dependents=dependents, actor=actor)
+        )
+
+    async def bulk_delete(
+        self,
+        job_ids: Sequence[str],
+        *,
+        force: bool = False,
+        dependents: str = "refuse",
+        user_id: str | None = None,
+        actor: str | None = None,
+    ) -> dict[str, str]:
+        """Delete many jobs as :meth:`delete` does; one outcome per distinct id: 'done',
+        'not_found', 'unauthorized', 'running' or 'has_dependents' (that id: nothing written)."""
+        return await self._drive(
+            bulk_delete_plan(self._plans, job_ids, user_id=user_id, force=force, dependents=dependents, actor=actor)
+        )
+
+    async def bulk_retry(self, job_ids: Sequence[str], *, actor: str | None = None) -> dict[str, str]:
+        """Retry many failed or cancelled jobs; one outcome per distinct id: 'done' or the
+        refusal's code ('not_found', 'invalid_transition', 'dependency', 'dedupe_conflict')."""
+        return await self._drive(bulk_retry_plan(self._plans, job_ids, actor))
+
+    async def select(
+        self,
+        state: str | None = None,
+        *,
+        type: str | None = None,
+        error_code: str | None = None,
+        user_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first, the jobs of ``state`` (and/or of ``user_id``) of job ``type`` whose error
+        has code ``error_code`` (``Queue.list`` with filters): the index is read a page at a time,
+        never SCANned (docs/design.md, "Removing jobs")."""
+        return await self._read(filtered_list_plan(self._plans, state, user_id, limit, type, error_code))
+
+    async def drain(self, *, actor: str | None = None) -> int:
+        """Delete every job waiting to run (waiting, delayed, initial and ready states), a bounded
+        batch per call; running and finished jobs stay. Returns how many went."""
+        return await self._drive(drain_plan(self._plans, actor))
+
+    async def obliterate(self, *, force: bool = False, actor: str | None = None) -> int:
+        """Delete the whole queue: every job with everything it owns, its indexes, stream,
+        workers and machine (pausing it first). Refused with JobRunning while jobs are running,
+        unless ``force``. Returns how many jobs went; using the queue again declares it anew."""
+        removed = await self._drive(obliterate_plan(self._plans, force, actor))
+        self._declared = False
+        return removed

@@ -390,6 +390,9 @@ class Queue(QueueControl):
         """Drop the dedupe key's cached result; True when there was one."""
         return await self._drive(self._plans.invalidate(dedupe_key))
 
-    async def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
-        """Newest first, by state and/or owner."""
-        return await self._read(self._plans.list_jobs(state, user_id, limit))
+    async def list(
+        self, state: str | None = None, user_id: str | None = None, limit: int = 50, *, type: str | None = None,
+        error_code: str | None = None,
+    ) -> list[Job]:  # fmt: skip
+        """Newest first, by state and/or owner; ``type`` and ``error_code`` filter them (see :meth:`select`)."""
+        return await self.select(state, type=type, error_code=error_code, user_id=user_id, limit=limit)

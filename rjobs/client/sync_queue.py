@@ -385,6 +385,9 @@ class SyncQueue(SyncQueueControl):
         """Drop the dedupe key's cached result; True when there was one."""
         return self._drive(self._plans.invalidate(dedupe_key))
 
-    def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
-        """Newest first, by state and/or owner."""
-        return self._read(self._plans.list_jobs(state, user_id, limit))
+    def list(
+        self, state: str | None = None, user_id: str | None = None, limit: int = 50, *, type: str | None = None,
+        error_code: str | None = None,
+    ) -> list[Job]:  # fmt: skip
+        """Newest first, by state and/or owner; ``type`` and ``error_code`` filter them (see :meth:`select`)."""
+        return self.select(state, type=type, error_code=error_code, user_id=user_id, limit=limit)

@@ -22,6 +22,8 @@ from rjobs.statemachine import StateMachine
 __all__ = [
     "COMPILED_OPTIONS",
     "COMPILED_ROLES",
+    "COUNT_FIELDS",
+    "COUNT_OPTIONS",
     "EVENT_OPTIONS",
     "HEAD_FIELDS",
     "HEAD_VERSION",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 #: The head's version tag (its first field).
-HEAD_VERSION = "rj3"
+HEAD_VERSION = "rj4"
 #: The roles in the compiled machine, in order ('' in the head = a role the machine lacks).
 COMPILED_ROLES = ("initial", "ready", "delayed", "waiting", "review", "success", "partial", "failure", "cancelled")
 #: The options in the compiled machine, in order, with the default used when one is not stored
@@ -47,6 +49,10 @@ COMPILED_OPTIONS = (
     ("keep_partial_ms", -1),
     ("keep_failure_ms", -1),
     ("keep_cancelled_ms", -1),
+    ("keep_success_count", -1),
+    ("keep_partial_count", -1),
+    ("keep_failure_count", -1),
+    ("keep_cancelled_count", -1),
 )
 #: How many of the options come first in the head, read by every call (the stream options).
 EVENT_OPTIONS = 2
@@ -61,7 +67,14 @@ OPTION_RANGES = {
     "keep_partial_ms": (-1, 3_153_600_000_000),
     "keep_failure_ms": (-1, 3_153_600_000_000),
     "keep_cancelled_ms": (-1, 3_153_600_000_000),
+    "keep_success_count": (-1, 1_000_000_000),
+    "keep_partial_count": (-1, 1_000_000_000),
+    "keep_failure_count": (-1, 1_000_000_000),
+    "keep_cancelled_count": (-1, 1_000_000_000),
 }
+#: The last options of the head, read only by the purge (lib/purge.lua, LAYOUT_COUNTS): how many
+#: finished jobs of each final role to keep at most (-1 = no cap).
+COUNT_OPTIONS = 4
 
 LUA_PATH = Path(__file__).resolve().parent.parent / "lua" / "lib" / "layout.lua"
 
@@ -77,7 +90,9 @@ def compiled_head(options: dict[str, int], roles: str, leased: str) -> str:
 #: unit test holds the names to this list), and the other options in LAYOUT_MORE's order (opt() in
 #: lib/move.lua).
 HEAD_FIELDS = (*(n for n, _ in COMPILED_OPTIONS[:EVENT_OPTIONS]), "more", *COMPILED_ROLES, "leased")
-MORE_FIELDS = tuple(n for n, _ in COMPILED_OPTIONS[EVENT_OPTIONS:])
+MORE_FIELDS = tuple(n for n, _ in COMPILED_OPTIONS[EVENT_OPTIONS:-COUNT_OPTIONS])
+#: The count options in LAYOUT_COUNTS's order (keep_counts() in lib/purge.lua).
+COUNT_FIELDS = tuple(n for n, _ in COMPILED_OPTIONS[-COUNT_OPTIONS:])
 
 
 def _compiled_parts(machine: StateMachine) -> tuple[str, str, str]:
@@ -95,7 +110,7 @@ def compile_machine(machine: StateMachine, options: dict[str, int]) -> dict[str,
     """The machine as the scripts read it: the ``compiled:head`` and ``compiled:edges`` fields
     that declare_machine.lua stores in the machine hash when ``options`` are the stored options.
 
-    ``compiled:head`` is ``rj3|<2 event options>|<6 more options>|<9 role states>|<leased>|``
+    ``compiled:head`` is ``rj4|<2 event options>|<10 more options>|<9 role states>|<leased>|``
     (the layout is defined once, in :mod:`rjobs.store.layout`); ``compiled:edges`` is
     ``|#<state>|<from>><to>|...|``. Every script call reads the short head with one HGET and one
     anchored ``string.match``; a call that checks an edge reads the edges once and finds the token
@@ -111,6 +126,7 @@ def render_lua() -> str:
     function or a table here would be built again by every call of every script)."""
     names = [n for n, _ in COMPILED_OPTIONS]
     event, more = names[:EVENT_OPTIONS], names[EVENT_OPTIONS:]
+    read = len(MORE_FIELDS)
     cap = "([^,]*)"
     head = (
         f"^{HEAD_VERSION}|{','.join([cap] * (len(event) - 1) + ['([^|]*)'])}|([^|]*)|"
@@ -133,9 +149,13 @@ def render_lua() -> str:
         f"--   {', '.join(HEAD_FIELDS[: EVENT_OPTIONS + 1])} (the other options, as one text: LAYOUT_MORE),",
         f"--   {', '.join(HEAD_FIELDS[EVENT_OPTIONS + 1 :])}",
         f"local LAYOUT_HEAD = '{head}'",
-        "-- The other options, for string.match on `more`; it captures, in order:",
+        "-- The other options, for string.match on `more`; it captures, in order (the first ones only:",
+        "-- the count options after them are read by LAYOUT_COUNTS):",
         f"--   {', '.join(MORE_FIELDS)}",
-        f"local LAYOUT_MORE = '^{','.join([cap] * len(more))}$'",
+        f"local LAYOUT_MORE = '^{','.join([cap] * read)}'",
+        "-- The count options at the end of `more` (lib/purge.lua), for string.match; it captures:",
+        f"--   {', '.join(COUNT_FIELDS)}",
+        f"local LAYOUT_COUNTS = '^{'[^,]*,' * read}{','.join([cap] * len(COUNT_FIELDS))}$'",
         "-- For declare_machine.lua: the head's version tag and how many options come first (the event",
         "-- options); the roles in order; the options in order, name:default:lowest:highest.",
         f"local LAYOUT_VERSION, LAYOUT_EVENT_OPTIONS = '{HEAD_VERSION}', {EVENT_OPTIONS}",

@@ -275,6 +275,25 @@ class Scripts:
         """Pause (``paused``) or resume the queue -> whether that changed it."""
         return self._call("pause", [actor, int(paused), reason], lambda r: bool(int(r)))
 
+    def delete(
+        self, actor: str, job_ids: Sequence[str], user_id: str = "", force: bool = False, dependents: str = "refuse"
+    ) -> Call[tuple[int, int, list[str]]]:
+        """Delete jobs with everything they own -> (deleted, dependents moved, one outcome per id)."""
+        args: list[Arg] = [actor, user_id, int(force), dependents, len(job_ids), *job_ids]
+        return self._call("delete", args, _decode_removal, job_ids)
+
+    def drain(self, actor: str, limit: int = 500) -> Call[int]:
+        """Delete a batch of the jobs waiting to run -> how many went (0: none left)."""
+        return self._call("drain", [actor, limit], int)
+
+    def obliterate(self, actor: str, force: bool = False, limit: int = 500) -> Call[tuple[int, bool]]:
+        """Delete a batch of the queue's jobs, or once none is left its own keys -> (jobs deleted, gone)."""
+        return self._call("obliterate", [actor, int(force), limit], lambda r: (int(r[0]), bool(int(r[1]))))
+
     def invalidate(self, dedupe_key: str) -> Call[bool]:
         """Drop a dedupe key's cached result -> whether one existed."""
         return self._call("invalidate", [dedupe_key], lambda r: bool(int(r)), (), self._dedupe_keys(dedupe_key))
+
+
+def _decode_removal(raw: list[Any]) -> tuple[int, int, list[str]]:
+    return int(raw[0]), int(raw[1]), decode_strings(raw[2:])

@@ -90,6 +90,13 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
             st.tuples(NUMBERS, st.lists(NAMES, max_size=2)).map(lambda t: [t[0], *t[1]]),
         )
         return st.tuples(NAMES, NUMBERS, NUMBERS, NUMBERS, types).map(lambda t: [*t[:4], *t[4]])
+    if name == "delete":  # the ids: a counted list (duplicates too), or a count that lies
+        policy = st.sampled_from(["refuse", "fail", "cancel", "delete", "", "orphan"])
+        ids_ = st.one_of(
+            st.lists(job, min_size=1, max_size=4).map(lambda xs: [str(len(xs)), *xs]),
+            st.tuples(NUMBERS, st.lists(job, max_size=2)).map(lambda t: [t[0], *t[1]]),
+        )
+        return st.tuples(NAMES, st.one_of(st.just(""), NAMES), FLAGS, policy, ids_).map(lambda t: [*t[:4], *t[4]])
     simple: dict[str, Any] = {
         "retry": st.tuples(NAMES, job, TEXT),
         "progress": st.tuples(NAMES, job, tok, NUMBERS, TEXT, FLAGS),
@@ -103,6 +110,8 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
             st.one_of(st.sampled_from(["g:a", "t:t", "x:a", "g:"]), TEXT), NUMBERS, NUMBERS, NUMBERS
         ),
         "backoff": st.tuples(st.one_of(st.sampled_from(["g:a", "t:t", "g:none"]), TEXT), NUMBERS),
+        "drain": st.tuples(NAMES, NUMBERS),
+        "obliterate": st.tuples(NAMES, FLAGS, NUMBERS),
         "declare_machine": st.tuples(TEXT, NUMBERS, FLAGS, TEXT, TEXT, TEXT, NUMBERS),
     }
     return simple[name].map(list)
@@ -146,6 +155,8 @@ class State:
 
     def ensure(self) -> dict[str, list[str]]:
         q = self.q
+        if not q.client.exists(q.backend.keys.machine):  # obliterated by a forced call: declare anew
+            q.declare()
         by_state = {s: [j.id for j in q.list(state=s, limit=20)] for s in JOB.states}
         if len(by_state[JOB.ready]) < 3:
             q.enqueue_many([JobRequest(type="t", params={"i": i}, user_id="u1") for i in range(5)])
@@ -203,6 +214,12 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
     if name == "backoff":
         st8.q.set_limit(group="a", concurrency=5)
         return ["g:a", "1000"]
+    if name == "delete":
+        return ["fuzzer", "u1", "0", "fail", "2", pick(finished), pick(ready)]
+    if name == "drain":
+        return ["fuzzer", "3"]
+    if name == "obliterate":  # a leased job is always there: refused unless a mutation forces it
+        return ["fuzzer", "0", "50"]
     call = st8.q.backend.scripts.declare_machine(JOB, st8.q.config.redis_options(), True)
     return [str(a) for a in call.args[1:]]
 

@@ -34,6 +34,9 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "pause": lambda: S.pause("me", True, "why"),
     "set_limit": lambda: S.set_limit("g:tenant", 2, 10, 1000),
     "backoff": lambda: S.backoff("g:tenant", 5000),
+    "delete": lambda: S.delete("me", ["j", "k"], "u1", True, "cancel"),
+    "drain": lambda: S.drain("me", 100),
+    "obliterate": lambda: S.obliterate("me", False, 100),
 }
 
 
@@ -120,7 +123,7 @@ def test_compiled_machine_options_agree_between_python_and_lua() -> None:
     head = compile_machine(JOB, {})["compiled:head"]
     d = [str(v) for _, v in COMPILED_OPTIONS]
     roles = ",".join(JOB.role(r) or "" for r in COMPILED_ROLES)
-    assert head == f"rj3|{','.join(d[:2])}|{','.join(d[2:])}|{roles}|{','.join(JOB.leased)}|"
+    assert head == f"rj4|{','.join(d[:2])}|{','.join(d[2:])}|{roles}|{','.join(JOB.leased)}|"
 
 
 def test_generated_layout_is_fresh_and_read_by_name() -> None:
@@ -137,10 +140,11 @@ def test_generated_layout_is_fresh_and_read_by_name() -> None:
     assert set(layout.OPTION_RANGES) == {n for n, _ in layout.COMPILED_OPTIONS}
     for path in ("lib/core.lua", "lib/move.lua", "declare_machine.lua"):
         source = (lua / path).read_text()
-        assert "rj3" not in source and "'initial'" not in source, f"{path} spells the layout itself"
+        assert layout.HEAD_VERSION not in source and "'initial'" not in source, f"{path} spells the layout itself"
     for path, pattern, fields in (
         ("lib/core.lua", "head, LAYOUT_HEAD", layout.HEAD_FIELDS),
         ("lib/move.lua", "M.more, LAYOUT_MORE", layout.MORE_FIELDS),
+        ("lib/purge.lua", "M.more, LAYOUT_COUNTS", layout.COUNT_FIELDS),
     ):
         source = (lua / path).read_text()
         found = re.search(r"local ([\w,\s]+?) =\s+string\.match\(" + re.escape(pattern) + r"\)", source)

@@ -200,6 +200,10 @@ async def test_every_shipped_script_runs_on_fakeredis() -> None:
     assert await q.pause("test") and await q.resume()
     await q.set_limit(group="g", concurrency=1)
     await q.backoff(1, group="g")
+    assert await q.delete((await q.enqueue("double", {"n": 2})).id) == 1
+    await q.enqueue("double", {"n": 3}, delay=60)
+    assert await q.drain() == 2  # that one and the retried job
+    assert await q.obliterate() >= 1 and await q.counts() == dict.fromkeys(q.machine.states, 0)
     # fakeredis cannot read a shebang: it runs the legacy copies
     loaded = await q.client.script_exists(*[load_script(n).legacy_sha for n in script_names()])
     assert dict(zip(script_names(), loaded)) == dict.fromkeys(script_names(), True)
