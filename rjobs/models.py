@@ -99,7 +99,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What enqueue did with one request: ``created`` a new job, ``kept`` the live job of the same
-    dedupe key, or (only in an ``enqueue_many`` that took several script calls) ``refused`` it:
+    dedupe key, ``cached`` (policy ``reuse``): answered with the key's fresh cached result, in
+    ``cached_result``, and created nothing (``id`` is the job that holds the key, empty when it was
+    purged), or (only in an ``enqueue_many`` that took several script calls) ``refused`` it:
     then ``error`` says why and nothing of that request was written (``id`` is its explicit
     ``job_id`` or empty). Also: the id previously holding the dedupe key, whether that stale job
     was cancelled and whether its cached result was invalidated."""
@@ -111,6 +113,7 @@ class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
     stale_cancelled: bool = False
     cache_invalidated: bool = False
     error: str | None = None
+    cached_result: Any = None
 
     @property
     def created(self) -> bool:

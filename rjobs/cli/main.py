@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-at", help="when the job may run: ISO 8601 with a time zone, or epoch seconds")
     p.add_argument("-u", "--user", help="owner user id")
     p.add_argument("--dedupe-key", help="at most one live job per key")
-    p.add_argument("--dedupe", choices=("keep", "replace"), default="keep", help="policy for a live duplicate")
+    p.add_argument(
+        "--dedupe", choices=("keep", "replace", "reuse"), default="keep",
+        help="keep the live duplicate, replace it, or reuse the key's fresh cached result (prints it)",
+    )  # fmt: skip
     p.add_argument("--max-attempts", type=int, default=3, help="attempts before the job fails (default 3)")
     p.add_argument("--depends-on", nargs="+", action="extend", metavar="ID", help="run after these jobs succeed")
     p.add_argument("--machine", choices=sorted(MACHINES), help="machine of a new queue (default job)")

@@ -128,7 +128,8 @@ class Queue(QueueControl):
         """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
         ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
-        cancels it (a running one too with ``cancel_running``) and invalidates its cached result."""
+        cancels it (a running one too with ``cancel_running``) and invalidates its cached result;
+        ``'reuse'`` answers with the key's fresh cached result (``cached_result``), else keeps."""
         req = job_request(
             type,
             params,
