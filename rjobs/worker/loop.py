@@ -31,14 +31,11 @@ import asyncio
 import logging
 import math
 import signal
-import time
 from collections.abc import Sequence
 
 import anyio
-import redis
 
 from rjobs.client.queue import Queue
-from rjobs.errors import ServerRefused
 from rjobs.store.clients import server_label
 from rjobs.store.keys import validate_name
 from rjobs.worker.claims import Claimer
@@ -62,6 +59,7 @@ from rjobs.worker.settings import (
     reconfigured,
 )
 from rjobs.worker.signals import Pulse, watch_signals
+from rjobs.worker.startup import reach_server
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
 
@@ -253,30 +251,13 @@ class Worker:
                 restore()
 
     async def _start(self) -> bool:
-        """Declare the queues and read the server's clock. While the server cannot be reached or
-        refuses for now (loading its data, out of memory...) wait and try again with a back-off,
-        one log line per try, until ``start_timeout`` (None: for as long as it takes); False when
-        stopped meanwhile."""
-        failures, deadline = 0, None if self.start_timeout is None else time.monotonic() + self.start_timeout
-        while True:
-            try:
-                for q in self.queues:
-                    await q.declare()
-                sent = time.time()
-                reply = await self.queues[0].backend.server_time()
-                self._clock.observe(reply, sent, time.time())
-                return True
-            except (ServerRefused, redis.ConnectionError, OSError) as exc:
-                if isinstance(exc, ServerRefused) and not exc.retryable:
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures)
-                log.warning("worker %s cannot start yet (%s); trying again in %.1f s", self.worker_id, exc, delay)
-                await self._idle(delay, None)
-                if self._stopping:
-                    return False
+        """Declare the queues and read the server's clock, waiting for a server that cannot be
+        reached yet (:mod:`rjobs.worker.startup`); False when stopped meanwhile."""
+        return await reach_server(self.queues, self._clock, self.worker_id, self.start_timeout, self._backoff)
+
+    async def _backoff(self, delay: float) -> bool:
+        await self._idle(delay, None)
+        return not self._stopping
 
     def _setup(self) -> JobSlots:
         self._pulse = Pulse()
