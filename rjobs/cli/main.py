@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, help="jobs at a time")
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.add_argument("--processes", type=int, default=1, help="run N worker processes (prefork; default 1)")
+    p.add_argument("--order", choices=("strict", "weighted"), help="between queues: strict (in order) or weighted")
+    p.add_argument("--weight", action="append", metavar="QUEUE=W", help="a queue's weight (repeatable; weighted)")
     p.add_argument(
         "--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="INFO: a line per job that succeeded, failed or is retried; DEBUG: and when each starts",

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import math
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 
@@ -53,6 +53,7 @@ from rjobs.worker.reaper import Reaper
 from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.settings import (
     Given,
+    QueueOrder,
     check_settings,
     make_worker_id,
     queues_of,
@@ -70,7 +71,8 @@ IDLE_WAIT_CAP = 1.0  # seconds an idle worker blocks before claiming again (cove
 
 
 class Worker:
-    """Runs jobs of one or more queues (served in the order given when several have work; the
+    """Runs jobs of one or more queues (served in the order given when several have work, or with
+    ``order="weighted"`` shared by ``weights``: :class:`rjobs.worker.settings.QueueOrder`; the
     partitions of one queue in turn).
 
     ``functions``: a mapping name -> callable, or callables / :func:`rjobs.job` functions
@@ -112,12 +114,15 @@ class Worker:
         health_file: HealthPath | None = None,
         health_port: int | None = None,
         health_host: str = "127.0.0.1",
+        order: str | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
         self.state = WorkerState()  # ctx.state of every job; on_startup fills it
         self.functions = registry(functions)
         self._own: list[Queue] = []
         self.queues = queues_of(queues, url, self._own)
+        self.order = QueueOrder(order, weights)  # strict, or weighted by queue name (rjobs.worker.settings)
         self.concurrency = concurrency
         self.lease = float(lease)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.lease / 3
@@ -169,6 +174,7 @@ class Worker:
 
     def _validate(self) -> None:
         check_settings(self.concurrency, self.lease, self.heartbeat, self.grace, self.max_lease_losses, self.reap_limit)
+        self.order.check(self.queues)
 
     # -- control ------------------------------------------------------------------------------------
     def stop(self, force: bool = False) -> None:
@@ -265,7 +271,7 @@ class Worker:
         self._served = [
             Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
-        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats, list(self.functions))
+        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats, list(self.functions), self.order)
         self._runner = JobRunner(
             self.functions,
             worker_id=self.worker_id,
