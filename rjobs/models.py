@@ -9,6 +9,7 @@ import msgspec
 __all__ = [
     "Asset",
     "ClaimedJob",
+    "DependencyResults",
     "EnqueueOutcome",
     "Event",
     "Job",
@@ -186,3 +187,26 @@ class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
     on_dependency_failure: str = "fail"
     job_id: str | None = None
     hold: bool = False
+
+
+class DependencyResults(dict[str, Any]):
+    """What a job's dependencies returned (:meth:`rjobs.Queue.dependency_results`,
+    ``ctx.dependency_results()``): dependency id -> result for each dependency that succeeded, in
+    the order the job lists them. Not an error, reported beside: ``missing``, the ids no longer
+    stored (retention purged them, or they were deleted), and ``unfinished``, id -> status of the
+    dependencies that did not succeed (still running or waiting, or moved on by hand)."""
+
+    def __init__(
+        self,
+        results: dict[str, Any] | None = None,
+        missing: tuple[str, ...] = (),
+        unfinished: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(results or {})
+        #: Dependency ids whose job is no longer stored (purged by retention, or deleted).
+        self.missing = missing
+        #: Dependency id -> status, for the stored dependencies that did not succeed.
+        self.unfinished = unfinished or {}
+
+    def __repr__(self) -> str:
+        return f"DependencyResults({dict(self)!r}, missing={self.missing!r}, unfinished={self.unfinished!r})"
