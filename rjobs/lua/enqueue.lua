@@ -236,6 +236,8 @@ for n = 1, njobs do
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = id, 'created', state, prev, stale, cache_inv
   end
 end
-if Z then op('SET', P .. 'seq', seq0 + njobs) end  -- only kept or cached requests: nothing written
+-- the sequence moves only when a job was made (every new job enters a state index): a call whose
+-- requests were all kept or answered from the cache writes nothing
+if Z then op('SET', P .. 'seq', seq0 + njobs) end
 commit()
 return out

@@ -134,7 +134,7 @@ class Claimer:
         shares = None if self._weights is None else weighted_shares(self._weights, self._credit, free)
         plan = claim_plan(self._groups, self._turn, free, shares)
         if self._by_node and len(plan) > 1:
-            return await self._claim_by_node(jobs, free, [s for s, _ in plan])
+            return await self._claim_by_node(jobs, free, [s for s, _ in plan], shares and [q for _, q in plan])
         offered = 0  # what this queue is offered: its share and what the ones before left
         for served, share in plan:
             offered += share
@@ -183,17 +183,25 @@ class Claimer:
             due = result.next_due_ms if due is None else min(due, result.next_due_ms)
         return claimed + len(result.jobs), more or result.ready_left > 0, due
 
-    async def _claim_by_node(self, jobs: JobSlots, free: int, order: list[Served]) -> tuple[int, bool, int | None]:
+    async def _claim_by_node(
+        self, jobs: JobSlots, free: int, order: list[Served], quotas: list[int] | None = None
+    ) -> tuple[int, bool, int | None]:
         """On a cluster: the claims of the queues one master serves go out together, one round
         trip per node (run_by_node). At most ``free`` jobs: the free slots are shared among as many
-        queues as there are slots, the next ones in turn if those had nothing."""
+        queues as there are slots, the next ones in turn if those had nothing. Weighted
+        (``quotas``, per queue of ``order``): first every queue with a share asks for it."""
         claimed, more, due = 0, False, None
         failure: BaseException | None = None
         rest, lease_ms = order, int(self.lease * 1000)
         while rest and claimed < free:
             left = free - claimed
-            chunk, rest = rest[:left], rest[left:]
-            wants = [min(1000, left // len(chunk) + (i < left % len(chunk))) for i in range(len(chunk))]
+            if quotas:  # weighted, the first round trip: the shares
+                chunk = [s for s, q in zip(order, quotas) if q > 0]
+                wants = [min(1000, q) for q in quotas if q > 0]
+                rest, quotas = [s for s, q in zip(order, quotas) if q <= 0], None
+            else:
+                chunk, rest = rest[:left], rest[left:]
+                wants = [min(1000, left // len(chunk) + (i < left % len(chunk))) for i in range(len(chunk))]
             sent = anyio.current_time()
             with anyio.CancelScope(shield=True, deadline=sent + self.lease) as bounded:  # see claim
                 results = await run_by_node(
