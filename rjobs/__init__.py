@@ -35,7 +35,17 @@ from rjobs.errors import (
     ValidationError,
     WaitTimeout,
 )
-from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
+from rjobs.models import (
+    Asset,
+    DependencyResults,
+    EnqueueOutcome,
+    Event,
+    Job,
+    JobError,
+    JobOutcome,
+    JobRequest,
+    Progress,
+)
 from rjobs.statemachine import StateMachine
 from rjobs.worker.context import JobContext
 from rjobs.worker.functions import Fail, JobFunction, Partial, Retry, job
@@ -51,6 +61,7 @@ __all__ = [
     "Asset",
     "DedupeConflict",
     "DependencyError",
+    "DependencyResults",
     "EnqueueOutcome",
     "Event",
     "Fail",

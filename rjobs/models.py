@@ -9,6 +9,7 @@ import msgspec
 __all__ = [
     "Asset",
     "ClaimedJob",
+    "DependencyResults",
     "EnqueueOutcome",
     "Event",
     "Job",
@@ -100,7 +101,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What enqueue did with one request: ``created`` a new job, ``kept`` the live job of the same
-    dedupe key, or (only in an ``enqueue_many`` that took several script calls) ``refused`` it:
+    dedupe key, ``cached`` (policy ``reuse``): answered with the key's fresh cached result, in
+    ``cached_result``, and created nothing (``id`` is the job that holds the key, empty when it was
+    purged), or (only in an ``enqueue_many`` that took several script calls) ``refused`` it:
     then ``error`` says why and nothing of that request was written (``id`` is its explicit
     ``job_id`` or empty). Also: the id previously holding the dedupe key, whether that stale job
     was cancelled and whether its cached result was invalidated."""
@@ -112,6 +115,7 @@ class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
     stale_cancelled: bool = False
     cache_invalidated: bool = False
     error: str | None = None
+    cached_result: Any = None
 
     @property
     def created(self) -> bool:
@@ -186,3 +190,26 @@ class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str | None = None
     hold: bool = False
     group: str | None = None
+
+
+class DependencyResults(dict[str, Any]):
+    """What a job's dependencies returned (:meth:`rjobs.Queue.dependency_results`,
+    ``ctx.dependency_results()``): dependency id -> result for each dependency that succeeded, in
+    the order the job lists them. Not an error, reported beside: ``missing``, the ids no longer
+    stored (retention purged them, or they were deleted), and ``unfinished``, id -> status of the
+    dependencies that did not succeed (still running or waiting, or moved on by hand)."""
+
+    def __init__(
+        self,
+        results: dict[str, Any] | None = None,
+        missing: tuple[str, ...] = (),
+        unfinished: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(results or {})
+        #: Dependency ids whose job is no longer stored (purged by retention, or deleted).
+        self.missing = missing
+        #: Dependency id -> status, for the stored dependencies that did not succeed.
+        self.unfinished = unfinished or {}
+
+    def __repr__(self) -> str:
+        return f"DependencyResults({dict(self)!r}, missing={self.missing!r}, unfinished={self.unfinished!r})"

@@ -30,6 +30,7 @@ FILES = {
     "rjobs/store/cluster.py": "rjobs/store/sync_cluster.py",
     "rjobs/client/partitioned.py": "rjobs/client/sync_partitioned.py",
     "rjobs/client/control.py": "rjobs/client/sync_control.py",
+    "rjobs/client/results.py": "rjobs/client/sync_results.py",
 }
 
 #: whole-word swaps (identifiers and dotted module paths)
@@ -41,6 +42,8 @@ NAMES = {
     "rjobs.store.cluster": "rjobs.store.sync_cluster",
     "rjobs.client.partitioned": "rjobs.client.sync_partitioned",
     "rjobs.client.control": "rjobs.client.sync_control",
+    "rjobs.client.results": "rjobs.client.sync_results",
+    "JobResults": "SyncJobResults",
     "QueueControl": "SyncQueueControl",
     "PartitionedQueue": "SyncPartitionedQueue",
     "ClusterRunner": "SyncClusterRunner",

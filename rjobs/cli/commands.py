@@ -158,6 +158,10 @@ def cmd_enqueue(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.json_doc(outcome)
         return EXIT["ok"]
+    if outcome.outcome == "cached":  # --dedupe reuse: the result, no new job
+        out.json_doc(outcome.cached_result)  # one line of JSON on stdout
+        out.notice(f"reused the cached result of dedupe key {args.dedupe_key!r} (job {outcome.id or 'purged'})")
+        return EXIT["ok"]
     out.out.print(outcome.id, markup=False)
     if not outcome.created:
         out.notice(f"kept the live job {outcome.id} ({outcome.status}) holding dedupe key {args.dedupe_key!r}")
@@ -353,7 +357,7 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> int:
         run_from_cli(
             args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst,
             log_level=args.log_level, log_format=args.log_format, processes=args.processes,
-            health=(args.health_file, args.health_port, args.health_host),
+            health=(args.health_file, args.health_port, args.health_host), order=(args.order, args.weight),
         )
     )  # fmt: skip
 

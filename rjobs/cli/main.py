@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-at", help="when the job may run: ISO 8601 with a time zone, or epoch seconds")
     p.add_argument("-u", "--user", help="owner user id")
     p.add_argument("--dedupe-key", help="at most one live job per key")
-    p.add_argument("--dedupe", choices=("keep", "replace"), default="keep", help="policy for a live duplicate")
+    p.add_argument(
+        "--dedupe", choices=("keep", "replace", "reuse"), default="keep",
+        help="keep the live duplicate, replace it, or reuse the key's fresh cached result (prints it)",
+    )  # fmt: skip
     p.add_argument("--max-attempts", type=int, default=3, help="attempts before the job fails (default 3)")
     p.add_argument("--depends-on", nargs="+", action="extend", metavar="ID", help="run after these jobs succeed")
     p.add_argument("--group", help="concurrency / rate-limit group (see rjobs limit)")
@@ -159,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, help="jobs at a time")
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.add_argument("--processes", type=int, default=1, help="run N worker processes (prefork; default 1)")
+    p.add_argument("--order", choices=("strict", "weighted"), help="between queues: strict (in order) or weighted")
+    p.add_argument("--weight", action="append", metavar="QUEUE=W", help="a queue's weight (repeatable; weighted)")
     p.add_argument(
         "--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="INFO: a line per job that succeeded, failed or is retried; DEBUG: and when each starts",

@@ -28,6 +28,7 @@ from rjobs.store.keys import validate_name
 from rjobs.worker.functions import JobFunction
 from rjobs.worker.hooks import StartupFailed
 from rjobs.worker.loop import Worker
+from rjobs.worker.settings import parse_weights
 
 __all__ = ["USAGE", "TargetError", "load_target", "run_from_cli"]
 
@@ -178,6 +179,7 @@ def run_from_cli(
     worker_id: str | None = None,
     ready_fd: int | None = None,
     health: tuple[str | None, int | None, str | None] = (None, None, None),
+    order: tuple[str | None, list[str] | None] = (None, None),
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
@@ -185,7 +187,8 @@ def run_from_cli(
     else localhost:6379). ``url`` / ``queues`` / ``concurrency`` override the worker's own settings
     when given: ``url`` moves every queue to that server; queues not defined by the worker take
     the first queue's machine, config and server. ``burst`` turns burst mode on. ``health``: the
-    health file, port and host (rjobs.worker.health), each None to keep the worker's own. 0 = stopped
+    health file, port and host (rjobs.worker.health), each None to keep the worker's own; ``order``:
+    ``--order`` and the ``--weight QUEUE=W`` items (rjobs.worker.settings.QueueOrder). 0 = stopped
     normally, 1 = could not start (on_startup failed) or crashed, 2 = the target cannot be loaded
     (one line on stderr saying why and what to do), 130 = interrupted at start-up.
 
@@ -198,6 +201,8 @@ def run_from_cli(
         worker = load_target(target)
         worker.configure(url=url, queues=queues, concurrency=concurrency, burst=True if burst else None)
         worker.health.configure(*health)
+        worker.order = worker.order.configured(order[0], parse_weights(order[1]))
+        worker.order.check(worker.queues)
         if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 256:
             raise ValueError(f"--processes must be 1-256, not {processes}")
         if worker_id is not None:
@@ -212,7 +217,8 @@ def run_from_cli(
             sys.stderr.write("rjobs: error: --health-port serves one process: with --processes use --health-file\n")
             return USAGE
         options: dict[str, Any] = {"target": target, "url": url, "queues": queues, "concurrency": concurrency}
-        options.update(burst=burst, log_level=log_level, log_format=log_format, health=health)  # one file for all
+        options.update(burst=burst, log_level=log_level, log_format=log_format, order=order)
+        options["health"] = health  # one file for all
         return Prefork(options, processes, worker.worker_id, worker.burst).run()
     if ready_fd is not None:
         worker.hooks.when_ready(functools.partial(_tell_ready, ready_fd))

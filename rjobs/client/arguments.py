@@ -17,10 +17,12 @@ from rjobs.store import codec
 
 __all__ = [
     "BULK_OUTCOMES",
+    "DEDUPE_POLICIES",
     "MANUAL_LEASE",
     "MAX_DELAY_MS",
     "MAX_MS",
     "UNSET",
+    "dedupe_policy",
     "due_ms",
     "flag",
     "job_request",
@@ -106,6 +108,18 @@ BULK_OUTCOMES = {
     "lease_lost": "a lease token was given and is not the job's",
     "invalid": "the request was refused as invalid (e.g. a delayed target without run_at/delay)",
 }
+
+
+#: What a dedupe key's policy may be: keep the live job, replace it, or reuse the key's fresh cached
+#: result (else keep).
+DEDUPE_POLICIES = ("keep", "replace", "reuse")
+
+
+def dedupe_policy(value: object) -> str:
+    """``value`` when it is one of :data:`DEDUPE_POLICIES`, else ValidationError."""
+    if not isinstance(value, str) or value not in DEDUPE_POLICIES:
+        raise ValidationError(f"dedupe policy must be 'keep', 'replace' or 'reuse', not {value!r}")
+    return value
 
 
 def flag(value: object, what: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from rjobs.client.arguments import (
     BULK_OUTCOMES,
     UNSET,
+    dedupe_policy,
     due_ms,
     flag,
     lease_ms,
@@ -59,8 +60,8 @@ class QueuePlans(ReadPlans):
     def spec(self, req: JobRequest) -> EnqueueSpec:
         """Validate one request and encode it for enqueue.lua. Per request of enqueue_many, so the
         defaults (no delay, user, dedupe key or dependencies) take the short branches."""
-        if req.dedupe != "keep" and req.dedupe != "replace":
-            raise ValidationError("dedupe policy must be 'keep' or 'replace'")
+        if req.dedupe != "keep":
+            dedupe_policy(req.dedupe)
         if req.on_dependency_failure != "fail" and req.on_dependency_failure != "cancel":
             raise ValidationError("on_dependency_failure must be 'fail' or 'cancel'")
         attempts = req.max_attempts
@@ -98,7 +99,7 @@ class QueuePlans(ReadPlans):
         )
 
     def enqueue(self, req: JobRequest, actor: str | None = None) -> Plan[EnqueueOutcome]:
-        """Create one job (or keep/replace by dedupe key)."""
+        """Create one job (or keep/replace/reuse by dedupe key)."""
         outcomes: list[EnqueueOutcome] = yield self.scripts.enqueue(self._actor(actor), [self.spec(req)])
         return outcomes[0]
 

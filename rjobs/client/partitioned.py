@@ -37,7 +37,7 @@ from rjobs.client.queue import Queue
 from rjobs.config import QueueConfig
 from rjobs.errors import RjobsError, ValidationError
 from rjobs.machines import JOB
-from rjobs.models import EnqueueOutcome, Job, JobOutcome, JobRequest
+from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import async_client, close_async, resolve_url
 from rjobs.store.keys import validate_name
@@ -203,6 +203,10 @@ class PartitionedQueue:
     async def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
         """:meth:`rjobs.Queue.wait` on the job's partition."""
         return await self.route(job_id).wait(job_id, timeout)
+
+    async def dependency_results(self, job_id: str, user_id: str | None = None) -> DependencyResults:
+        """:meth:`rjobs.Queue.dependency_results` on the job's partition (its dependencies are there)."""
+        return await self.route(job_id).dependency_results(job_id, user_id)
 
     async def cached_result(self, dedupe_key: str) -> Any:
         """:meth:`rjobs.Queue.cached_result` on the key's partition."""

@@ -18,6 +18,7 @@ from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.control import QueueControl
 from rjobs.client.hold import Hold
 from rjobs.client.operations import QueuePlans
+from rjobs.client.results import JobResults
 from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -34,7 +35,7 @@ __all__ = ["Queue"]
 T = TypeVar("T")
 
 
-class Queue(QueueControl):
+class Queue(QueueControl, JobResults):
     """An async handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
@@ -129,7 +130,8 @@ class Queue(QueueControl):
         """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
         ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
-        cancels it (a running one too with ``cancel_running``) and invalidates its cached result.
+        cancels it (a running one too with ``cancel_running``) and invalidates its cached result;
+        ``'reuse'`` answers with the key's fresh cached result (``cached_result``), else keeps.
         ``group``: the job's concurrency and rate-limit key (:meth:`set_limit`; claims are fair across groups)."""
         req = job_request(
             type,

@@ -38,7 +38,7 @@ from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import QueueConfig
 from rjobs.errors import RjobsError, ValidationError
 from rjobs.machines import JOB
-from rjobs.models import EnqueueOutcome, Job, JobOutcome, JobRequest
+from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import close_sync, resolve_url, sync_client
 from rjobs.store.keys import validate_name
@@ -202,6 +202,10 @@ class SyncPartitionedQueue:
     def wait(self, job_id: str, timeout: float | None = None) -> JobOutcome:
         """:meth:`rjobs.SyncQueue.wait` on the job's partition."""
         return self.route(job_id).wait(job_id, timeout)
+
+    def dependency_results(self, job_id: str, user_id: str | None = None) -> DependencyResults:
+        """:meth:`rjobs.SyncQueue.dependency_results` on the job's partition (its dependencies are there)."""
+        return self.route(job_id).dependency_results(job_id, user_id)
 
     def cached_result(self, dedupe_key: str) -> Any:
         """:meth:`rjobs.SyncQueue.cached_result` on the key's partition."""

@@ -19,6 +19,7 @@ from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.operations import QueuePlans
 from rjobs.client.sync_control import SyncQueueControl
 from rjobs.client.sync_hold import SyncHold
+from rjobs.client.sync_results import SyncJobResults
 from rjobs.client.waits import SyncWaits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -35,7 +36,7 @@ __all__ = ["SyncQueue"]
 T = TypeVar("T")
 
 
-class SyncQueue(SyncQueueControl):
+class SyncQueue(SyncQueueControl, SyncJobResults):
     """A blocking handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.Redis client), else ``url``, else the
@@ -130,7 +131,8 @@ class SyncQueue(SyncQueueControl):
         """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
         ``dedupe_key`` with ``dedupe='keep'`` returns the live job holding the key, ``'replace'``
-        cancels it (a running one too with ``cancel_running``) and invalidates its cached result.
+        cancels it (a running one too with ``cancel_running``) and invalidates its cached result;
+        ``'reuse'`` answers with the key's fresh cached result (``cached_result``), else keeps.
         ``group``: the job's concurrency and rate-limit key (:meth:`set_limit`; claims are fair across groups)."""
         req = job_request(
             type,

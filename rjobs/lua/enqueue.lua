@@ -14,8 +14,10 @@
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
 --          ready:<type>[:<group>], groups:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq,
 --          wake:<type> (under the prefix), machine (flow: set once a job names a group)
--- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept), status,
---          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1)
+-- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept|cached), status,
+--          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1); for `cached` (policy
+--          reuse and a fresh cached result: nothing created) id and previous_id are the key's holder
+--          ('' when purged), status its status ('' when purged), and the last entry is the cached result
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>, RJ_EXISTS <id>, RJ_DEPENDENCY <why>; every error about
 --          one request ends with "(request <n>)", n counting from 1 within the call
 --!include lib/layout.lua
@@ -71,8 +73,9 @@ for n = 1, njobs do
     grouped = true
   end
   local policy, cancel_running = ARGV[pos + DEDUPE], ARGV[pos + CANCEL_RUNNING]
-  if (policy ~= 'keep' and policy ~= 'replace') or (cancel_running ~= '0' and cancel_running ~= '1') then
-    return refuse('RJ_INVALID', 'dedupe policy must be keep or replace, cancel_running 0 or 1', n)
+  if (policy ~= 'keep' and policy ~= 'replace' and policy ~= 'reuse') or
+    (cancel_running ~= '0' and cancel_running ~= '1') then
+    return refuse('RJ_INVALID', 'dedupe policy must be keep, replace or reuse, cancel_running 0 or 1', n)
   end
   local on_dep, hold = ARGV[pos + ON_DEP_FAILURE], ARGV[pos + HOLD]
   if (on_dep ~= 'fail' and on_dep ~= 'cancel') or (hold ~= '0' and hold ~= '1') then
@@ -123,21 +126,28 @@ for n = 1, njobs do
   local due = dues[n]
   local dkey, ndeps = ARGV[pos + DEDUPE_KEY], tonumber(ARGV[pos + NDEPS])
   local o = 6 * n - 6
-  -- the dedupe key: keep the live holder, or replace it
+  -- the dedupe key: keep the live holder, or replace it, or reuse the key's cached result
   local prev, replace = '', nil
   if dkey ~= '' then
     if holders[dkey] == nil then holders[dkey] = read('GET', P .. 'dedupe:' .. dkey) or false end
     prev = holders[dkey] or ''
     local h = prev ~= '' and load_job(prev) or nil
-    if h and h.status and not M.final_role[h.status] then
-      if ARGV[pos + DEDUPE] == 'keep' then
+    local policy = ARGV[pos + DEDUPE]
+    -- reuse: a fresh cached result of the key answers the request (its TTL is its freshness);
+    -- without one, reuse is keep. `caches` holds the cached value (or false) once read.
+    if policy == 'reuse' and caches[dkey] == nil then caches[dkey] = read('GET', P .. 'cache:' .. dkey) or false end
+    if policy == 'reuse' and caches[dkey] then
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] =
+        prev, 'cached', h and h.status or '', prev, 0, caches[dkey]
+    elseif h and h.status and not M.final_role[h.status] then
+      if policy ~= 'replace' then
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = prev, 'kept', h.status, prev, 0, 0
       elseif (not m.is_leased[h.status] or ARGV[pos + CANCEL_RUNNING] == '1') and allows(h.status, m.cancelled) then
         replace = h
       end
     end
   end
-  if out[o + 2] ~= 'kept' then
+  if not out[o + 2] then  -- not kept, not answered from the cache
     -- the id
     local id = ARGV[pos + ID]
     if id ~= '' then
@@ -236,7 +246,9 @@ for n = 1, njobs do
     out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = id, 'created', state, prev, stale, cache_inv
   end
 end
-op('SET', P .. 'seq', seq0 + njobs)
+-- the sequence moves only when a job was made (every new job enters a state index): a call whose
+-- requests were all kept or answered from the cache writes nothing
+if Z then op('SET', P .. 'seq', seq0 + njobs) end
 if grouped and not had_flow then op('HSET', MACHINE_KEY, 'flow', '1') end
 commit()
 return out

@@ -11,8 +11,9 @@
 -- ARGV[3]  force    1 = leased jobs too (their holders' heartbeats answer 'lost'), 0 = refuse
 -- ARGV[4]  limit    jobs to take from the indexes at most (1-1000; their waiting dependents go too)
 -- Builds   deletes job:<id> (+ :history :assets :dependents), state:<s>, ready:<type>, wake:<type>,
---          lanes, delayed, leases, owner:<u>, dedupe:<k>, cache:<k>, seq, workers, workers:info,
---          events, ready (the layout before lanes), machine (paused while the jobs go)
+--          groups:<type>, lanes, delayed, leases, owner:<u>, dedupe:<k>, cache:<k>, seq, workers,
+--          workers:info, events, limits, running, backoff, rate:<name>, ready (the layout before
+--          lanes), machine (paused while the jobs go)
 -- Returns  {jobs removed by this call, 1 when the queue is gone (else 0)}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_RUNNING <n> (jobs leased, without force: nothing written)
 --!include lib/layout.lua
@@ -50,16 +51,22 @@ end
 -- no job left: the queue's own keys (the lanes a batch at a time)
 local types = read('ZRANGE', P .. 'lanes', 0, 999)
 for _, t in ipairs(types) do
-  read('EXISTS', lane_key(t), P .. 'wake:' .. t)
+  read('EXISTS', lane_key(t), P .. 'wake:' .. t, P .. 'groups:' .. t)
   op('DEL', lane_key(t))
   op('DEL', P .. 'wake:' .. t)
+  op('DEL', P .. 'groups:' .. t)  -- its group lanes went with their jobs
 end
 if #types >= 1000 then
   op('ZREM', P .. 'lanes', unpack(types))
   commit()
   return {0, 0}
 end
-for _, name in ipairs({'lanes', 'delayed', 'leases', 'seq', 'workers', 'workers:info', 'ready', 'events', 'machine'}) do
+for _, name in ipairs(read('HKEYS', P .. 'limits')) do  -- each limited name's rate window
+  read('EXISTS', P .. 'rate:' .. name)
+  op('DEL', P .. 'rate:' .. name)
+end
+for _, name in ipairs({'lanes', 'delayed', 'leases', 'seq', 'workers', 'workers:info', 'ready', 'events', 'limits',
+  'running', 'backoff', 'machine'}) do
   op('DEL', P .. name)
 end
 commit()

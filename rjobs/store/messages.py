@@ -125,18 +125,24 @@ def decode_text(v: bytes | str | None) -> str:
 
 
 def decode_enqueue(raw: list[Any]) -> list[EnqueueOutcome]:
-    # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua)
-    return [
-        EnqueueOutcome(
-            id=decode_text(raw[i]),
-            outcome=decode_text(raw[i + 1]),
-            status=decode_text(raw[i + 2]),
-            previous_id=decode_text(raw[i + 3]) or None,
-            stale_cancelled=bool(raw[i + 4]),
-            cache_invalidated=bool(raw[i + 5]),
+    # enqueue.lua replies one flat array, 6 entries per job (no table per job in Lua); the last
+    # entry of a `cached` outcome is the cached result, not the cache_invalidated flag
+    out = []
+    for i in range(0, len(raw), 6):
+        outcome = decode_text(raw[i + 1])
+        cached = outcome == "cached"
+        out.append(
+            EnqueueOutcome(
+                id=decode_text(raw[i]),
+                outcome=outcome,
+                status=decode_text(raw[i + 2]),
+                previous_id=decode_text(raw[i + 3]) or None,
+                stale_cancelled=bool(raw[i + 4]),
+                cache_invalidated=not cached and bool(raw[i + 5]),
+                cached_result=decode_stored(raw[i + 5]) if cached else None,
+            )
         )
-        for i in range(0, len(raw), 6)
-    ]
+    return out
 
 
 def decode_claim(raw: list[Any]) -> ClaimResult:

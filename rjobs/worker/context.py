@@ -15,7 +15,7 @@ import anyio
 import anyio.from_thread
 
 from rjobs.errors import LeaseLost, ValidationError
-from rjobs.models import Asset, ClaimedJob, Progress
+from rjobs.models import Asset, ClaimedJob, DependencyResults, Progress
 from rjobs.store import codec
 from rjobs.store.scripts import outcome_error
 from rjobs.worker.hooks import WorkerState
@@ -150,6 +150,13 @@ class JobContext:
         await self._fenced(write)
         self._held.stop(HeldState.RELEASED, "moved to review")
 
+    async def dependency_results(self) -> DependencyResults:
+        """What this job's dependencies returned: ``{dependency id: result}`` for those that
+        succeeded (all of them, when the job was released by its dependencies), with ``missing``
+        (ids purged by retention meanwhile: reported, not an error) and ``unfinished``. Read with
+        the job's owner (a dependency of another user raises Unauthorized); a read: no token."""
+        return await self.queue.dependency_results(self.job.id, self.job.user_id)
+
     # -- for sync functions, which run in a worker thread ------------------------------------------
     def progress_sync(self, percent: float, step: str | None = None) -> Progress | None:
         """:meth:`progress` from a sync job function."""
@@ -166,6 +173,10 @@ class JobContext:
             return await self.add_asset(asset_type, url, **kwargs)
 
         return anyio.from_thread.run(call)
+
+    def dependency_results_sync(self) -> DependencyResults:
+        """:meth:`dependency_results` from a sync job function."""
+        return anyio.from_thread.run(self.dependency_results)
 
     def review_sync(self, note: str = "", **kwargs: Any) -> None:
         """:meth:`review` from a sync job function."""

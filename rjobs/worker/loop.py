@@ -31,14 +31,11 @@ import asyncio
 import logging
 import math
 import signal
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
-import redis
 
 from rjobs.client.queue import Queue
-from rjobs.errors import ServerRefused
 from rjobs.store.clients import server_label
 from rjobs.store.keys import validate_name
 from rjobs.worker.claims import Claimer
@@ -56,12 +53,14 @@ from rjobs.worker.reaper import Reaper
 from rjobs.worker.retry import RetryPolicy
 from rjobs.worker.settings import (
     Given,
+    QueueOrder,
     check_settings,
     make_worker_id,
     queues_of,
     reconfigured,
 )
 from rjobs.worker.signals import Pulse, watch_signals
+from rjobs.worker.startup import reach_server
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
 
@@ -72,7 +71,8 @@ IDLE_WAIT_CAP = 1.0  # seconds an idle worker blocks before claiming again (cove
 
 
 class Worker:
-    """Runs jobs of one or more queues (served in the order given when several have work; the
+    """Runs jobs of one or more queues (served in the order given when several have work, or with
+    ``order="weighted"`` shared by ``weights``: :class:`rjobs.worker.settings.QueueOrder`; the
     partitions of one queue in turn).
 
     ``functions``: a mapping name -> callable, or callables / :func:`rjobs.job` functions
@@ -114,12 +114,15 @@ class Worker:
         health_file: HealthPath | None = None,
         health_port: int | None = None,
         health_host: str = "127.0.0.1",
+        order: str | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
         self.state = WorkerState()  # ctx.state of every job; on_startup fills it
         self.functions = registry(functions)
         self._own: list[Queue] = []
         self.queues = queues_of(queues, url, self._own)
+        self.order = QueueOrder(order, weights)  # strict, or weighted by queue name (rjobs.worker.settings)
         self.concurrency = concurrency
         self.lease = float(lease)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.lease / 3
@@ -171,6 +174,7 @@ class Worker:
 
     def _validate(self) -> None:
         check_settings(self.concurrency, self.lease, self.heartbeat, self.grace, self.max_lease_losses, self.reap_limit)
+        self.order.check(self.queues)
 
     # -- control ------------------------------------------------------------------------------------
     def stop(self, force: bool = False) -> None:
@@ -253,30 +257,13 @@ class Worker:
                 restore()
 
     async def _start(self) -> bool:
-        """Declare the queues and read the server's clock. While the server cannot be reached or
-        refuses for now (loading its data, out of memory...) wait and try again with a back-off,
-        one log line per try, until ``start_timeout`` (None: for as long as it takes); False when
-        stopped meanwhile."""
-        failures, deadline = 0, None if self.start_timeout is None else time.monotonic() + self.start_timeout
-        while True:
-            try:
-                for q in self.queues:
-                    await q.declare()
-                sent = time.time()
-                reply = await self.queues[0].backend.server_time()
-                self._clock.observe(reply, sent, time.time())
-                return True
-            except (ServerRefused, redis.ConnectionError, OSError) as exc:
-                if isinstance(exc, ServerRefused) and not exc.retryable:
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures)
-                log.warning("worker %s cannot start yet (%s); trying again in %.1f s", self.worker_id, exc, delay)
-                await self._idle(delay, None)
-                if self._stopping:
-                    return False
+        """Declare the queues and read the server's clock, waiting for a server that cannot be
+        reached yet (:mod:`rjobs.worker.startup`); False when stopped meanwhile."""
+        return await reach_server(self.queues, self._clock, self.worker_id, self.start_timeout, self._backoff)
+
+    async def _backoff(self, delay: float) -> bool:
+        await self._idle(delay, None)
+        return not self._stopping
 
     def _setup(self) -> JobSlots:
         self._pulse = Pulse()
@@ -284,7 +271,7 @@ class Worker:
         self._served = [
             Served(i, q, Moves(q.machine), Finisher(q, self.worker_id, self._book)) for i, q in enumerate(self.queues)
         ]
-        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats, list(self.functions))
+        self._claimer = Claimer(self._served, self.worker_id, self.lease, self.stats, list(self.functions), self.order)
         self._runner = JobRunner(
             self.functions,
             worker_id=self.worker_id,

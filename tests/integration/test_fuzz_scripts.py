@@ -64,7 +64,7 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
             NUMBERS,
             NUMBERS,
             st.one_of(st.just(""), TEXT),
-            st.sampled_from(["keep", "replace", "", "KEEP"]),
+            st.sampled_from(["keep", "replace", "reuse", "", "KEEP"]),
             FLAGS,
             st.sampled_from(["fail", "cancel", ""]),
             FLAGS,
