@@ -246,3 +246,23 @@ def test_limits_and_fairness_hold_across_worker_processes(url: str, tmp_path: Pa
     assert len(before) <= 3 * 4 * 2, f"{len(before)} burst jobs started before the late group's job"
     assert_indexes_consistent(redis_sync, "chaos", JOB)
     q.close()
+
+
+def test_deleting_a_running_capped_job_gives_its_slot_back(q: SyncQueue, redis_sync: redis.Redis) -> None:
+    q.set_limit(group="A", concurrency=1)
+    a, b = q.enqueue("t", group="A").id, q.enqueue("t", group="A").id
+    assert [j.id for j in claim(q)] == [a]
+    q.delete(a, force=True)
+    assert [j.id for j in claim(q)] == [b], "the deleted job's slot is free again"
+    assert_indexes_consistent(redis_sync, "lim", JOB)
+
+
+def test_grouped_jobs_drain_and_an_obliterated_queue_leaves_no_key(q: SyncQueue, redis_sync: redis.Redis) -> None:
+    q.set_limit(group="A", rate=5, per=1)
+    for _ in range(3):
+        q.enqueue("t", group="A")
+    assert len(claim(q, 1)) == 1  # a mark in the rate window
+    assert q.drain() == 2
+    assert_indexes_consistent(redis_sync, "lim", JOB)
+    q.obliterate(force=True)
+    assert redis_sync.keys(q.backend.keys.prefix + "*") == []

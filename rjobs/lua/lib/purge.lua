@@ -15,9 +15,15 @@ local ALL_FINAL = {'success', 'partial', 'failure', 'cancelled'}
 local function drop(rec, with_cache)
   local id, st = rec.id, rec.status
   if st then
-    if st == M.ready then zset(lane_key(lane_of(rec)), id, false)
+    if st == M.ready then zset((lane_key_of(rec)), id, false)
     elseif st == M.delayed then zset(P .. 'delayed', id, false) end
-    if M.is_leased[st] then zset(P .. 'leases', id, false) end
+    if M.is_leased[st] then
+      zset(P .. 'leases', id, false)
+      local held = FLOW and field(rec, 'lim')  -- the limit slots its claim took go back (lib/move.lua)
+      if held then
+        for name in string.gmatch(held, '[^,]+') do op('HINCRBY', P .. 'running', name, -1) end
+      end
+    end
     zset(P .. 'state:' .. st, id, false)
   end
   local user, dkey, deps = field(rec, 'user_id'), field(rec, 'dedupe_key'), field(rec, 'depends_on')
