@@ -36,6 +36,7 @@ from rjobs.errors import (
     WaitTimeout,
 )
 from rjobs.models import (
+    Actor,
     Asset,
     DependencyResults,
     EnqueueOutcome,
@@ -58,6 +59,7 @@ __version__ = VERSION
 
 __all__ = [
     "PRIORITIES",
+    "Actor",
     "Asset",
     "DedupeConflict",
     "DependencyError",

@@ -7,6 +7,8 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "ACTOR_TYPES",
+    "Actor",
     "Asset",
     "ClaimedJob",
     "DependencyResults",
@@ -18,6 +20,7 @@ __all__ = [
     "JobRequest",
     "Progress",
     "Undecodable",
+    "Who",
 ]
 
 
@@ -170,6 +173,28 @@ class Asset(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None = None
     created_ms: int | None = None
     meta: dict[str, Any] = {}
+
+
+#: The kinds of structured actor.
+ACTOR_TYPES = ("agent", "human", "worker")
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who acts, structured: ``type`` (agent, human or worker), a stable ``id`` and a display
+    ``name``. Anywhere an actor is taken it may be given this way; it is recorded as the text
+    ``type:id`` (history, events, the job's holder) and its name is kept in the queue's actor
+    directory (:meth:`rjobs.Queue.actors`) when it is named."""
+
+    type: str
+    id: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.id}"
+
+
+#: An actor as the API takes it: the text recorded, or a structured :class:`Actor`.
+Who = str | Actor
 
 
 class JobRequest(msgspec.Struct, frozen=True, kw_only=True):

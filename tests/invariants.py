@@ -87,6 +87,18 @@ def assert_indexes_consistent(client: redis.Redis, queue: str, machine: StateMac
         for name in filter(None, _s(h.get(b"lim")).split(",")):
             assert statuses[jid] in machine.leased, f"job {jid} holds limit slots but is {statuses[jid]}"
             held[name] = held.get(name, 0) + 1
+    # a job leased by hand is listed under its assignee while it stays leased (lib/move.lua)
+    assigned = {
+        key.decode()[len(k.prefix) + 9 :]: {m.decode() for m in client.zrange(key, 0, -1)}
+        for key in client.scan_iter(match=k.prefix + "assigned:*", count=1000)
+    }
+    expected_assigned: dict[str, set[str]] = {}
+    for jid, h in jobs.items():
+        who = _s(h.get(b"assignee"))
+        if who:
+            assert statuses[jid] in machine.leased, f"job {jid} keeps an assignee but is {statuses[jid]}"
+            expected_assigned.setdefault(who, set()).add(jid)
+    assert assigned == expected_assigned, f"assigned indexes {assigned} != assignees {expected_assigned}"
     running = {_s(n): int(v) for n, v in client.hgetall(k.prefix + "running").items()}
     assert {n: v for n, v in running.items() if v} == held, f"running counts {running} != slots held {held}"
     lines = {key.decode()[len(k.prefix) + 5 :] for key in client.scan_iter(match=k.prefix + "wake:*", count=1000)}

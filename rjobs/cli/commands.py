@@ -199,14 +199,19 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     job = q.get(args.id)
     events, assets = q.events(args.id), q.assets(args.id)
     doc = {"job": job, "events": events, "assets": assets}
-    out.result(doc, lambda: show_job(out.out, q.machine, job, events, assets))
+    names = {k: f"{a.name} ({k})" for k, a in q.actors().items()}  # structured actors by their names
+    shown = [msgspec.structs.replace(e, actor=names[e.actor]) if e.actor in names else e for e in events]
+    out.result(doc, lambda: show_job(out.out, q.machine, job, shown, assets))
     return EXIT["ok"]
 
 
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     """Jobs of a queue, newest first, by state and/or owner."""
     q = open_queue(connect(resolve_url(args.url, out)), args.queue)
-    jobs = q.list(state=args.state, user_id=args.user, limit=args.limit, type=args.type, error_code=args.code)
+    jobs = q.list(
+        state=args.state, user_id=args.user, limit=args.limit, type=args.type, error_code=args.code,
+        assignee=args.assignee,
+    )  # fmt: skip
     if out.json:
         out.json_doc(jobs)
     elif jobs:

@@ -6,8 +6,10 @@ import argparse
 
 from rjobs.cli.commands import EXIT, connect, open_queue, resolve_url
 from rjobs.cli.render import Output
+from rjobs.errors import ValidationError
+from rjobs.models import ACTOR_TYPES, Actor
 
-__all__ = ["cmd_pause", "cmd_resume"]
+__all__ = ["cmd_assign", "cmd_pause", "cmd_resume"]
 
 
 def cmd_pause(args: argparse.Namespace, out: Output) -> int:
@@ -29,4 +31,23 @@ def cmd_resume(args: argparse.Namespace, out: Output) -> int:
     changed = q.resume()
     text = f"resumed {q.name}" if changed else f"{q.name} was not paused"
     out.result({"queue": q.name, "paused": False, "changed": changed}, lambda: out.out.print(text, markup=False))
+    return EXIT["ok"]
+
+
+def _actor(text: str, name: str = "") -> str | Actor:
+    """An actor given on the command line: ``type:id`` with a name becomes a structured Actor."""
+    kind, _, ident = text.partition(":")
+    if name and kind in ACTOR_TYPES and ident:
+        return Actor(kind, ident, name)
+    if name:
+        raise ValidationError("--name needs --to as type:id with type agent, human or worker")
+    return text
+
+
+def cmd_assign(args: argparse.Namespace, out: Output) -> int:
+    """Lease a ready job to an assignee, who then starts and finishes it with the lease token."""
+    q = open_queue(connect(resolve_url(args.url, out)), args.queue)
+    job = q.assign(args.id, _actor(args.to, args.name), lease=args.lease, by=args.by)
+    text = f"assigned {job.id} to {args.to} ({job.status}, token {job.token}, lease {args.lease:g} s)"
+    out.result(job, lambda: out.out.print(text, markup=False))
     return EXIT["ok"]

@@ -29,7 +29,7 @@ from rjobs.cli.commands import (
     cmd_watch,
     cmd_worker,
 )
-from rjobs.cli.control import cmd_pause, cmd_resume
+from rjobs.cli.control import cmd_assign, cmd_pause, cmd_resume
 from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.limits import cmd_limit
 from rjobs.cli.render import Output
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--limit", type=int, default=50, help="at most this many (default 50)")
     p.add_argument("-t", "--type", help="only jobs of this type (with --state or --user)")
     p.add_argument("--code", help="only jobs whose error has this code (with --state or --user)")
+    p.add_argument("--assignee", help="only the jobs this actor holds now (rjobs assign)")
 
     p = command("stats", cmd_stats, "jobs per state, live workers, oldest waiting job (all queues by default)")
     p.add_argument("queue", nargs="?")
@@ -105,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("resume", cmd_resume, "let workers claim from a paused queue again")
     p.add_argument("queue")
+
+    p = command("assign", cmd_assign, "lease a ready job to a person or agent, who starts and finishes it")
+    job_ref(p)
+    p.add_argument("--to", required=True, help="the assignee: an actor (e.g. human:alice)")
+    p.add_argument("--name", default="", help="the assignee's display name (kept in the actor directory)")
+    p.add_argument("--by", help="who assigns (default: this client)")
+    p.add_argument("--lease", type=float, default=3600.0, help="seconds the assignee holds it (default 3600)")
 
     p = command("limit", cmd_limit, "limit a job type or group: running jobs and claims per window")
     p.add_argument("action", choices=["set", "rm", "ls", "backoff"])

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from rjobs.errors import ValidationError
-from rjobs.models import JobError, JobRequest
+from rjobs.models import ACTOR_TYPES, Actor, JobError, JobRequest
 from rjobs.store import codec
 
 __all__ = [
@@ -216,3 +217,27 @@ def job_request(
         )
     except TypeError as exc:
         raise ValidationError(str(exc)) from None
+
+
+_ACTOR = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
+_ACTOR_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
+
+
+def actor_text(actor: str | Actor) -> str:
+    """An actor as the scripts record it: the text itself (1-200 of A-Z a-z 0-9 _ . : @ -), or a
+    structured :class:`rjobs.Actor` as ``type:id`` (type agent, human or worker; its name, at most
+    200 characters, goes to the actor directory instead)."""
+    if isinstance(actor, Actor):
+        if actor.type not in ACTOR_TYPES:
+            raise ValidationError(f"actor type must be one of {', '.join(ACTOR_TYPES)}, not {actor.type!r}")
+        if not isinstance(actor.id, str) or not _ACTOR_ID.match(actor.id):
+            raise ValidationError("actor id: use 1-128 characters from A-Z a-z 0-9 _ . @ -")
+        if not isinstance(actor.name, str) or len(actor.name) > 200 or any(c < " " for c in actor.name):
+            raise ValidationError("actor name: text of at most 200 characters, no control characters")
+        codec.check_text(actor.name, "actor name")
+        return str(actor)
+    if not isinstance(actor, str) or not _ACTOR.match(actor):
+        raise ValidationError(
+            f"invalid actor {repr(actor)[:60]}: use 1-200 characters from A-Z a-z 0-9 _ . : @ -, or an rjobs.Actor"
+        )
+    return actor

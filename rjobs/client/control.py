@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from rjobs.client.assignees import actors_plan, assign_plan, assigned_plan, name_actors_plan
 from rjobs.client.limits import backoff_plan, clear_limit_plan, limit_name, limits_plan, set_limit_plan
 from rjobs.client.operations import QueuePlans
 from rjobs.client.queries import paused_plan, stats_plan
@@ -22,7 +23,7 @@ from rjobs.client.removal import (
     filtered_list_plan,
     obliterate_plan,
 )
-from rjobs.models import Job
+from rjobs.models import Actor, Job, Who
 from rjobs.store.transport import Plan
 
 __all__ = ["QueueControl"]
@@ -85,13 +86,13 @@ class QueueControl:
         the ready jobs of the first groups of each type in turn order."""
         return await self._read(limits_plan(self._plans.keys))
 
-    async def pause(self, reason: str = "", *, actor: str | None = None) -> bool:
+    async def pause(self, reason: str = "", *, actor: Who | None = None) -> bool:
         """Stop every worker claiming from this queue (for a partitioned queue, see its own
         method); True when it was running, False when it already was paused (then the first
         pause's actor, time and reason stay)."""
         return await self._drive(self._plans.pause(True, reason, actor))
 
-    async def resume(self, *, actor: str | None = None) -> bool:
+    async def resume(self, *, actor: Who | None = None) -> bool:
         """Let workers claim again, waking the idle ones at once; True when it was paused."""
         return await self._drive(self._plans.pause(False, "", actor))
 
@@ -107,7 +108,7 @@ class QueueControl:
         force: bool = False,
         dependents: str = "refuse",
         user_id: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> int:
         """Delete a job with everything it owns (hash, history, assets, dedupe key, every index
         entry); returns how many jobs went (its deleted dependents included). A running job needs
@@ -126,7 +127,7 @@ class QueueControl:
         force: bool = False,
         dependents: str = "refuse",
         user_id: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> dict[str, str]:
         """Delete many jobs as :meth:`delete` does; one outcome per distinct id: 'done',
         'not_found', 'unauthorized', 'running' or 'has_dependents' (that id: nothing written)."""
@@ -134,7 +135,7 @@ class QueueControl:
             bulk_delete_plan(self._plans, job_ids, user_id=user_id, force=force, dependents=dependents, actor=actor)
         )
 
-    async def bulk_retry(self, job_ids: Sequence[str], *, actor: str | None = None) -> dict[str, str]:
+    async def bulk_retry(self, job_ids: Sequence[str], *, actor: Who | None = None) -> dict[str, str]:
         """Retry many failed or cancelled jobs; one outcome per distinct id: 'done' or the
         refusal's code ('not_found', 'invalid_transition', 'dependency', 'dedupe_conflict')."""
         return await self._drive(bulk_retry_plan(self._plans, job_ids, actor))
@@ -147,18 +148,48 @@ class QueueControl:
         error_code: str | None = None,
         user_id: str | None = None,
         limit: int = 50,
+        assignee: Who | None = None,
     ) -> list[Job]:
         """Newest first, the jobs of ``state`` (and/or of ``user_id``) of job ``type`` whose error
         has code ``error_code`` (``Queue.list`` with filters): the index is read a page at a time,
-        never SCANned (docs/design.md, "Removing jobs")."""
-        return await self._read(filtered_list_plan(self._plans, state, user_id, limit, type, error_code))
+        never SCANned (docs/design.md, "Removing jobs"). With ``assignee``: the jobs that actor
+        holds now (:meth:`assign`), filtered the same way."""
+        if assignee is None:
+            return await self._read(filtered_list_plan(self._plans, state, user_id, limit, type, error_code))
+        held = await self._read(assigned_plan(self._plans, assignee, limit))
+        return [
+            j
+            for j in held
+            if (state is None or j.status == state)
+            and (type is None or j.type == type)
+            and (user_id is None or j.user_id == user_id)
+            and (error_code is None or (j.error is not None and j.error.code == error_code))
+        ]
 
-    async def drain(self, *, actor: str | None = None) -> int:
+    async def assign(self, job_id: str, assignee: Who, *, lease: float = 3600.0, by: Who | None = None) -> Job:
+        """Lease a ready job to ``assignee`` (a person or an agent: text or :class:`rjobs.Actor`) for
+        ``lease`` seconds, into the machine's first leased state (TASK: ``assigned``), without any
+        worker: the assignee then starts it (``transition(id, "in_progress", token=job.token)``, or
+        ``hold(id, state=..., actor=assignee)``) and finishes it with the token. ``by`` (who
+        assigns) is recorded with it; named actors go to the directory (:meth:`actors`). Listed by
+        ``list(assignee=...)`` while leased; an expired lease is reaped like a worker's."""
+        return await self._drive(assign_plan(self._plans, job_id, assignee, lease, by))
+
+    async def name_actors(self, *actors: Actor) -> int:
+        """Keep the display names of structured actors (``Actor(type, id, name)``; an empty name
+        forgets it); returns how many entries changed."""
+        return await self._drive(name_actors_plan(self._plans, actors))
+
+    async def actors(self) -> dict[str, Actor]:
+        """The actor directory: ``type:id`` -> :class:`rjobs.Actor`, for showing who acted."""
+        return await self._read(actors_plan(self._plans))
+
+    async def drain(self, *, actor: Who | None = None) -> int:
         """Delete every job waiting to run (waiting, delayed, initial and ready states), a bounded
         batch per call; running and finished jobs stay. Returns how many went."""
         return await self._drive(drain_plan(self._plans, actor))
 
-    async def obliterate(self, *, force: bool = False, actor: str | None = None) -> int:
+    async def obliterate(self, *, force: bool = False, actor: Who | None = None) -> int:
         """Delete the whole queue: every job with everything it owns, its indexes, stream,
         workers and machine (pausing it first). Refused with JobRunning while jobs are running,
         unless ``force``. Returns how many jobs went; using the queue again declares it anew."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from rjobs.client.arguments import UNSET
 from rjobs.client.renewal import Renewal
 from rjobs.errors import LeaseLost, RjobsError
-from rjobs.models import Asset, Job, JobError, Progress
+from rjobs.models import Asset, Job, JobError, Progress, Who
 
 if TYPE_CHECKING:
     from rjobs.client.queue import Queue
@@ -45,7 +45,7 @@ class Hold:
     """An async hold on one job (see the module docstring). Made by :meth:`rjobs.Queue.hold`."""
 
     def __init__(
-        self, queue: Queue, job_id: str, state: str | None, lease: float, actor: str | None, heartbeat: float | None
+        self, queue: Queue, job_id: str, state: str | None, lease: float, actor: Who | None, heartbeat: float | None
     ) -> None:
         self.queue = queue
         self.job_id = job_id
@@ -93,7 +93,7 @@ class Hold:
         q = self.queue
         try:
             replies = await q.backend.heartbeat(
-                self.actor or q.actor, int(self.lease * 1000), [(self.job_id, self.token)], register=False
+                str(self.actor or q.actor), int(self.lease * 1000), [(self.job_id, self.token)], register=False
             )
         except (RjobsError, OSError, ConnectionError) as exc:
             log.warning("hold of job %s: heartbeat failed (%s)", self.job_id, exc)

@@ -29,7 +29,7 @@ from rjobs.client.arguments import (
 from rjobs.client.queries import ReadPlans, server_warnings
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
-from rjobs.models import Asset, EnqueueOutcome, Job, JobRequest, Progress
+from rjobs.models import Asset, EnqueueOutcome, Job, JobRequest, Progress, Who
 from rjobs.store import codec
 from rjobs.store.keys import validate_dedupe_key, validate_name
 from rjobs.store.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
@@ -98,12 +98,12 @@ class QueuePlans(ReadPlans):
             depends_on=tuple(dict.fromkeys(self._id(d) for d in deps)) if deps else (),
         )
 
-    def enqueue(self, req: JobRequest, actor: str | None = None) -> Plan[EnqueueOutcome]:
+    def enqueue(self, req: JobRequest, actor: Who | None = None) -> Plan[EnqueueOutcome]:
         """Create one job (or keep/replace/reuse by dedupe key)."""
         outcomes: list[EnqueueOutcome] = yield self.scripts.enqueue(self._actor(actor), [self.spec(req)])
         return outcomes[0]
 
-    def enqueue_many(self, reqs: Iterable[JobRequest], actor: str | None = None) -> Plan[list[EnqueueOutcome]]:
+    def enqueue_many(self, reqs: Iterable[JobRequest], actor: Who | None = None) -> Plan[list[EnqueueOutcome]]:
         """Create many jobs in one round trip. Every request is validated before anything is sent.
         Up to BULK_CHUNK requests are one script call, all or nothing: an error is raised and
         nothing was written. More take one call per chunk, which cannot be atomic together, so the
@@ -151,7 +151,7 @@ class QueuePlans(ReadPlans):
         job_id: str,
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         token: str | None = None,
         result: Any = UNSET,
         error: Any = None,
@@ -188,7 +188,7 @@ class QueuePlans(ReadPlans):
         job_id: str,
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
@@ -219,7 +219,7 @@ class QueuePlans(ReadPlans):
         result: Any = UNSET,
         error: Any = None,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         reason: str = "",
         operator: bool = False,
     ) -> Plan[Job]:
@@ -232,7 +232,7 @@ class QueuePlans(ReadPlans):
             )
         )
 
-    def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Plan[Job]:
+    def release(self, job_id: str, *, token: str, actor: Who | None = None, reason: str = "") -> Plan[Job]:
         """Hand a held job back to the ready state without spending its attempt (fenced)."""
         jid = self._id(job_id)
         req = MoveRequest(
@@ -251,7 +251,7 @@ class QueuePlans(ReadPlans):
         job_ids: Sequence[str],
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         error: Any = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
@@ -276,7 +276,7 @@ class QueuePlans(ReadPlans):
             out[jid] = "done" if e is None else e.code
         return out
 
-    def retry(self, job_id: str, params: Any = UNSET, actor: str | None = None) -> Plan[Job]:
+    def retry(self, job_id: str, params: Any = UNSET, actor: Who | None = None) -> Plan[Job]:
         """Failed/cancelled -> ready, optionally with new params."""
         jid = self._id(job_id)
         encoded = b"" if params is UNSET else self._payload(params, "params")
@@ -292,7 +292,7 @@ class QueuePlans(ReadPlans):
         step: str | None = None,
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Plan[Progress | None]:
         """Record progress; None (and a warning) when the job is no longer in a leased state."""
@@ -319,7 +319,7 @@ class QueuePlans(ReadPlans):
             return None
         return Progress(percent=float(percent), step=step, eta_ms=eta if eta >= 0 else None)
 
-    def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> Plan[None]:
+    def comment(self, job_id: str, text: str, *, actor: Who | None = None, token: str | None = None) -> Plan[None]:
         """Add a comment by ``actor`` to the job's history (never trimmed)."""
         if not isinstance(text, str) or not 1 <= len(codec.check_text(text, "comment").encode()) <= 1000:
             raise ValidationError("comment must be 1-1000 bytes")
@@ -337,7 +337,7 @@ class QueuePlans(ReadPlans):
         meta: dict[str, Any] | None = None,
         user_id: str | None = None,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Plan[Asset]:
         """Link an asset to the job: by the lease holder (``token``), the owner (``user_id``) or
@@ -365,12 +365,12 @@ class QueuePlans(ReadPlans):
         yield self.scripts.add_asset(self._actor(actor), jid, token_text(token), owner, asset.id, data, asset_type, op)
         return asset
 
-    def pause(self, paused: bool, reason: str = "", actor: str | None = None) -> Plan[bool]:
+    def pause(self, paused: bool, reason: str = "", actor: Who | None = None) -> Plan[bool]:
         """Pause (``paused``) or resume the queue; whether that changed it."""
         changed: bool = yield self.scripts.pause(self._actor(actor), paused, reason_text(reason))
         return changed
 
-    def set_priority(self, job_id: str, priority: str | int, actor: str | None = None) -> Plan[int]:
+    def set_priority(self, job_id: str, priority: str | int, actor: Who | None = None) -> Plan[int]:
         """Change the priority of a job not yet running; returns the previous priority."""
         previous: int = yield self.scripts.set_priority(self._actor(actor), self._id(job_id), parse_priority(priority))
         return previous

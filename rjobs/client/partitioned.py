@@ -37,7 +37,7 @@ from rjobs.client.queue import Queue
 from rjobs.config import QueueConfig
 from rjobs.errors import RjobsError, ValidationError
 from rjobs.machines import JOB
-from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest
+from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest, Who
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import async_client, close_async, resolve_url
 from rjobs.store.keys import validate_name
@@ -72,7 +72,7 @@ class PartitionedQueue:
         machine: StateMachine = JOB,
         config: QueueConfig | None = None,
         client: aredis.Redis | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> None:
         if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
             raise ValidationError(f"partitions must be an integer 1-{MAX_PARTITIONS}")
@@ -125,7 +125,7 @@ class PartitionedQueue:
         index = self._place(JobRequest(type=type, **placed))
         return await self.partitions[index].enqueue(type, params, **options)
 
-    async def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
+    async def enqueue_many(self, requests: Iterable[JobRequest], *, actor: Who | None = None) -> list[EnqueueOutcome]:
         """Create many jobs, one call per partition involved (each partition's as
         :meth:`rjobs.Queue.enqueue_many`). When one partition refuses while another may have
         written, the refused requests come back as ``refused`` outcomes instead of an error."""
@@ -152,7 +152,7 @@ class PartitionedQueue:
                 out[i] = EnqueueOutcome(id=reqs[i].job_id or "", outcome="refused", status="", error=str(refusal))
         return [o for o in out if o is not None]
 
-    async def cancel(self, job_id: str, reason: str = "", *, actor: str | None = None) -> Job:
+    async def cancel(self, job_id: str, reason: str = "", *, actor: Who | None = None) -> Job:
         """:meth:`rjobs.Queue.cancel` on the job's partition."""
         return await self.route(job_id).cancel(job_id, reason, actor=actor)
 
@@ -169,7 +169,7 @@ class PartitionedQueue:
         return self.route(job_id).hold(job_id, **kwargs)
 
     async def bulk_cancel(
-        self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None
+        self, job_ids: Sequence[str], reason: str = "", *, actor: Who | None = None
     ) -> dict[str, str]:
         """:meth:`rjobs.Queue.bulk_cancel`, one call per partition involved."""
         out: dict[str, str] = {}
@@ -246,11 +246,11 @@ class PartitionedQueue:
             "partitions": parts,
         }
 
-    async def pause(self, reason: str = "", *, actor: str | None = None) -> bool:
+    async def pause(self, reason: str = "", *, actor: Who | None = None) -> bool:
         """:meth:`rjobs.Queue.pause` on every partition; True when one of them was running."""
         return any([await q.pause(reason, actor=actor) for q in self.partitions])
 
-    async def resume(self, *, actor: str | None = None) -> bool:
+    async def resume(self, *, actor: Who | None = None) -> bool:
         """:meth:`rjobs.Queue.resume` on every partition; True when one of them was paused."""
         return any([await q.resume(actor=actor) for q in self.partitions])
 

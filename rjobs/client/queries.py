@@ -11,9 +11,10 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
+from rjobs.client.arguments import actor_text
 from rjobs.config import QueueConfig
 from rjobs.errors import JobNotFound, RjobsError, Unauthorized, ValidationError, WaitTimeout
-from rjobs.models import Asset, Event, Job, JobOutcome
+from rjobs.models import Actor, Asset, Event, Job, JobOutcome
 from rjobs.statemachine import StateMachine
 from rjobs.store import codec
 from rjobs.store.keys import QueueKeys, validate_dedupe_key, validate_name
@@ -30,7 +31,6 @@ __all__ = [
     "stream_entries",
 ]
 
-_ACTOR = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
 #: A wait blocks at most this long per read, so it looks at its deadline and re-checks on time.
 WAIT_BLOCK_MS = 1000
 #: A waited job's status is read again at least this often (seconds), whatever the stream says.
@@ -42,17 +42,19 @@ WAIT_COUNT = 1000
 class ReadPlans:
     """Validation, call building and decoding for one queue; no I/O of its own."""
 
-    def __init__(self, name: str, machine: StateMachine, config: QueueConfig, actor: str) -> None:
+    def __init__(self, name: str, machine: StateMachine, config: QueueConfig, actor: str | Actor) -> None:
         self.keys = QueueKeys(name)
         self.scripts = Scripts(self.keys, machine.states)
         self.machine = machine
         self.config = config.validate()
-        self.actor = validate_name("actor", actor, pattern=_ACTOR) if actor else actor
+        self.actor: str = actor_text(actor)
+        #: the named structured actor this client acts as by default (registered at declare)
+        self.named = actor if isinstance(actor, Actor) and actor.name else None
         self.warnings: list[str] = []  # about the server's settings, found by the last declare
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _actor(self, actor: str | None) -> str:
-        return self.actor if actor is None else validate_name("actor", actor, pattern=_ACTOR)
+    def _actor(self, actor: str | Actor | None) -> str:
+        return self.actor if actor is None else actor_text(actor)
 
     def _id(self, job_id: str) -> str:
         return validate_name("job id", job_id)

@@ -23,7 +23,7 @@ from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machines import JOB
-from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
+from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress, Who
 from rjobs.statemachine import StateMachine
 from rjobs.store.backend import Backend
 from rjobs.store.clients import async_client, close_async, is_cluster, resolve_url
@@ -55,7 +55,7 @@ class Queue(QueueControl, JobResults):
         machine: StateMachine = JOB,
         config: QueueConfig | None = None,
         client: aredis.Redis | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> None:
         self._plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
         self._explicit_config = config is not None  # only an explicit config overwrites stored options
@@ -125,7 +125,7 @@ class Queue(QueueControl, JobResults):
         job_id: str | None = None,
         hold: bool = False,
         group: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> EnqueueOutcome:
         """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
@@ -152,11 +152,10 @@ class Queue(QueueControl, JobResults):
         )
         return await self._drive(self._plans.enqueue(req, actor))
 
-    async def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
+    async def enqueue_many(self, requests: Iterable[JobRequest], *, actor: Who | None = None) -> list[EnqueueOutcome]:
         """Create many jobs in one round trip (atomic per chunk of 500)."""
         return await self._drive(self._plans.enqueue_many(requests, actor))
 
-    # -- reads ------------------------------------------------------------------------------------
     async def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
         return await self._read(self._plans.get(job_id, user_id))
@@ -189,13 +188,12 @@ class Queue(QueueControl, JobResults):
         """Id of the job currently holding ``dedupe_key``, or None."""
         return await self._read(self._plans.dedupe_holder(dedupe_key))
 
-    # -- moves ------------------------------------------------------------------------------------
     async def transition(
         self,
         job_id: str,
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
@@ -230,7 +228,7 @@ class Queue(QueueControl, JobResults):
         result: Any = UNSET,
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Job:
         """Move to the success state with ``result`` (left out: keep the stored one, e.g. the draft
@@ -245,7 +243,7 @@ class Queue(QueueControl, JobResults):
         error: str | BaseException | JobError | dict[str, Any],
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Job:
         """Move to the failure state with a structured error (a leased job: ``token`` or ``operator``)."""
@@ -260,7 +258,7 @@ class Queue(QueueControl, JobResults):
         error: str | BaseException | JobError | dict[str, Any],
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Job:
         """Move to the partial state with what was done and what went wrong (a leased job:
@@ -271,7 +269,7 @@ class Queue(QueueControl, JobResults):
             )
         )
 
-    async def cancel(self, job_id: str, reason: str = "", *, actor: str | None = None) -> Job:
+    async def cancel(self, job_id: str, reason: str = "", *, actor: Who | None = None) -> Job:
         """Cancel a job; a running one is told through its worker's next heartbeat. Cancelling is an
         operator's act: on a leased job it needs no token and is recorded as such."""
         err = JobError(code="cancelled", message=reason or "cancelled")
@@ -280,7 +278,7 @@ class Queue(QueueControl, JobResults):
         )
 
     async def bulk_cancel(
-        self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None
+        self, job_ids: Sequence[str], reason: str = "", *, actor: Who | None = None
     ) -> dict[str, str]:
         """Cancel many jobs (running ones too, as an operator); one outcome per distinct id:
         'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.client.operations.BULK_OUTCOMES`)."""
@@ -295,7 +293,7 @@ class Queue(QueueControl, JobResults):
         job_ids: Sequence[str],
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
@@ -310,11 +308,11 @@ class Queue(QueueControl, JobResults):
             )
         )
 
-    async def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Job:
+    async def release(self, job_id: str, *, token: str, actor: Who | None = None, reason: str = "") -> Job:
         """Hand a job held under ``token`` back to the ready state without spending its attempt."""
         return await self._drive(self._plans.release(job_id, token=token, actor=actor, reason=reason))
 
-    async def retry(self, job_id: str, params: Any = UNSET, *, actor: str | None = None) -> Job:
+    async def retry(self, job_id: str, params: Any = UNSET, *, actor: Who | None = None) -> Job:
         """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
         return await self._drive(self._plans.retry(job_id, params, actor))
 
@@ -325,7 +323,7 @@ class Queue(QueueControl, JobResults):
         step: str | None = None,
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Progress | None:
         """Record progress of a job in a leased state (its ``token``, or ``operator=True``);
@@ -334,7 +332,7 @@ class Queue(QueueControl, JobResults):
             self._plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator)
         )
 
-    async def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> None:
+    async def comment(self, job_id: str, text: str, *, actor: Who | None = None, token: str | None = None) -> None:
         """Add a comment to the job's history."""
         await self._drive(self._plans.comment(job_id, text, actor=actor, token=token))
 
@@ -349,7 +347,7 @@ class Queue(QueueControl, JobResults):
         meta: dict[str, Any] | None = None,
         user_id: str | None = None,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Asset:
         """Link an asset to the job: by its lease holder (``token``), its owner (``user_id``) or an
@@ -375,7 +373,7 @@ class Queue(QueueControl, JobResults):
         *,
         state: str | None = None,
         lease: float = 300.0,
-        actor: str | None = None,
+        actor: Who | None = None,
         heartbeat: float | None = None,
     ) -> Hold:
         """Hold a job by hand: ``async with q.hold(job_id, lease=600) as held:`` moves it into its first
@@ -384,7 +382,7 @@ class Queue(QueueControl, JobResults):
         (a block that raises, ends without an outcome, or loses the lease) in :mod:`rjobs.client.hold`."""
         return Hold(self, job_id, state, lease, actor, heartbeat)
 
-    async def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
+    async def set_priority(self, job_id: str, priority: str | int, *, actor: Who | None = None) -> int:
         """Change a not-yet-running job's priority atomically; returns the previous one."""
         return await self._drive(self._plans.set_priority(job_id, priority, actor))
 
@@ -394,7 +392,9 @@ class Queue(QueueControl, JobResults):
 
     async def list(
         self, state: str | None = None, user_id: str | None = None, limit: int = 50, *, type: str | None = None,
-        error_code: str | None = None,
+        error_code: str | None = None, assignee: Who | None = None,
     ) -> list[Job]:  # fmt: skip
-        """Newest first, by state and/or owner; ``type`` and ``error_code`` filter them (see :meth:`select`)."""
-        return await self.select(state, type=type, error_code=error_code, user_id=user_id, limit=limit)
+        """Newest first, by state, owner or ``assignee``; ``type`` and ``error_code`` filter them (:meth:`select`)."""
+        return await self.select(
+            state, type=type, error_code=error_code, user_id=user_id, limit=limit, assignee=assignee
+        )

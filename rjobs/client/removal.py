@@ -5,13 +5,13 @@ error code). :class:`rjobs.client.control.QueueControl` drives them."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from rjobs.client.arguments import actor_text
 from rjobs.client.operations import BULK_CHUNK, QueuePlans
 from rjobs.errors import ValidationError
-from rjobs.models import Job
+from rjobs.models import Actor, Job, Who
 from rjobs.store import codec
 from rjobs.store.keys import validate_name
 from rjobs.store.scripts import Cmd, outcome_error
@@ -47,7 +47,7 @@ def _ids(plans: QueuePlans, job_ids: Sequence[str]) -> list[str]:
 
 
 def _removal_args(
-    plans: QueuePlans, user_id: str | None, force: bool, dependents: str, actor: str | None
+    plans: QueuePlans, user_id: str | None, force: bool, dependents: str, actor: Who | None
 ) -> tuple[str, str, bool, str]:
     if dependents not in DEPENDENTS_POLICIES:
         raise ValidationError(f"dependents must be one of {list(DEPENDENTS_POLICIES)}, not {dependents!r}")
@@ -58,11 +58,10 @@ def _removal_args(
 
 
 #: The actor rule of rjobs.client.queries (its plans check actors with the same pattern).
-_ACTOR = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
 
 
-def _actor(plans: QueuePlans, actor: str | None) -> str:
-    return plans.actor if actor is None else validate_name("actor", actor, pattern=_ACTOR)
+def _actor(plans: QueuePlans, actor: str | Actor | None) -> str:
+    return plans.actor if actor is None else actor_text(actor)
 
 
 def delete_plan(
@@ -72,7 +71,7 @@ def delete_plan(
     user_id: str | None = None,
     force: bool = False,
     dependents: str = "refuse",
-    actor: str | None = None,
+    actor: Who | None = None,
 ) -> Plan[int]:
     """Delete one job with everything it owns; -> how many jobs went (its deleted dependents
     included). Raises the typed refusal (JobNotFound, Unauthorized, JobRunning, HasDependents);
@@ -93,7 +92,7 @@ def bulk_delete_plan(
     user_id: str | None = None,
     force: bool = False,
     dependents: str = "refuse",
-    actor: str | None = None,
+    actor: Who | None = None,
 ) -> Plan[dict[str, str]]:
     """Delete many jobs, one script call per :data:`BULK_CHUNK` ids (all in one round trip);
     one outcome per distinct id: 'done', or the refusal's code ('not_found', 'unauthorized',
@@ -117,7 +116,7 @@ def bulk_delete_plan(
     return out
 
 
-def bulk_retry_plan(plans: QueuePlans, job_ids: Sequence[str], actor: str | None = None) -> Plan[dict[str, str]]:
+def bulk_retry_plan(plans: QueuePlans, job_ids: Sequence[str], actor: Who | None = None) -> Plan[dict[str, str]]:
     """Retry many failed or cancelled jobs, one retry call each, :data:`BULK_CHUNK` calls per
     round trip; one outcome per distinct id: 'done' or the refusal's code."""
     who = _actor(plans, actor)
@@ -131,7 +130,7 @@ def bulk_retry_plan(plans: QueuePlans, job_ids: Sequence[str], actor: str | None
     return out
 
 
-def drain_plan(plans: QueuePlans, actor: str | None = None) -> Plan[int]:
+def drain_plan(plans: QueuePlans, actor: Who | None = None) -> Plan[int]:
     """Delete every job waiting to run (waiting, delayed, initial, ready), a bounded batch per
     call until a call finds none; running and finished jobs stay. -> how many went."""
     who = _actor(plans, actor)
@@ -143,7 +142,7 @@ def drain_plan(plans: QueuePlans, actor: str | None = None) -> Plan[int]:
         total += n
 
 
-def obliterate_plan(plans: QueuePlans, force: bool = False, actor: str | None = None) -> Plan[int]:
+def obliterate_plan(plans: QueuePlans, force: bool = False, actor: Who | None = None) -> Plan[int]:
     """Delete the whole queue: its jobs a bounded batch per call, then its own keys and machine.
     JobRunning (nothing written by that call) while jobs are leased, unless ``force``. -> jobs deleted."""
     who = _actor(plans, actor)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from rjobs.client.arguments import UNSET
 from rjobs.client.renewal import SyncRenewal
 from rjobs.errors import LeaseLost, RjobsError
-from rjobs.models import Asset, Job, JobError, Progress
+from rjobs.models import Asset, Job, JobError, Progress, Who
 
 if TYPE_CHECKING:
     from rjobs.client.sync_queue import SyncQueue
@@ -46,7 +46,7 @@ class SyncHold:
     """A blocking hold on one job (see the module docstring). Made by :meth:`rjobs.SyncQueue.hold`."""
 
     def __init__(
-        self, queue: SyncQueue, job_id: str, state: str | None, lease: float, actor: str | None, heartbeat: float | None
+        self, queue: SyncQueue, job_id: str, state: str | None, lease: float, actor: Who | None, heartbeat: float | None
     ) -> None:
         self.queue = queue
         self.job_id = job_id
@@ -94,7 +94,7 @@ class SyncHold:
         q = self.queue
         try:
             replies = q.backend.heartbeat(
-                self.actor or q.actor, int(self.lease * 1000), [(self.job_id, self.token)], register=False
+                str(self.actor or q.actor), int(self.lease * 1000), [(self.job_id, self.token)], register=False
             )
         except (RjobsError, OSError, ConnectionError) as exc:
             log.warning("hold of job %s: heartbeat failed (%s)", self.job_id, exc)

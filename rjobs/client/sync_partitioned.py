@@ -38,7 +38,7 @@ from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import QueueConfig
 from rjobs.errors import RjobsError, ValidationError
 from rjobs.machines import JOB
-from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest
+from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest, Who
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import close_sync, resolve_url, sync_client
 from rjobs.store.keys import validate_name
@@ -73,7 +73,7 @@ class SyncPartitionedQueue:
         machine: StateMachine = JOB,
         config: QueueConfig | None = None,
         client: redis.Redis | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> None:
         if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
             raise ValidationError(f"partitions must be an integer 1-{MAX_PARTITIONS}")
@@ -126,7 +126,7 @@ class SyncPartitionedQueue:
         index = self._place(JobRequest(type=type, **placed))
         return self.partitions[index].enqueue(type, params, **options)
 
-    def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
+    def enqueue_many(self, requests: Iterable[JobRequest], *, actor: Who | None = None) -> list[EnqueueOutcome]:
         """Create many jobs, one call per partition involved (each partition's as
         :meth:`rjobs.SyncQueue.enqueue_many`). When one partition refuses while another may have
         written, the refused requests come back as ``refused`` outcomes instead of an error."""
@@ -153,7 +153,7 @@ class SyncPartitionedQueue:
                 out[i] = EnqueueOutcome(id=reqs[i].job_id or "", outcome="refused", status="", error=str(refusal))
         return [o for o in out if o is not None]
 
-    def cancel(self, job_id: str, reason: str = "", *, actor: str | None = None) -> Job:
+    def cancel(self, job_id: str, reason: str = "", *, actor: Who | None = None) -> Job:
         """:meth:`rjobs.SyncQueue.cancel` on the job's partition."""
         return self.route(job_id).cancel(job_id, reason, actor=actor)
 
@@ -169,7 +169,7 @@ class SyncPartitionedQueue:
         """:meth:`rjobs.SyncQueue.hold` on the job's partition."""
         return self.route(job_id).hold(job_id, **kwargs)
 
-    def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None) -> dict[str, str]:
+    def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: Who | None = None) -> dict[str, str]:
         """:meth:`rjobs.SyncQueue.bulk_cancel`, one call per partition involved."""
         out: dict[str, str] = {}
         for q, ids in self._by_partition(job_ids):
@@ -245,11 +245,11 @@ class SyncPartitionedQueue:
             "partitions": parts,
         }
 
-    def pause(self, reason: str = "", *, actor: str | None = None) -> bool:
+    def pause(self, reason: str = "", *, actor: Who | None = None) -> bool:
         """:meth:`rjobs.SyncQueue.pause` on every partition; True when one of them was running."""
         return any([q.pause(reason, actor=actor) for q in self.partitions])
 
-    def resume(self, *, actor: str | None = None) -> bool:
+    def resume(self, *, actor: Who | None = None) -> bool:
         """:meth:`rjobs.SyncQueue.resume` on every partition; True when one of them was paused."""
         return any([q.resume(actor=actor) for q in self.partitions])
 

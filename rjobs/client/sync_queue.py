@@ -24,7 +24,7 @@ from rjobs.client.waits import SyncWaits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
 from rjobs.machines import JOB
-from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress
+from rjobs.models import Asset, EnqueueOutcome, Event, Job, JobError, JobOutcome, JobRequest, Progress, Who
 from rjobs.statemachine import StateMachine
 from rjobs.store.clients import close_sync, is_cluster, resolve_url, sync_client
 from rjobs.store.sync_backend import SyncBackend
@@ -56,7 +56,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         machine: StateMachine = JOB,
         config: QueueConfig | None = None,
         client: redis.Redis | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> None:
         self._plans = QueuePlans(name, machine, config or QueueConfig(), actor or default_actor())
         self._explicit_config = config is not None  # only an explicit config overwrites stored options
@@ -126,7 +126,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         job_id: str | None = None,
         hold: bool = False,
         group: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
     ) -> EnqueueOutcome:
         """Create a job. ``delay`` (seconds) or ``run_at`` (aware datetime / epoch seconds) put it in
         the delayed state; ``depends_on`` in the waiting state; ``hold`` in the initial state.
@@ -153,11 +153,10 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         )
         return self._drive(self._plans.enqueue(req, actor))
 
-    def enqueue_many(self, requests: Iterable[JobRequest], *, actor: str | None = None) -> list[EnqueueOutcome]:
+    def enqueue_many(self, requests: Iterable[JobRequest], *, actor: Who | None = None) -> list[EnqueueOutcome]:
         """Create many jobs in one round trip (atomic per chunk of 500)."""
         return self._drive(self._plans.enqueue_many(requests, actor))
 
-    # -- reads ------------------------------------------------------------------------------------
     def get(self, job_id: str, user_id: str | None = None) -> Job:
         """The job; ``user_id`` enforces ownership (Unauthorized for another user's job)."""
         return self._read(self._plans.get(job_id, user_id))
@@ -190,13 +189,12 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         """Id of the job currently holding ``dedupe_key``, or None."""
         return self._read(self._plans.dedupe_holder(dedupe_key))
 
-    # -- moves ------------------------------------------------------------------------------------
     def transition(
         self,
         job_id: str,
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
@@ -231,7 +229,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         result: Any = UNSET,
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Job:
         """Move to the success state with ``result`` (left out: keep the stored one, e.g. the draft
@@ -246,7 +244,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         error: str | BaseException | JobError | dict[str, Any],
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Job:
         """Move to the failure state with a structured error (a leased job: ``token`` or ``operator``)."""
@@ -261,7 +259,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         error: str | BaseException | JobError | dict[str, Any],
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Job:
         """Move to the partial state with what was done and what went wrong (a leased job:
@@ -272,7 +270,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
             )
         )
 
-    def cancel(self, job_id: str, reason: str = "", *, actor: str | None = None) -> Job:
+    def cancel(self, job_id: str, reason: str = "", *, actor: Who | None = None) -> Job:
         """Cancel a job; a running one is told through its worker's next heartbeat. Cancelling is an
         operator's act: on a leased job it needs no token and is recorded as such."""
         err = JobError(code="cancelled", message=reason or "cancelled")
@@ -280,7 +278,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
             self._plans.finish_as("cancelled", job_id, error=err, actor=actor, reason=reason, operator=True)
         )
 
-    def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: str | None = None) -> dict[str, str]:
+    def bulk_cancel(self, job_ids: Sequence[str], reason: str = "", *, actor: Who | None = None) -> dict[str, str]:
         """Cancel many jobs (running ones too, as an operator); one outcome per distinct id:
         'done', 'not_found' or 'invalid_transition' (see :data:`rjobs.client.operations.BULK_OUTCOMES`)."""
         err = JobError(code="cancelled", message=reason or "cancelled")
@@ -292,7 +290,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         job_ids: Sequence[str],
         target: str,
         *,
-        actor: str | None = None,
+        actor: Who | None = None,
         reason: str = "",
         run_at: float | dt.datetime | None = None,
         delay: float | dt.timedelta | None = None,
@@ -307,11 +305,11 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
             )
         )
 
-    def release(self, job_id: str, *, token: str, actor: str | None = None, reason: str = "") -> Job:
+    def release(self, job_id: str, *, token: str, actor: Who | None = None, reason: str = "") -> Job:
         """Hand a job held under ``token`` back to the ready state without spending its attempt."""
         return self._drive(self._plans.release(job_id, token=token, actor=actor, reason=reason))
 
-    def retry(self, job_id: str, params: Any = UNSET, *, actor: str | None = None) -> Job:
+    def retry(self, job_id: str, params: Any = UNSET, *, actor: Who | None = None) -> Job:
         """Send a failed or cancelled job back to the ready state (same id, retry_count + 1)."""
         return self._drive(self._plans.retry(job_id, params, actor))
 
@@ -322,14 +320,14 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         step: str | None = None,
         *,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Progress | None:
         """Record progress of a job in a leased state (its ``token``, or ``operator=True``);
         ignored with a warning when the job is no longer leased."""
         return self._drive(self._plans.progress(job_id, percent, step, token=token, actor=actor, operator=operator))
 
-    def comment(self, job_id: str, text: str, *, actor: str | None = None, token: str | None = None) -> None:
+    def comment(self, job_id: str, text: str, *, actor: Who | None = None, token: str | None = None) -> None:
         """Add a comment to the job's history."""
         self._drive(self._plans.comment(job_id, text, actor=actor, token=token))
 
@@ -344,7 +342,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         meta: dict[str, Any] | None = None,
         user_id: str | None = None,
         token: str | None = None,
-        actor: str | None = None,
+        actor: Who | None = None,
         operator: bool = False,
     ) -> Asset:
         """SyncLink an asset to the job: by its lease holder (``token``), its owner (``user_id``) or an
@@ -370,7 +368,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         *,
         state: str | None = None,
         lease: float = 300.0,
-        actor: str | None = None,
+        actor: Who | None = None,
         heartbeat: float | None = None,
     ) -> SyncHold:
         """SyncHold a job by hand: ``with q.hold(job_id, lease=600) as held:`` moves it into its first
@@ -379,7 +377,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
         (a block that raises, ends without an outcome, or loses the lease) in :mod:`rjobs.client.sync_hold`."""
         return SyncHold(self, job_id, state, lease, actor, heartbeat)
 
-    def set_priority(self, job_id: str, priority: str | int, *, actor: str | None = None) -> int:
+    def set_priority(self, job_id: str, priority: str | int, *, actor: Who | None = None) -> int:
         """Change a not-yet-running job's priority atomically; returns the previous one."""
         return self._drive(self._plans.set_priority(job_id, priority, actor))
 
@@ -389,7 +387,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
 
     def list(
         self, state: str | None = None, user_id: str | None = None, limit: int = 50, *, type: str | None = None,
-        error_code: str | None = None,
+        error_code: str | None = None, assignee: Who | None = None,
     ) -> list[Job]:  # fmt: skip
-        """Newest first, by state and/or owner; ``type`` and ``error_code`` filter them (see :meth:`select`)."""
-        return self.select(state, type=type, error_code=error_code, user_id=user_id, limit=limit)
+        """Newest first, by state, owner or ``assignee``; ``type`` and ``error_code`` filter them (:meth:`select`)."""
+        return self.select(state, type=type, error_code=error_code, user_id=user_id, limit=limit, assignee=assignee)

@@ -271,6 +271,10 @@ class Scripts:
         """Claim no job of a limited name for ``ms`` -> the back-off's end (server epoch ms)."""
         return self._call("backoff", [name, ms], int)
 
+    def name_actors(self, actors: Sequence[tuple[str, str, str]]) -> Call[int]:
+        """Keep (type, id, name) in the actor directory ('' name: forget it) -> entries changed."""
+        return self._call("name_actors", [len(actors), *(x for a in actors for x in a)], int)
+
     def pause(self, actor: str, paused: bool, reason: str = "") -> Call[bool]:
         """Pause (``paused``) or resume the queue -> whether that changed it."""
         return self._call("pause", [actor, int(paused), reason], lambda r: bool(int(r)))

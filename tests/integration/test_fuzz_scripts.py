@@ -110,6 +110,7 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
             st.one_of(st.sampled_from(["g:a", "t:t", "x:a", "g:"]), TEXT), NUMBERS, NUMBERS, NUMBERS
         ),
         "backoff": st.tuples(st.one_of(st.sampled_from(["g:a", "t:t", "g:none"]), TEXT), NUMBERS),
+        "name_actors": st.tuples(NUMBERS, st.one_of(st.sampled_from(["human", "agent", "robot"]), TEXT), NAMES, TEXT),
         "drain": st.tuples(NAMES, NUMBERS),
         "obliterate": st.tuples(NAMES, FLAGS, NUMBERS),
         "declare_machine": st.tuples(TEXT, NUMBERS, FLAGS, TEXT, TEXT, TEXT, NUMBERS),
@@ -211,6 +212,8 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
         return ["fuzzer", "1", "maintenance"]
     if name == "set_limit":
         return ["g:a", "2", "10", "1000"]
+    if name == "name_actors":
+        return ["1", "human", "alice", "Alice Smith"]
     if name == "backoff":
         st8.q.set_limit(group="a", concurrency=5)
         return ["g:a", "1000"]

@@ -167,3 +167,40 @@ def test_cli_pause_stats_and_resume(q: SyncQueue, url: str, tmp_path: Path, redi
     assert rjobs("resume", "paused").stdout.strip() == "paused was not paused"
     missing = rjobs("pause", "nope")
     assert missing.returncode != 0 and not redis_sync.exists("rjobs:{nope}:machine")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_a_pause_holds_in_every_worker_process(url: str, redis_sync: redis.Redis) -> None:
+    """Two real ``rjobs worker`` processes: while the queue is paused neither claims (each claims
+    at least once a second when idle), and after resume they run every job."""
+    import os
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "RJOBS_TEST_QUEUE": "paused2"}
+    command = [sys.executable, "-m", "rjobs", "worker", "tests.workerapp:make_worker", "--url", url]
+    with SyncQueue("paused2", url) as q:
+        q.enqueue("quick", {"seconds": 0.01})  # declares the queue
+        q.pause("two processes")
+        ids = [q.enqueue("quick", {"seconds": 0.01}).id for _ in range(6)]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        procs = [subprocess.Popen(command, env=env, **quiet) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 20
+            while len(q.stats()["workers"]) < 2:  # both claimed at least once: both saw the pause
+                assert time.monotonic() < deadline, "the workers did not start"
+                time.sleep(0.1)
+            time.sleep(1.5)
+            assert q.counts()[JOB.success] == 0 and all(q.get(i).attempt == 0 for i in ids)
+            q.resume()
+            while q.counts()[JOB.success] < 7:
+                assert time.monotonic() < deadline + 30, q.counts()
+                time.sleep(0.1)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+        assert_indexes_consistent(redis_sync, "paused2", JOB)

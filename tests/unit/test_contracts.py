@@ -34,6 +34,7 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "pause": lambda: S.pause("me", True, "why"),
     "set_limit": lambda: S.set_limit("g:tenant", 2, 10, 1000),
     "backoff": lambda: S.backoff("g:tenant", 5000),
+    "name_actors": lambda: S.name_actors([("human", "alice", "Alice")]),
     "delete": lambda: S.delete("me", ["j", "k"], "u1", True, "cancel"),
     "drain": lambda: S.drain("me", 100),
     "obliterate": lambda: S.obliterate("me", False, 100),

@@ -10,7 +10,7 @@ import anyio
 import fakeredis
 import pytest
 
-from rjobs import InvalidTransition, JobNotFound, JobRequest, SyncQueue
+from rjobs import Actor, InvalidTransition, JobNotFound, JobRequest, SyncQueue
 from rjobs.machines import TASK
 from rjobs.store.scripts import load_script, script_names
 from rjobs.testing import (
@@ -200,6 +200,7 @@ async def test_every_shipped_script_runs_on_fakeredis() -> None:
     assert await q.pause("test") and await q.resume()
     await q.set_limit(group="g", concurrency=1)
     await q.backoff(1, group="g")
+    assert await q.name_actors(Actor("human", "alice", "Alice")) == 1
     assert await q.delete((await q.enqueue("double", {"n": 2})).id) == 1
     await q.enqueue("double", {"n": 3}, delay=60)
     assert await q.drain() == 2  # that one and the retried job

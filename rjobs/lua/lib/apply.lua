@@ -58,6 +58,7 @@ local function apply(argv, pos, actor)
   if M.is_leased[target] and not M.is_leased[status] then
     if lease_ms < 100 then return 'RJ_INVALID moving to ' .. target .. ' takes a lease: lease_ms of at least 100' end
     opts.lease_ms = lease_ms
+    opts.assign = true  -- a lease taken by hand: its holder (the actor) is the job's assignee
   end
   if target == M.waiting then
     -- a manual block: it waits for its dependencies still open, if any, else until moved on

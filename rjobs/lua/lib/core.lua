@@ -118,9 +118,9 @@ local MOVE_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, star
 -- with limits or groups (FLOW), also the limit slots a leased job holds (a field absent from most
 -- jobs costs a scan of the hash to read, so only then)
 local MOVE_FLOW = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents',
-  'lease_deadline_ms', 'dedupe_key', 'executions', 'lim', 'group', 'type'}
+  'lease_deadline_ms', 'dedupe_key', 'executions', 'lim', 'group', 'type', 'assignee'}
 local MOVE_FLOW_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
-  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11, group = 12, type = 13}
+  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11, group = 12, type = 13, assignee = 14}
 
 -- Load a job once per call: the fields `names` (names[1] must be 'status'), `ix` giving each
 -- one's position (default: MOVE).

@@ -15,6 +15,8 @@
 --   token     the lease the request presented (history and event); moving within the leased
 --             states, the job's current token. Entering them from outside issues a new one instead
 --   operator  true: a write to a leased job without its token, recorded as such
+--   assign    true: a lease taken by hand (transition, hold): the holder is the job's assignee,
+--             listed in assigned:<holder> while the job stays leased
 
 -- The options after the event options, as numbers, parsed on first use: max_payload,
 -- cache_ttl_ms, keep[final role] (in lib/layout.lua's order; a unit test holds these names to it).
@@ -143,12 +145,22 @@ local function move(rec, to, opts)
       hset(rec, 'attempt', attempt)
       hset(rec, 'executions', (tonumber(field(rec, 'executions')) or 0) + 1)
       hset(rec, 'lease_deadline_ms', deadline)
+      if opts.assign then  -- taken by hand (an assignee, not a worker's claim): listed by its holder
+        hset(rec, 'assignee', opts.holder)
+        zset(P .. 'assigned:' .. opts.holder, id, NOW)
+        if not FLOW then op('HSET', MACHINE_KEY, 'flow', '1'); FLOW = true end
+      end
     else
       deadline = tonumber(field(rec, 'lease_deadline_ms'))
     end
     zset(P .. 'leases', id, deadline)
   elseif from and M.is_leased[from] then
     hdel(rec, 'lease_deadline_ms')  -- only a leased job has a deadline (the leases index's score)
+    local who = FLOW and field(rec, 'assignee')  -- without FLOW no job was assigned
+    if who then
+      zset(P .. 'assigned:' .. who, id, false)
+      hdel(rec, 'assignee')
+    end
     local held = FLOW and field(rec, 'lim')  -- without FLOW no claim took a slot
     if held then  -- the limit slots its claim took (claim.lua) are given back; its lanes may go on
       for name in string.gmatch(held, '[^,]+') do op('HINCRBY', P .. 'running', name, -1) end

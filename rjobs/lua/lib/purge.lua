@@ -19,6 +19,8 @@ local function drop(rec, with_cache)
     elseif st == M.delayed then zset(P .. 'delayed', id, false) end
     if M.is_leased[st] then
       zset(P .. 'leases', id, false)
+      local who = FLOW and field(rec, 'assignee')
+      if who then zset(P .. 'assigned:' .. who, id, false) end
       local held = FLOW and field(rec, 'lim')  -- the limit slots its claim took go back (lib/move.lua)
       if held then
         for name in string.gmatch(held, '[^,]+') do op('HINCRBY', P .. 'running', name, -1) end
