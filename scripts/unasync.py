@@ -30,6 +30,7 @@ FILES = {
     "rjobs/store/cluster.py": "rjobs/store/sync_cluster.py",
     "rjobs/client/partitioned.py": "rjobs/client/sync_partitioned.py",
     "rjobs/client/control.py": "rjobs/client/sync_control.py",
+    "rjobs/client/scheduling.py": "rjobs/client/sync_scheduling.py",
 }
 
 #: whole-word swaps (identifiers and dotted module paths)
@@ -41,7 +42,9 @@ NAMES = {
     "rjobs.store.cluster": "rjobs.store.sync_cluster",
     "rjobs.client.partitioned": "rjobs.client.sync_partitioned",
     "rjobs.client.control": "rjobs.client.sync_control",
+    "rjobs.client.scheduling": "rjobs.client.sync_scheduling",
     "QueueControl": "SyncQueueControl",
+    "QueueSchedules": "SyncQueueSchedules",
     "PartitionedQueue": "SyncPartitionedQueue",
     "ClusterRunner": "SyncClusterRunner",
     "node_client_async": "node_client_sync",

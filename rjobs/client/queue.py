@@ -18,6 +18,7 @@ from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.control import QueueControl
 from rjobs.client.hold import Hold
 from rjobs.client.operations import QueuePlans
+from rjobs.client.scheduling import QueueSchedules
 from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -34,7 +35,7 @@ __all__ = ["Queue"]
 T = TypeVar("T")
 
 
-class Queue(QueueControl):
+class Queue(QueueControl, QueueSchedules):
     """An async handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the

@@ -19,6 +19,7 @@ from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.operations import QueuePlans
 from rjobs.client.sync_control import SyncQueueControl
 from rjobs.client.sync_hold import SyncHold
+from rjobs.client.sync_scheduling import SyncQueueSchedules
 from rjobs.client.waits import SyncWaits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -35,7 +36,7 @@ __all__ = ["SyncQueue"]
 T = TypeVar("T")
 
 
-class SyncQueue(SyncQueueControl):
+class SyncQueue(SyncQueueControl, SyncQueueSchedules):
     """A blocking handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.Redis client), else ``url``, else the

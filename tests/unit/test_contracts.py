@@ -32,6 +32,11 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "set_priority": lambda: S.set_priority("me", "j", 5),
     "invalidate": lambda: S.invalidate("k"),
     "pause": lambda: S.pause("me", True, "why"),
+    "set_schedule": lambda: S.set_schedule(
+        "me", "nightly", ["report", "0 3 * * *", "", "Europe/Paris", b"{}", 5, 3, "skip", 60, 1_800_000_000_000]
+    ),
+    "remove_schedule": lambda: S.remove_schedule("nightly"),
+    "cron_tick": lambda: S.cron_tick("w1", "nightly", 1_800_000_000_000, 1_800_086_400_000),
 }
 
 
