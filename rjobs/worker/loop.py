@@ -31,18 +31,17 @@ import asyncio
 import logging
 import math
 import signal
-import time
 from collections.abc import Sequence
 
 import anyio
-import redis
 
 from rjobs.client.queue import Queue
-from rjobs.errors import ServerRefused
+from rjobs.client.schedules import Cron
 from rjobs.store.clients import server_label
 from rjobs.store.keys import validate_name
 from rjobs.worker.claims import Claimer
 from rjobs.worker.clock import ServerClock
+from rjobs.worker.cron import CronTicker, declared_schedules
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
@@ -62,6 +61,7 @@ from rjobs.worker.settings import (
     reconfigured,
 )
 from rjobs.worker.signals import Pulse, watch_signals
+from rjobs.worker.startup import reach_server
 from rjobs.worker.stats import WorkerStats
 from rjobs.worker.wake import Waker
 
@@ -88,6 +88,7 @@ class Worker:
     ``on_shutdown``, ``before_job`` and ``after_job`` are lifecycle hooks, ``state`` the namespace
     they share with every job (``ctx.state``); see :mod:`rjobs.worker.hooks`. ``health_file`` and
     ``health_port`` (on ``health_host``) tell supervisors it heartbeats (:mod:`rjobs.worker.health`).
+    ``cron``: schedules of periodic jobs (:class:`rjobs.Cron`) stored at start (:mod:`rjobs.worker.cron`).
     """
 
     def __init__(
@@ -114,10 +115,12 @@ class Worker:
         health_file: HealthPath | None = None,
         health_port: int | None = None,
         health_host: str = "127.0.0.1",
+        cron: Sequence[Cron] = (),
     ) -> None:
         self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
         self.state = WorkerState()  # ctx.state of every job; on_startup fills it
         self.functions = registry(functions)
+        self.cron = declared_schedules(cron)
         self._own: list[Queue] = []
         self.queues = queues_of(queues, url, self._own)
         self.concurrency = concurrency
@@ -222,6 +225,7 @@ class Worker:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
                 services.start_soon(self.health.serve)
+                services.start_soon(CronTicker(self.cron, self.queues, self.worker_id).run)
                 for served in self._served:
                     services.start_soon(served.finisher.run)
                 async with anyio.create_task_group() as slots:
@@ -253,30 +257,14 @@ class Worker:
                 restore()
 
     async def _start(self) -> bool:
-        """Declare the queues and read the server's clock. While the server cannot be reached or
-        refuses for now (loading its data, out of memory...) wait and try again with a back-off,
-        one log line per try, until ``start_timeout`` (None: for as long as it takes); False when
-        stopped meanwhile."""
-        failures, deadline = 0, None if self.start_timeout is None else time.monotonic() + self.start_timeout
-        while True:
-            try:
-                for q in self.queues:
-                    await q.declare()
-                sent = time.time()
-                reply = await self.queues[0].backend.server_time()
-                self._clock.observe(reply, sent, time.time())
-                return True
-            except (ServerRefused, redis.ConnectionError, OSError) as exc:
-                if isinstance(exc, ServerRefused) and not exc.retryable:
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures)
-                log.warning("worker %s cannot start yet (%s); trying again in %.1f s", self.worker_id, exc, delay)
-                await self._idle(delay, None)
-                if self._stopping:
-                    return False
+        """Declare the queues and read the server's clock (:func:`rjobs.worker.startup.reach_server`)."""
+        pause = lambda delay: self._idle(delay, None)  # noqa: E731
+        return await reach_server(
+            self.queues, self._clock, self.worker_id, self.start_timeout, pause, self._is_stopping
+        )
+
+    def _is_stopping(self) -> bool:
+        return self._stopping
 
     def _setup(self) -> JobSlots:
         self._pulse = Pulse()
