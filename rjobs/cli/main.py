@@ -31,6 +31,7 @@ from rjobs.cli.commands import (
 from rjobs.cli.control import cmd_pause, cmd_resume
 from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.render import Output
+from rjobs.cli.schedules import add_schedule_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("resume", cmd_resume, "let workers claim from a paused queue again")
     p.add_argument("queue")
+
+    add_schedule_parser(command, common)
 
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")
