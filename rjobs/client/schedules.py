@@ -117,8 +117,9 @@ def next_after(ms: int, *, cron: str | None = None, every: int | None = None, tz
         step = every * 1000
         return ms // step * step + step
     zone = check_tz(tz)
-    # cronsim counts in whole seconds and returns the first match at or after its start
-    start = dt.datetime.fromtimestamp(ms // 1000 + 1, tz=dt.timezone.utc).astimezone(zone)
+    # cronsim returns the first match strictly after its start
+    utc = dt.datetime.fromtimestamp(ms // 1000, tz=dt.timezone.utc) + dt.timedelta(milliseconds=ms % 1000)
+    start = utc.astimezone(zone)
     return int(next(CronSim(check_cron(cron), start)).timestamp()) * 1000
 
 
