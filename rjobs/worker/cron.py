@@ -16,6 +16,7 @@ import anyio
 
 from rjobs.client.queue import Queue
 from rjobs.client.schedules import Cron
+from rjobs.errors import ValidationError
 from rjobs.worker.leases import RETRYABLE
 
 __all__ = ["TICK_CAP", "CronTicker", "declared_schedules"]
@@ -71,6 +72,10 @@ class CronTicker:
             spec, q = pending[0]
             try:
                 outcome = await q.set_schedule(spec, actor=self.worker_id)
+            except ValidationError as exc:  # refused (params over the queue's payload limit): not stored
+                log.error("schedule %s refused by queue %s: %s", spec.name, q.name, exc)
+                pending.pop(0)
+                continue
             except RETRYABLE as exc:
                 failures += 1
                 log.warning("storing schedule %s failed (%s); trying again", spec.name, exc)
@@ -88,6 +93,9 @@ class CronTicker:
                 result = await q.cron_tick(actor=self.worker_id)
             except RETRYABLE as exc:  # Redis down or refusing: the tick stays due, the next round takes it
                 log.warning("schedules of queue %s: %s: %s", q.name, type(exc).__name__, exc)
+                continue
+            except Exception:  # a reply that cannot be decoded: never die here
+                log.exception("schedules of queue %s", q.name)
                 continue
             for job_id, outcome in result.jobs.items():
                 self.enqueued += 1

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from rjobs import Cron, Queue, SyncQueue, Worker, machines
+from rjobs.cli.server import LocalServer
 from tests.invariants import assert_indexes_consistent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,3 +103,36 @@ def test_rjobs_worker_processes_enqueue_each_tick_once(tmp_path: Path, url: str,
             if p.poll() is None:
                 p.kill()
     assert_indexes_consistent(redis_sync, Q, machines.JOB)
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+def test_ticks_survive_a_server_crash_once_each(fresh_server: LocalServer) -> None:
+    """The server is killed (its last writes may be lost with the AOF) and started again while
+    workers tick: a tick and its job are lost or kept together, so every tick is still enqueued
+    once, and the ticks that fell due meanwhile (within grace) are enqueued after the restart."""
+    url = fresh_server.url
+
+    async def main() -> None:
+        workers = [Worker(Queue(Q, url), {"other": noop}, cron=[Cron("poll", "tick", every=1)]) for _ in range(2)]
+        async with anyio.create_task_group() as tg:
+            for w in workers:
+                tg.start_soon(w.run)
+            with SyncQueue(Q, url) as q:
+                await anyio.to_thread.run_sync(wait_for_jobs, q, 2)
+            fresh_server.kill()
+            fresh_server.start()
+            with SyncQueue(Q, url) as q:
+                seen = q.counts()["queued"]
+                await anyio.to_thread.run_sync(wait_for_jobs, q, seen + 3)
+            for w in workers:
+                w.stop()
+        for w in workers:
+            for q in w.queues:
+                await q.close()
+
+    anyio.run(main)
+    with SyncQueue(Q, url) as q:
+        assert len(assert_each_tick_once(q, "poll")) >= 5
+    with redis.Redis.from_url(url) as r:
+        assert_indexes_consistent(r, Q, machines.JOB)
