@@ -158,3 +158,33 @@ def test_a_raw_evalsha_with_bad_input_writes_nothing(url: str, redis_sync: redis
     with pytest.raises(redis.ResponseError, match=r"^RJ_INVALID"):
         redis_sync.execute_command("EVALSHA", sha, 2, prefix + "machine", prefix + "events", prefix, *argv)
     assert keyspace_fingerprint(redis_sync) == before
+
+
+def test_a_tick_whose_reply_is_lost_is_not_enqueued_again(url: str, redis_sync: redis.Redis) -> None:
+    """The call ran but its caller never saw the reply (sent raw here, the reply dropped): the
+    next round reads the schedule again, finds the tick moved on, and creates nothing."""
+    with SyncQueue(Q, url) as q:
+        q.set_schedule(Cron("poll", "poll", every=30))
+        tick = server_ms(redis_sync) // 30_000 * 30_000
+        set_next(redis_sync, "poll", tick)
+        call = q.backend.scripts.cron_tick("w1", "poll", tick, None)
+        source, sha = script_for(redis_sync, call.script)
+        redis_sync.script_load(source)
+        redis_sync.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)  # reply "lost"
+        before = keyspace_fingerprint(redis_sync)
+        assert q.cron_tick(actor="w1").jobs == {}
+        assert keyspace_fingerprint(redis_sync) == before
+        assert [j.id for j in q.list()] == [f"cron-poll-{tick}"]
+
+
+def test_rolling_deploy_last_writer_wins_and_keeps_the_last_run(url: str, redis_sync: redis.Redis) -> None:
+    old, new = Cron("r", "t", every=60, params={"v": 1}), Cron("r", "t", every=60, params={"v": 2})
+    with SyncQueue(Q, url) as q:
+        q.set_schedule(old)
+        set_next(redis_sync, "r", server_ms(redis_sync) // 60_000 * 60_000)
+        (fired,) = q.cron_tick().jobs
+        assert q.set_schedule(new, actor="v2-worker") == "updated"
+        (s,) = q.schedules()
+        assert s.params == {"v": 2} and s.by == "v2-worker" and s.last_job == fired and s.next_ms > s.last_ms
+        assert q.set_schedule(new) == "same"
+        assert q.set_schedule(old) == "updated" and q.schedules()[0].params == {"v": 1}
