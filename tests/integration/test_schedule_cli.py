@@ -46,6 +46,10 @@ def test_add_ls_rm(tmp_path: Path, url: str, redis_sync: redis.Redis) -> None:
     human = rjobs(tmp_path, url, "schedule", "ls", "cq").stdout
     assert "nightly" in human and "0 3 * * * (Europe/Paris)" in human and "every 30 s" in human
 
+    stats = json.loads(rjobs(tmp_path, url, "stats", "cq", "--json").stdout)
+    assert stats["schedules"]["poll"] == {"next_ms": listed[1]["next_ms"], "last_ms": None}
+    assert "schedule nightly: next run " in rjobs(tmp_path, url, "stats", "cq").stdout
+
     assert rjobs(tmp_path, url, "schedule", "rm", "cq", "poll").returncode == 0
     assert redis_sync.hkeys(KEY) == [b"nightly"]
     gone = rjobs(tmp_path, url, "schedule", "rm", "cq", "poll")
