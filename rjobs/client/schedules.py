@@ -271,6 +271,10 @@ def remove_plan(scripts: Scripts, name: str) -> Plan[bool]:
     return existed
 
 
+#: The most ticks of one schedule a round enqueues (late ticks within grace, one call each).
+TICKS_PER_ROUND = 100
+
+
 class TickResult(msgspec.Struct, frozen=True):
     """What one worker's round of ticks did on one queue: the jobs it enqueued (id -> outcome:
     fired or caught_up), the earliest next tick (ms; None without schedules) and the server time."""
@@ -292,7 +296,7 @@ def tick_plan(scripts: Scripts, actor: str) -> Plan[TickResult]:
         expected = s.next_ms
         try:
             spec = s.spec()
-            for _ in range(3):
+            for _ in range(TICKS_PER_ROUND):
                 if expected > now:
                     break
                 late = now - expected > s.grace * 1000

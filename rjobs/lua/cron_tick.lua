@@ -76,7 +76,8 @@ if not late or s.missed == 'once' then
       'created_ms', NOW, 'scheduled_ms', expected},
       {id = 2, queue = 4, type = 6, params = 8, priority = 10, seq = 12, max_attempts = 14, created_ms = 16}
     rec.set = rec.v
-    move(rec, M.ready, {event = 'created', actor = actor, msg = 'schedule ' .. name .. ' tick ' .. string.format('%d', expected)})
+    local msg = 'schedule ' .. name .. ' tick ' .. string.format('%d', expected)
+    move(rec, M.ready, {event = 'created', actor = actor, msg = msg})
     op('SET', P .. 'seq', seq)
   end
   s.last, s.last_job = expected, id
