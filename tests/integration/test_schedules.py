@@ -142,6 +142,9 @@ RAW_BAD = [
     ("t", "* * * * *", "", "../etc"),
     ("t", "* * * * *", "", ""),
     ("bad type", "* * * * *", "", "UTC"),
+    ("t", "* * * * *", "", "UTC", "bad name"),
+    ("t", "* * * * *", "", "UTC", "x" * 101),
+    ("t", "* * * * *", "", "UTC", "a:b"),
 ]
 
 
@@ -149,12 +152,12 @@ RAW_BAD = [
 def test_a_raw_evalsha_with_bad_input_writes_nothing(url: str, redis_sync: redis.Redis, bad: tuple[str, ...]) -> None:
     with SyncQueue(Q, url) as q:
         q.declare()
-    jtype, cron, every, tz = bad
+    jtype, cron, every, tz, name = (*bad, "x")[:5]
     source, sha = script_for(redis_sync, load_script("set_schedule"))
     redis_sync.script_load(source)
     prefix = f"rjobs:{{{Q}}}:"
     before = keyspace_fingerprint(redis_sync)
-    argv = ["me", "x", jtype, cron, every, tz, "{}", "5", "3", "skip", "60", "9999999999999" if cron else ""]
+    argv = ["me", name, jtype, cron, every, tz, "{}", "5", "3", "skip", "60", "9999999999999" if cron else ""]
     with pytest.raises(redis.ResponseError, match=r"^RJ_INVALID"):
         redis_sync.execute_command("EVALSHA", sha, 2, prefix + "machine", prefix + "events", prefix, *argv)
     assert keyspace_fingerprint(redis_sync) == before
