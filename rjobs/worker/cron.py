@@ -26,8 +26,9 @@ log = logging.getLogger("rjobs.worker")
 TICK_CAP = 1.0
 
 
-def declared_schedules(cron: Sequence[Cron]) -> list[Cron]:
-    """The schedules a Worker is given, checked: rjobs.Cron instances with distinct names per queue."""
+def declared_schedules(cron: Sequence[Cron], queues: Sequence[Queue]) -> list[Cron]:
+    """The schedules a Worker is given, checked: rjobs.Cron instances with distinct names per
+    queue, each in one of ``queues`` (ValueError otherwise)."""
     specs = list(cron)
     for spec in specs:
         if not isinstance(spec, Cron):
@@ -35,6 +36,8 @@ def declared_schedules(cron: Sequence[Cron]) -> list[Cron]:
     names = [(s.queue, s.name) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("two schedules of one queue have the same name")
+    for spec in specs:
+        _queue_for(spec, queues)
     return specs
 
 

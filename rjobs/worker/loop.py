@@ -120,9 +120,9 @@ class Worker:
         self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
         self.state = WorkerState()  # ctx.state of every job; on_startup fills it
         self.functions = registry(functions)
-        self.cron = declared_schedules(cron)
         self._own: list[Queue] = []
         self.queues = queues_of(queues, url, self._own)
+        self.cron = declared_schedules(cron, self.queues)
         self.concurrency = concurrency
         self.lease = float(lease)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.lease / 3

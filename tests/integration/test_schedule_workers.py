@@ -14,7 +14,7 @@ import anyio
 import pytest
 import redis
 
-from rjobs import Cron, Queue, SyncQueue, Worker, machines
+from rjobs import Cron, PartitionedQueue, Queue, SyncQueue, Worker, machines
 from rjobs.cli.server import LocalServer
 from tests.invariants import assert_indexes_consistent
 
@@ -136,3 +136,32 @@ def test_ticks_survive_a_server_crash_once_each(fresh_server: LocalServer) -> No
         assert len(assert_each_tick_once(q, "poll")) >= 5
     with redis.Redis.from_url(url) as r:
         assert_indexes_consistent(r, Q, machines.JOB)
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_a_schedule_of_a_partitioned_queue_lives_in_its_first_partition(url: str) -> None:
+    async def main() -> None:
+        pq = PartitionedQueue("pq", 2, url)
+        w = Worker([Queue("other", url), pq], {"other": noop}, cron=[Cron("p", "tick", every=1, queue="pq")])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.run)
+            with SyncQueue("pq#0", url) as q:
+                await anyio.to_thread.run_sync(wait_for_jobs, q, 1)
+            w.stop()
+        await pq.close()
+        for q in w.queues:
+            await q.close()
+
+    anyio.run(main)
+    with SyncQueue("pq#0", url) as q0, SyncQueue("pq#1", url) as q1, SyncQueue("other", url) as other:
+        assert [s.name for s in q0.schedules()] == ["p"]
+        assert q1.schedules() == [] and other.schedules() == []
+
+
+def test_a_schedule_naming_a_queue_the_worker_does_not_serve_is_an_error() -> None:
+    with pytest.raises(ValueError, match="does not serve"):
+        Worker(Q, {"other": noop}, cron=[Cron("p", "tick", every=1, queue="elsewhere")])
+    with pytest.raises(ValueError, match="same name"):
+        Worker(Q, {"other": noop}, cron=[Cron("p", "t", every=1), Cron("p", "t", every=2)])
+    with pytest.raises(TypeError):
+        Worker(Q, {"other": noop}, cron=["0 3 * * *"])  # type: ignore[list-item]
