@@ -7,6 +7,7 @@ from rjobs import machines
 from rjobs.about import VERSION
 from rjobs.client.partitioned import PartitionedQueue
 from rjobs.client.queue import Queue
+from rjobs.client.schedules import Cron, Schedule
 from rjobs.client.sync_partitioned import SyncPartitionedQueue
 from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import PRIORITIES, QueueConfig, Retention
@@ -61,6 +62,7 @@ __all__ = [
     "PRIORITIES",
     "Actor",
     "Asset",
+    "Cron",
     "DedupeConflict",
     "DependencyError",
     "DependencyResults",
@@ -96,6 +98,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "RjobsError",
+    "Schedule",
     "ScriptError",
     "ServerBusy",
     "ServerRefused",

@@ -31,6 +31,7 @@ FILES = {
     "rjobs/client/partitioned.py": "rjobs/client/sync_partitioned.py",
     "rjobs/client/control.py": "rjobs/client/sync_control.py",
     "rjobs/client/results.py": "rjobs/client/sync_results.py",
+    "rjobs/client/scheduling.py": "rjobs/client/sync_scheduling.py",
 }
 
 #: whole-word swaps (identifiers and dotted module paths)
@@ -44,7 +45,9 @@ NAMES = {
     "rjobs.client.control": "rjobs.client.sync_control",
     "rjobs.client.results": "rjobs.client.sync_results",
     "JobResults": "SyncJobResults",
+    "rjobs.client.scheduling": "rjobs.client.sync_scheduling",
     "QueueControl": "SyncQueueControl",
+    "QueueSchedules": "SyncQueueSchedules",
     "PartitionedQueue": "SyncPartitionedQueue",
     "ClusterRunner": "SyncClusterRunner",
     "node_client_async": "node_client_sync",

@@ -23,7 +23,7 @@ from rjobs import errors
 from rjobs.cli import embedded
 from rjobs.cli import server as servers
 from rjobs.cli.live import JobWatch
-from rjobs.cli.render import Output, history_table, jobs_table, queue_stats, show_job, stats_table
+from rjobs.cli.render import Output, history_table, jobs_table, queue_stats, show_job, stamp, stats_table
 from rjobs.cli.roster import QueueWatchers, warn_if_unserved
 from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import default_actor
@@ -227,11 +227,15 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     names = [args.queue] if args.queue else list_queues(client)
     queues = [open_queue(client, n) for n in names]
     stats = [q.stats() for q in queues]
+    if args.queue:  # its schedules' next and last runs (docs/schedules.md)
+        stats[0]["schedules"] = {x.name: {"next_ms": x.next_ms, "last_ms": x.last_ms} for x in queues[0].schedules()}
     if out.json:
         out.json_doc(stats[0] if args.queue else stats)
         return EXIT["ok"]
     if args.queue:
         queue_stats(out.out, queues[0].machine, stats[0])
+        for name, run in stats[0]["schedules"].items():
+            out.out.print(f"schedule {name}: next run {stamp(run['next_ms'], with_date=True)}", markup=False)
     elif stats:
         out.out.print(stats_table({q.name: q.machine for q in queues}, stats))
     else:

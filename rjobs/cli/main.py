@@ -33,6 +33,7 @@ from rjobs.cli.control import cmd_assign, cmd_pause, cmd_resume
 from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.limits import cmd_limit
 from rjobs.cli.render import Output
+from rjobs.cli.schedules import add_schedule_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, help="at most this many claims per window (with --per)")
     p.add_argument("--per", type=float, help="the rate's window, seconds")
     p.add_argument("--seconds", type=float, help="backoff: claim none of it for this long")
+
+    add_schedule_parser(command, common)
 
     p = command("events", cmd_events, "the queue's event stream")
     p.add_argument("queue")

@@ -19,6 +19,7 @@ from rjobs.client.control import QueueControl
 from rjobs.client.hold import Hold
 from rjobs.client.operations import QueuePlans
 from rjobs.client.results import JobResults
+from rjobs.client.scheduling import QueueSchedules
 from rjobs.client.waits import Waits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -35,7 +36,7 @@ __all__ = ["Queue"]
 T = TypeVar("T")
 
 
-class Queue(QueueControl, JobResults):
+class Queue(QueueControl, JobResults, QueueSchedules):
     """An async handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
@@ -106,7 +107,6 @@ class Queue(QueueControl, JobResults):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- enqueue ----------------------------------------------------------------------------------
     async def enqueue(
         self,
         type: str,

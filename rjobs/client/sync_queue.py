@@ -20,6 +20,7 @@ from rjobs.client.operations import QueuePlans
 from rjobs.client.sync_control import SyncQueueControl
 from rjobs.client.sync_hold import SyncHold
 from rjobs.client.sync_results import SyncJobResults
+from rjobs.client.sync_scheduling import SyncQueueSchedules
 from rjobs.client.waits import SyncWaits
 from rjobs.config import QueueConfig, default_actor
 from rjobs.errors import OutOfMemory, ReadOnly
@@ -36,7 +37,7 @@ __all__ = ["SyncQueue"]
 T = TypeVar("T")
 
 
-class SyncQueue(SyncQueueControl, SyncJobResults):
+class SyncQueue(SyncQueueControl, SyncJobResults, SyncQueueSchedules):
     """A blocking handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.Redis client), else ``url``, else the
@@ -107,7 +108,6 @@ class SyncQueue(SyncQueueControl, SyncJobResults):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- enqueue ----------------------------------------------------------------------------------
     def enqueue(
         self,
         type: str,

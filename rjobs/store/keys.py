@@ -55,6 +55,7 @@ class QueueKeys:
         "machine",
         "name",
         "prefix",
+        "schedules",
         "seq",
         "workers",
         "workers_info",
@@ -71,6 +72,7 @@ class QueueKeys:
         self.delayed = p + "delayed"  # zset: jobs waiting for a time, score = due epoch ms
         self.leases = p + "leases"  # zset: leased jobs, score = lease deadline epoch ms
         self.events = p + "events"  # stream: the queue's events (all, or only final moves), capped
+        self.schedules = p + "schedules"  # hash: schedule name -> its spec as JSON (rjobs.client.schedules)
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
         self.workers_info = p + "workers:info"  # hash: worker id -> its details as JSON (rjobs.worker.presence)

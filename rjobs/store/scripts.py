@@ -298,6 +298,34 @@ class Scripts:
         """Drop a dedupe key's cached result -> whether one existed."""
         return self._call("invalidate", [dedupe_key], lambda r: bool(int(r)), (), self._dedupe_keys(dedupe_key))
 
+    def set_schedule(self, actor: str, name: str, fields: Sequence[Arg]) -> Call[tuple[str, int, int]]:
+        """Store a schedule of periodic jobs; ``fields`` are the script's ARGV from the job type on
+        (rjobs.client.schedules builds them) -> (created | updated | same | retry, next tick ms, server ms)."""
+        return self._call("set_schedule", [actor, name, *fields], _schedule_reply, (), (self.keys.schedules,))
+
+    def remove_schedule(self, name: str) -> Call[bool]:
+        """Remove a schedule -> whether it existed."""
+        return self._call("remove_schedule", [name], lambda r: bool(int(r)), (), (self.keys.schedules,))
+
+    def cron_tick(
+        self, actor: str, name: str, expected: int, proposed: int | None, job_type: str = ""
+    ) -> Call[tuple[str, str, int, int]]:
+        """Claim a schedule's due tick ``expected`` and enqueue its job; ``proposed`` is the next
+        tick of a cron schedule (None for every) -> (outcome, job id or '', next tick ms, server ms);
+        see lua/cron_tick.lua. ``job_type`` (the schedule's) names its lane's keys on a cluster."""
+        job = f"cron-{name}-{expected}"
+        more = (self.keys.schedules, *(self._lane_keys(job_type) if job_type and self.cluster else ()))
+        args: list[Arg] = [actor, name, expected, "" if proposed is None else proposed]
+        return self._call("cron_tick", args, _tick_reply, (job,), more)
+
 
 def _decode_removal(raw: list[Any]) -> tuple[int, int, list[str]]:
     return int(raw[0]), int(raw[1]), decode_strings(raw[2:])
+
+
+def _schedule_reply(raw: list[Any]) -> tuple[str, int, int]:
+    return decode_text(raw[0]), int(raw[1] or 0), int(raw[2])
+
+
+def _tick_reply(raw: list[Any]) -> tuple[str, str, int, int]:
+    return decode_text(raw[0]), decode_text(raw[1]), int(raw[2]), int(raw[3])

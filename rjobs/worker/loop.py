@@ -36,10 +36,12 @@ from collections.abc import Mapping, Sequence
 import anyio
 
 from rjobs.client.queue import Queue
+from rjobs.client.schedules import Cron
 from rjobs.store.clients import server_label
 from rjobs.store.keys import validate_name
 from rjobs.worker.claims import Claimer
 from rjobs.worker.clock import ServerClock
+from rjobs.worker.cron import CronTicker, declared_schedules
 from rjobs.worker.execution import JobRunner, Moves
 from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
@@ -88,6 +90,7 @@ class Worker:
     ``on_shutdown``, ``before_job`` and ``after_job`` are lifecycle hooks, ``state`` the namespace
     they share with every job (``ctx.state``); see :mod:`rjobs.worker.hooks`. ``health_file`` and
     ``health_port`` (on ``health_host``) tell supervisors it heartbeats (:mod:`rjobs.worker.health`).
+    ``cron``: schedules of periodic jobs (:class:`rjobs.Cron`) stored at start (:mod:`rjobs.worker.cron`).
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class Worker:
         health_host: str = "127.0.0.1",
         order: str | None = None,
         weights: Mapping[str, float] | None = None,
+        cron: Sequence[Cron] = (),
     ) -> None:
         self.hooks = Hooks(on_startup, on_shutdown, before_job, after_job, shutdown_timeout=shutdown_timeout)
         self.state = WorkerState()  # ctx.state of every job; on_startup fills it
@@ -123,6 +127,7 @@ class Worker:
         self._own: list[Queue] = []
         self.queues = queues_of(queues, url, self._own)
         self.order = QueueOrder(order, weights)  # strict, or weighted by queue name (rjobs.worker.settings)
+        self.cron = declared_schedules(cron, self.queues)
         self.concurrency = concurrency
         self.lease = float(lease)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.lease / 3
@@ -226,6 +231,7 @@ class Worker:
                 services.start_soon(self._keeper.run)
                 services.start_soon(self._reaper.run)
                 services.start_soon(self.health.serve)
+                services.start_soon(CronTicker(self.cron, self.queues, self.worker_id).run)
                 for served in self._served:
                     services.start_soon(served.finisher.run)
                 async with anyio.create_task_group() as slots:

@@ -5,6 +5,7 @@ an accepted one keeps every invariant of the queue (tests/invariants.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rjobs import JobRequest, SyncQueue, machines
+from rjobs import Cron, JobRequest, SyncQueue, machines
 from rjobs.store.scripts import load_script, script_names
 from tests.helpers import keyspace_fingerprint, script_for
 from tests.invariants import assert_indexes_consistent
@@ -39,6 +40,7 @@ TEXT = st.one_of(
 NAMES = st.one_of(st.sampled_from(["w1", "ok_name", "a.b-c"]), TEXT)
 STATES = st.sampled_from([*JOB.states, "", "nope", "queued|x", "#queued", "queued>processing"])
 FLAGS = st.sampled_from(["0", "1", "", "2", "true"])
+CRONS = st.sampled_from(["* * * * *", "0 3 * * *", "*/5 1-3 * jan mon-fri", "61 * * * *", "* * * *", "L * * * *"])
 
 
 def ids(jobs: list[str]) -> st.SearchStrategy[str]:
@@ -113,6 +115,11 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
         "name_actors": st.tuples(NUMBERS, st.one_of(st.sampled_from(["human", "agent", "robot"]), TEXT), NAMES, TEXT),
         "drain": st.tuples(NAMES, NUMBERS),
         "obliterate": st.tuples(NAMES, FLAGS, NUMBERS),
+        "set_schedule": st.tuples(
+            NAMES, NAMES, NAMES, st.one_of(CRONS, TEXT), NUMBERS, TEXT, TEXT, NUMBERS, NUMBERS, TEXT, NUMBERS, NUMBERS
+        ),
+        "remove_schedule": st.tuples(NAMES),
+        "cron_tick": st.tuples(NAMES, st.sampled_from(["poll", "c"]), NUMBERS, NUMBERS),
         "declare_machine": st.tuples(TEXT, NUMBERS, FLAGS, TEXT, TEXT, TEXT, NUMBERS),
     }
     return simple[name].map(list)
@@ -172,6 +179,9 @@ class State:
             a, b = q.enqueue("t").id, q.enqueue("t").id
             q.fail(a, "boom", token=str(q.transition(a, "processing").token))
             q.cancel(b)
+        if not q.schedules():
+            q.set_schedule(Cron("poll", "t", every=1, missed="once"))
+            q.set_schedule(Cron("c", "t", cron="* * * * *"))
         return {s: [j.id for j in q.list(state=s, limit=20)] for s in JOB.states}
 
     def token(self, job_id: str) -> str:
@@ -223,6 +233,14 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
         return ["fuzzer", "3"]
     if name == "obliterate":  # a leased job is always there: refused unless a mutation forces it
         return ["fuzzer", "0", "50"]
+    if name == "set_schedule":
+        return ["fuzzer", "c2", "t", "*/5 * * * *", "", "Europe/Paris", '{"a":1}', "5", "3", "once", "60",
+                "99999999999999"]  # fmt: skip
+    if name == "remove_schedule":
+        return ["c2"]
+    if name == "cron_tick":
+        doc = json.loads(st8.q.client.hget(PREFIX + "schedules", "poll") or "{}")
+        return ["w1", "poll", str(doc.get("next", 0)), ""]
     call = st8.q.backend.scripts.declare_machine(JOB, st8.q.config.redis_options(), True)
     return [str(a) for a in call.args[1:]]
 

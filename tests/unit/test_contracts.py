@@ -38,6 +38,11 @@ SAMPLES: dict[str, Callable[[], Call[Any]]] = {
     "delete": lambda: S.delete("me", ["j", "k"], "u1", True, "cancel"),
     "drain": lambda: S.drain("me", 100),
     "obliterate": lambda: S.obliterate("me", False, 100),
+    "set_schedule": lambda: S.set_schedule(
+        "me", "nightly", ["report", "0 3 * * *", "", "Europe/Paris", b"{}", 5, 3, "skip", 60, 1_800_000_000_000]
+    ),
+    "remove_schedule": lambda: S.remove_schedule("nightly"),
+    "cron_tick": lambda: S.cron_tick("w1", "nightly", 1_800_000_000_000, 1_800_086_400_000),
 }
 
 

@@ -1,0 +1,55 @@
+"""Schedules of periodic jobs on a queue: :class:`QueueSchedules`, a base of :class:`rjobs.Queue`
+(store, remove and list schedules, and the round of ticks a worker runs; docs/schedules.md).
+
+This module is the async source of :mod:`rjobs.client.sync_scheduling`, generated from it by
+``scripts/unasync.py``: edit this file, then run the script.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from rjobs.client.operations import QueuePlans
+from rjobs.client.schedules import Cron, Schedule, TickResult, list_plan, remove_plan, set_plan, tick_plan
+from rjobs.store.transport import Plan
+
+__all__ = ["QueueSchedules"]
+
+T = TypeVar("T")
+
+
+class QueueSchedules:
+    """A queue's schedules of periodic jobs: each is stored in Redis by name, and every worker
+    serving the queue enqueues its ticks, each exactly once (decided in Redis with its clock)."""
+
+    _plans: QueuePlans
+
+    async def _drive(self, plan: Plan[T]) -> T:
+        raise NotImplementedError
+
+    async def _read(self, plan: Plan[T]) -> T:
+        raise NotImplementedError
+
+    async def set_schedule(self, spec: Cron, *, actor: str | None = None) -> str:
+        """Store ``spec`` under its name: 'created', 'updated' (a changed definition: its next tick
+        is computed again, its last run kept) or 'same' (nothing changes)."""
+        if not isinstance(spec, Cron):
+            raise TypeError("set_schedule takes a rjobs.Cron")
+        outcome, _ = await self._drive(
+            set_plan(self._plans.scripts, self._plans.actor if actor is None else actor, spec)
+        )
+        return outcome
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Remove the schedule ``name`` (its jobs stay); True when it existed."""
+        return await self._drive(remove_plan(self._plans.scripts, name))
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule of the queue, by name, with its next tick and last run."""
+        found, _ = await self._read(list_plan(self._plans.scripts))
+        return found
+
+    async def cron_tick(self, *, actor: str | None = None) -> TickResult:
+        """Enqueue the job of every due tick that no one enqueued yet (what a worker does about once
+        a second; safe from any number of processes at once)."""
+        return await self._drive(tick_plan(self._plans.scripts, self._plans.actor if actor is None else actor))
