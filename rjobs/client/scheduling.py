@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from rjobs.client.arguments import actor_text
 from rjobs.client.operations import QueuePlans
 from rjobs.client.schedules import Cron, Schedule, TickResult, list_plan, remove_plan, set_plan, tick_plan
+from rjobs.models import Who
 from rjobs.store.transport import Plan
 
 __all__ = ["QueueSchedules"]
@@ -30,13 +32,13 @@ class QueueSchedules:
     async def _read(self, plan: Plan[T]) -> T:
         raise NotImplementedError
 
-    async def set_schedule(self, spec: Cron, *, actor: str | None = None) -> str:
+    async def set_schedule(self, spec: Cron, *, actor: Who | None = None) -> str:
         """Store ``spec`` under its name: 'created', 'updated' (a changed definition: its next tick
         is computed again, its last run kept) or 'same' (nothing changes)."""
         if not isinstance(spec, Cron):
             raise TypeError("set_schedule takes a rjobs.Cron")
         outcome, _ = await self._drive(
-            set_plan(self._plans.scripts, self._plans.actor if actor is None else actor, spec)
+            set_plan(self._plans.scripts, self._plans.actor if actor is None else actor_text(actor), spec)
         )
         return outcome
 
@@ -49,7 +51,9 @@ class QueueSchedules:
         found, _ = await self._read(list_plan(self._plans.scripts))
         return found
 
-    async def cron_tick(self, *, actor: str | None = None) -> TickResult:
+    async def cron_tick(self, *, actor: Who | None = None) -> TickResult:
         """Enqueue the job of every due tick that no one enqueued yet (what a worker does about once
         a second; safe from any number of processes at once)."""
-        return await self._drive(tick_plan(self._plans.scripts, self._plans.actor if actor is None else actor))
+        return await self._drive(
+            tick_plan(self._plans.scripts, self._plans.actor if actor is None else actor_text(actor))
+        )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from rjobs.client.arguments import actor_text
 from rjobs.client.operations import QueuePlans
 from rjobs.client.schedules import Cron, Schedule, TickResult, list_plan, remove_plan, set_plan, tick_plan
+from rjobs.models import Who
 from rjobs.store.sync_transport import Plan
 
 __all__ = ["SyncQueueSchedules"]
@@ -31,12 +33,14 @@ class SyncQueueSchedules:
     def _read(self, plan: Plan[T]) -> T:
         raise NotImplementedError
 
-    def set_schedule(self, spec: Cron, *, actor: str | None = None) -> str:
+    def set_schedule(self, spec: Cron, *, actor: Who | None = None) -> str:
         """Store ``spec`` under its name: 'created', 'updated' (a changed definition: its next tick
         is computed again, its last run kept) or 'same' (nothing changes)."""
         if not isinstance(spec, Cron):
             raise TypeError("set_schedule takes a rjobs.Cron")
-        outcome, _ = self._drive(set_plan(self._plans.scripts, self._plans.actor if actor is None else actor, spec))
+        outcome, _ = self._drive(
+            set_plan(self._plans.scripts, self._plans.actor if actor is None else actor_text(actor), spec)
+        )
         return outcome
 
     def remove_schedule(self, name: str) -> bool:
@@ -48,7 +52,7 @@ class SyncQueueSchedules:
         found, _ = self._read(list_plan(self._plans.scripts))
         return found
 
-    def cron_tick(self, *, actor: str | None = None) -> TickResult:
+    def cron_tick(self, *, actor: Who | None = None) -> TickResult:
         """Enqueue the job of every due tick that no one enqueued yet (what a worker does about once
         a second; safe from any number of processes at once)."""
-        return self._drive(tick_plan(self._plans.scripts, self._plans.actor if actor is None else actor))
+        return self._drive(tick_plan(self._plans.scripts, self._plans.actor if actor is None else actor_text(actor)))

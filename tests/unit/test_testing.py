@@ -10,7 +10,7 @@ import anyio
 import fakeredis
 import pytest
 
-from rjobs import Actor, InvalidTransition, JobNotFound, JobRequest, SyncQueue
+from rjobs import Actor, Cron, InvalidTransition, JobNotFound, JobRequest, SyncQueue
 from rjobs.machines import TASK
 from rjobs.store.scripts import load_script, script_names
 from rjobs.testing import (
@@ -201,6 +201,9 @@ async def test_every_shipped_script_runs_on_fakeredis() -> None:
     await q.set_limit(group="g", concurrency=1)
     await q.backoff(1, group="g")
     assert await q.name_actors(Actor("human", "alice", "Alice")) == 1
+    assert await q.set_schedule(Cron("tick", "double", every=60)) == "created"
+    await q.backend.run(q.backend.scripts.cron_tick("w1", "tick", 1, None))  # a stale tick: refused, but run
+    assert await q.remove_schedule("tick")
     assert await q.delete((await q.enqueue("double", {"n": 2})).id) == 1
     await q.enqueue("double", {"n": 3}, delay=60)
     assert await q.drain() == 2  # that one and the retried job
