@@ -12,7 +12,7 @@
 -- ARGV[4]  limit    jobs to take from the indexes at most (1-1000; their waiting dependents go too)
 -- Builds   deletes job:<id> (+ :history :assets :dependents), state:<s>, ready:<type>, wake:<type>,
 --          groups:<type>, lanes, delayed, leases, owner:<u>, dedupe:<k>, cache:<k>, seq, workers,
---          workers:info, events, limits, running, backoff, rate:<name>, ready (the layout before
+--          workers:info, events, limits, running, backoff, rate:<name>, schedules, actors, ready (the layout before
 --          lanes), machine (paused while the jobs go)
 -- Returns  {jobs removed by this call, 1 when the queue is gone (else 0)}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_RUNNING <n> (jobs leased, without force: nothing written)
@@ -66,7 +66,7 @@ for _, name in ipairs(read('HKEYS', P .. 'limits')) do  -- each limited name's r
   op('DEL', P .. 'rate:' .. name)
 end
 for _, name in ipairs({'lanes', 'delayed', 'leases', 'seq', 'workers', 'workers:info', 'ready', 'events', 'limits',
-  'running', 'backoff', 'machine'}) do
+  'running', 'backoff', 'schedules', 'actors', 'machine'}) do
   op('DEL', P .. name)
 end
 commit()

@@ -17,7 +17,7 @@ import anyio
 import pytest
 import redis
 
-from rjobs import JobRequest, Retry, SyncQueue, ValidationError, machines
+from rjobs import Actor, Cron, JobRequest, Retry, SyncQueue, ValidationError, machines
 from rjobs.client.queue import Queue
 from rjobs.store.scripts import load_script
 from rjobs.worker.context import JobContext
@@ -264,5 +264,7 @@ def test_grouped_jobs_drain_and_an_obliterated_queue_leaves_no_key(q: SyncQueue,
     assert len(claim(q, 1)) == 1  # a mark in the rate window
     assert q.drain() == 2
     assert_indexes_consistent(redis_sync, "lim", JOB)
+    q.name_actors(Actor("human", "x", "X"))
+    q.set_schedule(Cron("every-minute", "t", every=60))
     q.obliterate(force=True)
-    assert redis_sync.keys(q.backend.keys.prefix + "*") == []
+    assert redis_sync.keys(q.backend.keys.prefix + "*") == [], "limits, windows, actors, schedules: all gone"
