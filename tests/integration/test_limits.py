@@ -220,7 +220,7 @@ def test_limits_and_fairness_hold_across_worker_processes(url: str, tmp_path: Pa
     q.set_limit(group="rated", rate=4, per=1.0)
     capped = [o.id for o in q.enqueue_many([JobRequest(type="quick", group="capped", params={"seconds": 0.1})] * 12)]
     rated = [o.id for o in q.enqueue_many([JobRequest(type="quick", group="rated", params={"seconds": 0.01})] * 10)]
-    burst = [o.id for o in q.enqueue_many([JobRequest(type="quick", group="burst", params={"seconds": 0.01})] * 300)]
+    burst = [o.id for o in q.enqueue_many([JobRequest(type="quick", group="burst", params={"seconds": 0.01})] * 1000)]
     late = q.enqueue("quick", {"seconds": 0.01}, group="late").id
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RJOBS_TEST_QUEUE": "chaos", "RJOBS_TEST_CONCURRENCY": "4"}
     command = [sys.executable, "-m", "rjobs", "worker", "tests.workerapp:make_worker", "--url", url]
