@@ -228,6 +228,10 @@ async def test_wake_line_blocks_on_a_link_and_a_cancelled_wait_does_not_delay_th
         with anyio.fail_after(0.5):
             await waker.wait(0.05)  # nothing to take: returns after its block time
         await waker.aclose()
+        # the server sees the closed socket on its next event loop turn: wait for it, bounded
+        with anyio.move_on_after(2):
+            while [c for c in await admin.client_list() if c["cmd"] == "blpop"]:
+                await anyio.sleep(0.01)
         clients = [c for c in await admin.client_list() if c["cmd"] == "blpop"]
         assert clients == [], "aclose() closed the wake connection"
 
