@@ -70,42 +70,46 @@ local promoted, left, count, heads = {}, 0, {}, {}
 -- Limits (docs/design.md, decision 5): a name ('t:<type>', 'g:<group>') may cap its running jobs
 -- and rate its claims; allowance(name) is how many more jobs of it this call may lease (math.huge:
 -- no limit), and when a rate window or a back-off opens (opens). Read once per name and call.
-local LIM, opens_at = {}, false
-local function allowance(name)
-  local a = LIM[name]
-  if a then return a end
-  a = {allow = math.huge}
-  local spec = read('HGET', P .. 'limits', name)
-  if spec then
-    local cap, n, per = string.match(spec, '^(%d+),(%d+),(%d+)$')
-    cap, n, per = tonumber(cap), tonumber(n), tonumber(per)
-    if cap and cap > 0 then
-      a.cap = true
-      a.allow = math.max(0, cap - math.max(0, tonumber(read('HGET', P .. 'running', name)) or 0))
-    end
-    if n and n > 0 then
-      a.rate, a.per = P .. 'rate:' .. name, per
-      local used = read('ZCOUNT', a.rate, '(' .. (now - per), '+inf')
-      if used >= n then
-        local oldest = read('ZRANGEBYSCORE', a.rate, '(' .. (now - per), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-        a.opens = oldest[2] and tonumber(oldest[2]) + per or now + per
+local LIM, opens_at = false, false
+local allowance, open  -- made only for a queue with limits or groups (flow): closures cost per call
+if flow then
+  LIM = {}
+  function allowance(name)
+    local a = LIM[name]
+    if a then return a end
+    a = {allow = math.huge}
+    local spec = read('HGET', P .. 'limits', name)
+    if spec then
+      local cap, n, per = string.match(spec, '^(%d+),(%d+),(%d+)$')
+      cap, n, per = tonumber(cap), tonumber(n), tonumber(per)
+      if cap and cap > 0 then
+        a.cap = true
+        a.allow = math.max(0, cap - math.max(0, tonumber(read('HGET', P .. 'running', name)) or 0))
       end
-      a.allow = math.min(a.allow, math.max(0, n - used))
+      if n and n > 0 then
+        a.rate, a.per = P .. 'rate:' .. name, per
+        local used = read('ZCOUNT', a.rate, '(' .. (now - per), '+inf')
+        if used >= n then
+          local oldest = read('ZRANGEBYSCORE', a.rate, '(' .. (now - per), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+          a.opens = oldest[2] and tonumber(oldest[2]) + per or now + per
+        end
+        a.allow = math.min(a.allow, math.max(0, n - used))
+      end
     end
+    local back = tonumber(read('HGET', P .. 'backoff', name))
+    if back and back > now then
+      a.allow, a.opens = 0, math.max(a.opens or 0, back)
+    end
+    if a.opens and (not opens_at or a.opens < opens_at) then opens_at = a.opens end
+    LIM[name] = a
+    return a
   end
-  local back = tonumber(read('HGET', P .. 'backoff', name))
-  if back and back > now then
-    a.allow, a.opens = 0, math.max(a.opens or 0, back)
+  function open(l)  -- a source may lease one more job under every limit it is under
+    for _, name in ipairs(l.names) do
+      if LIM[name].allow <= 0 then return false end
+    end
+    return true
   end
-  if a.opens and (not opens_at or a.opens < opens_at) then opens_at = a.opens end
-  LIM[name] = a
-  return a
-end
-local function open(l)  -- a source may lease one more job under every limit it is under
-  for _, name in ipairs(l.names) do
-    if LIM[name].allow <= 0 then return false end
-  end
-  return true
 end
 local seq_now, turn = false, 0  -- a served group lane goes behind every job enqueued so far
 for _, t in ipairs(paused and {} or types) do
@@ -240,7 +244,7 @@ if max_jobs > 0 and left > 0 then
   end
 end
 -- the limits' counts and windows, and each served group lane's new turn in its type's index
-for name, a in pairs(LIM) do
+for name, a in pairs(LIM or {}) do
   if a.took then op('HINCRBY', P .. 'running', name, a.took) end
   if a.used then
     op('ZREMRANGEBYSCORE', a.rate, '-inf', now - a.per)

@@ -117,10 +117,7 @@ local MOVE_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, star
   lease_deadline_ms = 8, dedupe_key = 9, executions = 10}
 -- with limits or groups (FLOW), also the limit slots a leased job holds (a field absent from most
 -- jobs costs a scan of the hash to read, so only then)
-local MOVE_FLOW = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents',
-  'lease_deadline_ms', 'dedupe_key', 'executions', 'lim', 'group', 'type', 'assignee'}
-local MOVE_FLOW_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
-  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11, group = 12, type = 13, assignee = 14}
+local MOVE_FLOW, MOVE_FLOW_IX = false, false  -- made on first use (a table made per call costs)
 
 -- Load a job once per call: the fields `names` (names[1] must be 'status'), `ix` giving each
 -- one's position (default: MOVE).
@@ -129,7 +126,17 @@ local function load_job(id, names, ix)
   if rec then return rec end
   local jk = P .. 'job:' .. id
   if not names then
-    if FLOW then names, ix = MOVE_FLOW, MOVE_FLOW_IX else names, ix = MOVE, MOVE_IX end
+    if FLOW then
+      if not MOVE_FLOW then
+        MOVE_FLOW = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents',
+          'lease_deadline_ms', 'dedupe_key', 'executions', 'lim', 'group', 'type', 'assignee'}
+        MOVE_FLOW_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
+          lease_deadline_ms = 8, dedupe_key = 9, executions = 10, lim = 11, group = 12, type = 13, assignee = 14}
+      end
+      names, ix = MOVE_FLOW, MOVE_FLOW_IX
+    else
+      names, ix = MOVE, MOVE_IX
+    end
   elseif not ix then
     ix = {}
     for i = 1, #names do ix[names[i]] = i end
