@@ -35,7 +35,7 @@ import redis.asyncio as aredis
 from rjobs.client.hold import Hold
 from rjobs.client.queue import Queue
 from rjobs.config import QueueConfig
-from rjobs.errors import RjobsError, ValidationError
+from rjobs.errors import JobRunning, RjobsError, ValidationError
 from rjobs.machines import JOB
 from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest, Who
 from rjobs.statemachine import StateMachine
@@ -184,6 +184,38 @@ class PartitionedQueue:
             out.update(await q.bulk_transition(ids, target, **kwargs))
         return out
 
+    async def delete(self, job_id: str, **options: Any) -> int:
+        """:meth:`rjobs.Queue.delete` on the job's partition (its dependents are there too)."""
+        return await self.route(job_id).delete(job_id, **options)
+
+    async def bulk_delete(self, job_ids: Sequence[str], **options: Any) -> dict[str, str]:
+        """:meth:`rjobs.Queue.bulk_delete`, one call per partition involved."""
+        out: dict[str, str] = {}
+        for q, ids in self._by_partition(job_ids):
+            out.update(await q.bulk_delete(ids, **options))
+        return out
+
+    async def bulk_retry(self, job_ids: Sequence[str], *, actor: Who | None = None) -> dict[str, str]:
+        """:meth:`rjobs.Queue.bulk_retry`, one call per partition involved."""
+        out: dict[str, str] = {}
+        for q, ids in self._by_partition(job_ids):
+            out.update(await q.bulk_retry(ids, actor=actor))
+        return out
+
+    async def drain(self, *, actor: Who | None = None) -> int:
+        """:meth:`rjobs.Queue.drain` on every partition; how many jobs went in all."""
+        return sum([await q.drain(actor=actor) for q in self.partitions])
+
+    async def obliterate(self, *, force: bool = False, actor: Who | None = None) -> int:
+        """:meth:`rjobs.Queue.obliterate` on every partition. Without ``force``, refused (JobRunning)
+        before any partition is touched while one of them has a running job."""
+        if not force:
+            leased = self.machine.leased
+            running = sum([sum(n for s, n in (await q.counts()).items() if s in leased) for q in self.partitions])
+            if running:
+                raise JobRunning(f"{running} job(s) of {self.name} are running: cancel them, wait, or force")
+        return sum([await q.obliterate(force=force, actor=actor) for q in self.partitions])
+
     def _by_partition(self, job_ids: Sequence[str]) -> list[tuple[Queue, list[str]]]:
         groups: dict[int, tuple[Queue, list[str]]] = {}
         for jid in job_ids:
@@ -265,9 +297,12 @@ class PartitionedQueue:
         previous = [await q.clear_limit(**name) for q in self.partitions]
         return previous[0]
 
-    async def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
-        """Newest first over every partition, by state and/or owner."""
-        found = [job for q in self.partitions for job in await q.list(state, user_id, limit)]
+    async def list(
+        self, state: str | None = None, user_id: str | None = None, limit: int = 50, **filters: Any
+    ) -> list[Job]:
+        """Newest first over every partition, by state and/or owner, with :meth:`rjobs.Queue.list`'s
+        filters (``type``, ``error_code``, ``assignee``)."""
+        found = [job for q in self.partitions for job in await q.list(state, user_id, limit, **filters)]
         return sorted(found, key=lambda job: (job.created_ms, job.id), reverse=True)[:limit]
 
     async def close(self) -> None:

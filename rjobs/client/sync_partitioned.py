@@ -36,7 +36,7 @@ import redis
 from rjobs.client.sync_hold import SyncHold
 from rjobs.client.sync_queue import SyncQueue
 from rjobs.config import QueueConfig
-from rjobs.errors import RjobsError, ValidationError
+from rjobs.errors import JobRunning, RjobsError, ValidationError
 from rjobs.machines import JOB
 from rjobs.models import DependencyResults, EnqueueOutcome, Job, JobOutcome, JobRequest, Who
 from rjobs.statemachine import StateMachine
@@ -183,6 +183,38 @@ class SyncPartitionedQueue:
             out.update(q.bulk_transition(ids, target, **kwargs))
         return out
 
+    def delete(self, job_id: str, **options: Any) -> int:
+        """:meth:`rjobs.SyncQueue.delete` on the job's partition (its dependents are there too)."""
+        return self.route(job_id).delete(job_id, **options)
+
+    def bulk_delete(self, job_ids: Sequence[str], **options: Any) -> dict[str, str]:
+        """:meth:`rjobs.SyncQueue.bulk_delete`, one call per partition involved."""
+        out: dict[str, str] = {}
+        for q, ids in self._by_partition(job_ids):
+            out.update(q.bulk_delete(ids, **options))
+        return out
+
+    def bulk_retry(self, job_ids: Sequence[str], *, actor: Who | None = None) -> dict[str, str]:
+        """:meth:`rjobs.SyncQueue.bulk_retry`, one call per partition involved."""
+        out: dict[str, str] = {}
+        for q, ids in self._by_partition(job_ids):
+            out.update(q.bulk_retry(ids, actor=actor))
+        return out
+
+    def drain(self, *, actor: Who | None = None) -> int:
+        """:meth:`rjobs.SyncQueue.drain` on every partition; how many jobs went in all."""
+        return sum([q.drain(actor=actor) for q in self.partitions])
+
+    def obliterate(self, *, force: bool = False, actor: Who | None = None) -> int:
+        """:meth:`rjobs.SyncQueue.obliterate` on every partition. Without ``force``, refused (JobRunning)
+        before any partition is touched while one of them has a running job."""
+        if not force:
+            leased = self.machine.leased
+            running = sum([sum(n for s, n in (q.counts()).items() if s in leased) for q in self.partitions])
+            if running:
+                raise JobRunning(f"{running} job(s) of {self.name} are running: cancel them, wait, or force")
+        return sum([q.obliterate(force=force, actor=actor) for q in self.partitions])
+
     def _by_partition(self, job_ids: Sequence[str]) -> list[tuple[SyncQueue, list[str]]]:
         groups: dict[int, tuple[SyncQueue, list[str]]] = {}
         for jid in job_ids:
@@ -264,9 +296,10 @@ class SyncPartitionedQueue:
         previous = [q.clear_limit(**name) for q in self.partitions]
         return previous[0]
 
-    def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50) -> list[Job]:
-        """Newest first over every partition, by state and/or owner."""
-        found = [job for q in self.partitions for job in q.list(state, user_id, limit)]
+    def list(self, state: str | None = None, user_id: str | None = None, limit: int = 50, **filters: Any) -> list[Job]:
+        """Newest first over every partition, by state and/or owner, with :meth:`rjobs.SyncQueue.list`'s
+        filters (``type``, ``error_code``, ``assignee``)."""
+        found = [job for q in self.partitions for job in q.list(state, user_id, limit, **filters)]
         return sorted(found, key=lambda job: (job.created_ms, job.id), reverse=True)[:limit]
 
     def close(self) -> None:

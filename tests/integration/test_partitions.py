@@ -120,3 +120,24 @@ def test_the_blocking_twin_routes_the_same_way(url: str, redis_sync: redis.Redis
         rjobs.SyncPartitionedQueue("bad", 0, url=url)
     with pytest.raises(rjobs.ValidationError):
         rjobs.SyncPartitionedQueue("bad#1", 2, url=url)
+
+
+async def test_delete_drain_filters_and_obliterate_span_the_partitions(url: str, redis_sync: redis.Redis) -> None:
+    async with rjobs.PartitionedQueue("gone", 3, url=url) as q:
+        ids = [(await q.enqueue("t", {"i": i})).id for i in range(12)]
+        assert len({i.rsplit("-p", 1)[1] for i in ids}) == 3, "spread over the partitions"
+        assert await q.delete(ids[0]) == 1
+        outcomes = await q.bulk_delete([ids[1], ids[2], ids[1], "nope-p1"])
+        assert outcomes[ids[1]] == outcomes[ids[2]] == "done" and outcomes["nope-p1"] == "not_found"
+        other = (await q.enqueue("u")).id
+        assert [j.id for j in await q.list("queued", type="u")] == [other]
+        first = q.route(ids[3])
+        job = await first.transition(ids[3], "processing", lease=60)
+        with pytest.raises(rjobs.JobRunning):
+            await q.obliterate()
+        assert (await q.get(ids[3])).status == "processing", "refused before any partition was touched"
+        assert await q.drain() == 9 - 1 + 1, "every waiting job of every partition (not the running one)"
+        await first.cancel(job.id)
+        assert await q.obliterate() >= 1
+        for i in range(3):
+            assert redis_sync.keys(QueueKeys(partition_name("gone", i)).prefix + "*") == []
