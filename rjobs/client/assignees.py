@@ -49,7 +49,7 @@ def assigned_plan(plans: QueuePlans, assignee: Who, limit: int) -> Plan[list[Job
     """The jobs ``assignee`` holds now (assigned or started by hand), newest first."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
         raise ValidationError("limit must be an integer 1-10000")
-    key = f"{plans.keys.prefix}assigned:{actor_text(assignee)}"
+    key = plans.keys.assigned(actor_text(assignee))
     ids: list[Any] = yield Cmd(("ZREVRANGE", key, 0, limit - 1))
     if not ids:
         return []
@@ -59,7 +59,7 @@ def assigned_plan(plans: QueuePlans, assignee: Who, limit: int) -> Plan[list[Job
 
 def actors_plan(plans: QueuePlans) -> Plan[dict[str, Actor]]:
     """The actor directory: ``type:id`` -> :class:`rjobs.Actor` with its name."""
-    raw: dict[Any, Any] = yield Cmd(("HGETALL", plans.keys.prefix + "actors"))
+    raw: dict[Any, Any] = yield Cmd(("HGETALL", plans.keys.actors))
     out = {}
     for key, value in sorted(raw.items()):
         out[key.decode() if isinstance(key, bytes) else key] = msgspec.json.decode(value, type=Actor)

@@ -88,11 +88,10 @@ def _text(value: Any) -> str:
 def limits_plan(keys: QueueKeys) -> Plan[dict[str, Any]]:
     """The limits with their running counts and back-offs (``limits``), and per job type the
     ready jobs of its groups in turn order, the first few (``groups``)."""
-    p = keys.prefix
     limits, running, backoff, lanes = yield [
-        Cmd(("HGETALL", p + "limits")),
-        Cmd(("HGETALL", p + "running")),
-        Cmd(("HGETALL", p + "backoff")),
+        Cmd(("HGETALL", keys.limits)),
+        Cmd(("HGETALL", keys.running)),
+        Cmd(("HGETALL", keys.backoff)),
         Cmd(("ZRANGE", keys.lanes, 0, 999)),
     ]
     runs = {_text(k): int(v) for k, v in running.items()}
@@ -104,11 +103,11 @@ def limits_plan(keys: QueueKeys) -> Plan[dict[str, Any]]:
     types = [_text(t) for t in lanes]
     listed: list[Any] = []
     if types:
-        listed = yield [Cmd(("ZRANGE", p + "groups:" + t, 0, GROUPS_SHOWN - 1)) for t in types]
+        listed = yield [Cmd(("ZRANGE", keys.groups(t), 0, GROUPS_SHOWN - 1)) for t in types]
     pairs = [(t, _text(g)) for t, gs in zip(types, listed) for g in gs]
     ready: list[Any] = []
     if pairs:
-        ready = yield [Cmd(("ZCARD", f"{p}ready:{t}:{g}")) for t, g in pairs]
+        ready = yield [Cmd(("ZCARD", keys.group_lane(t, g))) for t, g in pairs]
     groups: dict[str, dict[str, int]] = {}
     for (t, g), n in zip(pairs, ready):
         groups.setdefault(t, {})[g] = int(n)

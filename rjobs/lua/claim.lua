@@ -50,7 +50,7 @@ end
 -- a paused queue (pause.lua): due delayed jobs still become ready, nothing is claimed; flow: the
 -- queue has limits (set_limit.lua) or grouped jobs, which this call then reads (else it reads nothing
 -- more than a queue without them)
-local paused, flow = call('HGET', MACHINE_KEY, 'paused'), FLOW
+local paused, flow = PAUSED, FLOW
 if paused then max_jobs = 0 end
 if any then  -- a consumer that takes every type: the lanes listed in the index (bounded)
   for _, t in ipairs(read('ZRANGE', P .. 'lanes', 0, 999)) do serves[t] = true; types[#types + 1] = t end

@@ -20,7 +20,7 @@ local actor, on, reason = ARGV[2], ARGV[3], ARGV[4]
 if not valid_actor(actor) then return fail('RJ_INVALID', 'actor') end
 if on ~= '0' and on ~= '1' then return fail('RJ_INVALID', 'paused must be 0 or 1') end
 if #ARGV ~= 4 or #reason > 1000 then return fail('RJ_INVALID', 'reason (at most 1000 bytes)') end
-local was = call('HGET', MACHINE_KEY, 'paused')
+local was = PAUSED  -- read by init with the machine's head
 if on == '1' then
   if was then return 0 end
   call('HSET', MACHINE_KEY, 'paused', cjson.encode({by = actor, t = NOW, msg = reason}))

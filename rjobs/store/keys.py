@@ -48,13 +48,17 @@ class QueueKeys:
     built inside Lua from the same prefix (documented in each script's contract block)."""
 
     __slots__ = (
+        "actors",
+        "backoff",
         "delayed",
         "events",
         "lanes",
         "leases",
+        "limits",
         "machine",
         "name",
         "prefix",
+        "running",
         "schedules",
         "seq",
         "workers",
@@ -76,10 +80,26 @@ class QueueKeys:
         self.seq = p + "seq"  # string counter: FIFO order and id uniqueness
         self.workers = p + "workers"  # zset: worker id -> last heartbeat epoch ms
         self.workers_info = p + "workers:info"  # hash: worker id -> its details as JSON (rjobs.worker.presence)
+        self.limits = p + "limits"  # hash: 't:<type>' / 'g:<group>' -> "cap,rate,per_ms" (set_limit.lua)
+        self.running = p + "running"  # hash: limited name -> its leased jobs holding a slot
+        self.backoff = p + "backoff"  # hash: limited name -> end of its back-off, epoch ms
+        self.actors = p + "actors"  # hash: 'type:id' -> a structured actor as JSON (name_actors.lua)
 
     def lane(self, job_type: str) -> str:
         """Zset of the claimable jobs of one type (score = priority band, then FIFO sequence)."""
         return f"{self.prefix}ready:{job_type}"
+
+    def group_lane(self, job_type: str, group: str) -> str:
+        """Zset of the claimable jobs of one type and group (enqueued with ``group=``)."""
+        return f"{self.prefix}ready:{job_type}:{group}"
+
+    def groups(self, job_type: str) -> str:
+        """Zset of a type's group lanes by turn (priority band, then the sequence at its last claim)."""
+        return f"{self.prefix}groups:{job_type}"
+
+    def assigned(self, actor: str) -> str:
+        """Zset of the jobs ``actor`` holds by hand (assigned or started) while they stay leased."""
+        return f"{self.prefix}assigned:{actor}"
 
     def wake(self, job_type: str) -> str:
         """List with at most one token that wakes a worker idle on the lane of ``job_type``."""

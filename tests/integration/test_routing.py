@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from rjobs.worker.context import JobContext
 from rjobs.worker.loop import Worker
 from tests.helpers import job_history, keyspace_fingerprint, script_for
 from tests.integration.test_cli import cli_env
+from tests.integration.test_worker import running
 from tests.invariants import assert_indexes_consistent
 
 JOB = machines.JOB
@@ -155,18 +155,6 @@ def test_stats_name_the_types_no_live_worker_runs(q: SyncQueue) -> None:
     assert stats["lanes"] == {"orphan": {"ready": 2, "served": False}, "served": {"ready": 1, "served": True}}
     assert "queue lanes: 2 ready job(s) of type 'orphan', which no live worker runs" in stats["warnings"]
     assert not any("'served'" in w for w in stats["warnings"])
-
-
-@asynccontextmanager
-async def running(*workers: Worker) -> AsyncIterator[None]:
-    async with anyio.create_task_group() as tg:
-        for w in workers:
-            tg.start_soon(w.run)
-        try:
-            yield
-        finally:
-            for w in workers:
-                w.stop(force=True)
 
 
 @pytest.mark.anyio
