@@ -367,6 +367,7 @@ def cmd_worker(args: argparse.Namespace, out: Output) -> int:
             args.target, url=url, queues=args.queue, concurrency=args.concurrency, burst=args.burst,
             log_level=args.log_level, log_format=args.log_format, processes=args.processes,
             health=(args.health_file, args.health_port, args.health_host), order=(args.order, args.weight),
+            metrics=(args.metrics_port, args.metrics_host),
         )
     )  # fmt: skip
 

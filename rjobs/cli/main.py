@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-file", metavar="PATH", help="touch PATH after every good heartbeat (for liveness probes)")
     p.add_argument("--health-port", type=int, metavar="PORT", help="serve GET /health: 200 while heartbeats are fresh")
     p.add_argument("--health-host", metavar="HOST", help="address --health-port listens on (default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics (N processes: PORT+i-1)")
+    p.add_argument("--metrics-host", metavar="HOST", help="address --metrics-port listens on (default 0.0.0.0)")
 
     p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on, data in $RJOBS_HOME/data)")
     p.add_argument("--port", type=int, help="TCP port (default: $RJOBS_SERVER_PORT, else its last one, else 6390)")

@@ -105,6 +105,9 @@ class Prefork:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         spec = dict(self.options, worker_id=slot.worker_id, ready_fd=write_fd)
+        port, host = spec.get("metrics") or (None, None)
+        if port:  # one port per child: PORT, PORT+1, ... (0: each picks a free one)
+            spec["metrics"] = (port + slot.index - 1, host)
         try:
             slot.proc = subprocess.Popen(
                 [sys.executable, "-c", CHILD, json.dumps(spec)],

@@ -180,6 +180,7 @@ def run_from_cli(
     ready_fd: int | None = None,
     health: tuple[str | None, int | None, str | None] = (None, None, None),
     order: tuple[str | None, list[str] | None] = (None, None),
+    metrics: tuple[int | None, str | None] = (None, None),
 ) -> int:
     """Run the worker of ``target`` ("module:attr") with signal handling; returns an exit code.
 
@@ -188,7 +189,9 @@ def run_from_cli(
     when given: ``url`` moves every queue to that server; queues not defined by the worker take
     the first queue's machine, config and server. ``burst`` turns burst mode on. ``health``: the
     health file, port and host (rjobs.worker.health), each None to keep the worker's own; ``order``:
-    ``--order`` and the ``--weight QUEUE=W`` items (rjobs.worker.settings.QueueOrder). 0 = stopped
+    ``--order`` and the ``--weight QUEUE=W`` items (rjobs.worker.settings.QueueOrder); ``metrics``:
+    the Prometheus port and host (rjobs.observe.prometheus; with ``processes`` N, child i serves
+    port + i - 1). 0 = stopped
     normally, 1 = could not start (on_startup failed) or crashed, 2 = the target cannot be loaded
     (one line on stderr saying why and what to do), 130 = interrupted at start-up.
 
@@ -207,6 +210,8 @@ def run_from_cli(
             raise ValueError(f"--processes must be 1-256, not {processes}")
         if worker_id is not None:
             worker.worker_id = validate_name("worker id", worker_id)
+        if metrics[0] is not None and not 0 <= metrics[0] <= metrics[0] + processes - 1 <= 65535:
+            raise ValueError(f"--metrics-port must be a TCP port 0-{65536 - processes} with {processes} process(es)")
     except (TargetError, ValueError, TypeError, RjobsError) as exc:  # one line; the cause's traceback with DEBUG
         if log.isEnabledFor(logging.DEBUG) and exc.__cause__ is not None:
             log.debug("loading %s", target, exc_info=exc.__cause__)
@@ -218,8 +223,11 @@ def run_from_cli(
             return USAGE
         options: dict[str, Any] = {"target": target, "url": url, "queues": queues, "concurrency": concurrency}
         options.update(burst=burst, log_level=log_level, log_format=log_format, order=order)
-        options["health"] = health  # one file for all
+        options.update(health=health, metrics=metrics)  # one health file for all; a metrics port each
         return Prefork(options, processes, worker.worker_id, worker.burst).run()
+    failed = _serve_metrics(worker, metrics[0], metrics[1] or "0.0.0.0") if metrics[0] is not None else None
+    if failed is not None:
+        return failed
     if ready_fd is not None:
         worker.hooks.when_ready(functools.partial(_tell_ready, ready_fd))
     code = 0
@@ -243,6 +251,20 @@ def run_from_cli(
         code = 1
     _exit_if_threads_linger(worker, code)
     return code
+
+
+def _serve_metrics(worker: Worker, port: int, host: str) -> int | None:
+    """Start ``--metrics-port`` (rjobs.observe.prometheus, imported only then); None when it
+    serves, else the exit code after one line on stderr: 2 without prometheus_client, 1 when the
+    port cannot be bound."""
+    try:
+        from rjobs.observe.prometheus import serve_worker_metrics
+
+        serve_worker_metrics(worker, port, host)
+    except (ImportError, OSError) as exc:
+        sys.stderr.write(f"rjobs: error: --metrics-port: {exc}\n")
+        return USAGE if isinstance(exc, ImportError) else 1
+    return None
 
 
 def _alone(exc: BaseException) -> BaseException:

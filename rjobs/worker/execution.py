@@ -132,11 +132,13 @@ class JobRunner:
         if state is not HeldState.RUNNING:  # stopped before its slot started it (shutdown)
             return moves.handback(held.job) if state is HeldState.HANDBACK else None
         ctx = JobContext(held, queue, self.worker_id, self.state)
-        if self.hooks.after_job is None:
+        if self.hooks.after_job is None and not self.hooks.observers:
             return await self._attempt(queue, moves, held, ctx)
         started = time.monotonic()
         request = await self._attempt(queue, moves, held, ctx)
-        await self.hooks.after(ctx, outcome_of(request, moves, held, time.monotonic() - started))
+        outcome = outcome_of(request, moves, held, time.monotonic() - started)
+        self.hooks.observe(queue, held.job, outcome)  # metrics (rjobs.observe), before after_job
+        await self.hooks.after(ctx, outcome)
         return request
 
     async def _attempt(self, queue: Queue, moves: Moves, held: Held, ctx: JobContext) -> MoveRequest | None:

@@ -15,6 +15,10 @@ function (run in a worker thread, so it never blocks the event loop) or an ``asy
   the function had raised (retried by the same policy, its error recorded).
 - ``after_job(ctx, outcome)`` runs after each attempt with its :class:`Outcome`, before the outcome
   is written; it cannot change it, and an exception in it is logged on ``rjobs.worker`` and ignored.
+
+``Hooks.observers`` are the library's own listeners (metrics: rjobs.observe): each is called with
+the queue, the job and the :class:`Outcome` of every attempt, on the event loop, before
+``after_job``; they must be quick and never block.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from rjobs.store import codec
 from rjobs.worker.inflight import Held, HeldState
 
 if TYPE_CHECKING:
+    from rjobs.client.queue import Queue
+    from rjobs.models import ClaimedJob
     from rjobs.store.scripts import MoveRequest
     from rjobs.worker.context import JobContext
     from rjobs.worker.execution import Moves
 
-__all__ = ["Hooks", "Outcome", "OutcomeKind", "StartupFailed", "WorkerState", "outcome_of"]
+__all__ = ["Hooks", "Observer", "Outcome", "OutcomeKind", "StartupFailed", "WorkerState", "outcome_of"]
 
 log = logging.getLogger("rjobs.worker")
 
@@ -48,6 +54,8 @@ OutcomeKind = Literal[
     "succeeded", "partial", "failed", "retrying", "timed_out", "cancelled", "lease_lost", "handed_back", "review"
 ]
 Hook = Callable[..., Any]
+#: A listener of every attempt's outcome (see ``Hooks.observers``).
+Observer = Callable[["Queue", "ClaimedJob", "Outcome"], None]
 
 
 class WorkerState(types.SimpleNamespace):
@@ -157,6 +165,8 @@ class Hooks:
         self.threads_busy = 0  # sync hooks running in threads, abandoned ones included
         self._lock = threading.Lock()
         self._ready: list[Callable[[], None]] = []
+        #: Called with (queue, job, outcome) after every attempt (see the module docstring).
+        self.observers: list[Observer] = []
 
     async def _call(self, hook: Hook, *args: Any) -> None:
         if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None)):  # noqa: B004
@@ -230,6 +240,14 @@ class Hooks:
         """Run ``before_job`` (its exception propagates: the attempt fails with it)."""
         if self.before_job is not None:
             await self._call(self.before_job, ctx)
+
+    def observe(self, queue: Queue, job: ClaimedJob, outcome: Outcome) -> None:
+        """Tell every observer how an attempt ended; an exception is logged and ignored."""
+        for observer in self.observers:
+            try:
+                observer(queue, job, outcome)
+            except Exception:
+                log.exception("observer %s failed for job %s (ignored)", _name(observer), job.id)
 
     async def after(self, ctx: JobContext, outcome: Outcome) -> None:
         """Run ``after_job``; an exception is logged and ignored."""

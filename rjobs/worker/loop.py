@@ -47,7 +47,7 @@ from rjobs.worker.finisher import Finisher
 from rjobs.worker.functions import Functions, registry
 from rjobs.worker.health import Health, HealthPath
 from rjobs.worker.hooks import Hook, Hooks, WorkerState
-from rjobs.worker.inflight import HeldState
+from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import RETRYABLE, LeaseBook, LeaseKeeper
 from rjobs.worker.pool import JobSlots, Served
 from rjobs.worker.presence import Presence
@@ -211,6 +211,11 @@ class Worker:
     def busy_threads(self) -> int:
         """Sync job functions and hooks still running in threads (including ones abandoned on cancel)."""
         return self.hooks.threads_busy + (self._runner.threads_busy if self._runner is not None else 0)
+
+    @property
+    def held(self) -> list[Held]:
+        """The jobs held now (a copy; none between runs); ``Held.slot`` is the index in ``queues``."""
+        return list(self._book)
 
     # -- run ----------------------------------------------------------------------------------------
     async def run(self, *, install_signal_handlers: bool = False) -> None:
