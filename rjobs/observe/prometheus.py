@@ -50,13 +50,9 @@ class MetricsServer:
 
     def __init__(self, metrics: WorkerMetrics, httpd: WSGIServer) -> None:
         self.metrics = metrics
+        #: The TCP port the endpoint listens on (the one picked when asked for port 0).
+        self.port = int(httpd.server_port)
         self._httpd: WSGIServer | None = httpd
-
-    @property
-    def port(self) -> int:
-        """The TCP port the endpoint listens on (the one picked when asked for port 0)."""
-        assert self._httpd is not None, "the metrics server is closed"
-        return int(self._httpd.server_port)
 
     def close(self) -> None:
         """Stop serving and stop recording the worker's attempts (idempotent)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,11 +16,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from rjobs.about import VERSION
+from rjobs.cli.main import main
+from rjobs.client.queue import Queue
 from rjobs.client.sync_queue import SyncQueue
 from rjobs.models import JobRequest
+from rjobs.observe.prometheus import serve_worker_metrics
+from rjobs.worker.loop import Worker
 from tests.invariants import assert_indexes_consistent
+from tests.observe import jobs
 from tests.observe.jobs import QUEUE
-from tests.observe.scrape import free_port, samples, scrape, value
+from tests.observe.scrape import free_port, free_ports, samples, scrape, value
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "tests.observe.jobs:make_worker"
@@ -93,7 +100,9 @@ def test_a_worker_counts_its_attempts_on_its_metrics_port(
     assert counts["completed"] == 5 and counts["failed"] == 1
 
     def counted() -> bool:  # the outcome of the last attempt is counted before its write: read again
-        return value(samples(scrape(port)), "rjobs_worker_jobs_total", queue=QUEUE, type="lost", outcome="succeeded") == 1
+        return (
+            value(samples(scrape(port)), "rjobs_worker_jobs_total", queue=QUEUE, type="lost", outcome="succeeded") == 1
+        )
 
     run.until(counted, "the last outcome counted")
     found = samples(scrape(port))
@@ -120,3 +129,110 @@ def test_a_worker_counts_its_attempts_on_its_metrics_port(
         scrape(port)  # gone with its process
     assert redis_sync.zcard(f"rjobs:{{{QUEUE}}}:workers") == 0, "a clean stop unlists the worker"
     assert redis_sync.zcard(f"rjobs:{{{QUEUE}}}:leases") == 0
+
+
+@pytest.mark.anyio
+async def test_two_workers_in_one_process_keep_their_own_series(url: str, redis_sync: redis.Redis) -> None:
+
+    async with Queue("one", url=url) as one, Queue("two", url=url) as two:
+        await one.enqueue_many([JobRequest(type="ok")] * 2)
+        await two.enqueue_many([JobRequest(type="broken")])
+        w1 = Worker(one, [jobs.ok], burst=True, worker_id="w-one")
+        w2 = Worker(two, [jobs.broken], burst=True, worker_id="w-two")
+        served = [serve_worker_metrics(w, 0, "127.0.0.1") for w in (w1, w2)]
+        try:
+            await w1.run()
+            await w2.run()
+            first, second = (samples(scrape(s.port)) for s in served)
+        finally:
+            for s in served:
+                s.close()
+        counts = [await q.counts() for q in (one, two)]
+    assert value(first, "rjobs_worker_jobs_total", queue="one", type="ok", outcome="succeeded") == 2
+    assert not [k for k in first if dict(k[1]).get("queue") == "two"]
+    assert value(second, "rjobs_worker_jobs_total", queue="two", type="broken", outcome="failed") == 1
+    assert not [k for k in second if dict(k[1]).get("queue") == "one"]
+    assert value(first, "rjobs_worker_info", worker_id="w-one", version=VERSION) == 1
+    assert value(second, "rjobs_worker_info", worker_id="w-two", version=VERSION) == 1
+    assert (counts[0]["completed"], counts[1]["failed"]) == (2, 1)
+    assert not w1.hooks.observers and not w2.hooks.observers, "close() stops the recording"
+    assert_indexes_consistent(redis_sync, "one", w1.queues[0].machine)
+    with pytest.raises(OSError):
+        scrape(served[0].port)
+
+
+def test_serve_worker_metrics_refuses_a_bad_or_taken_port() -> None:
+    worker = Worker("q", [], url="redis://127.0.0.1:9")  # never reached
+    for bad in (-1, 65536, True, "9108"):
+        with pytest.raises(ValueError, match="TCP port"):
+            serve_worker_metrics(worker, bad, "127.0.0.1")  # type: ignore[arg-type]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"metrics endpoint cannot listen on 127.0.0.1:{port}"):
+            serve_worker_metrics(worker, port, "127.0.0.1")
+    assert not worker.hooks.observers
+
+
+def test_without_the_flag_nothing_of_prometheus_is_imported() -> None:
+    code = (
+        "import sys, rjobs, rjobs.observe, rjobs.cli.worker, rjobs.cli.main; "
+        "assert 'prometheus_client' not in sys.modules, 'imported'; "
+        "assert 'rjobs.observe.prometheus' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_flag_without_prometheus_client_is_one_clear_line(url: str, tmp_path: Path) -> None:
+    # prometheus_client hidden: an import of it fails as if it were not installed
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None; from rjobs.cli.main import main; "
+        f"sys.exit(main(['worker', {TARGET!r}, '--url', {url!r}, '--metrics-port', '0']))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("rjobs: error: --metrics-port: ")
+    assert "pip install 'rjobs[metrics]'" in done.stderr
+    with redis.Redis.from_url(url) as client:
+        assert client.keys("rjobs:*") == [], "it stopped before touching Redis"
+
+
+def test_a_taken_port_or_one_out_of_range_stops_the_command(url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["worker", TARGET, "--url", url, "--metrics-port", str(port), "--metrics-host", "127.0.0.1"]) == 1
+    assert main(["worker", TARGET, "--url", url, "--metrics-port", "65535", "--processes", "2"]) == 2
+    assert main(["worker", TARGET, "--url", url, "--metrics-port", "70000"]) == 2
+    with redis.Redis.from_url(url) as client:
+        assert client.keys("rjobs:*") == []
+
+
+def test_each_process_of_a_prefork_serves_its_own_port(
+    url: str, redis_sync: redis.Redis, worker_process: Callable[..., Running]
+) -> None:
+    port = free_ports(2)
+    run = worker_process("--processes", "2", "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    ids: list[str] = []
+    for p in (port, port + 1):
+        run.until(lambda p=p: "rjobs_worker_info" in scrape(p), f"port {p} answers")
+        info = [dict(labels) for name, labels in samples(scrape(p)) if name == "rjobs_worker_info"]
+        ids.append(info[0]["worker_id"])
+    assert [i.rsplit("-", 1)[1] for i in ids] == ["1", "2"], ids
+    with SyncQueue(QUEUE, url=url) as q:
+        created = [o.id for o in q.enqueue_many([JobRequest(type="ok")] * 6)]
+        run.until(lambda: all(q.get(i).status == "completed" for i in created), "every job done")
+
+    def done() -> float:
+        return sum(
+            value(samples(scrape(p)), "rjobs_worker_jobs_total", queue=QUEUE, type="ok", outcome="succeeded") or 0
+            for p in (port, port + 1)
+        )
+
+    run.until(lambda: done() == 6, "the two processes counted every job once")
+    assert run.stop() == 0
+    assert redis_sync.zcard(f"rjobs:{{{QUEUE}}}:workers") == 0
