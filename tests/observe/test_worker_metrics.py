@@ -236,3 +236,20 @@ def test_each_process_of_a_prefork_serves_its_own_port(
     run.until(lambda: done() == 6, "the two processes counted every job once")
     assert run.stop() == 0
     assert redis_sync.zcard(f"rjobs:{{{QUEUE}}}:workers") == 0
+
+
+@pytest.mark.anyio
+async def test_an_observer_that_raises_changes_no_outcome(
+    url: str, redis_sync: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_observer(queue: object, job: object, outcome: object) -> None:
+        raise RuntimeError("observer bug")
+
+    async with Queue("obs", url=url) as q:
+        created = await q.enqueue("ok")
+        worker = Worker(q, [jobs.ok], burst=True)
+        worker.hooks.observers.append(broken_observer)
+        await worker.run()
+        assert (await q.get(created.id)).status == "completed"
+    assert "observer" in caplog.text and "observer bug" in caplog.text
+    assert assert_indexes_consistent(redis_sync, "obs", q.machine)["completed"] == 1
