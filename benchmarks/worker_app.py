@@ -11,7 +11,8 @@ Job functions (all ``async def fn(ctx, params)``, registered as type ``noop``):
   ``HSET rjbench:starts <i> <t>``, then ``INCR rjbench:done``.
 
 SIGTERM stops the worker gracefully (the Worker's own signal handling); its WorkerStats are then
-written to ``--stats`` as JSON.
+written to ``--stats`` as JSON. ``RJBENCH_METRICS=1`` in the environment serves the worker's
+Prometheus metrics (rjobs.observe, on a free port), to measure what they cost.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def main() -> None:
         config = rjobs.QueueConfig(queue_events=bool(a.queue_events), retention=keep)
     queue = rjobs.Queue(QUEUE, a.url, config=config)
     worker = Worker(queue, functions={"noop": FUNCTIONS[a.mode]}, concurrency=a.concurrency, lease=30.0)
+    if os.environ.get("RJBENCH_METRICS") == "1":
+        from rjobs.observe.prometheus import serve_worker_metrics
+
+        serve_worker_metrics(worker, 0, "127.0.0.1")
 
     async def go() -> None:
         await worker.run(install_signal_handlers=True)
