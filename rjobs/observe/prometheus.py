@@ -144,7 +144,9 @@ class _QueueCollector(Collector):
             "rjobs_queue_enqueued", "Jobs created since the queue began", labels=["queue", "type"]
         )
         claimed = CounterMetricFamily(
-            "rjobs_queue_claimed", "Attempts started (jobs claimed) since the queue began", labels=["queue", "type"]
+            "rjobs_queue_claimed",
+            "Leases taken (attempts started, holds by hand) since the queue began",
+            labels=["queue", "type"],
         )
         finished = CounterMetricFamily(
             "rjobs_queue_finished", "Jobs that reached a final state since the queue began",

@@ -62,11 +62,9 @@ class WorkerMetrics:
             registry=registry,
         )
         registry.register(_Live(worker))
-        # The labelled children, by labels: a dict lookup per attempt rather than labels()' checks.
-        self._counted: dict[tuple[str, str, str], Any] = {}
-        self._timed: dict[tuple[str, str], Any] = {}
-        self._retried: dict[tuple[str, str], Any] = {}
-        self._lost: dict[tuple[str, str], Any] = {}
+        # The series one attempt updates, by (queue, type, outcome kind, state): one dict lookup per
+        # attempt rather than labels()' checks and a lookup per series.
+        self._series: dict[tuple[str, str, str, str | None], tuple[Any, Any, Any]] = {}
 
     def attach(self) -> None:
         """Report the worker's attempts to these metrics (once; calling again changes nothing)."""
@@ -80,27 +78,26 @@ class WorkerMetrics:
 
     def observe(self, queue: Queue, job: ClaimedJob, outcome: Outcome) -> None:
         """Count one attempt's outcome and time it (called on the worker's event loop)."""
-        name, kind = queue.name, outcome.kind
-        key = (name, job.type)
-        counted = self._counted.get((name, job.type, kind))
-        if counted is None:
-            counted = self._counted[name, job.type, kind] = self.jobs.labels(name, job.type, kind)
+        key = (queue.name, job.type, outcome.kind, outcome.state)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._series_of(queue, job.type, outcome)
+        counted, timed, also = series
         counted.inc()
-        timed = self._timed.get(key)
-        if timed is None:
-            timed = self._timed[key] = self.duration.labels(*key)
         timed.observe(outcome.duration)
-        if kind == "lease_lost":
-            self._child(self._lost, self.lease_losses, key).inc()
-        elif kind == "retrying" or (kind == "timed_out" and _runs_again(queue, outcome)):
-            self._child(self._retried, self.retries, key).inc()
+        if also is not None:
+            also.inc()
 
-    @staticmethod
-    def _child(cache: dict[tuple[str, str], Any], counter: Counter, key: tuple[str, str]) -> Any:
-        child = cache.get(key)
-        if child is None:
-            child = cache[key] = counter.labels(*key)
-        return child
+    def _series_of(self, queue: Queue, jtype: str, outcome: Outcome) -> tuple[Any, Any, Any]:
+        """The attempts counter, the run-time histogram and the lease-loss or retry counter (or
+        None) that an outcome of this kind updates."""
+        also = None
+        if outcome.kind == "lease_lost":
+            also = self.lease_losses.labels(queue.name, jtype)
+        elif outcome.kind == "retrying" or (outcome.kind == "timed_out" and _runs_again(queue, outcome)):
+            also = self.retries.labels(queue.name, jtype)
+        counted = self.jobs.labels(queue.name, jtype, outcome.kind)
+        return counted, self.duration.labels(queue.name, jtype), also
 
 
 def _runs_again(queue: Queue, outcome: Outcome) -> bool:
