@@ -191,9 +191,9 @@ def run_from_cli(
     health file, port and host (rjobs.worker.health), each None to keep the worker's own; ``order``:
     ``--order`` and the ``--weight QUEUE=W`` items (rjobs.worker.settings.QueueOrder); ``metrics``:
     the Prometheus port and host (rjobs.observe.prometheus; with ``processes`` N, child i serves
-    port + i - 1). 0 = stopped
-    normally, 1 = could not start (on_startup failed) or crashed, 2 = the target cannot be loaded
-    (one line on stderr saying why and what to do), 130 = interrupted at start-up.
+    port + i - 1). 0 = stopped normally, 1 = could not start (on_startup failed, the metrics port
+    is taken) or crashed, 2 = the target cannot be loaded (one line on stderr saying why and what
+    to do), 130 = interrupted at start-up.
 
     ``processes`` > 1 runs that many worker processes under this one (:mod:`rjobs.cli.prefork`),
     each a run of this function with ``worker_id`` ``<id>-<i>`` that writes a byte to ``ready_fd``
