@@ -10,6 +10,7 @@ from typing import Any
 
 from rjobs.errors import ValidationError
 from rjobs.store.keys import QueueKeys, validate_name
+from rjobs.store.messages import decode_text
 from rjobs.store.scripts import Cmd, Scripts
 from rjobs.store.transport import Plan
 
@@ -81,10 +82,6 @@ def _spec(raw: Any) -> dict[str, Any] | None:
     return {"concurrency": cap or None, "rate": n or None, "per": per / 1000 if n else None}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def limits_plan(keys: QueueKeys) -> Plan[dict[str, Any]]:
     """The limits with their running counts and back-offs (``limits``), and per job type the
     ready jobs of its groups in turn order, the first few (``groups``)."""
@@ -94,17 +91,17 @@ def limits_plan(keys: QueueKeys) -> Plan[dict[str, Any]]:
         Cmd(("HGETALL", keys.backoff)),
         Cmd(("ZRANGE", keys.lanes, 0, 999)),
     ]
-    runs = {_text(k): int(v) for k, v in running.items()}
-    backs = {_text(k): int(v) for k, v in backoff.items()}
+    runs = {decode_text(k): int(v) for k, v in running.items()}
+    backs = {decode_text(k): int(v) for k, v in backoff.items()}
     out: dict[str, Any] = {}
     for k, v in sorted(limits.items()):
-        name = _text(k)
+        name = decode_text(k)
         out[name] = {**(_spec(v) or {}), "running": max(0, runs.get(name, 0)), "backoff_until_ms": backs.get(name)}
-    types = [_text(t) for t in lanes]
+    types = [decode_text(t) for t in lanes]
     listed: list[Any] = []
     if types:
         listed = yield [Cmd(("ZRANGE", keys.groups(t), 0, GROUPS_SHOWN - 1)) for t in types]
-    pairs = [(t, _text(g)) for t, gs in zip(types, listed) for g in gs]
+    pairs = [(t, decode_text(g)) for t, gs in zip(types, listed) for g in gs]
     ready: list[Any] = []
     if pairs:
         ready = yield [Cmd(("ZCARD", keys.group_lane(t, g))) for t, g in pairs]

@@ -15,6 +15,7 @@ from rjobs.errors import ValidationError
 from rjobs.models import MetricsBucket, QueueTotals
 from rjobs.store.keys import QueueKeys
 from rjobs.store.layout import METRICS_BUCKET_MS, METRICS_TTL_S
+from rjobs.store.messages import decode_text
 from rjobs.store.scripts import Cmd
 from rjobs.store.sync_transport import Plan
 
@@ -27,15 +28,11 @@ MAX_MINUTES = 1440
 assert MAX_MINUTES * METRICS_BUCKET_MS <= METRICS_TTL_S * 1000
 
 
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def _counts(raw: dict[Any, Any]) -> dict[str, dict[str, int]]:
     """A counters hash -> {kind: {rest of the field: n}}; kind d's rest is "<state>:<type>"."""
     out: dict[str, dict[str, int]] = {}
     for k, v in raw.items():
-        kind, _, rest = _text(k).partition(":")
+        kind, _, rest = decode_text(k).partition(":")
         out.setdefault(kind, {})[rest] = int(v)
     return out
 

@@ -88,10 +88,10 @@ def test_a_sync_queue_on_a_passed_cluster_client(clean_cluster: LocalCluster) ->
             h.complete({"done": True})
         assert q.wait(job.id, timeout=5).output == {"done": True}
         assert q.totals().finished == {"completed": {"square": 1}}
+        assert finished_once(clean_cluster, name)["completed"] == 1
         q.obliterate()  # removes the counters too, by name (no scan), on the slot's master
         assert q.totals().enqueued == {}
         q.close()
-    assert finished_once(clean_cluster, name)["completed"] == 1
 
 
 def test_the_cli_sees_queues_on_every_master(clean_cluster: LocalCluster, tmp_path: Any) -> None:
