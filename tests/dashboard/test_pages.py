@@ -75,6 +75,7 @@ def test_bad_arguments_are_refused_and_change_nothing(
 ) -> None:
     q.enqueue("t")
     before = keyspace_fingerprint(redis_sync)
+    kwargs = dict(kwargs)
     state = kwargs.pop("state")
     with pytest.raises(ValidationError, match=words):
         q.page(state, **kwargs)  # type: ignore[arg-type]
