@@ -63,15 +63,22 @@ def page_plan(
     error_code: str | None = None,
     cursor: str | int | None = None,
     limit: int = 50,
+    oldest_first: bool = False,
 ) -> Plan[JobPage]:
     """One page of the jobs of ``state`` (the state index) or of ``user_id`` (the owner index, in
-    ``state`` if given), newest first from ``cursor``, whose type is ``job_type`` and whose error
-    has code ``error_code``; reads at most :data:`PAGE_SCAN` index entries."""
+    ``state`` if given), newest first (``oldest_first``: oldest first) from ``cursor``, whose type
+    is ``job_type`` and whose error has code ``error_code``; reads at most :data:`PAGE_SCAN`
+    index entries."""
+    if not isinstance(oldest_first, bool):
+        raise ValidationError("oldest_first must be True or False")
+    order = "ZRANGE" if oldest_first else "ZREVRANGE"
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT:
         raise ValidationError(f"limit must be an integer 1-{PAGE_LIMIT}")
     start = _cursor(cursor)
     if state is not None and state not in plans.machine.edges:
-        raise ValidationError(f"unknown state {state!r} for machine {plans.machine.name!r}: {list(plans.machine.edges)}")
+        raise ValidationError(
+            f"unknown state {state!r} for machine {plans.machine.name!r}: {list(plans.machine.edges)}"
+        )
     if job_type is not None:
         validate_name("job type", job_type)
     if error_code is not None and (not isinstance(error_code, str) or not 1 <= len(error_code) <= 200):
@@ -85,7 +92,7 @@ def page_plan(
     # The state index holds only jobs of that state: without other filters no field is read.
     filtered = job_type is not None or error_code is not None or (user_id is not None and state is not None)
     if not filtered:
-        ids: list[bytes] = yield Cmd(("ZREVRANGE", key, start, start + limit - 1))
+        ids: list[bytes] = yield Cmd((order, key, start, start + limit - 1))
         raws: list[Any] = (yield [Cmd(("HGETALL", plans.keys.job(i.decode()))) for i in ids]) if ids else []
         more = len(ids) == limit
         return JobPage(
@@ -97,7 +104,7 @@ def page_plan(
     scanned, rank, ended = 0, start, False
     while len(found) < limit and scanned < PAGE_SCAN:
         chunk, first = min(PAGE_CHUNK, PAGE_SCAN - scanned), rank
-        ids = yield Cmd(("ZREVRANGE", key, rank, rank + chunk - 1))
+        ids = yield Cmd((order, key, rank, rank + chunk - 1))
         rows: list[Any] = (
             (yield [Cmd(("HMGET", plans.keys.job(i.decode()), "status", "type", "error")) for i in ids]) if ids else []
         )

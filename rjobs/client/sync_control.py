@@ -177,13 +177,22 @@ class SyncQueueControl:
         error_code: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        oldest_first: bool = False,
     ) -> JobPage:
         """One page of the jobs of ``state`` (or of ``user_id``), newest first from ``cursor``, filtered
-        by ``type`` and ``error_code``: a :class:`rjobs.client.pages.JobPage` whose ``next_cursor``
-        reads on. Each call reads a bounded number of index entries, however deep or rare."""
+        by ``type`` and ``error_code`` (``oldest_first``: oldest first): a
+        :class:`rjobs.client.pages.JobPage` whose ``next_cursor`` reads on. Each call reads a
+        bounded number of index entries, however deep the cursor or rare the matches."""
         return self._read(
             page_plan(
-                self._plans, state, user_id=user_id, job_type=type, error_code=error_code, cursor=cursor, limit=limit
+                self._plans,
+                state,
+                user_id=user_id,
+                job_type=type,
+                error_code=error_code,
+                cursor=cursor,
+                limit=limit,
+                oldest_first=oldest_first,
             )
         )
 

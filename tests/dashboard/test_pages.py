@@ -38,6 +38,7 @@ def test_pages_read_on_from_the_cursor_newest_first(q: SyncQueue, redis_sync: re
     assert [j.id for j in second.jobs + third.jobs] == ids[::-1][3:]
     assert third.next_cursor is None
     assert q.page(JOB.ready, cursor="100").jobs == []
+    assert [j.id for j in q.page(JOB.ready, limit=2, oldest_first=True).jobs] == ids[:2]
     assert_indexes_consistent(redis_sync, "pages", JOB)
 
 
