@@ -75,19 +75,40 @@
     });
   }
 
-  if (!queue || !window.EventSource) { return; }
-  var base = "/q/" + encodeURIComponent(queue);
+  if (!window.EventSource) { return; }
 
-  // -- counts per state
-  function refreshCounts() {
-    fetch(base + "/counts", { credentials: "same-origin" }).then(function (r) { return r.json(); })
+  // -- counts per state (of one queue, within ``scope``)
+  function refreshCounts(name, scope) {
+    fetch("/q/" + encodeURIComponent(name) + "/counts", { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
       .then(function (doc) {
-        document.querySelectorAll(".n[data-state]").forEach(function (el) {
+        scope.querySelectorAll(".n[data-state]").forEach(function (el) {
           var n = doc.counts[el.dataset.state];
           if (n !== undefined) { el.textContent = String(n); }
         });
       }, function () {});
   }
+
+  function connect(url, onEntry) {
+    var source = new EventSource(url);
+    source.onopen = function () { if (live) { live.classList.add("on"); } };
+    source.onerror = function () { if (live) { live.classList.remove("on"); } };
+    source.onmessage = function (message) { onEntry(JSON.parse(message.data)); };
+    return source;
+  }
+
+  if (!queue) {
+    // the queues page: one stream per queue shown, its row's counts kept current
+    document.querySelectorAll("table.queues tr[data-queue]").forEach(function (row) {
+      var name = row.dataset.queue;
+      if (!row.querySelector(".n[data-state]")) { return; }
+      connect("/q/" + encodeURIComponent(name) + "/events", function () {
+        later("counts:" + name, 500, function () { refreshCounts(name, row); });
+      });
+    });
+    return;
+  }
+  var base = "/q/" + encodeURIComponent(queue);
 
   // -- the job list: new jobs appear, moved jobs change status
   var table = document.getElementById("jobs");
@@ -172,16 +193,12 @@
     later("job", 250, refreshJob);
   }
 
-  var source = new EventSource(base + "/events" + (jobId ? "?job=" + encodeURIComponent(jobId) : ""));
-  source.onopen = function () { if (live) { live.classList.add("on"); } };
-  source.onerror = function () { if (live) { live.classList.remove("on"); } };
-  source.onmessage = function (message) {
-    var doc = JSON.parse(message.data);
+  connect(base + "/events" + (jobId ? "?job=" + encodeURIComponent(jobId) : ""), function (doc) {
     if (jobId) {
       onJobEntry(doc);
       return;
     }
-    later("counts", 500, refreshCounts);
+    later("counts", 500, function () { refreshCounts(queue, document); });
     if (table) { onListEntry(doc); }
-  };
+  });
 })();
