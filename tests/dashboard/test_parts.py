@@ -3,8 +3,11 @@ with one line), the per-minute series and the SVG charts drawn from them."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -102,4 +105,32 @@ def test_short_numbers() -> None:
     assert [short_number(v) for v in (None, 3, 2.5, 1234, 2_500_000)] == ["-", "3", "2.5", "1.2k", "2.5M"]
     assert (
         short_number(0.256, "%") == "26%" and short_number(1500, "ms") == "1.5 s" and short_number(20, "ms") == "20 ms"
+    )
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_templates_and_static_files(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+        str(root),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    wheel = zipfile.ZipFile(next(tmp_path.glob("rjobs-*.whl")))
+    names = set(wheel.namelist())
+    package = root / "rjobs" / "dashboard"
+    shipped = {f"rjobs/dashboard/{p.relative_to(package).as_posix()}" for p in package.glob("[ts]*/*")}
+    assert shipped and shipped <= names, shipped - names
+    metadata = next(wheel.read(n).decode() for n in names if n.endswith("METADATA"))
+    assert "Provides-Extra: dashboard" in metadata and re.search(
+        r"^Requires-Dist: starlette.*extra == .dashboard.", metadata, re.M
     )
