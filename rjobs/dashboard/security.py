@@ -24,7 +24,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -85,12 +85,14 @@ def csrf_token(request: Request) -> str:
 
 
 def _same_site(request: Request) -> bool:
-    site = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin == site
-    referer = request.headers.get("referer")
-    return referer is not None and (referer == site or referer.startswith(site + "/"))
+    # The host and port only: behind a TLS proxy the browser's origin is https:// while the
+    # dashboard itself is spoken to in plain http.
+    host = request.headers.get("host", "").lower()
+    sent = request.headers.get("origin") or request.headers.get("referer")
+    if not sent or sent == "null" or not host:
+        return False
+    parts = urlsplit(sent)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host
 
 
 def check_csrf(request: Request, given: str | None) -> None:

@@ -61,6 +61,7 @@ def test_a_token_is_required_by_bearer_or_login(
         assert to_login.status_code == 303 and to_login.headers["location"] == "/login?next=/q/work"
         assert c.get("/", headers={"authorization": "Bearer wrong-token-000000000"}).status_code == 401
         assert c.post(f"/q/work/job/{jid}/cancel").status_code == 401
+        assert 'href="/q/work"' not in c.get("/login").text, "no queue names before logging in"
         csrf = csrf_of(c, "/login")
         wrong = c.post("/login", data={"csrf": csrf, "token": "nope", "next": "/q/work"})
         assert wrong.status_code == 401 and "wrong token" in wrong.text
@@ -103,13 +104,17 @@ def test_actions_need_the_session_token_and_this_origin(
         assert c.post(path, data={"csrf": "0" * 64}).status_code == 403, "a wrong token"
         assert c.post(path, data={"csrf": csrf}, headers={"origin": "http://evil.example"}).status_code == 403
         assert c.post(path, data={"csrf": csrf}, headers={"origin": "null"}).status_code == 403
+        evil_port = running.base.rsplit(":", 1)[0] + ":1"
+        assert c.post(path, data={"csrf": csrf}, headers={"origin": evil_port}).status_code == 403
         assert c.post(path, content=b'{"csrf": 1}', headers={"content-type": "application/json"}).status_code == 403
     with httpx.Client(base_url=running.base) as other:  # another browser: its own session
         other.get("/")
         assert other.post(path, data={"csrf": csrf}, headers={"origin": running.base}).status_code == 403
         assert other.post(path, data={"csrf": csrf}, headers={"referer": running.base + "/"}).status_code == 403
     assert keyspace_fingerprint(redis_sync) == before
-    with client_for(running) as c:  # the token in a header instead of the form works the same
+    # the token in a header instead of the form works the same; behind a TLS proxy the origin is https
+    https = running.base.replace("http://", "https://")
+    with client_for(running, {"origin": https}) as c:
         csrf = csrf_of(c, f"/q/work/job/{jid}")
         assert c.post(path, headers={"x-csrf-token": csrf, "accept": "application/json"}).status_code == 200
     assert q.get(jid).status == JOB.cancelled
