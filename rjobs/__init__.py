@@ -46,7 +46,9 @@ from rjobs.models import (
     JobError,
     JobOutcome,
     JobRequest,
+    MetricsBucket,
     Progress,
+    QueueTotals,
 )
 from rjobs.statemachine import StateMachine
 from rjobs.worker.context import JobContext
@@ -85,6 +87,7 @@ __all__ = [
     "MachineConflict",
     "MachineError",
     "MachineNotDeclared",
+    "MetricsBucket",
     "OutOfMemory",
     "Outcome",
     "Partial",
@@ -93,6 +96,7 @@ __all__ = [
     "Progress",
     "Queue",
     "QueueConfig",
+    "QueueTotals",
     "ReadOnly",
     "Retention",
     "Retry",

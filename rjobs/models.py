@@ -18,7 +18,9 @@ __all__ = [
     "JobError",
     "JobOutcome",
     "JobRequest",
+    "MetricsBucket",
     "Progress",
+    "QueueTotals",
     "Undecodable",
     "Who",
 ]
@@ -238,3 +240,30 @@ class DependencyResults(dict[str, Any]):
 
     def __repr__(self) -> str:
         return f"DependencyResults({dict(self)!r}, missing={self.missing!r}, unfinished={self.unfinished!r})"
+
+
+class MetricsBucket(msgspec.Struct, frozen=True, kw_only=True):
+    """One minute of a queue's counters (:meth:`rjobs.Queue.metrics`), kept in Redis by the
+    scripts that move jobs, by job type. ``start_ms``: the minute's start (server epoch ms).
+    ``enqueued``: jobs created; ``claimed``: leases taken (attempts started) and ``wait_ms`` the
+    time those jobs had waited ready (sum, ms); ``finished``: final state -> type -> jobs that
+    reached it; ``runs``: those that reached it from a lease and ``run_ms`` their last attempt's
+    run time (sum, ms). Averages: ``wait_ms[t] / claimed[t]``, ``run_ms[t] / runs[t]``."""
+
+    start_ms: int
+    enqueued: dict[str, int] = {}
+    claimed: dict[str, int] = {}
+    wait_ms: dict[str, int] = {}
+    finished: dict[str, dict[str, int]] = {}
+    runs: dict[str, int] = {}
+    run_ms: dict[str, int] = {}
+
+
+class QueueTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """A queue's counters since it began (:meth:`rjobs.Queue.totals`): jobs created and leases
+    taken by job type, and final state -> job type -> jobs that reached it. They only grow
+    (Prometheus counters: docs/metrics.md); deleting the queue's keys resets them."""
+
+    enqueued: dict[str, int] = {}
+    claimed: dict[str, int] = {}
+    finished: dict[str, dict[str, int]] = {}

@@ -31,6 +31,7 @@ FILES = {
     "rjobs/client/partitioned.py": "rjobs/client/sync_partitioned.py",
     "rjobs/client/control.py": "rjobs/client/sync_control.py",
     "rjobs/client/results.py": "rjobs/client/sync_results.py",
+    "rjobs/client/counters.py": "rjobs/client/sync_counters.py",
     "rjobs/client/scheduling.py": "rjobs/client/sync_scheduling.py",
 }
 
@@ -45,6 +46,8 @@ NAMES = {
     "rjobs.client.control": "rjobs.client.sync_control",
     "rjobs.client.results": "rjobs.client.sync_results",
     "JobResults": "SyncJobResults",
+    "QueueCounters": "SyncQueueCounters",
+    "rjobs.client.counters": "rjobs.client.sync_counters",
     "rjobs.client.scheduling": "rjobs.client.sync_scheduling",
     "QueueControl": "SyncQueueControl",
     "QueueSchedules": "SyncQueueSchedules",

@@ -60,6 +60,8 @@ class QueuePlans(ReadPlans):
     def spec(self, req: JobRequest) -> EnqueueSpec:
         """Validate one request and encode it for enqueue.lua. Per request of enqueue_many, so the
         defaults (no delay, user, dedupe key or dependencies) take the short branches."""
+        if not isinstance(req, JobRequest):
+            raise ValidationError(f"a request must be an rjobs.JobRequest, not {type(req).__name__}")
         if req.dedupe != "keep":
             dedupe_policy(req.dedupe)
         if req.on_dependency_failure != "fail" and req.on_dependency_failure != "cancel":

@@ -16,6 +16,7 @@ import redis.asyncio as aredis
 
 from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.control import QueueControl
+from rjobs.client.counters import QueueCounters
 from rjobs.client.hold import Hold
 from rjobs.client.operations import QueuePlans
 from rjobs.client.results import JobResults
@@ -36,7 +37,7 @@ __all__ = ["Queue"]
 T = TypeVar("T")
 
 
-class Queue(QueueControl, JobResults, QueueSchedules):
+class Queue(QueueControl, JobResults, QueueSchedules, QueueCounters):
     """An async handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.asyncio client), else ``url``, else the
@@ -45,8 +46,7 @@ class Queue(QueueControl, JobResults, QueueSchedules):
     different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
 
     Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded when a call names none),
-    ``client`` and ``backend`` (what a worker drives jobs with, :class:`rjobs.store.backend.Backend`).
-    """
+    ``client`` and ``backend`` (what a worker drives jobs with, :class:`rjobs.store.backend.Backend`)."""
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ import redis
 from rjobs.client.arguments import UNSET, job_request
 from rjobs.client.operations import QueuePlans
 from rjobs.client.sync_control import SyncQueueControl
+from rjobs.client.sync_counters import SyncQueueCounters
 from rjobs.client.sync_hold import SyncHold
 from rjobs.client.sync_results import SyncJobResults
 from rjobs.client.sync_scheduling import SyncQueueSchedules
@@ -37,7 +38,7 @@ __all__ = ["SyncQueue"]
 T = TypeVar("T")
 
 
-class SyncQueue(SyncQueueControl, SyncJobResults, SyncQueueSchedules):
+class SyncQueue(SyncQueueControl, SyncJobResults, SyncQueueSchedules, SyncQueueCounters):
     """A blocking handle on one queue: enqueue, inspect and move jobs, pause and resume the queue.
 
     The server: ``client`` when given (a shared redis.Redis client), else ``url``, else the
@@ -46,8 +47,7 @@ class SyncQueue(SyncQueueControl, SyncJobResults, SyncQueueSchedules):
     different machine already stored for the queue raises :class:`rjobs.MachineConflict`.
 
     Attributes: ``name``, ``machine``, ``config``, ``actor`` (recorded when a call names none),
-    ``client`` and ``backend`` (what a worker drives jobs with, :class:`rjobs.store.sync_backend.SyncBackend`).
-    """
+    ``client`` and ``backend`` (what a worker drives jobs with, :class:`rjobs.store.sync_backend.SyncBackend`)."""
 
     def __init__(
         self,

@@ -16,6 +16,7 @@
 -- ARGV[8..] types   the job types the worker runs (charset A-Z a-z 0-9 _ . -, <= 128; a repeat counts once)
 -- Reads    machine (field paused: set by pause.lua)
 -- Builds   job:<id>, job:<id>:history, ready:<type>, lanes, delayed, leases, state:<s>, workers, wake:<type>
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  {next_due_ms (-1 = nothing delayed), ready_left (in the lanes served; -1 = the queue is
 --          paused: no job), jobs...}; each job is
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
@@ -58,9 +59,9 @@ end
 local m, P, now = M, P, NOW
 local ready, delayed = m.ready, m.delayed
 local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',
-  'priority', 'seq', 'retry_count', 'created_ms', flow and 'group' or nil, flow and 'lim' or nil}
+  'priority', 'seq', 'retry_count', 'created_ms', 'updated_ms', flow and 'group' or nil, flow and 'lim' or nil}
 local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
-  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, group = 13, lim = 14}
+  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, updated_ms = 13, group = 14, lim = 15}
 
 -- 1. Due delayed jobs become ready (whatever their type: the first claim after they are due
 -- promotes them); those of a type served here may be claimed by this very call.

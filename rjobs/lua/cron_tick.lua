@@ -18,6 +18,7 @@
 -- Builds   schedules (field <name>: next, last, last_job), and for a tick that runs what
 --          enqueue.lua builds for one ready job: job:<id>, job:<id>:history, ready:<type>, lanes,
 --          state:<s>, seq, wake:<type>, events
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  {outcome, job id or '', the next tick ms, server ms}; outcome: fired (the job was
 --          created), caught_up (a missed tick under `once`: one job), skipped (missed under
 --          `skip`: no job), exists (the tick's job id is taken: no job, the tick moves on), and

@@ -16,6 +16,7 @@
 -- Builds   deletes job:<id> (+ :history :assets :dependents); ready:<type>, delayed, leases, state:<s>,
 --          owner:<u>, dedupe:<k>, cache:<k>, job:<dep>:dependents; moved dependents as finish does
 --          (job:<id>, job:<id>:history, state:<s>, events)
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  {deleted (dependents deleted with them included), dependents moved, one outcome per id:
 --          'ok' | 'RJ_<CODE> <detail>' with CODE RJ_NOT_FOUND, RJ_UNAUTHORIZED, RJ_RUNNING,
 --          RJ_DEPENDENTS or RJ_INVALID (a refused id wrote nothing)}

@@ -10,6 +10,7 @@
 -- ARGV[3]  limit    jobs to take from the indexes at most (1-1000; their waiting dependents go too)
 -- Builds   deletes job:<id> (+ :history :assets :dependents); ready:<type>, delayed, state:<s>,
 --          owner:<u>, dedupe:<k>, cache:<k>, job:<dep>:dependents
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  jobs removed by this call (stale index entries dropped included); 0 = nothing left
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/layout.lua

@@ -14,6 +14,7 @@
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
 --          ready:<type>[:<group>], groups:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq,
 --          wake:<type> (under the prefix), machine (flow: set once a job names a group)
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept|cached), status,
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1); for `cached` (policy
 --          reuse and a fresh cached result: nothing created) id and previous_id are the key's holder

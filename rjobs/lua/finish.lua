@@ -10,6 +10,7 @@
 -- ARGV[4..] n requests of 10 fields (see lib/apply.lua); token must not be empty
 -- Builds   job:<id>, job:<id>:history, job:<id>:dependents, ready:<type>, lanes, delayed, leases, state:<s>,
 --          owner:<u>, dedupe:<k>, cache:<k>, wake:<type> (under the prefix)
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  one outcome per request: 'ok' | 'already' | a refusal 'RJ_<CODE> <detail>' with CODE
 --          RJ_LEASE_LOST, RJ_INVALID, RJ_NOT_FOUND or RJ_TRANSITION (lib/apply.lua)
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why> (malformed call: nothing written)

@@ -1,6 +1,7 @@
 -- obliterate.lua — remove a whole queue, a batch per call: first its jobs with everything they own
 -- (read from the state indexes, no keyspace scan), then, once none is left, the queue's own keys
--- (lanes and wake lines, delayed, leases, seq, workers, workers:info, events and the machine).
+-- (lanes and wake lines, delayed, leases, seq, workers, workers:info, events, the counters and the
+-- machine).
 -- Refused while a job is leased unless forced; the first call pauses the queue so no worker
 -- claims meanwhile. Called in a loop until it answers done; each call is all-or-nothing.
 -- Called by: Queue.obliterate (Scripts.obliterate)
@@ -13,7 +14,7 @@
 -- Builds   deletes job:<id> (+ :history :assets :dependents), state:<s>, ready:<type>, wake:<type>,
 --          groups:<type>, lanes, delayed, leases, owner:<u>, dedupe:<k>, cache:<k>, seq, workers,
 --          workers:info, events, limits, running, backoff, rate:<name>, schedules, actors, ready (the layout before
---          lanes), machine (paused while the jobs go)
+--          lanes), totals, metrics:<minute> (the last 25 hours'), machine (paused while the jobs go)
 -- Returns  {jobs removed by this call, 1 when the queue is gone (else 0)}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_RUNNING <n> (jobs leased, without force: nothing written)
 --!include lib/layout.lua
@@ -66,8 +67,13 @@ for _, name in ipairs(read('HKEYS', P .. 'limits')) do  -- each limited name's r
   op('DEL', P .. 'rate:' .. name)
 end
 for _, name in ipairs({'lanes', 'delayed', 'leases', 'seq', 'workers', 'workers:info', 'ready', 'events', 'limits',
-  'running', 'backoff', 'schedules', 'actors', 'machine'}) do
+  'running', 'backoff', 'schedules', 'actors', 'totals', 'machine'}) do
   op('DEL', P .. name)
 end
+-- the counters: every minute's bucket that may still exist (one lives METRICS_TTL_S after its
+-- minute at most), named from the clock: no keyspace scan
+local last, buckets = math.floor(NOW / METRICS_BUCKET_MS) + 1, {}
+for m = last - math.ceil(METRICS_TTL_S * 1000 / METRICS_BUCKET_MS) - 1, last do buckets[#buckets + 1] = P .. 'metrics:' .. m end
+op('DEL', unpack(buckets))
 commit()
 return {0, 1}

@@ -15,6 +15,7 @@
 --          their details from workers:info (1 s to 366 days; at most 1000 workers a call)
 -- Builds   job:<id> (+ :history :assets :dependents), leases, ready:<type>, lanes, delayed, state:<s>,
 --          owner:<u>, dedupe:<k>, workers, workers:info, wake:<type>, ready (the layout before lanes: emptied)
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  {requeued, failed, purged}
 -- Errors   RJ_NO_MACHINE, RJ_INVALID
 --!include lib/layout.lua
@@ -33,9 +34,9 @@ if not worker_ttl then return fail('RJ_INVALID', 'worker_ttl_ms must be 1 s to 3
 local m, P, now = M, P, NOW
 local requeued, failed = 0, 0
 local FIELDS = {'status', 'token', 'attempt', 'max_attempts', 'lease_losses', 'worker', 'priority', 'seq',
-  'started_ms', 'has_dependents', 'lease_deadline_ms'}
+  'started_ms', 'has_dependents', 'lease_deadline_ms', 'type'}
 local IX = {status = 1, token = 2, attempt = 3, max_attempts = 4, lease_losses = 5, worker = 6, priority = 7, seq = 8,
-  started_ms = 9, has_dependents = 10, lease_deadline_ms = 11}
+  started_ms = 9, has_dependents = 10, lease_deadline_ms = 11, type = 12}
 for _, id in ipairs(read('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
   local rec = load_job(id, FIELDS, IX)
   local st = rec.status

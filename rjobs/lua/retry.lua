@@ -15,6 +15,7 @@
 -- ARGV[4]  params   new params JSON ('' = keep; at most the queue's max_payload bytes)
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents, ready:<type>, lanes, waiting, state:<s>,
 --          dedupe:<k>, cache:<k>, wake:<type>
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  the new status
 -- Errors   RJ_NO_MACHINE, RJ_INVALID, RJ_NOT_FOUND, RJ_TRANSITION, RJ_DEPENDENCY, RJ_DEDUPE <holder> <why>
 --!include lib/layout.lua

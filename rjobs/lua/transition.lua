@@ -9,6 +9,7 @@
 -- ARGV[4..] n requests of 10 fields (see lib/apply.lua)
 -- Builds   job:<id>, job:<id>:history, job:<id>:dependents, ready:<type>, lanes, delayed, leases, state:<s>,
 --          owner:<u>, dedupe:<k>, cache:<k>, wake:<type> (under the prefix)
+--          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  one outcome per request: 'ok' | 'already' | a refusal 'RJ_<CODE> <detail>' with CODE
 --          RJ_INVALID, RJ_NOT_FOUND, RJ_FENCED, RJ_LEASE_LOST or RJ_TRANSITION (lib/apply.lua; a
 --          bulk call reports each id; a refused request wrote nothing)

@@ -61,6 +61,7 @@ class QueueKeys:
         "running",
         "schedules",
         "seq",
+        "totals",
         "workers",
         "workers_info",
     )
@@ -84,6 +85,7 @@ class QueueKeys:
         self.running = p + "running"  # hash: limited name -> its leased jobs holding a slot
         self.backoff = p + "backoff"  # hash: limited name -> end of its back-off, epoch ms
         self.actors = p + "actors"  # hash: 'type:id' -> a structured actor as JSON (name_actors.lua)
+        self.totals = p + "totals"  # hash: the counters since the queue began (metrics() names the fields)
 
     def lane(self, job_type: str) -> str:
         """Zset of the claimable jobs of one type (score = priority band, then FIFO sequence)."""
@@ -104,6 +106,11 @@ class QueueKeys:
     def wake(self, job_type: str) -> str:
         """List with at most one token that wakes a worker idle on the lane of ``job_type``."""
         return f"{self.prefix}wake:{job_type}"
+
+    def metrics(self, minute: int) -> str:
+        """Hash of the counters of one minute of server time (``minute`` = epoch ms // 60000),
+        expiring a day after its last write (rjobs.store.layout.METRICS_TTL_S)."""
+        return f"{self.prefix}metrics:{minute}"
 
     def job(self, job_id: str) -> str:
         """Hash with the job's flat fields."""

@@ -76,6 +76,12 @@ OPTION_RANGES = {
 #: finished jobs of each final role to keep at most (-1 = no cap).
 COUNT_OPTIONS = 4
 
+#: The queue's counters (docs/design.md, "Counters"): one hash per minute of server time,
+#: ``metrics:<minute>``, kept this long after its last write (a day of charts, and a margin), and
+#: ``totals`` kept for good (bounded by job types x final states).
+METRICS_BUCKET_MS = 60_000
+METRICS_TTL_S = 25 * 3600
+
 LUA_PATH = Path(__file__).resolve().parent.parent / "lua" / "lib" / "layout.lua"
 
 
@@ -161,6 +167,8 @@ def render_lua() -> str:
         f"local LAYOUT_VERSION, LAYOUT_EVENT_OPTIONS = '{HEAD_VERSION}', {EVENT_OPTIONS}",
         f"local LAYOUT_ROLES = '{','.join(COMPILED_ROLES)}'",
         f"local LAYOUT_OPTIONS = '{options}'",
+        "-- The counters (lib/write.lua): the length of a bucket (ms) and how long one is kept (s).",
+        f"local METRICS_BUCKET_MS, METRICS_TTL_S = {METRICS_BUCKET_MS}, {METRICS_TTL_S}",
         "",
     ]
     return "\n".join(out)

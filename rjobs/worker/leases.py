@@ -42,7 +42,7 @@ from rjobs.worker.stats import WorkerStats
 if TYPE_CHECKING:
     from rjobs.client.queue import Queue
 
-__all__ = ["FINAL_WRITE_TIMEOUT", "REDIS_DOWN", "RETRYABLE", "LeaseBook", "LeaseKeeper", "transient"]
+__all__ = ["FINAL_WRITE_TIMEOUT", "REDIS_DOWN", "REFRESH_ROUNDS", "RETRYABLE", "LeaseBook", "LeaseKeeper", "transient"]
 
 log = logging.getLogger("rjobs.worker")
 
@@ -53,6 +53,11 @@ RETRYABLE: tuple[type[BaseException], ...] = (*REDIS_DOWN, RjobsError)
 #: Final writes (finish, hand-back) are shielded from cancellation and wait at least this long;
 #: while Redis is down or refuses for now, the worker keeps trying until the jobs' leases run out.
 FINAL_WRITE_TIMEOUT = 5.0
+
+#: A worker's details (rjobs.worker.presence) go with a heartbeat when they changed, and unchanged
+#: every this many rounds: a server that lost them (a restart without persistence, a failover)
+#: has them back within that many heartbeats.
+REFRESH_ROUNDS = 10
 
 
 def transient(exc: BaseException) -> bool:
@@ -129,7 +134,11 @@ class LeaseKeeper:
         self.stats = book.stats
         self.details = details
         self.on_round = on_round
-        self.info = b""  # the details sent this round
+        self.info = b""  # the details of this round
+        # what each queue stored of them, as far as this worker knows: unchanged details are sent
+        # again only every REFRESH_ROUNDS rounds (in case the server lost them), not every beat
+        self._stored = [b""] * len(queues)
+        self._round = 0
 
     async def run(self) -> None:
         """Beat at once (the worker is listed as soon as it runs), then forever (until cancelled),
@@ -153,6 +162,9 @@ class LeaseKeeper:
         """Renew every live lease once; True when every queue answered."""
         results: list[bool] = [True] * len(self.queues)
         self.info = self.details() if self.details is not None else b""
+        self._round += 1
+        if self._round % REFRESH_ROUNDS == 0:
+            self._stored = [b""] * len(self.queues)
 
         async def one(slot: int) -> None:
             results[slot] = await self._beat_slot(slot)
@@ -170,7 +182,11 @@ class LeaseKeeper:
     async def renew(self, slot: int, pairs: list[tuple[str, str]]) -> list[str]:
         """The one Redis call of a beat for one queue (chunked by the script's limit), with the
         worker's details of this round."""
-        return await self.queues[slot].backend.heartbeat(self.worker_id, self.lease_ms, pairs, info=self.info)
+        info = self.info if self.info != self._stored[slot] else b""
+        self._stored[slot] = b""  # until this call answers
+        replies = await self.queues[slot].backend.heartbeat(self.worker_id, self.lease_ms, pairs, info=info)
+        self._stored[slot] = self.info
+        return replies
 
     async def leave(self) -> None:
         """At a clean shutdown: drop the worker from every queue's live workers and details at once

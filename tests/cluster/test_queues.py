@@ -66,6 +66,10 @@ async def test_queues_on_every_master_run_exactly_once(clean_cluster: LocalClust
             assert slot_of(QueueKeys(name).machine) in clean_cluster.slots(master)
             assert master.admin.exists(QueueKeys(name).job(ids[name][0])) == 1  # the jobs live on that master
             assert finished_once(clean_cluster, name)["completed"] == 41
+        for q in queues:  # the counters live in the queue's slot, written with the moves
+            totals = await q.totals()
+            assert totals.finished == {"completed": {"square": 41}} and totals.claimed == {"square": 41}
+            assert sum(b.enqueued.get("square", 0) for b in await q.metrics(minutes=3)) == 41
     finally:
         for q in queues:
             await q.close()
@@ -83,8 +87,11 @@ def test_a_sync_queue_on_a_passed_cluster_client(clean_cluster: LocalCluster) ->
         with held as h:
             h.complete({"done": True})
         assert q.wait(job.id, timeout=5).output == {"done": True}
+        assert q.totals().finished == {"completed": {"square": 1}}
+        assert finished_once(clean_cluster, name)["completed"] == 1
+        q.obliterate()  # removes the counters too, by name (no scan), on the slot's master
+        assert q.totals().enqueued == {}
         q.close()
-    assert finished_once(clean_cluster, name)["completed"] == 1
 
 
 def test_the_cli_sees_queues_on_every_master(clean_cluster: LocalCluster, tmp_path: Any) -> None:

@@ -101,3 +101,14 @@ async def test_worker_refuses_what_it_cannot_record_faithfully_at_once(queue: Qu
         job = await queue.get(job_id)
         assert job.status == "failed" and job.executions == 1, (code, job)  # not retried
         assert job.error is not None and job.error.code == code and words in job.error.message
+
+
+def test_enqueue_many_refuses_what_is_not_a_job_request(url: str, redis_sync: redis.Redis) -> None:
+    """A dict (or anything else) in enqueue_many is a typed error before anything is sent."""
+    with SyncQueue("payloads", url) as q:
+        q.enqueue("seen")
+        before = keyspace_fingerprint(redis_sync)
+        for bad in ({"type": "t"}, "t", None, 3):
+            with pytest.raises(ValidationError, match="JobRequest"):
+                q.enqueue_many([JobRequest(type="ok"), bad])  # type: ignore[list-item]
+        assert keyspace_fingerprint(redis_sync) == before

@@ -28,7 +28,7 @@ from rjobs.cli.roster import read_workers, workers_table
 from rjobs.client.queue import Queue
 from rjobs.errors import ValidationError
 from rjobs.worker.context import JobContext
-from rjobs.worker.leases import LeaseKeeper
+from rjobs.worker.leases import REFRESH_ROUNDS, LeaseKeeper
 from rjobs.worker.loop import Worker
 from rjobs.worker.presence import MAX_INFO, Presence
 from tests.helpers import keyspace_fingerprint, script_for
@@ -255,3 +255,29 @@ async def test_a_taken_health_port_stops_the_worker_with_a_clear_error(queue: Qu
     assert any(f"health endpoint cannot listen on 127.0.0.1:{port}" in str(e) for e in errors), errors
     assert redis_sync.zscore(queue.backend.keys.workers, "w-taken") is None, "unlisted on the way out"
     assert not redis_sync.exists(queue.backend.keys.workers_info)
+
+
+async def test_unchanged_details_are_sent_now_and_then_and_come_back_when_lost(
+    queue: Queue, redis_sync: redis.Redis
+) -> None:
+    """Heartbeats carry the details when they changed, and unchanged ones every REFRESH_ROUNDS
+    rounds: an idle worker does not rewrite them each beat, and a server that lost them has them
+    back within that many beats."""
+    sent: list[bytes] = []
+    beat = queue.backend.heartbeat
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(kwargs.get("info", b""))
+        return await beat(*args, **kwargs)
+
+    queue.backend.heartbeat = counting  # type: ignore[method-assign]
+    w = Worker(queue, [nap], heartbeat=0.05, lease=1.0, worker_id="w-refresh")
+    async with running(w):
+        await until(lambda: details(redis_sync, queue, "w-refresh"), "details published at start")
+        await until(lambda: len(sent) >= 3 * REFRESH_ROUNDS, "beats")
+        with_info = [s for s in sent[: 3 * REFRESH_ROUNDS] if s]
+        assert 1 <= len(with_info) <= 4, "an idle worker's unchanged details are not sent every beat"
+        redis_sync.hdel(queue.backend.keys.workers_info, "w-refresh")  # as if the server lost them
+        lost_at = len(sent)
+        info = await until(lambda: details(redis_sync, queue, "w-refresh"), "details back")
+        assert info["id"] == "w-refresh" and len(sent) - lost_at <= REFRESH_ROUNDS + 1

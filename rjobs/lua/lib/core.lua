@@ -114,9 +114,9 @@ end
 -- HSET keeps the last of a name), del (fields to delete), new (created by this call). field()
 -- reads a field as the moves planned so far leave it.
 local MOVE = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents', 'lease_deadline_ms',
-  'dedupe_key', 'executions'}
+  'dedupe_key', 'executions', 'type'}
 local MOVE_IX = {status = 1, token = 2, attempt = 3, priority = 4, seq = 5, started_ms = 6, has_dependents = 7,
-  lease_deadline_ms = 8, dedupe_key = 9, executions = 10}
+  lease_deadline_ms = 8, dedupe_key = 9, executions = 10, type = 11}
 -- with limits or groups (FLOW), also the limit slots a leased job holds (a field absent from most
 -- jobs costs a scan of the hash to read, so only then)
 local MOVE_FLOW, MOVE_FLOW_IX = false, false  -- made on first use (a table made per call costs)

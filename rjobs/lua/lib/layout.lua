@@ -25,3 +25,5 @@ local LAYOUT_COUNTS = '^[^,]*,[^,]*,[^,]*,[^,]*,[^,]*,[^,]*,([^,]*),([^,]*),([^,
 local LAYOUT_VERSION, LAYOUT_EVENT_OPTIONS = 'rj4', 2
 local LAYOUT_ROLES = 'initial,ready,delayed,waiting,review,success,partial,failure,cancelled'
 local LAYOUT_OPTIONS = 'queue_events:1:0:1,stream_maxlen:10000:1:1000000000,max_payload:1048576:1:536870912,cache_ttl_ms:0:-1:3153600000000,keep_success_ms:-1:-1:3153600000000,keep_partial_ms:-1:-1:3153600000000,keep_failure_ms:-1:-1:3153600000000,keep_cancelled_ms:-1:-1:3153600000000,keep_success_count:-1:-1:1000000000,keep_partial_count:-1:-1:1000000000,keep_failure_count:-1:-1:1000000000,keep_cancelled_count:-1:-1:1000000000'
+-- The counters (lib/write.lua): the length of a bucket (ms) and how long one is kept (s).
+local METRICS_BUCKET_MS, METRICS_TTL_S = 60000, 90000

@@ -97,6 +97,18 @@ local define_settle
 -- more than the 1% a step may (benchmarks/script_instructions.py).
 local function move(rec, to, opts)
   local id, from = rec.id, rec.status
+  -- 0. count (MET, lib/write.lua): created, claimed (and how long it waited ready), final (and how
+  -- long the last attempt ran, when the move ends a lease); inline, as a call per count costs more
+  -- than the counting. Read before step 2 rewrites updated_ms.
+  local t = field(rec, 'type') or '?'
+  local m = MET and MET[t]
+  if not m then
+    if not MET then MET = {} end
+    m = {0, 0, 0, 0, 0}
+    MET[t] = m
+  end
+  local waited = from == M.ready and M.is_leased[to] and tonumber(field(rec, 'updated_ms'))
+  if not from then m[1] = m[1] + 1 end
   -- 1. leave: drop the job from the indexes of `from`
   if from then
     if from == M.ready then zset((lane_key_of(rec)), id, false)
@@ -145,6 +157,8 @@ local function move(rec, to, opts)
       hset(rec, 'attempt', attempt)
       hset(rec, 'executions', (tonumber(field(rec, 'executions')) or 0) + 1)
       hset(rec, 'lease_deadline_ms', deadline)
+      m[2] = m[2] + 1
+      if waited and NOW > waited then m[3] = m[3] + NOW - waited end
       if opts.assign then  -- taken by hand (an assignee, not a worker's claim): listed by its holder
         hset(rec, 'assignee', opts.holder)
         zset(P .. 'assigned:' .. opts.holder, id, NOW)
@@ -170,7 +184,12 @@ local function move(rec, to, opts)
   end
   -- 4. final: when a final state was reached (the duration is completed_ms - started_ms)
   local final = M.final_role[to]
-  if final then hset(rec, 'completed_ms', NOW_S) end
+  if final then
+    hset(rec, 'completed_ms', NOW_S)
+    m[to] = (m[to] or 0) + 1
+    local began = from and M.is_leased[from] and tonumber(field(rec, 'started_ms'))
+    if began then m[4] = m[4] + 1; if NOW > began then m[5] = m[5] + NOW - began end end
+  end
   -- 5. record: the history entry and the queue event (lib/write.lua)
   log_event(rec, opts.event or to, from, to, opts.actor, opts.msg, attempt, token, nil, opts.operator, final ~= nil)
   -- 6. dependents: a final state releases, fails or cancels the jobs waiting for this one
@@ -186,7 +205,7 @@ end
 function define_settle()
   -- The fields a dependent's decision needs.
   local DEP_FIELDS = {'status', 'token', 'attempt', 'priority', 'seq', 'started_ms', 'has_dependents',
-    'lease_deadline_ms', 'deps_pending', 'scheduled_ms', 'on_dep_failure'}
+    'lease_deadline_ms', 'deps_pending', 'scheduled_ms', 'on_dep_failure', 'type'}
   local cascade, cascading = {}, false
 
   -- A job reached a final state: release, fail or cancel the jobs waiting for it, along the whole

@@ -8,6 +8,8 @@
 -- OPS (other writes in order: {cmd, key, args...}), QEV (queue stream entries, flat: n, then n XADD
 -- arguments).
 local Z, ZKEYS, OPS, QEV = false, false, false, false
+local MET = false  -- the counters this call adds to (docs/design.md, decision 8), made on first use by
+                   -- move(): job type -> {created, claimed, waited ms, runs, run ms, [final state] = n}
 local WAKE = false  -- job type -> true: a job of that lane became claimable (or due sooner): wake a
                     -- worker idle on that lane's line; made on first use
 
@@ -123,6 +125,7 @@ local function commit()
     if QEV then want(EVENTS_KEY) end
     if WAKE then for t in pairs(WAKE) do want(P .. 'wake:' .. t) end end
     if WAKE then want(P .. 'lanes') end
+    if MET then want(P .. 'metrics:' .. math.floor(NOW / METRICS_BUCKET_MS)); want(P .. 'totals') end
     for s = 1, n, 1000 do call('EXISTS', unpack(keys, s, math.min(s + 999, n))) end
   end
   -- from here on: writes only
@@ -164,6 +167,30 @@ local function commit()
     for s = 1, na, 4000 do call('ZADD', key, unpack(add, s, math.min(s + 3999, na))) end
   end
   for i = 1, OPS and #OPS or 0 do call(unpack(OPS[i])) end
+  if MET then
+    -- Each sum is one HINCRBY on the current minute's bucket (and, for the created, claimed and
+    -- final counts, on the totals). A bucket expires a day after its last new field: a field that
+    -- HINCRBY made (its reply is the increment) renews the TTL, so most calls skip the EXPIRE.
+    local bk, tk, fresh = P .. 'metrics:' .. math.floor(NOW / METRICS_BUCKET_MS), P .. 'totals', false
+    for t, m in pairs(MET) do
+      for k, n in pairs(m) do
+        if n > 0 or k == 3 or k == 5 then
+          local name, total
+          if k == 1 then name, total = 'e:' .. t, true
+          elseif k == 2 then name, total = 'c:' .. t, true
+          elseif k == 3 then name = m[2] > 0 and 'w:' .. t
+          elseif k == 4 then name = 'n:' .. t
+          elseif k == 5 then name = m[4] > 0 and 'r:' .. t
+          else name, total = 'd:' .. k .. ':' .. t, true end
+          if name then
+            if call('HINCRBY', bk, name, n) == n then fresh = true end
+            if total then call('HINCRBY', tk, name, n) end
+          end
+        end
+      end
+    end
+    if fresh then call('EXPIRE', bk, METRICS_TTL_S) end
+  end
   if QEV then
     local q, smax = QEV, M.stream_maxlen
     local at = 1
