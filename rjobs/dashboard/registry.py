@@ -1,7 +1,7 @@
 """The queues a dashboard shows, opened once per process: each an async :class:`rjobs.Queue` on
 the dashboard's one client, with the machine stored in Redis (so any machine shows: JOB, TASK or a
 custom one), plus the reads a page needs besides the Queue API: the workers listed in a queue and
-the per-minute metrics when the queue offers them."""
+the per-minute series the charts draw from ``Queue.metrics``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import msgspec
 import redis.asyncio as aredis
 
 from rjobs.client.queue import Queue
+from rjobs.models import MetricsBucket
 from rjobs.statemachine import StateMachine
 from rjobs.store.keys import QueueKeys
 
@@ -74,7 +75,7 @@ def _total(counts: Any) -> int:
     return sum(int(v) for v in counts.values()) if isinstance(counts, dict) else 0
 
 
-def minute_series(buckets: Sequence[Any], failure_states: Sequence[str]) -> dict[str, list[float | None]]:
+def minute_series(buckets: Sequence[MetricsBucket], failure_states: Sequence[str]) -> dict[str, list[float | None]]:
     """Per-minute series from ``Queue.metrics()`` buckets (oldest first): ``enqueued`` and
     ``finished`` jobs, ``failure_rate`` (the share of finished jobs that ended in a failure
     state, None for a minute with none), and the average ``wait_ms`` (queue wait per claim) and

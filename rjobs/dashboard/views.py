@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from rjobs.client.pages import JobPage
 from rjobs.client.queue import Queue
-from rjobs.dashboard.charts import line_chart
+from rjobs.dashboard.charts import Chart, line_chart
 from rjobs.dashboard.registry import MAX_MINUTES, Registry, minute_series
 from rjobs.dashboard.templating import render
 from rjobs.errors import JobNotFound, ValidationError
@@ -118,13 +118,10 @@ def _minutes(request: Request) -> int:
     return int(text)
 
 
-async def _charts(queue: Queue, minutes: int) -> list[Any] | None:
-    metrics = getattr(queue, "metrics", None)
-    if metrics is None:
-        return None  # an rjobs without per-minute counters: the page says so
-    buckets = await metrics(minutes=minutes)
-    failure_states = [s for s in (queue.machine.failure,) if s]
-    s = minute_series(buckets, failure_states)
+async def _charts(queue: Queue, minutes: int) -> list[Chart]:
+    """The queue page's charts from ``Queue.metrics`` (one bucket per minute, oldest first)."""
+    buckets = await queue.metrics(minutes=minutes)
+    s = minute_series(buckets, [queue.machine.failure])
     t = s["start_ms"]
     return [
         line_chart(

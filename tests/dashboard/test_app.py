@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable, Iterator
 
 import httpx
-import msgspec
 import pytest
 import redis
 
@@ -164,42 +163,18 @@ def test_read_only_hides_and_refuses_every_action(
     assert q.get(jid).status == JOB.ready
 
 
-class Bucket(msgspec.Struct, frozen=True):
-    """The shape of rjobs.MetricsBucket (one minute)."""
-
-    start_ms: int
-    enqueued: dict[str, int]
-    claimed: dict[str, int]
-    wait_ms: dict[str, int]
-    finished: dict[str, dict[str, int]]
-    runs: dict[str, int]
-    run_ms: dict[str, int]
-
-
 def test_queue_page_draws_the_metrics_as_svg(q: SyncQueue, dashboard: Callable[..., Running]) -> None:
-    q.enqueue("t")
-    running = dashboard()
-    asked: list[int] = []
-
-    async def metrics(minutes: int = 60) -> list[Bucket]:
-        asked.append(minutes)
-        return [
-            Bucket(
-                60_000 * i,
-                {"t": i},
-                {"t": 2},
-                {"t": 100 * i},
-                {"completed": {"t": 2}, "failed": {"t": i % 2}},
-                {"t": 2},
-                {"t": 50},
-            )
-            for i in range(minutes)
-        ]
-
-    with client_for(running) as c:
-        c.get("/q/work")  # opens the queue
-        running.app.state.registry.opened["work"].metrics = metrics
+    """The charts read Queue.metrics: the minute of this test holds its jobs."""
+    ids = [q.enqueue("t", {"n": n}).id for n in range(3)]
+    for jid, ok in zip(ids[:2], (True, False)):
+        token = str(q.transition(jid, "processing").token)
+        if ok:
+            q.complete(jid, 1, token=token)
+        else:
+            q.fail(jid, {"code": "boom", "message": "no"}, token=token)
+    with client_for(dashboard()) as c:
         page = c.get("/q/work", params={"minutes": "30"}).text
-    assert asked == [30]
-    assert page.count("<svg") == 3 and page.count('<polyline class="c') >= 5
-    assert "Failure rate" in page and "Throughput" in page
+    assert page.count("<svg") == 3 and "Failure rate" in page and "Throughput" in page
+    assert "enqueued 3</span>" in page and "finished 2</span>" in page and "failed / finished 50%</span>" in page
+    points = re.findall(r'<polyline class="c1" points="([^"]+)"', page)
+    assert len(points) == 1 and len(points[0].split()) == 30, "one point per minute of the window"

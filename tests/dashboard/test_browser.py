@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 import pytest
 import redis
 
-from rjobs import Fail, JobContext, JobRequest, SyncQueue, Worker, machines
+from rjobs import Fail, JobContext, JobRequest, MetricsBucket, SyncQueue, Worker, machines
 from rjobs.cli.server import LocalServer
 from tests.dashboard.conftest import Running
 from tests.helpers import job_history
@@ -164,34 +163,23 @@ def test_the_progress_bar_moves_live(url: str, dashboard: Callable[..., Running]
     q.close()
 
 
-class Minute(msgspec.Struct, frozen=True):
-    """The shape of rjobs.MetricsBucket, for a queue whose rjobs has no Queue.metrics() yet."""
-
-    start_ms: int
-    enqueued: dict[str, int]
-    claimed: dict[str, int]
-    wait_ms: dict[str, int]
-    finished: dict[str, dict[str, int]]
-    runs: dict[str, int]
-    run_ms: dict[str, int]
-
-
-async def demo_metrics(minutes: int = 60) -> list[Minute]:
-    """A plausible hour of a busy queue (a deterministic wave with a burst of failures)."""
+async def demo_metrics(minutes: int = 60) -> list[MetricsBucket]:
+    """A plausible hour of a busy queue (a deterministic wave with a burst of failures), for the
+    screenshots: the test's own jobs fill only its current minute."""
     now = int(time.time() // 60 * 60_000)
     out = []
     for i in range(minutes):
         load = 40 + int(25 * math.sin(i / 7)) + (30 if 38 <= i <= 44 else 0)
         failed = 2 + (9 if 40 <= i <= 43 else 0)
         out.append(
-            Minute(
-                now - (minutes - 1 - i) * 60_000,
-                {"resize": load, "mail": load // 3},
-                {"resize": load - 2, "mail": load // 3},
-                {"resize": (load - 2) * (300 + 40 * (i % 5)), "mail": load // 3 * 150},
-                {"completed": {"resize": load - 4, "mail": load // 3 - failed}, "failed": {"mail": failed}},
-                {"resize": load - 4, "mail": load // 3},
-                {"resize": (load - 4) * 1200, "mail": load // 3 * 450},
+            MetricsBucket(
+                start_ms=now - (minutes - 1 - i) * 60_000,
+                enqueued={"resize": load, "mail": load // 3},
+                claimed={"resize": load - 2, "mail": load // 3},
+                wait_ms={"resize": (load - 2) * (300 + 40 * (i % 5)), "mail": load // 3 * 150},
+                finished={"completed": {"resize": load - 4, "mail": load // 3 - failed}, "failed": {"mail": failed}},
+                runs={"resize": load - 4, "mail": load // 3},
+                run_ms={"resize": (load - 4) * 1200, "mail": load // 3 * 450},
             )
         )
     return out
@@ -232,8 +220,7 @@ def test_screenshots_of_a_busy_queue(url: str, dashboard: Callable[..., Running]
         running = dashboard(queues=("media", "reports"))
         page.goto(running.base + "/q/media")
         queue = running.app.state.registry.opened["media"]
-        if not hasattr(queue, "metrics"):
-            queue.metrics = demo_metrics
+        queue.metrics = demo_metrics  # an hour of traffic: the test's own jobs fill a minute
         page.goto(running.base + "/")
         shot(page, "overview", tmp_path)
         page.goto(running.base + "/q/media")

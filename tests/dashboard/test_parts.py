@@ -8,10 +8,11 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
-import msgspec
 import pytest
 
+from rjobs import MetricsBucket
 from rjobs.dashboard.charts import HEIGHT, line_chart, short_number
 from rjobs.dashboard.options import DashboardOptions, is_loopback
 from rjobs.dashboard.registry import minute_series
@@ -70,23 +71,19 @@ def test_the_command_refuses_bad_flags_with_exit_2(args: list[str], words: str) 
     assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-class Bucket(msgspec.Struct, frozen=True):
-    start_ms: int
-    enqueued: dict[str, int]
-    claimed: dict[str, int]
-    wait_ms: dict[str, int]
-    finished: dict[str, dict[str, int]]
-    runs: dict[str, int]
-    run_ms: dict[str, int]
+def bucket(start_ms: int, *counts: dict[str, Any]) -> MetricsBucket:
+    """A bucket from its counters in field order: enqueued, claimed, wait_ms, finished, runs, run_ms."""
+    names = ("enqueued", "claimed", "wait_ms", "finished", "runs", "run_ms")
+    return MetricsBucket(start_ms=start_ms, **dict(zip(names, counts)))
 
 
 def test_minute_series_and_charts() -> None:
     buckets = [
-        Bucket(
+        bucket(
             0, {"a": 3, "b": 1}, {"a": 2}, {"a": 300}, {"completed": {"a": 3}, "failed": {"a": 1}}, {"a": 4}, {"a": 800}
         ),
-        Bucket(60_000, {}, {}, {}, {}, {}, {}),
-        Bucket(120_000, {"a": 2}, {"a": 1}, {"a": 50}, {"failed": {"b": 2}}, {"b": 2}, {"b": 20}),
+        bucket(60_000, {}, {}, {}, {}, {}, {}),
+        bucket(120_000, {"a": 2}, {"a": 1}, {"a": 50}, {"failed": {"b": 2}}, {"b": 2}, {"b": 20}),
     ]
     s = minute_series(buckets, ["failed"])
     assert s["enqueued"] == [4, 0, 2] and s["finished"] == [4, 0, 2]
