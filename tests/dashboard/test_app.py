@@ -4,16 +4,23 @@ are in test_security.py, live updates in test_live.py, the browser in test_brows
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
 from rjobs import SyncQueue, machines
-from tests.dashboard.conftest import Running
-from tests.helpers import job_history, keyspace_fingerprint
+from rjobs.cli.server import LocalServer
+from tests.dashboard.conftest import Running, free_port
+from tests.helpers import job_history, keyspace_fingerprint, kind_of
 from tests.invariants import assert_indexes_consistent
 
 JOB = machines.JOB
@@ -178,3 +185,33 @@ def test_queue_page_draws_the_metrics_as_svg(q: SyncQueue, dashboard: Callable[.
     assert "enqueued 3</span>" in page and "finished 2</span>" in page and "failed / finished 50%</span>" in page
     points = re.findall(r'<polyline class="c1" points="([^"]+)"', page)
     assert len(points) == 1 and len(points[0].split()) == 30, "one point per minute of the window"
+
+
+def test_the_command_serves_until_interrupted(url: str, server: LocalServer) -> None:
+    if kind_of(server) != "valkey":
+        pytest.skip("the command's start and stop: once (on valkey) is enough")
+    SyncQueue("work", url).enqueue("t")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rjobs", "dashboard", "--url", url, "-q", "work", "--port", str(port), "--read-only"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                counts = httpx.get(f"http://127.0.0.1:{port}/q/work/counts", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "rjobs dashboard did not start"
+                time.sleep(0.1)
+        assert counts["counts"][JOB.ready] == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        out = proc.stdout.read() if proc.stdout else ""
+        assert f"rjobs dashboard on http://127.0.0.1:{port}/" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
