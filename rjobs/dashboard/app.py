@@ -82,8 +82,8 @@ async def login(request: Request) -> Response:
     """``/login``: the token form (GET), and its check (POST) setting the login cookie."""
     options: DashboardOptions = request.app.state.options
     target = _next(request.query_params.get("next", "/"))
-    if options.token is None:
-        return RedirectResponse(target, 303)
+    if options.token is None or (request.method == "GET" and request.scope["state"].get("user")):
+        return RedirectResponse(target, 303)  # nothing to log in to, or logged in already
     if request.method == "GET":
         return render(request, "login.html", target=target)
     try:
@@ -95,7 +95,7 @@ async def login(request: Request) -> Response:
     if not hmac.compare_digest(given.encode(), options.token.encode()):
         return render(request, "login.html", 401, target=target, message="wrong token")
     response = RedirectResponse(_next(str(form.get("next") or "/")), 303)
-    response.set_cookie(AUTH_COOKIE, login_cookie(options), httponly=True, samesite="strict", path="/")
+    response.set_cookie(AUTH_COOKIE, login_cookie(options), httponly=True, samesite="lax", path="/")
     return response
 
 

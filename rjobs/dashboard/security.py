@@ -193,7 +193,7 @@ class Guard:
                 if not scope["path"].startswith("/static/"):
                     headers.append((b"cache-control", b"no-store"))
                 if new_sid is not None:
-                    cookie = f"{SESSION_COOKIE}={new_sid}; Path=/; HttpOnly; SameSite=Strict"
+                    cookie = f"{SESSION_COOKIE}={new_sid}; Path=/; HttpOnly; SameSite=Lax"
                     headers.append((b"set-cookie", cookie.encode()))
             await send(message)
 
