@@ -64,6 +64,9 @@ def render(request: Request, template: str, status: int = 200, /, **context: Any
     """The template ``template`` with the request's user, CSRF token and read-only flag."""
     state = request.app.state
     context.setdefault("message", "")
+    queue = context.get("queue")
+    if queue is not None:  # the final states, for the page script (a finished job has no actions)
+        context.setdefault("finals", " ".join(s for s in queue.machine.states if queue.machine.is_final(s)))
     page = ENV.get_template(template).render(
         request=request,
         user=request.scope["state"].get("user", ""),

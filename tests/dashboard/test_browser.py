@@ -119,6 +119,7 @@ def test_a_new_job_appears_live_and_its_cancel_button_cancels_it(
         f"() => document.querySelector('tr[data-job-id=\"{later}\"] [data-field=status]').textContent === 'cancelled'"
     )
     assert q.get(later).status == JOB.cancelled
+    assert row.locator("button.cancel").count() == 0, "a finished job has no cancel button"
     assert job_history(redis_sync, "rjobs:{work}:", later)[-1]["actor"] == "human:dashboard"
     assert [kind for kind, _ in page.dialogs] == ["confirm"], "the cancel asked first"
     page.wait_for_function("() => document.querySelector(\".n[data-state='cancelled']\").textContent === '1'")
@@ -160,6 +161,8 @@ def test_the_progress_bar_moves_live(url: str, dashboard: Callable[..., Running]
     page.wait_for_selector("#history tr:last-child >> text=half way there")
     q.complete(jid, {"url": "https://example.com/talk.webm"}, token=token)
     page.wait_for_function("() => document.getElementById('status').textContent === 'completed'")
+    page.wait_for_selector("text=https://example.com/talk.webm")  # reloaded once finished: the result shows
+    assert page.locator("#cancel").count() == 0
     q.close()
 
 

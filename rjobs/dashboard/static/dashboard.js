@@ -141,6 +141,9 @@
     if (row && doc.to) {
       row.querySelector('[data-field="status"]').textContent = doc.to;
       row.className = "state-" + doc.to + (table.dataset.state && doc.to !== table.dataset.state ? " moved" : "");
+      if (isFinal(table, doc.to)) {
+        row.querySelectorAll("form").forEach(function (form) { form.remove(); });
+      }
     } else if (row && doc.event === "progress") {
       var bar = row.querySelector("progress");
       if (bar) { bar.value = Number(doc.data) || 0; }
@@ -149,6 +152,10 @@
       wanted[doc.job] = true;
       later("rows", 300, fetchRows);
     }
+  }
+
+  function isFinal(el, state) {
+    return (el.dataset.finals || "").split(" ").indexOf(state) >= 0;
   }
 
   // -- one job: history, status and the progress bar
@@ -162,6 +169,10 @@
     fetch(base + "/job/" + encodeURIComponent(jobId) + "/json", { credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (job) {
+        if (job.status !== body.dataset.status && isFinal(body, job.status)) {
+          window.location.reload();  // finished: the result or error, and the retry form
+          return;
+        }
         var status = document.getElementById("status");
         status.textContent = job.status;
         status.className = "state-" + job.status;
