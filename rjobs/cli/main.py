@@ -30,6 +30,7 @@ from rjobs.cli.commands import (
     cmd_worker,
 )
 from rjobs.cli.control import cmd_assign, cmd_pause, cmd_resume
+from rjobs.cli.dashboard import add_dashboard_parser
 from rjobs.cli.fleet import cmd_workers
 from rjobs.cli.limits import cmd_limit
 from rjobs.cli.render import Output
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("server", cmd_server, "run the embedded valkey in the foreground (AOF on, data in $RJOBS_HOME/data)")
     p.add_argument("--port", type=int, help="TCP port (default: $RJOBS_SERVER_PORT, else its last one, else 6390)")
     p.add_argument("--stop", action="store_true", help="stop the embedded server, foreground or started on demand")
+
+    add_dashboard_parser(command)
 
     command("demo", cmd_demo, "a guided tour: runs demo jobs on a fresh queue with live progress")
     return parser

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from rjobs.client.assignees import actors_plan, assign_plan, assigned_plan, name_actors_plan
 from rjobs.client.limits import backoff_plan, clear_limit_plan, limit_name, limits_plan, set_limit_plan
 from rjobs.client.operations import QueuePlans
+from rjobs.client.pages import JobPage, page_plan
 from rjobs.client.queries import paused_plan, stats_plan
 from rjobs.client.removal import (
     bulk_delete_plan,
@@ -165,6 +166,34 @@ class QueueControl:
             and (user_id is None or j.user_id == user_id)
             and (error_code is None or (j.error is not None and j.error.code == error_code))
         ]
+
+    async def page(
+        self,
+        state: str | None = None,
+        *,
+        type: str | None = None,
+        user_id: str | None = None,
+        error_code: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        """One page of the jobs of ``state`` (or of ``user_id``), newest first from ``cursor``, filtered
+        by ``type`` and ``error_code`` (``oldest_first``: oldest first): a
+        :class:`rjobs.client.pages.JobPage` whose ``next_cursor`` reads on. Each call reads a
+        bounded number of index entries, however deep the cursor or rare the matches."""
+        return await self._read(
+            page_plan(
+                self._plans,
+                state,
+                user_id=user_id,
+                job_type=type,
+                error_code=error_code,
+                cursor=cursor,
+                limit=limit,
+                oldest_first=oldest_first,
+            )
+        )
 
     async def assign(self, job_id: str, assignee: Who, *, lease: float = 3600.0, by: Who | None = None) -> Job:
         """Lease a ready job to ``assignee`` (a person or an agent: text or :class:`rjobs.Actor`) for

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "rjobs"
 #: Layers, lowest first: a module may import its own layer and the ones below it.
-LAYERS = {"base": 0, "store": 1, "client": 2, "worker": 3, "observe": 3, "cli": 4}
+LAYERS = {"base": 0, "store": 1, "client": 2, "worker": 3, "observe": 3, "dashboard": 4, "cli": 5}
 #: Facades that gather the layers for users; they sit above every layer.
 FACADES = {"rjobs", "rjobs.testing", "rjobs.__main__"}
 MAX_LINES = 400
