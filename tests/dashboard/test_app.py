@@ -20,7 +20,7 @@ import redis
 from rjobs import SyncQueue, machines
 from rjobs.cli.server import LocalServer
 from tests.dashboard.conftest import Running, free_port
-from tests.helpers import job_history, keyspace_fingerprint, kind_of
+from tests.helpers import job_history, keyspace_fingerprint
 from tests.invariants import assert_indexes_consistent
 
 JOB = machines.JOB
@@ -187,9 +187,9 @@ def test_queue_page_draws_the_metrics_as_svg(q: SyncQueue, dashboard: Callable[.
     assert len(points) == 1 and len(points[0].split()) == 30, "one point per minute of the window"
 
 
-def test_the_command_serves_until_interrupted(url: str, server: LocalServer) -> None:
-    if kind_of(server) != "valkey":
-        pytest.skip("the command's start and stop: once (on valkey) is enough")
+def test_the_command_serves_until_interrupted(fresh_server: LocalServer) -> None:
+    """The real command, once (a new Valkey of its own: the server kind does not matter here)."""
+    url = fresh_server.url
     SyncQueue("work", url).enqueue("t")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
