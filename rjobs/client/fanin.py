@@ -7,14 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from rjobs.client.queries import ReadPlans
-from rjobs.errors import JobNotFound, Unauthorized
+from rjobs.errors import JobNotFound, Unauthorized, ValidationError
 from rjobs.models import DependencyResults
 from rjobs.store import codec
 from rjobs.store.keys import validate_name
 from rjobs.store.scripts import Cmd
 from rjobs.store.transport import Plan
 
-__all__ = ["dependency_results"]
+__all__ = ["MAX_DEPENDENTS", "dependency_results", "dependents_plan"]
+
+#: The most ids :func:`dependents_plan` returns.
+MAX_DEPENDENTS = 10_000
 
 
 def _text(value: bytes | None) -> str:
@@ -54,3 +57,19 @@ def dependency_results(plans: ReadPlans, job_id: str, user_id: str | None = None
         else:
             unfinished[dep] = state
     return DependencyResults(results, tuple(missing), unfinished)
+
+
+def dependents_plan(plans: ReadPlans, job_id: str, limit: int = 200) -> Plan[list[str]]:
+    """The ids of the jobs that listed ``job_id`` among their dependencies (its ``dependents``
+    set), sorted; at most ``limit`` of them (1-:data:`MAX_DEPENDENTS`; past it, which ones is up to
+    the server). One pipelined round trip; JobNotFound for no such job."""
+    jid = validate_name("job id", job_id)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_DEPENDENTS:
+        raise ValidationError(f"limit must be an integer 1-{MAX_DEPENDENTS}")
+    status, ids = yield [
+        Cmd(("HGET", plans.keys.job(jid), "status")),
+        Cmd(("SRANDMEMBER", plans.keys.job_dependents(jid), limit)),
+    ]
+    if status is None:
+        raise JobNotFound(jid)
+    return sorted(_text(i) for i in ids)

@@ -35,3 +35,8 @@ class JobResults:
         for another user's job or dependency; an ownerless dependency is shared). Two reads: the
         job's ``depends_on``, then every dependency in one pipelined round trip."""
         return await self._read(fanin.dependency_results(self._plans, job_id, user_id))
+
+    async def dependents(self, job_id: str, limit: int = 200) -> list[str]:
+        """The ids of the jobs waiting on (or that waited on) ``job_id``: those that listed it in
+        ``depends_on`` while it was stored, sorted, at most ``limit`` (1-10000)."""
+        return await self._read(fanin.dependents_plan(self._plans, job_id, limit))

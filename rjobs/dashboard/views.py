@@ -227,6 +227,10 @@ async def job_json(request: Request) -> Response:
     return Response(msgspec.json.encode(job), media_type="application/json")
 
 
+#: The most dependents a job page lists.
+DEPENDENTS_SHOWN = 200
+
+
 async def job_page(request: Request) -> Response:
     """``/q/<queue>/job/<id>``: the job's fields, progress, params, result, error with traceback,
     dependencies, assets and its full history with comments and who acted."""
@@ -241,6 +245,8 @@ async def job_page(request: Request) -> Response:
         job=job,
         events=events,
         assets=await queue.assets(job.id),
+        dependents=await queue.dependents(job.id, DEPENDENTS_SHOWN),
+        dependents_shown=DEPENDENTS_SHOWN,
         actors=actors,
         who=sorted({e.actor for e in events if e.actor}),
         message=request.query_params.get("done", ""),

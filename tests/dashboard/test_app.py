@@ -55,6 +55,7 @@ def test_pages_show_queues_jobs_and_one_job(
     q.progress(new, 40, "sending", token=token)
     q.comment(new, "looks slow", actor="bob")
     q.add_asset(new, "log", "https://example.com/log.txt", token=token)
+    child = q.enqueue("report", depends_on=[new]).id
     running = dashboard(queues=("work", "later"))
     before = keyspace_fingerprint(redis_sync)
     with client_for(running) as c:
@@ -76,6 +77,8 @@ def test_pages_show_queues_jobs_and_one_job(
         for text in ('value="40.0"', "sending", "looks slow", "https://example.com/log.txt", "processing"):
             assert text in job.text
         assert c.get(f"/q/work/job/{new}/json").json()["progress"]["percent"] == 40
+        assert "Waited on by" in job.text and f'href="/q/work/job/{child}"' in job.text, "its dependents"
+        assert f'href="/q/work/job/{new}"' in c.get(f"/q/work/job/{child}").text, "what it depends on"
         assert c.get("/q/work/counts").json()["counts"]["queued"] == 1
         found = c.get("/q/work/find", params={"id": new}, follow_redirects=False)
         assert found.status_code == 303 and found.headers["location"] == f"/q/work/job/{new}"

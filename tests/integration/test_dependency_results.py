@@ -130,3 +130,24 @@ def test_a_partitioned_queue_reads_on_the_jobs_partition(url: str) -> None:
             assert results.unfinished == {dep: "queued"}
 
     anyio.run(go)
+
+
+def test_a_job_lists_its_dependents(url: str, redis_sync: redis.Redis) -> None:
+    """Queue.dependents: the jobs that listed a job in depends_on, sorted, bounded by ``limit``;
+    bad input and an unknown job are typed errors that write nothing."""
+    with SyncQueue("dependents", url) as q:
+        parent = q.enqueue("p").id
+        kids = sorted(q.enqueue("k", depends_on=[parent]).id for _ in range(5))
+        assert q.dependents(parent) == kids
+        assert q.dependents(kids[0]) == []
+        two = q.dependents(parent, limit=2)
+        assert len(two) == 2 and set(two) <= set(kids) and two == sorted(two)
+        before = keyspace_fingerprint(redis_sync)
+        for bad in (0, -1, 10_001, True, 1.5, "3"):
+            with pytest.raises(ValidationError):
+                q.dependents(parent, limit=bad)  # type: ignore[arg-type]
+        with pytest.raises(JobNotFound):
+            q.dependents("nope")
+        with pytest.raises(ValidationError):
+            q.dependents("bad id!")
+        assert keyspace_fingerprint(redis_sync) == before
