@@ -30,7 +30,7 @@ from rjobs.client.queries import ReadPlans, server_warnings
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
 from rjobs.models import Asset, EnqueueOutcome, Job, JobRequest, Progress, Who
-from rjobs.observe.tracing import TRACE_CONTEXT, traced_enqueue
+from rjobs.observe.tracing import traced_enqueue, with_trace
 from rjobs.store import codec
 from rjobs.store.keys import validate_dedupe_key, validate_name
 from rjobs.store.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
@@ -80,7 +80,7 @@ class QueuePlans(ReadPlans):
             )
         if deps and isinstance(deps, str):
             raise ValidationError("depends_on must be a sequence of job ids, not a string")
-        return EnqueueSpec(
+        spec = EnqueueSpec(
             type=validate_name("job type", req.type),
             params=self._payload(req.params, "params"),
             priority=parse_priority(req.priority),
@@ -95,10 +95,10 @@ class QueuePlans(ReadPlans):
             on_dep_failure=req.on_dependency_failure,
             hold=req.hold,
             group=validate_name("group", req.group) if req.group is not None else "",
-            trace=TRACE_CONTEXT.get(),
             # a set of ids: a dependency listed twice counts once
             depends_on=tuple(dict.fromkeys(self._id(d) for d in deps)) if deps else (),
         )
+        return with_trace(spec)  # the trace context, if any, apart: with_trace says why
 
     @traced_enqueue
     def enqueue(self, req: JobRequest, actor: Who | None = None) -> Plan[EnqueueOutcome]:

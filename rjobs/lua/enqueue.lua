@@ -14,7 +14,8 @@
 --          stored as the job's field `trace`
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
 --          ready:<type>[:<group>], groups:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq,
---          wake:<type> (under the prefix), machine (flow: set once a job names a group)
+--          wake:<type> (under the prefix), machine (flow: set once a job names a group; traced: set
+--          once a job is stored with a trace context, so claims read it)
 -- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept|cached), status,
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1); for `cached` (policy
 --          reuse and a fresh cached result: nothing created) id and previous_id are the key's holder
@@ -138,6 +139,7 @@ if KNOWN then for _, k in ipairs(probe) do KNOWN[k] = true end end
 
 -- 3. Decide every request in order.
 local out, holders, caches = {}, {}, {}
+local traced = false  -- a created job stores a trace context
 for n = 1, njobs do
   pos = starts[n]
   local due = dues[n]
@@ -234,7 +236,7 @@ for n = 1, njobs do
       if ARGV[pos + CANCEL_RUNNING] == '1' then f[#f + 1] = 'cancel_running'; f[#f + 1] = '1' end
     end
     if ARGV[pos + GROUP] ~= '' then f[#f + 1] = 'group'; f[#f + 1] = ARGV[pos + GROUP] end
-    if ARGV[pos + TRACE] ~= '' then f[#f + 1] = 'trace'; f[#f + 1] = ARGV[pos + TRACE] end
+    if ARGV[pos + TRACE] ~= '' then f[#f + 1] = 'trace'; f[#f + 1] = ARGV[pos + TRACE]; traced = true end
     if ndeps > 0 then
       f[#f + 1] = 'depends_on'; f[#f + 1] = table.concat(ARGV, ',', pos + FIELDS, pos + FIELDS + ndeps - 1)
       f[#f + 1] = 'on_dep_failure'; f[#f + 1] = ARGV[pos + ON_DEP_FAILURE]
@@ -268,5 +270,6 @@ end
 -- requests were all kept or answered from the cache writes nothing
 if Z then op('SET', P .. 'seq', seq0 + njobs) end
 if grouped and not had_flow then op('HSET', MACHINE_KEY, 'flow', '1') end
+if traced and not call('HGET', MACHINE_KEY, 'traced') then op('HSET', MACHINE_KEY, 'traced', '1') end
 commit()
 return out

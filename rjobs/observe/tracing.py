@@ -9,7 +9,9 @@ job to the worker that ran it, whichever process that is.
 Tracing is on when ``opentelemetry-api`` is installed and a tracer provider is configured (the
 global one, or one given to :func:`configure`). Otherwise this module costs a cached check per
 call: ``opentelemetry`` is imported on first use only, once found missing it is never looked for
-again, and until a provider is set no span, context or carrier is made.
+again, a missing provider is looked for again at most every :data:`RECHECK` seconds (the lookup
+costs more than the rest of the check), and until a provider is found no span, context or carrier
+is made.
 
 The stored context is the ``traceparent`` header, then ``;`` and the ``tracestate`` header when
 it has entries, at most :data:`MAX_TRACE` bytes (tracestate entries are dropped from its end, as
@@ -21,8 +23,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import msgspec
 
 from rjobs.about import VERSION
 from rjobs.models import ClaimedJob, EnqueueOutcome, JobError, JobRequest
@@ -35,6 +40,7 @@ __all__ = [
     "FAILED_OUTCOMES",
     "MAX_IDS",
     "MAX_TRACE",
+    "RECHECK",
     "TRACE_CONTEXT",
     "RunSpan",
     "configure",
@@ -45,10 +51,13 @@ __all__ = [
     "start_finish",
     "trace_of",
     "traced_enqueue",
+    "with_trace",
 ]
 
 #: The longest trace context stored with a job, in bytes (enqueue.lua holds the same bound).
 MAX_TRACE = 512
+#: While no tracer provider is configured, look for one again after this many seconds.
+RECHECK = 1.0
 #: At most this many job ids are recorded on a span (``rjobs.job.ids``); the count is always.
 MAX_IDS = 100
 #: The attempt outcomes (:class:`rjobs.worker.hooks.Outcome` kinds) that set a run span's status to error.
@@ -57,16 +66,19 @@ FAILED_OUTCOMES = frozenset({"failed", "retrying", "timed_out", "lease_lost"})
 #: :func:`traced_enqueue` while the plan builds its requests, read by ``QueuePlans.spec``.
 TRACE_CONTEXT: contextvars.ContextVar[str] = contextvars.ContextVar("rjobs_trace_context", default="")
 F = TypeVar("F", bound=Callable[..., Generator[Any, Any, Any]])
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class _Tracing:
     """What is known so far: the API module (False: not installed), the propagator, the tracer
-    once a provider is configured, and a provider given to :func:`configure`."""
+    once a provider is configured, a provider given to :func:`configure`, and when to look for a
+    provider again (monotonic clock)."""
 
     api: Any = None
     propagator: Any = None
     tracer: Tracer | None = None
     provider: TracerProvider | None = None
+    recheck_at = 0.0
 
 
 _on = _Tracing()
@@ -74,19 +86,21 @@ _on = _Tracing()
 
 def configure(tracer_provider: TracerProvider | None = None) -> None:
     """Trace with ``tracer_provider`` instead of the global provider; None: the global one again.
-    A ``NoOpTracerProvider`` turns rjobs' spans off. Call it before enqueueing or starting a
-    worker; the global provider needs no call (it is looked up until one is set)."""
+    A ``NoOpTracerProvider`` turns rjobs' spans off. The global provider needs no call: set it
+    before the first enqueue (until one is set, rjobs looks again every :data:`RECHECK` s)."""
     _on.provider = tracer_provider
     _on.tracer = None
+    _on.recheck_at = 0.0
 
 
 def enabled() -> bool:
     """True when spans are made: the API is installed and a tracer provider is configured. Once
-    true it stays true (a provider is set once); while false it is checked again at each call,
-    which costs two attribute reads when the API is not installed."""
+    true it stays true (a global provider is set once); while false, a call costs two attribute
+    reads when the API is not installed, and a clock read until :data:`RECHECK` s have passed
+    since the last look for a provider."""
     if _on.tracer is not None:
         return True
-    if _on.api is False:
+    if _on.api is False or time.monotonic() < _on.recheck_at:
         return False
     return _resolve()
 
@@ -103,6 +117,7 @@ def _resolve() -> bool:
         _on.api, _on.propagator = api, TraceContextTextMapPropagator()
     provider = _on.provider or api.get_tracer_provider()
     if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
+        _on.recheck_at = time.monotonic() + RECHECK
         return False
     _on.tracer = provider.get_tracer("rjobs", VERSION)
     return True
@@ -138,19 +153,29 @@ def _context_of(trace: str | None) -> Context:
 
 # -- enqueue --------------------------------------------------------------------------------------
 def traced_enqueue(method: F) -> F:
-    """Decorate a plan of ``QueuePlans`` taking one :class:`JobRequest` or an iterable of them: while
-    tracing is on, the plan runs inside an ``rjobs.enqueue`` span and stores the span's context
-    with the jobs it creates (:data:`TRACE_CONTEXT`); otherwise the plan is returned untouched."""
+    """Decorate a plan of ``QueuePlans`` taking one :class:`JobRequest` or an iterable of them, and
+    the actor: while tracing is on, the plan runs inside an ``rjobs.enqueue`` span and stores the
+    span's context with the jobs it creates (:data:`TRACE_CONTEXT`); otherwise the plan is
+    returned untouched."""
 
     @functools.wraps(method)
-    def plan(self: Any, requests: Any, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+    def plan(self: Any, requests: Any, actor: Any = None) -> Generator[Any, Any, Any]:
         if _on.tracer is None and not enabled():
-            return method(self, requests, *args, **kwargs)
+            return method(self, requests, actor)
         if not isinstance(requests, (JobRequest, list, tuple)):
             requests = list(requests)  # read once: the span's attributes and the plan share it
-        return _traced(method(self, requests, *args, **kwargs), str(self.keys.name), requests)
+        return _traced(method(self, requests, actor), str(self.keys.name), requests)
 
     return cast(F, plan)
+
+
+def with_trace(spec: S) -> S:
+    """``spec`` (an ``EnqueueSpec``) with the trace context of the enqueue being planned, if any.
+    Given apart from the other fields: a call passing a 16th keyword argument makes CPython hand
+    them all over in a dict, which every enqueue would pay for a field that is empty while tracing
+    is off."""
+    trace = TRACE_CONTEXT.get()
+    return msgspec.structs.replace(spec, trace=trace) if trace else spec
 
 
 def _traced(plan: Generator[Any, Any, Any], queue: str, requests: Any) -> Generator[Any, Any, Any]:

@@ -27,6 +27,7 @@ from tests.observe.conftest import Traces
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 QUEUE = "traced"
+MACHINE = f"rjobs:{{{QUEUE}}}:machine"
 
 
 def job_key(job_id: str) -> str:
@@ -181,6 +182,38 @@ async def test_tracestate_travels_with_the_job(url: str, traces: Traces, redis_s
     assert redis_sync.hget(job_key(out.id), "trace") == stored.encode()
 
 
+async def test_groups_and_traces_are_both_claimed(url: str, traces: Traces, redis_sync: redis.Redis) -> None:
+    seen: dict[str, tuple[str | None, str | None]] = {}
+
+    async def work(ctx: JobContext, params: None) -> None:
+        seen[ctx.job.id] = (ctx.job.group, ctx.job.trace)
+
+    async with Queue(QUEUE, url=url) as q:
+        tracing.configure(trace.NoOpTracerProvider())  # tracing off: no span, nothing stored
+        untraced = await q.enqueue("work", group="g1")
+        assert redis_sync.hget(MACHINE, "traced") is None and redis_sync.hget(MACHINE, "flow") == b"1"
+        tracing.configure(traces.provider)
+        with traces.tracer.start_as_current_span("web.request"):
+            grouped = await q.enqueue("work", group="g2")
+        plain = await q.enqueue("work")  # a provider but no span: a trace of its own
+        assert redis_sync.hget(MACHINE, "traced") == b"1"
+        await run_burst(q, work)
+    enqueues = {dict(s.attributes or {})["rjobs.job.id"]: s for s in traces.named("rjobs.enqueue")}
+    assert set(enqueues) == {grouped.id, plain.id}
+    assert seen == {
+        untraced.id: ("g1", None),
+        grouped.id: ("g2", traceparent(enqueues[grouped.id])),
+        plain.id: (None, traceparent(enqueues[plain.id])),
+    }
+    runs = {dict(s.attributes or {})["rjobs.job.id"]: s for s in traces.named("rjobs.run")}
+    assert dict(runs[grouped.id].attributes or {})["rjobs.job.group"] == "g2"
+    assert "rjobs.job.group" not in dict(runs[plain.id].attributes or {})
+    assert runs[untraced.id].parent is None  # a new trace
+    for jid in (grouped.id, plain.id):
+        assert parent_of(runs[jid]) == enqueues[jid].get_span_context().span_id
+    assert b"trace" not in redis_sync.hkeys(job_key(untraced.id))
+
+
 async def test_a_refused_enqueue_is_an_error_span_and_stores_nothing(
     url: str, traces: Traces, redis_sync: redis.Redis
 ) -> None:
@@ -221,6 +254,7 @@ async def test_without_a_tracer_provider_nothing_is_stored_or_traced(url: str, r
     assert ran == [False, False]
     for out in outs:
         assert b"trace" not in redis_sync.hkeys(job_key(out.id))
+    assert redis_sync.hget(MACHINE, "traced") is None
 
 
 def test_a_long_tracestate_is_cut_to_fit_by_whole_entries(traces: Traces) -> None:
