@@ -105,16 +105,23 @@ def enabled() -> bool:
     return _resolve()
 
 
-def _resolve() -> bool:
-    api = _on.api
-    if api is None:
+def _load() -> Any:
+    """The API module (imported on first use), or False when it is not installed."""
+    if _on.api is None:
         try:
             import opentelemetry.trace as api
             from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         except ImportError:
             _on.api = False
-            return False
-        _on.api, _on.propagator = api, TraceContextTextMapPropagator()
+        else:
+            _on.api, _on.propagator = api, TraceContextTextMapPropagator()
+    return _on.api
+
+
+def _resolve() -> bool:
+    api = _load()
+    if api is False:
+        return False
     provider = _on.provider or api.get_tracer_provider()
     if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
         _on.recheck_at = time.monotonic() + RECHECK
@@ -125,6 +132,7 @@ def _resolve() -> bool:
 
 def trace_of(span: Span) -> str:
     """The trace context to store for ``span`` (module docstring); '' for an invalid span."""
+    _load()
     carrier: dict[str, str] = {}
     _on.propagator.inject(carrier, context=_on.api.set_span_in_context(span))
     parent = carrier.get("traceparent", "")
@@ -208,8 +216,9 @@ def _traced(plan: Generator[Any, Any, Any], queue: str, requests: Any) -> Genera
         _enqueued(span, stop.value)
         span.end()
         return stop.value
-    except GeneratorExit:  # the caller gave up (a connection error): the plan goes too
+    except GeneratorExit:  # the driver gave up on the plan (a connection error): no reply came
         plan.close()
+        span.set_status(_on.api.Status(_on.api.StatusCode.ERROR, "no reply: the call was abandoned"))
         span.end()
         raise
     except BaseException as exc:

@@ -267,3 +267,17 @@ def test_a_long_tracestate_is_cut_to_fit_by_whole_entries(traces: Traces) -> Non
     kept = state.split(",")
     assert kept == [f"{k}={v}" for k, v in members[: len(kept)]] and 5 <= len(kept) < 12
     assert tracing.trace_of(NonRecordingSpan(SpanContext(0, 0, False))) == ""
+
+
+def test_an_abandoned_enqueue_ends_its_span_as_an_error(traces: Traces) -> None:
+    """A plan the driver gives up on (a connection error) is closed: its span ends, as an error."""
+    from rjobs.client.operations import QueuePlans
+    from rjobs.config import QueueConfig
+
+    plan = QueuePlans(QUEUE, JOB, QueueConfig(), "me").enqueue(JobRequest(type="work"))
+    call = next(plan)
+    assert traces.named("rjobs.enqueue") == []
+    plan.close()
+    span = traces.one("rjobs.enqueue")
+    assert span.status.status_code is StatusCode.ERROR
+    assert traceparent(span) in call.args  # the call that was sent carried the span's context
