@@ -127,3 +127,15 @@ def test_a_well_formed_trace_context_is_stored(url: str, redis_sync: redis.Redis
         job_id = reply[0].decode()
         assert q.get(job_id).trace == trace
     assert redis_sync.hget(f"rjobs:{{{QUEUE}}}:job:{job_id}", "trace") == trace.encode()
+
+
+def test_rjobs_show_prints_the_stored_trace(url: str, traces: Traces, redis_sync: redis.Redis) -> None:
+    with SyncQueue(QUEUE, url) as q, traces.tracer.start_as_current_span("web.request"):
+        out = q.enqueue("work")
+    stored = redis_sync.hget(f"rjobs:{{{QUEUE}}}:job:{out.id}", "trace")
+    assert stored is not None
+    shown = python("-m", "rjobs", "show", out.id, "-q", QUEUE, "--url", url)
+    assert shown.returncode == 0, shown.stderr
+    assert any(line.split() == ["trace", stored.decode()] for line in shown.stdout.splitlines()), shown.stdout
+    doc = json.loads(python("-m", "rjobs", "show", out.id, "-q", QUEUE, "--url", url, "--json").stdout)
+    assert doc["job"]["trace"] == stored.decode()
