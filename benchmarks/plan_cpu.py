@@ -12,6 +12,7 @@ gives rjobs an SDK tracer provider without exporter (spans made and sampled, the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import timeit
@@ -45,10 +46,8 @@ reply = [b"id1", b"created", b"queued", b"", 0, 0]
 
 def drive(plan: object, raw: list[object]) -> None:
     call = next(plan)  # type: ignore[call-overload]
-    try:
+    with contextlib.suppress(StopIteration):
         plan.send(call.decode(raw))  # type: ignore[attr-defined]
-    except StopIteration:
-        pass
 
 
 def one() -> None:
