@@ -47,7 +47,9 @@ class Progress(msgspec.Struct, frozen=True):
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """A job as stored in its hash ``rjobs:{Q}:job:<id>``. Times are Redis server epoch ms;
     ``duration_ms`` is ``completed_ms - started_ms`` (not stored), ``lease_deadline_ms`` is set
-    while the job is leased only."""
+    while the job is leased only. ``trace`` is the W3C trace context (``traceparent``, then
+    ``;tracestate`` if any) of the span that enqueued it, None when none was recorded
+    (docs/tracing.md)."""
 
     id: str
     queue: str
@@ -78,6 +80,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     depends_on: tuple[str, ...] = ()
     deps_pending: int = 0
     group: str | None = None
+    trace: str | None = None
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,7 +132,8 @@ class EnqueueOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
-    """A job as a worker receives it from claim: enough to run it and to fence every write."""
+    """A job as a worker receives it from claim: enough to run it and to fence every write, and
+    the trace context it was enqueued in (``trace``, see :class:`Job`)."""
 
     id: str
     type: str
@@ -143,6 +147,7 @@ class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
     created_ms: int
     lease_deadline_ms: int
     group: str | None = None
+    trace: str | None = None
 
 
 class Undecodable(msgspec.Struct, frozen=True, tag=True):

@@ -189,6 +189,7 @@ def show_job(
         ("error", _error_text(job)),
         ("dedupe key", job.dedupe_key or ""),
         ("group", job.group or ""),
+        ("trace", job.trace or ""),
         ("depends on", ", ".join(job.depends_on) + (f" ({job.deps_pending} pending)" if job.deps_pending else "")),
         ("created", stamp(job.created_ms, with_date=True)),
         ("scheduled", stamp(job.scheduled_ms, with_date=True)),

@@ -30,6 +30,7 @@ from rjobs.client.queries import ReadPlans, server_warnings
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
 from rjobs.models import Asset, EnqueueOutcome, Job, JobRequest, Progress, Who
+from rjobs.observe.tracing import traced_enqueue, with_trace
 from rjobs.store import codec
 from rjobs.store.keys import validate_dedupe_key, validate_name
 from rjobs.store.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
@@ -81,7 +82,7 @@ class QueuePlans(ReadPlans):
             )
         if deps and isinstance(deps, str):
             raise ValidationError("depends_on must be a sequence of job ids, not a string")
-        return EnqueueSpec(
+        spec = EnqueueSpec(
             type=validate_name("job type", req.type),
             params=self._payload(req.params, "params"),
             priority=parse_priority(req.priority),
@@ -99,12 +100,15 @@ class QueuePlans(ReadPlans):
             # a set of ids: a dependency listed twice counts once
             depends_on=tuple(dict.fromkeys(self._id(d) for d in deps)) if deps else (),
         )
+        return with_trace(spec)  # the trace context, if any, apart: with_trace says why
 
+    @traced_enqueue
     def enqueue(self, req: JobRequest, actor: Who | None = None) -> Plan[EnqueueOutcome]:
         """Create one job (or keep/replace/reuse by dedupe key)."""
         outcomes: list[EnqueueOutcome] = yield self.scripts.enqueue(self._actor(actor), [self.spec(req)])
         return outcomes[0]
 
+    @traced_enqueue
     def enqueue_many(self, reqs: Iterable[JobRequest], actor: Who | None = None) -> Plan[list[EnqueueOutcome]]:
         """Create many jobs in one round trip. Every request is validated before anything is sent.
         Up to BULK_CHUNK requests are one script call, all or nothing: an error is raised and

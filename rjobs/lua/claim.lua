@@ -14,13 +14,14 @@
 --                   worker sends it every few seconds, not on every claim); 0 = not this time
 -- ARGV[7]  n        how many job types follow (0-1000), or '*' (alone): every type (the first 1000 lanes)
 -- ARGV[8..] types   the job types the worker runs (charset A-Z a-z 0-9 _ . -, <= 128; a repeat counts once)
--- Reads    machine (field paused: set by pause.lua)
+-- Reads    machine (field paused: set by pause.lua; traced: set by enqueue.lua)
 -- Builds   job:<id>, job:<id>:history, ready:<type>, lanes, delayed, leases, state:<s>, workers, wake:<type>
 --          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  {next_due_ms (-1 = nothing delayed), ready_left (in the lanes served; -1 = the queue is
 --          paused: no job), jobs...}; each job is
 --          {id, type, params, attempt, max_attempts, token, user_id, priority, retry_count,
---           created_ms, lease_deadline_ms, group ('' = none)}
+--           created_ms, lease_deadline_ms, group ('' = none)[, trace ('' = none)]}: the job's trace
+--          context comes only from a queue whose machine is marked traced
 -- Errors   RJ_NO_MACHINE, RJ_INVALID <why>
 --!include lib/layout.lua
 --!include lib/core.lua
@@ -61,7 +62,16 @@ local ready, delayed = m.ready, m.delayed
 local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'params', 'max_attempts', 'user_id',
   'priority', 'seq', 'retry_count', 'created_ms', 'updated_ms', flow and 'group' or nil, flow and 'lim' or nil}
 local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
-  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, updated_ms = 13, group = 14, lim = 15}
+  user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, updated_ms = 13, group = 14, lim = 15,
+  trace = 99}
+-- A job's trace context (rjobs.observe.tracing) is read only in a queue that stored one (TRACED, read
+-- by init): reading a field most jobs lack costs a scan of each job's hash. Elsewhere its position
+-- is past the fields read, so it reads as absent without a lookup (as group and lim do without flow).
+if TRACED then
+  local n = flow and 16 or 14
+  if not flow then CLAIM_IX.group, CLAIM_IX.lim = 99, 99 end
+  CLAIM_FIELDS[n], CLAIM_IX.trace = 'trace', n
+end
 
 -- 1. Due delayed jobs become ready (whatever their type: the first claim after they are due
 -- promotes them); those of a type served here may be claimed by this very call.
@@ -240,7 +250,7 @@ if max_jobs > 0 and left > 0 then
       out[#out + 1] = {id, t or '', g(rec, 'params') or '', tonumber(g(rec, 'attempt')),
         tonumber(g(rec, 'max_attempts')) or 1, g(rec, 'token'), g(rec, 'user_id') or '', tonumber(g(rec, 'priority')) or 0,
         tonumber(g(rec, 'retry_count')) or 0, tonumber(g(rec, 'created_ms')) or 0, tonumber(g(rec, 'lease_deadline_ms')),
-        g(rec, 'group') or ''}
+        g(rec, 'group') or '', TRACED and (g(rec, 'trace') or '') or nil}
     end
   end
 end

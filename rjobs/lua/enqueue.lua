@@ -9,11 +9,13 @@
 -- ARGV[1]  prefix   "rjobs:{Q}:"
 -- ARGV[2]  actor    who enqueues (charset A-Z a-z 0-9 _ . : @ -, <= 200)
 -- ARGV[3]  njobs    number of job records that follow (1-10000)
--- ARGV[4..] per job, the 15 fields at the offsets below (rjobs.store.scripts.EnqueueSpec, same order),
---          then its dependency ids
+-- ARGV[4..] per job, the 16 fields at the offsets below (rjobs.store.scripts.EnqueueSpec, same order),
+--          then its dependency ids; `trace` is '' or a W3C trace context (see valid_trace below),
+--          stored as the job's field `trace`
 -- Builds   job:<id>, job:<id>:history, job:<dep>:dependents (+ has_dependents on job:<dep>),
 --          ready:<type>[:<group>], groups:<type>, lanes, delayed, state:<s>, owner:<u>, dedupe:<k>, cache:<k>, seq,
---          wake:<type> (under the prefix), machine (flow: set once a job names a group)
+--          wake:<type> (under the prefix), machine (flow: set once a job names a group; traced: set
+--          once a job is stored with a trace context, so claims read it)
 --          metrics:<minute>, totals (the counters of the moves it makes: lib/write.lua)
 -- Returns  one flat array, 6 entries per job in request order: id, outcome (created|kept|cached), status,
 --          previous_id ('' = none), stale_cancelled (0|1), cache_invalidated (0|1); for `cached` (policy
@@ -27,8 +29,22 @@
 --!include lib/checks.lua
 --!include lib/move.lua
 local ID, TYPE, PARAMS, PRIORITY, USER, RUN_AT, DELAY, MAX_ATTEMPTS, DEDUPE_KEY, DEDUPE, CANCEL_RUNNING,
-  ON_DEP_FAILURE, HOLD, GROUP, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
-local FIELDS = 15
+  ON_DEP_FAILURE, HOLD, GROUP, TRACE, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+local FIELDS = 16
+
+-- The trace context a job continues (rjobs.observe.tracing): a W3C traceparent (2-32-16-2
+-- lowercase hex digits joined by '-', version ff refused; a later version may append '-' fields),
+-- then optionally ';' and the tracestate (printable ASCII); at most 512 bytes. Readers hand it to
+-- a propagator, so nothing else may pass.
+local function valid_trace(s)
+  local hex = '[0-9a-f]'
+  local shape = '^' .. hex:rep(2) .. '%-' .. hex:rep(32) .. '%-' .. hex:rep(16) .. '%-' .. hex:rep(2)
+  if #s > 512 or not string.find(s, shape) or string.sub(s, 1, 2) == 'ff' then return false end
+  local cut = string.find(s, ';', 1, true)
+  local parent = cut and string.sub(s, 1, cut - 1) or s
+  if #parent > 55 and (string.sub(parent, 56, 56) ~= '-' or string.find(parent, '[^0-9a-f%-]')) then return false end
+  return not cut or not string.find(s, '[^\32-\126]', cut + 1)
+end
 
 -- A job this call creates (its keys were checked to be free by the caller); `fields` is its flat
 -- field/value list (the creation HSET).
@@ -73,6 +89,8 @@ for n = 1, njobs do
     if not valid_name(group) then return refuse('RJ_INVALID', 'group', n) end
     grouped = true
   end
+  local trace = ARGV[pos + TRACE]
+  if trace ~= '' and not valid_trace(trace) then return refuse('RJ_INVALID', 'trace context', n) end
   local policy, cancel_running = ARGV[pos + DEDUPE], ARGV[pos + CANCEL_RUNNING]
   if (policy ~= 'keep' and policy ~= 'replace' and policy ~= 'reuse') or
     (cancel_running ~= '0' and cancel_running ~= '1') then
@@ -122,6 +140,7 @@ if KNOWN then for _, k in ipairs(probe) do KNOWN[k] = true end end
 
 -- 3. Decide every request in order.
 local out, holders, caches = {}, {}, {}
+local traced = false  -- a created job stores a trace context
 for n = 1, njobs do
   pos = starts[n]
   local due = dues[n]
@@ -218,6 +237,7 @@ for n = 1, njobs do
       if ARGV[pos + CANCEL_RUNNING] == '1' then f[#f + 1] = 'cancel_running'; f[#f + 1] = '1' end
     end
     if ARGV[pos + GROUP] ~= '' then f[#f + 1] = 'group'; f[#f + 1] = ARGV[pos + GROUP] end
+    if ARGV[pos + TRACE] ~= '' then f[#f + 1] = 'trace'; f[#f + 1] = ARGV[pos + TRACE]; traced = true end
     if ndeps > 0 then
       f[#f + 1] = 'depends_on'; f[#f + 1] = table.concat(ARGV, ',', pos + FIELDS, pos + FIELDS + ndeps - 1)
       f[#f + 1] = 'on_dep_failure'; f[#f + 1] = ARGV[pos + ON_DEP_FAILURE]
@@ -251,5 +271,6 @@ end
 -- requests were all kept or answered from the cache writes nothing
 if Z then op('SET', P .. 'seq', seq0 + njobs) end
 if grouped and not had_flow then op('HSET', MACHINE_KEY, 'flow', '1') end
+if traced and not TRACED then op('HSET', MACHINE_KEY, 'traced', '1') end
 commit()
 return out

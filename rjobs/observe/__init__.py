@@ -1,8 +1,7 @@
-"""Observability: Prometheus metrics of workers and queues (docs/metrics.md).
+"""Optional views of rjobs for observability tools: Prometheus metrics of workers and queues
+(:mod:`rjobs.observe.prometheus`, the ``metrics`` extra, docs/metrics.md) and OpenTelemetry traces
+(:mod:`rjobs.observe.tracing`, the ``otel`` extra, docs/tracing.md).
 
-``rjobs.observe.prometheus`` holds the entry points: :func:`~rjobs.observe.prometheus.serve_worker_metrics`
-(a worker's own /metrics, what ``rjobs worker --metrics-port`` runs) and
-:func:`~rjobs.observe.prometheus.render_queue_metrics` (the queues' metrics, for a dashboard's
-/metrics). They need the optional ``prometheus_client`` (``pip install 'rjobs[metrics]'``); importing
-this package does not import it, and a worker without metrics never does.
+Importing this package imports neither library: each module imports its own only when it is
+installed and asked for, and a worker without metrics or a tracer provider never does.
 """

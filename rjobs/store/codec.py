@@ -178,6 +178,7 @@ def job_from_hash(h: Mapping[bytes, bytes]) -> Job:
         depends_on=tuple(deps.decode().split(",")) if deps else (),
         deps_pending=_int(g(b"deps_pending")) or 0,
         group=_str(g(b"group")),
+        trace=_str(g(b"trace")),
     )
 
 

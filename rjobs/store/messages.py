@@ -48,6 +48,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     on_dep_failure: str = "fail"
     hold: bool = False
     group: str = ""
+    trace: str = ""  # the enqueuing trace context (rjobs.observe.tracing), '' = none
     depends_on: tuple[str, ...] = ()
 
     def args(self) -> list[Arg]:
@@ -67,6 +68,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
             self.on_dep_failure,
             int(self.hold),
             self.group,
+            self.trace,
             len(self.depends_on),
             *self.depends_on,
         ]
@@ -160,6 +162,7 @@ def decode_claim(raw: list[Any]) -> ClaimResult:
             created_ms=int(j[9]),
             lease_deadline_ms=int(j[10]),
             group=decode_text(j[11]) or None if len(j) > 11 else None,
+            trace=decode_text(j[12]) or None if len(j) > 12 else None,
         )
         for j in raw[2:]
     ]

@@ -26,6 +26,7 @@ import msgspec
 from rjobs.client.operations import to_job_error
 from rjobs.errors import RjobsError, ValidationError
 from rjobs.models import ClaimedJob, JobError, Undecodable
+from rjobs.observe import tracing
 from rjobs.statemachine import StateMachine
 from rjobs.store import codec
 from rjobs.store.scripts import MoveRequest
@@ -132,13 +133,16 @@ class JobRunner:
         if state is not HeldState.RUNNING:  # stopped before its slot started it (shutdown)
             return moves.handback(held.job) if state is HeldState.HANDBACK else None
         ctx = JobContext(held, queue, self.worker_id, self.state)
-        if self.hooks.after_job is None and not self.hooks.observers:
+        if self.hooks.after_job is None and not self.hooks.observers and not tracing.enabled():
             return await self._attempt(queue, moves, held, ctx)
-        started = time.monotonic()
-        request = await self._attempt(queue, moves, held, ctx)
-        outcome = outcome_of(request, moves, held, time.monotonic() - started)
-        self.hooks.observe(queue, held.job, outcome)  # metrics (rjobs.observe), before after_job
-        await self.hooks.after(ctx, outcome)
+        with tracing.run_span(queue.name, held.job, self.worker_id) as run:  # off: a no-op
+            held.span = run.span
+            started = time.monotonic()
+            request = await self._attempt(queue, moves, held, ctx)
+            outcome = outcome_of(request, moves, held, time.monotonic() - started)
+            run.ended(outcome.kind, outcome.error)
+            self.hooks.observe(queue, held.job, outcome)  # metrics (rjobs.observe), before after_job
+            await self.hooks.after(ctx, outcome)
         return request
 
     async def _attempt(self, queue: Queue, moves: Moves, held: Held, ctx: JobContext) -> MoveRequest | None:
@@ -221,6 +225,8 @@ class JobRunner:
     ) -> MoveRequest:
         """Log the outcome the request records (see :data:`job_log`), and return it."""
         seconds = time.monotonic() - started
+        if error is not None:
+            tracing.record_error(error)
         facts = self._facts(queue, job)
         jid, jtype = job.id, job.type
         if request.target == moves.success:

@@ -10,6 +10,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from rjobs.errors import LeaseLost, RjobsError
+from rjobs.observe import tracing
 from rjobs.store.scripts import MoveRequest, outcome_error
 from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import FINAL_WRITE_TIMEOUT, LeaseBook, transient
@@ -122,6 +123,7 @@ class Finisher:
             return
         outcomes: list[str] | None = None
         self._failure = None
+        spans = tracing.start_finish(self.queue.name, live) if tracing.enabled() else None
         # one scope, shielded, with its own deadline (cheaper than shield + move_on_after); _finish
         # moves the deadline out to the leases' end while Redis is down or refuses for now
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + FINAL_WRITE_TIMEOUT) as scope:
@@ -129,6 +131,8 @@ class Finisher:
                 outcomes = await self._finish(live, scope)
             except RjobsError as exc:
                 self._failure = exc
+        if spans is not None:
+            tracing.end_finish(spans, outcomes)
         if outcomes is None:
             failure = self._failure
             log.error(

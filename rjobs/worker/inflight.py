@@ -42,9 +42,10 @@ _LIVE = (HeldState.RUNNING, HeldState.DONE, HeldState.HANDBACK)
 class Held:
     """One job this worker holds: its queue's index (``slot``), lease token, cancel scope and how
     long the lease is safe (``safe_until``, loop clock). ``flag`` is raised with the scope's
-    cancel so sync functions running in threads can poll ``ctx.cancelled``. Compared by identity."""
+    cancel so sync functions running in threads can poll ``ctx.cancelled``; ``span`` is its run span
+    when tracing is on, the parent of its finish span. Compared by identity."""
 
-    __slots__ = ("flag", "job", "reason", "safe_until", "scope", "slot", "state")
+    __slots__ = ("flag", "job", "reason", "safe_until", "scope", "slot", "span", "state")
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class Held:
         self.state = state
         self.reason = reason
         self.flag = Flag()
+        self.span: object | None = None  # the run span, while tracing is on (rjobs.observe.tracing)
 
     def __repr__(self) -> str:
         return f"Held(slot={self.slot}, job={self.job.id!r}, token={self.job.token!r}, state={self.state.value})"

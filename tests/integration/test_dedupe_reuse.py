@@ -140,7 +140,8 @@ def test_a_bad_policy_is_refused_by_the_client_and_the_script(q: SyncQueue, redi
     k = q.backend.keys
     source, sha = script_for(redis_sync, load_script("enqueue"))
     redis_sync.script_load(source)
-    record = ["", "t", "{}", "5", "", "0", "0", "3", "k", "Reuse", "0", "fail", "0", "", "0"]  # group "", no deps
+    # group '', trace '', no deps
+    record = ["", "t", "{}", "5", "", "0", "0", "3", "k", "Reuse", "0", "fail", "0", "", "", "0"]
     with pytest.raises(redis.ResponseError, match="RJ_INVALID dedupe policy"):
         redis_sync.evalsha(sha, 2, k.machine, k.events, k.prefix, "tester", "1", *record)
     assert keyspace_fingerprint(redis_sync) == before

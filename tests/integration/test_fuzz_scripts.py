@@ -40,6 +40,15 @@ TEXT = st.one_of(
 NAMES = st.one_of(st.sampled_from(["w1", "ok_name", "a.b-c"]), TEXT)
 STATES = st.sampled_from([*JOB.states, "", "nope", "queued|x", "#queued", "queued>processing"])
 FLAGS = st.sampled_from(["0", "1", "", "2", "true"])
+#: W3C trace contexts as enqueue.lua receives them (field ``trace``): valid, near misses, hostile.
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACES = st.one_of(
+    st.sampled_from([
+        "", TRACE, TRACE + ";congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", TRACE.upper(), "ff" + TRACE[2:], TRACE[:-1],
+        TRACE + "-x", TRACE + ";" + "a" * 600, TRACE + ";\x01", "01" + TRACE[2:] + "-00ab",
+    ]),
+    TEXT,
+)  # fmt: skip
 CRONS = st.sampled_from(["* * * * *", "0 3 * * *", "*/5 1-3 * jan mon-fri", "61 * * * *", "* * * *", "L * * * *"])
 
 
@@ -70,6 +79,8 @@ def argv_for(name: str, q: SyncQueue, jobs: list[str]) -> st.SearchStrategy[list
             FLAGS,
             st.sampled_from(["fail", "cancel", ""]),
             FLAGS,
+            st.one_of(st.just(""), NAMES),
+            TRACES,
         ).flatmap(lambda r: st.lists(job, max_size=3).map(lambda deps: [*r, str(len(deps)), *deps]))
         return st.tuples(NAMES, st.lists(record, min_size=1, max_size=3)).map(
             lambda t: [t[0], str(len(t[1])), *[x for r in t[1] for x in r]]
@@ -194,8 +205,8 @@ def valid_argv(name: str, st8: State, jobs: dict[str, list[str]], pick: Callable
     finished = jobs[JOB.failure] + jobs[JOB.cancelled]
     lj = pick(leased)
     if name == "enqueue":
-        return ["fuzzer", "1", "", "t", '{"a":1}', "5", "u1", "0", "0", "3", "k1", "replace", "1", "fail", "0", "1",
-                pick(ready)]  # fmt: skip
+        return ["fuzzer", "1", "", "t", '{"a":1}', "5", "u1", "0", "0", "3", "k1", "replace", "1", "fail", "0", "",
+                TRACE, "1", pick(ready)]  # fmt: skip
     if name == "claim":
         return ["w1", "2", "30000", "100", "2", "t", "t"]
     if name == "heartbeat":

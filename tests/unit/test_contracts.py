@@ -207,6 +207,7 @@ _ENQUEUE_OFFSETS = {
     "ON_DEP_FAILURE": "on_dep_failure",
     "HOLD": "hold",
     "GROUP": "group",
+    "TRACE": "trace",
     "NDEPS": "depends_on",
 }
 
@@ -230,6 +231,7 @@ def test_enqueue_record_is_one_definition() -> None:
         on_dep_failure="cancel",
         hold=True,
         group="g",
+        trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         depends_on=("d1", "d2"),
     )
     sent = spec.args()

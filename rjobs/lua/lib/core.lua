@@ -23,6 +23,7 @@ local P, EVENTS_KEY, MACHINE_KEY, NOW, NOW_S, M  -- prefix, keys, server time (n
 local CLUSTER = false  -- the client declared the queue's keys beyond the two fixed ones
 local FLOW = false  -- the queue has limits or grouped jobs (machine field flow): only then are they read
 local PAUSED = false  -- the queue's pause (machine field paused: JSON by pause.lua), or false
+local TRACED = false  -- a job of the queue was stored with a trace context (machine field traced)
 local KNOWN = false  -- on a cluster: the keys read (so served here), see lib/write.lua
 local JOBS, ORDER = {}, {}  -- loaded jobs by id, and in load order
 
@@ -51,10 +52,10 @@ local function init(keys, prefix, with_edges)
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   NOW_S = string.format('%d', NOW)  -- formatted once: a number in a string costs a sprintf
   -- the flags every call may need come with the head: one read of the machine hash
-  local r = with_edges and call('HMGET', keys[1], 'compiled:head', 'flow', 'paused', 'compiled:edges') or
-    call('HMGET', keys[1], 'compiled:head', 'flow', 'paused')
-  local head, edges = r[1], r[4] or nil
-  FLOW, PAUSED = r[2] and true or false, r[3]
+  local r = with_edges and call('HMGET', keys[1], 'compiled:head', 'flow', 'paused', 'traced', 'compiled:edges') or
+    call('HMGET', keys[1], 'compiled:head', 'flow', 'paused', 'traced')
+  local head, edges = r[1], r[5] or nil
+  FLOW, PAUSED, TRACED = r[2] and true or false, r[3], r[4] and true or false
   if not head then
     if call('EXISTS', keys[1]) == 0 then return 'RJ_NO_MACHINE no state machine declared for this queue' end
     return 'RJ_NO_MACHINE the stored machine was declared by another rjobs version: ' ..
