@@ -35,7 +35,7 @@ from rjobs.models import JobRequest  # noqa: E402
 if args.traced:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from rjobs.observe import tracing
+    from rjobs import tracing
 
     tracing.configure(TracerProvider())
 plans = QueuePlans("bench", JOB, QueueConfig(), "me")

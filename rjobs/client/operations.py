@@ -30,11 +30,11 @@ from rjobs.client.queries import ReadPlans, server_warnings
 from rjobs.config import QueueConfig, parse_priority
 from rjobs.errors import JobExists, ValidationError
 from rjobs.models import Asset, EnqueueOutcome, Job, JobRequest, Progress, Who
-from rjobs.observe.tracing import traced_enqueue, with_trace
 from rjobs.store import codec
 from rjobs.store.keys import validate_dedupe_key, validate_name
 from rjobs.store.scripts import Cmd, EnqueueSpec, MoveRequest, Op, outcome_error
 from rjobs.store.transport import Plan
+from rjobs.tracing import traced_enqueue, with_trace
 
 __all__ = ["BULK_OUTCOMES", "QueuePlans", "to_job_error"]
 

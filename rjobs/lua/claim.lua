@@ -64,7 +64,7 @@ local CLAIM_FIELDS = {'status', 'token', 'attempt', 'executions', 'type', 'param
 local CLAIM_IX = {status = 1, token = 2, attempt = 3, executions = 4, type = 5, params = 6, max_attempts = 7,
   user_id = 8, priority = 9, seq = 10, retry_count = 11, created_ms = 12, updated_ms = 13, group = 14, lim = 15,
   trace = 99}
--- A job's trace context (rjobs.observe.tracing) is read only in a queue that stored one (TRACED, read
+-- A job's trace context (rjobs.tracing) is read only in a queue that stored one (TRACED, read
 -- by init): reading a field most jobs lack costs a scan of each job's hash. Elsewhere its position
 -- is past the fields read, so it reads as absent without a lookup (as group and lim do without flow).
 if TRACED then

@@ -32,7 +32,7 @@ local ID, TYPE, PARAMS, PRIORITY, USER, RUN_AT, DELAY, MAX_ATTEMPTS, DEDUPE_KEY,
   ON_DEP_FAILURE, HOLD, GROUP, TRACE, NDEPS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
 local FIELDS = 16
 
--- The trace context a job continues (rjobs.observe.tracing): a W3C traceparent (2-32-16-2
+-- The trace context a job continues (rjobs.tracing): a W3C traceparent (2-32-16-2
 -- lowercase hex digits joined by '-', version ff refused; a later version may append '-' fields),
 -- then optionally ';' and the tracestate (printable ASCII); at most 512 bytes. Readers hand it to
 -- a propagator, so nothing else may pass.

@@ -48,7 +48,7 @@ class EnqueueSpec(msgspec.Struct, frozen=True, kw_only=True):
     on_dep_failure: str = "fail"
     hold: bool = False
     group: str = ""
-    trace: str = ""  # the enqueuing trace context (rjobs.observe.tracing), '' = none
+    trace: str = ""  # the enqueuing trace context (rjobs.tracing), '' = none
     depends_on: tuple[str, ...] = ()
 
     def args(self) -> list[Arg]:

@@ -23,10 +23,10 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from rjobs import tracing
 from rjobs.client.operations import to_job_error
 from rjobs.errors import RjobsError, ValidationError
 from rjobs.models import ClaimedJob, JobError, Undecodable
-from rjobs.observe import tracing
 from rjobs.statemachine import StateMachine
 from rjobs.store import codec
 from rjobs.store.scripts import MoveRequest

@@ -9,8 +9,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from rjobs import tracing
 from rjobs.errors import LeaseLost, RjobsError
-from rjobs.observe import tracing
 from rjobs.store.scripts import MoveRequest, outcome_error
 from rjobs.worker.inflight import Held, HeldState
 from rjobs.worker.leases import FINAL_WRITE_TIMEOUT, LeaseBook, transient

@@ -63,7 +63,7 @@ class Held:
         self.state = state
         self.reason = reason
         self.flag = Flag()
-        self.span: object | None = None  # the run span, while tracing is on (rjobs.observe.tracing)
+        self.span: object | None = None  # the run span, while tracing is on (rjobs.tracing)
 
     def __repr__(self) -> str:
         return f"Held(slot={self.slot}, job={self.job.id!r}, token={self.job.token!r}, state={self.state.value})"

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces in one process (rjobs.observe.tracing): the enqueue span's context is
+"""OpenTelemetry traces in one process (rjobs.tracing): the enqueue span's context is
 stored with the job, the worker's run span continues it, the job function's spans are children of
 the run span and the finish span records the write; without a provider nothing is stored."""
 
@@ -13,11 +13,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
+from rjobs import tracing
 from rjobs.client.queue import Queue
 from rjobs.errors import JobExists
 from rjobs.machines import JOB
 from rjobs.models import JobRequest
-from rjobs.observe import tracing
 from rjobs.worker.context import JobContext
 from rjobs.worker.functions import Fail
 from rjobs.worker.loop import Worker

@@ -62,7 +62,7 @@ import json, sys
 sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
 import anyio
 from rjobs import Queue, Worker
-from rjobs.observe import tracing
+from rjobs import tracing
 
 async def main():
     ran = []
