@@ -26,7 +26,7 @@ from rjobs.store.keys import validate_name
 from rjobs.store.scripts import Cmd
 from rjobs.store.transport import Plan
 
-__all__ = ["PAGE_CHUNK", "PAGE_LIMIT", "PAGE_SCAN", "JobPage", "page_plan"]
+__all__ = ["PAGE_CHUNK", "PAGE_LIMIT", "PAGE_SCAN", "JobPage", "filter_index", "matches", "page_plan"]
 
 #: The most index entries one page request reads (filtered pages stop there, with a cursor).
 PAGE_SCAN = 1000
@@ -75,20 +75,7 @@ def page_plan(
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT:
         raise ValidationError(f"limit must be an integer 1-{PAGE_LIMIT}")
     start = _cursor(cursor)
-    if state is not None and state not in plans.machine.edges:
-        raise ValidationError(
-            f"unknown state {state!r} for machine {plans.machine.name!r}: {list(plans.machine.edges)}"
-        )
-    if job_type is not None:
-        validate_name("job type", job_type)
-    if error_code is not None and (not isinstance(error_code, str) or not 1 <= len(error_code) <= 200):
-        raise ValidationError("error_code must be text of 1-200 characters")
-    if user_id is not None:
-        key = plans.keys.owner(validate_name("user id", user_id))
-    elif state is not None:
-        key = plans.keys.state(state)
-    else:
-        raise ValidationError("a page needs a state or a user")
+    key = filter_index(plans, state, user_id, job_type, error_code, "a page needs a state or a user")
     # The state index holds only jobs of that state: without other filters no field is read.
     filtered = job_type is not None or error_code is not None or (user_id is not None and state is not None)
     if not filtered:
@@ -111,7 +98,7 @@ def page_plan(
         for jid, (status, typ, err) in zip(ids, rows):
             scanned += 1
             rank += 1
-            if _matches(status, typ, err, state, job_type, error_code):
+            if matches(status, typ, err, state, job_type, error_code):
                 found.append(jid)
                 if len(found) == limit:
                     break
@@ -126,7 +113,32 @@ def page_plan(
     )
 
 
-def _matches(
+def filter_index(
+    plans: QueuePlans,
+    state: str | None,
+    user_id: str | None,
+    job_type: str | None,
+    error_code: str | None,
+    needs: str,
+) -> str:
+    """Check the filters of a listing and name the index it reads: the owner's (``user_id``), else
+    the state's; ``needs`` is the error when there is neither."""
+    if state is not None and state not in plans.machine.edges:
+        raise ValidationError(
+            f"unknown state {state!r} for machine {plans.machine.name!r}: {list(plans.machine.edges)}"
+        )
+    if job_type is not None:
+        validate_name("job type", job_type)
+    if error_code is not None and (not isinstance(error_code, str) or not 1 <= len(error_code) <= 200):
+        raise ValidationError("error_code must be text of 1-200 characters")
+    if user_id is not None:
+        return plans.keys.owner(validate_name("user id", user_id))
+    if state is not None:
+        return plans.keys.state(state)
+    raise ValidationError(needs)
+
+
+def matches(
     status: bytes | None,
     typ: bytes | None,
     err: bytes | None,
@@ -134,6 +146,7 @@ def _matches(
     job_type: str | None,
     error_code: str | None,
 ) -> bool:
+    """Whether an index entry's fields (status, type, error) pass the filters."""
     if status is None or (state is not None and status.decode() != state):
         return False
     if job_type is not None and (typ or b"").decode() != job_type:

@@ -10,6 +10,7 @@ from typing import Any
 
 from rjobs.client.arguments import actor_text
 from rjobs.client.operations import BULK_CHUNK, QueuePlans
+from rjobs.client.pages import filter_index, matches
 from rjobs.errors import ValidationError
 from rjobs.models import Actor, Job, Who
 from rjobs.store import codec
@@ -172,18 +173,9 @@ def filtered_list_plan(
         return (yield from plans.list_jobs(state, user_id, limit))
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
         raise ValidationError("limit must be an integer 1-10000")
-    if job_type is not None:
-        validate_name("job type", job_type)
-    if error_code is not None and (not isinstance(error_code, str) or not 1 <= len(error_code) <= 200):
-        raise ValidationError("error_code must be text of 1-200 characters")
-    if state is not None and state not in plans.machine.edges:
-        raise ValidationError(f"unknown state {state!r} for machine {plans.machine.name!r}")
-    if user_id is not None:
-        key = plans.keys.owner(validate_name("user id", user_id))
-    elif state is not None:
-        key = plans.keys.state(state)
-    else:
-        raise ValidationError("filtering by type or error code needs a state (or a user)")
+    key = filter_index(
+        plans, state, user_id, job_type, error_code, "filtering by type or error code needs a state (or a user)"
+    )
     found: list[bytes] = []
     start = 0
     while len(found) < limit and start < FILTER_SCAN:
@@ -192,14 +184,8 @@ def filtered_list_plan(
             break
         rows: list[Any] = yield [Cmd(("HMGET", plans.keys.job(i.decode()), "status", "type", "error")) for i in ids]
         for jid, (status, typ, err) in zip(ids, rows):
-            if status is None or (state is not None and status.decode() != state):
+            if not matches(status, typ, err, state, job_type, error_code):
                 continue
-            if job_type is not None and (typ or b"").decode() != job_type:
-                continue
-            if error_code is not None:
-                decoded = codec.decode_error(err) if err else None
-                if decoded is None or decoded.code != error_code:
-                    continue
             found.append(jid)
         start += FILTER_PAGE
     raws: list[Any] = (yield [Cmd(("HGETALL", plans.keys.job(i.decode()))) for i in found[:limit]]) if found else []

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from rjobs.client.queries import stream_entries
 from rjobs.store.keys import QueueKeys
+from rjobs.store.messages import decode_text
 
 __all__ = ["BUFFER", "Feed", "Feeds", "Subscriber"]
 
@@ -34,15 +35,11 @@ BLOCK_MS = 1000
 COUNT = 500
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def entry_doc(entry_id: Any, fields: Any) -> dict[str, str]:
     """One stream entry as the JSON object a browser gets (``id`` plus the entry's fields: job,
     event, from, to, actor, msg, attempt, data)."""
-    doc = {_text(k): _text(v) for k, v in dict(fields).items()}
-    doc["id"] = _text(entry_id)
+    doc = {decode_text(k): decode_text(v) for k, v in dict(fields).items()}
+    doc["id"] = decode_text(entry_id)
     return doc
 
 
